@@ -1,0 +1,24 @@
+package monitor
+
+import "errors"
+
+// Error classes of the monitor. Callers test them with errors.Is; package rpc
+// maps them to Cap'n Proto exceptions in one place. Every returned error wraps
+// one of these or carries the runtime's own words (see RuntimeError).
+var (
+	// ErrNotFound: no container or exec session with that ID
+	// (conmon-rs: "child not available").
+	ErrNotFound = errors.New("child not available")
+	// ErrInvalidArgument: the request itself is malformed.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrAlreadyExists: a container with that ID is already monitored.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrFailedPrecondition: the request is well formed but the object is in
+	// the wrong state, e.g. a window size for a container without a terminal.
+	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrNotImplemented: the method exists in the protocol but gomon does not
+	// serve it yet.
+	ErrNotImplemented = errors.New("not implemented")
+	// ErrShutdown: the monitor is shutting down and takes no new work.
+	ErrShutdown = errors.New("monitor is shutting down")
+)
