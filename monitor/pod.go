@@ -1,0 +1,42 @@
+package monitor
+
+// Namespace is a Linux namespace a pod's pause process can hold.
+type Namespace uint8
+
+// The namespaces CreateNamespaces knows, in the order of its response.
+const (
+	NamespaceIPC Namespace = iota
+	NamespacePID
+	NamespaceNet
+	NamespaceUser
+	NamespaceUTS
+)
+
+// NamespacesRequest asks for a pause process holding the pod's namespaces.
+type NamespacesRequest struct {
+	PodID       string
+	BasePath    string
+	Namespaces  []Namespace
+	UIDMappings []string // "container host size"
+	GIDMappings []string
+}
+
+// NamespacePath is one namespace file created for a pod.
+type NamespacePath struct {
+	Type Namespace
+	Path string
+}
+
+// ServeExecRequest asks for a streaming exec session URL.
+type ServeExecRequest struct {
+	ID                         string
+	Command                    []string
+	TTY, Stdin, Stdout, Stderr bool
+	Cgroup                     CgroupManager
+}
+
+// ServeAttachRequest asks for a streaming attach session URL.
+type ServeAttachRequest struct {
+	ID                    string
+	Stdin, Stdout, Stderr bool
+}
