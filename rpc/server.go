@@ -1,0 +1,343 @@
+// Package rpc serves conmon-rs's Cap'n Proto interface on top of a monitor.
+//
+// The adapter decodes each request (either wire generation, see decode.go),
+// releases the connection with call.Go() before anything that can wait, calls
+// the Backend, and encodes the answer. Errors become exceptions in one place,
+// toException. The Server owns the accept loop and every live connection so
+// that Close can end them.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
+
+	"github.com/gomon-dev/gomon/monitor"
+	"github.com/gomon-dev/gomon/rpc/proto"
+)
+
+// Server serves the Conmon interface to any number of connections.
+type Server struct {
+	backend Backend
+	info    VersionInfo
+	log     *slog.Logger
+
+	mu sync.Mutex
+	// +checklocks:mu
+	listeners map[net.Listener]struct{}
+	// +checklocks:mu
+	conns map[*capnprpc.Conn]struct{}
+	// +checklocks:mu
+	closed bool
+
+	wg sync.WaitGroup // one per connection watcher
+}
+
+// NewServer returns a Server answering with backend. info is what the
+// version method reports; log receives connection-level errors.
+func NewServer(backend Backend, info VersionInfo, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		backend:   backend,
+		info:      info,
+		log:       log,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*capnprpc.Conn]struct{}),
+	}
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("rpc server closed")
+
+// Serve accepts connections on l until Close, serving each concurrently.
+// It closes l on return.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		_ = l.Close()
+	}()
+
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		s.ServeConn(c)
+	}
+}
+
+// ServeConn serves one established connection until the peer hangs up or
+// the server closes. It does not block.
+func (s *Server) ServeConn(c net.Conn) {
+	boot := capnp.Client(proto.Conmon_ServerToClient(&adapter{s: s}))
+	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(c), &capnprpc.Options{
+		BootstrapClient: boot,
+		Logger:          s.log.With("component", "capnp"),
+	})
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	s.conns[conn] = struct{}{}
+	s.mu.Unlock()
+
+	s.wg.Go(func() {
+		<-conn.Done()
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+	})
+}
+
+// Close stops every listener and connection and waits for them to go. Calls
+// still running in the backend are not waited for; cancel them through the
+// backend. Close is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var errs []error
+	for l := range s.listeners {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	conns := make([]*capnprpc.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		// A peer that already hung up makes Close report it; that is no
+		// failure of ours.
+		_ = c.Close()
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// adapter implements the generated proto.Conmon_Server.
+type adapter struct{ s *Server }
+
+var _ proto.Conmon_Server = (*adapter)(nil)
+
+func (a *adapter) Version(ctx context.Context, call proto.Conmon_version) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	r, err := decodeVersion(req)
+	if err != nil {
+		return toException(err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	info := a.s.info
+	resp.SetProcessId(uint32(os.Getpid()))
+	tree := ""
+	if r.verbose {
+		tree = info.CargoTree
+	}
+	for _, f := range []struct {
+		set func(string) error
+		v   string
+	}{
+		{resp.SetVersion, info.Version},
+		{resp.SetTag, info.Tag},
+		{resp.SetCommit, info.Commit},
+		{resp.SetBuildDate, info.BuildDate},
+		{resp.SetTarget, info.Target},
+		{resp.SetRustVersion, info.RustVersion},
+		{resp.SetCargoVersion, info.CargoVersion},
+		{resp.SetCargoTree, tree},
+	} {
+		if err := f.set(f.v); err != nil {
+			return toException(err)
+		}
+	}
+	return nil
+}
+
+func (a *adapter) CreateContainer(ctx context.Context, call proto.Conmon_createContainer) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	r, _, err := decodeCreate(req)
+	if err != nil {
+		return toException(err)
+	}
+	call.Go()
+	pid, err := a.s.backend.CreateContainer(ctx, r)
+	if err != nil {
+		return toException(err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	resp.SetContainerPid(pid)
+	return nil
+}
+
+func (a *adapter) ExecSyncContainer(ctx context.Context, call proto.Conmon_execSyncContainer) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	r, _, err := decodeExecSync(req)
+	if err != nil {
+		return toException(err)
+	}
+	call.Go()
+	out, err := a.s.backend.ExecSync(ctx, r)
+	if err != nil {
+		return toException(err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	resp.SetExitCode(out.ExitCode)
+	resp.SetTimedOut(out.TimedOut)
+	if err := resp.SetStdout(out.Stdout); err != nil {
+		return toException(err)
+	}
+	if err := resp.SetStderr(out.Stderr); err != nil {
+		return toException(err)
+	}
+	return nil
+}
+
+func (a *adapter) AttachContainer(ctx context.Context, call proto.Conmon_attachContainer) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	r, _, err := decodeAttach(req)
+	if err != nil {
+		return toException(err)
+	}
+	call.Go()
+	if err := a.s.backend.Attach(ctx, r); err != nil {
+		return toException(err)
+	}
+	_, err = call.AllocResults()
+	return toException(err)
+}
+
+func (a *adapter) ReopenLogContainer(ctx context.Context, call proto.Conmon_reopenLogContainer) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	id, _, err := decodeReopenLog(req)
+	if err != nil {
+		return toException(err)
+	}
+	call.Go()
+	if err := a.s.backend.ReopenLog(ctx, id); err != nil {
+		return toException(err)
+	}
+	_, err = call.AllocResults()
+	return toException(err)
+}
+
+func (a *adapter) SetWindowSizeContainer(ctx context.Context, call proto.Conmon_setWindowSizeContainer) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	ws, _, err := decodeSetWindowSize(req)
+	if err != nil {
+		return toException(err)
+	}
+	if err := a.s.backend.SetWindowSize(ctx, ws.id, ws.width, ws.height); err != nil {
+		return toException(err)
+	}
+	_, err = call.AllocResults()
+	return toException(err)
+}
+
+func (a *adapter) CreateNamespaces(ctx context.Context, call proto.Conmon_createNamespaces) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	if _, _, err := decodeCreateNamespaces(req); err != nil {
+		return toException(err)
+	}
+	return toException(fmt.Errorf("create namespaces: %w", monitor.ErrNotImplemented))
+}
+
+func (a *adapter) StartFdSocket(ctx context.Context, call proto.Conmon_startFdSocket) error {
+	return toException(fmt.Errorf("start fd socket: %w", monitor.ErrNotImplemented))
+}
+
+func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serveExecContainer) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	if _, _, err := decodeServeExec(req); err != nil {
+		return toException(err)
+	}
+	return toException(fmt.Errorf("serve exec: %w", monitor.ErrNotImplemented))
+}
+
+func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_serveAttachContainer) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	if _, _, err := decodeServeAttach(req); err != nil {
+		return toException(err)
+	}
+	return toException(fmt.Errorf("serve attach: %w", monitor.ErrNotImplemented))
+}
+
+func (a *adapter) ServePortForwardContainer(ctx context.Context, call proto.Conmon_servePortForwardContainer) error {
+	return toException(fmt.Errorf("serve port forward: %w", monitor.ErrNotImplemented))
+}
