@@ -1,0 +1,886 @@
+package cli
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func envFrom(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+// serverDefaults is what Parse returns for an empty command line.
+func serverDefaults() Config {
+	return Config{
+		Command:                       CommandServer,
+		LogLevel:                      "info",
+		LogDriver:                     "systemd",
+		TracingEndpoint:               "http://127.0.0.1:4317",
+		TracingSamplingRatePerMillion: 1_000_000,
+	}
+}
+
+func TestParseServer(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		mod  func(c *Config)
+	}{
+		{name: "no arguments", mod: func(*Config) {}},
+
+		// --version / -v / CONMON_VERSION
+		{name: "version bare", args: []string{"--version"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionDefault }},
+		{name: "version separate value", args: []string{"--version", "full"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionFull }},
+		{name: "version equals", args: []string{"--version=full"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionFull }},
+		{name: "version explicit default", args: []string{"--version", "default"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionDefault }},
+		{name: "version short", args: []string{"-v"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionDefault }},
+		{name: "version short attached", args: []string{"-vfull"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionFull }},
+		{name: "version short equals", args: []string{"-v=full"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionFull }},
+		{name: "version short separate", args: []string{"-v", "full"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionFull }},
+		{
+			name: "version followed by flag takes no value", args: []string{"--version", "-l", "debug"},
+			mod: func(c *Config) { c.Command, c.Version, c.LogLevel = CommandVersion, VersionDefault, "debug" },
+		},
+		{name: "version env", env: map[string]string{"CONMON_VERSION": "default"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionDefault }},
+		{name: "version env full", env: map[string]string{"CONMON_VERSION": "full"}, mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionFull }},
+		{
+			name: "version flag beats env", args: []string{"--version"}, env: map[string]string{"CONMON_VERSION": "full"},
+			mod: func(c *Config) { c.Command, c.Version = CommandVersion, VersionDefault },
+		},
+
+		// --version-json / --vj / -j / CONMON_VERSION_JSON
+		{name: "version-json bare", args: []string{"--version-json"}, mod: func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionDefault }},
+		{name: "version-json full", args: []string{"--version-json", "full"}, mod: func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionFull }},
+		{name: "version-json alias", args: []string{"--vj"}, mod: func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionDefault }},
+		{name: "version-json alias equals", args: []string{"--vj=full"}, mod: func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionFull }},
+		{name: "version-json short", args: []string{"-j"}, mod: func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionDefault }},
+		{name: "version-json short attached", args: []string{"-jfull"}, mod: func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionFull }},
+		{name: "version-json env", env: map[string]string{"CONMON_VERSION_JSON": "full"}, mod: func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionFull }},
+		{
+			name: "both version flags", args: []string{"-v", "-j"},
+			mod: func(c *Config) { c.Command, c.Version, c.VersionJSON = CommandVersion, VersionDefault, VersionDefault },
+		},
+
+		// --log-level / -l / CONMON_LOG_LEVEL
+		{name: "log-level trace", args: []string{"--log-level", "trace"}, mod: func(c *Config) { c.LogLevel = "trace" }},
+		{name: "log-level debug equals", args: []string{"--log-level=debug"}, mod: func(c *Config) { c.LogLevel = "debug" }},
+		{name: "log-level warn short", args: []string{"-l", "warn"}, mod: func(c *Config) { c.LogLevel = "warn" }},
+		{name: "log-level error short attached", args: []string{"-lerror"}, mod: func(c *Config) { c.LogLevel = "error" }},
+		{name: "log-level off short equals", args: []string{"-l=off"}, mod: func(c *Config) { c.LogLevel = "off" }},
+		{name: "log-level info", args: []string{"-l", "info"}, mod: func(c *Config) { c.LogLevel = "info" }},
+		{name: "log-level env", env: map[string]string{"CONMON_LOG_LEVEL": "trace"}, mod: func(c *Config) { c.LogLevel = "trace" }},
+		{
+			name: "log-level flag beats env", args: []string{"-l", "error"}, env: map[string]string{"CONMON_LOG_LEVEL": "trace"},
+			mod: func(c *Config) { c.LogLevel = "error" },
+		},
+
+		// --log-driver / -d / CONMON_LOG_DRIVER
+		{name: "log-driver none", args: []string{"--log-driver", "none"}, mod: func(c *Config) { c.LogDriver = "none" }},
+		{name: "log-driver stdout equals", args: []string{"--log-driver=stdout"}, mod: func(c *Config) { c.LogDriver = "stdout" }},
+		{name: "log-driver systemd short", args: []string{"-d", "systemd"}, mod: func(c *Config) { c.LogDriver = "systemd" }},
+		{name: "log-driver short attached", args: []string{"-dnone"}, mod: func(c *Config) { c.LogDriver = "none" }},
+		{name: "log-driver env", env: map[string]string{"CONMON_LOG_DRIVER": "stdout"}, mod: func(c *Config) { c.LogDriver = "stdout" }},
+		{
+			name: "log-driver flag beats env", args: []string{"-d", "none"}, env: map[string]string{"CONMON_LOG_DRIVER": "stdout"},
+			mod: func(c *Config) { c.LogDriver = "none" },
+		},
+
+		// --runtime / -r / CONMON_RUNTIME
+		{name: "runtime", args: []string{"--runtime", "/usr/sbin/runc"}, mod: func(c *Config) { c.Runtime = "/usr/sbin/runc" }},
+		{name: "runtime equals", args: []string{"--runtime=/usr/bin/crun"}, mod: func(c *Config) { c.Runtime = "/usr/bin/crun" }},
+		{name: "runtime short", args: []string{"-r", "/x"}, mod: func(c *Config) { c.Runtime = "/x" }},
+		{name: "runtime short attached", args: []string{"-r/x"}, mod: func(c *Config) { c.Runtime = "/x" }},
+		{name: "runtime blank is a value", args: []string{"--runtime", " "}, mod: func(c *Config) { c.Runtime = " " }},
+		{name: "runtime value may be a lone dash", args: []string{"--runtime", "-"}, mod: func(c *Config) { c.Runtime = "-" }},
+		{name: "runtime env", env: map[string]string{"CONMON_RUNTIME": "/env/runc"}, mod: func(c *Config) { c.Runtime = "/env/runc" }},
+		{
+			name: "runtime flag beats env", args: []string{"-r", "/cli"}, env: map[string]string{"CONMON_RUNTIME": "/env"},
+			mod: func(c *Config) { c.Runtime = "/cli" },
+		},
+
+		// --runtime-dir / CONMON_RUNTIME_DIR
+		{name: "runtime-dir", args: []string{"--runtime-dir", "/run/d"}, mod: func(c *Config) { c.RuntimeDir = "/run/d" }},
+		{name: "runtime-dir equals", args: []string{"--runtime-dir=/run/d"}, mod: func(c *Config) { c.RuntimeDir = "/run/d" }},
+		{name: "runtime-dir env", env: map[string]string{"CONMON_RUNTIME_DIR": "/e"}, mod: func(c *Config) { c.RuntimeDir = "/e" }},
+		{
+			name: "runtime-dir flag beats env", args: []string{"--runtime-dir", "/c"}, env: map[string]string{"CONMON_RUNTIME_DIR": "/e"},
+			mod: func(c *Config) { c.RuntimeDir = "/c" },
+		},
+
+		// --runtime-root / CONMON_RUNTIME_ROOT
+		{name: "runtime-root", args: []string{"--runtime-root", "/run/runc"}, mod: func(c *Config) { c.RuntimeRoot = "/run/runc" }},
+		{name: "runtime-root equals", args: []string{"--runtime-root=/run/crun"}, mod: func(c *Config) { c.RuntimeRoot = "/run/crun" }},
+		{name: "runtime-root env", env: map[string]string{"CONMON_RUNTIME_ROOT": "/e"}, mod: func(c *Config) { c.RuntimeRoot = "/e" }},
+		{
+			name: "runtime-root flag beats env", args: []string{"--runtime-root", "/c"}, env: map[string]string{"CONMON_RUNTIME_ROOT": "/e"},
+			mod: func(c *Config) { c.RuntimeRoot = "/c" },
+		},
+
+		// --skip-fork / CONMON_SKIP_FORK
+		{name: "skip-fork", args: []string{"--skip-fork"}, mod: func(c *Config) { c.SkipFork = true }},
+		{name: "skip-fork env true", env: map[string]string{"CONMON_SKIP_FORK": "true"}, mod: func(c *Config) { c.SkipFork = true }},
+		{name: "skip-fork env false", env: map[string]string{"CONMON_SKIP_FORK": "false"}, mod: func(*Config) {}},
+		{
+			name: "skip-fork flag beats env false", args: []string{"--skip-fork"}, env: map[string]string{"CONMON_SKIP_FORK": "false"},
+			mod: func(c *Config) { c.SkipFork = true },
+		},
+		{
+			// The env var is not even parsed when the flag is present.
+			name: "skip-fork flag hides invalid env", args: []string{"--skip-fork"}, env: map[string]string{"CONMON_SKIP_FORK": "1"},
+			mod: func(c *Config) { c.SkipFork = true },
+		},
+
+		// --enable-tracing / -e / CONMON_ENABLE_TRACING
+		{name: "enable-tracing", args: []string{"--enable-tracing"}, mod: func(c *Config) { c.EnableTracing = true }},
+		{name: "enable-tracing short", args: []string{"-e"}, mod: func(c *Config) { c.EnableTracing = true }},
+		{name: "enable-tracing env", env: map[string]string{"CONMON_ENABLE_TRACING": "true"}, mod: func(c *Config) { c.EnableTracing = true }},
+		{name: "enable-tracing env false", env: map[string]string{"CONMON_ENABLE_TRACING": "false"}, mod: func(*Config) {}},
+
+		// --tracing-endpoint / -t / CONMON_TRACING_ENDPOINT
+		{name: "tracing-endpoint", args: []string{"--tracing-endpoint", "http://h:1"}, mod: func(c *Config) { c.TracingEndpoint = "http://h:1" }},
+		{name: "tracing-endpoint equals", args: []string{"--tracing-endpoint=http://h:2"}, mod: func(c *Config) { c.TracingEndpoint = "http://h:2" }},
+		{name: "tracing-endpoint short", args: []string{"-t", "http://h:3"}, mod: func(c *Config) { c.TracingEndpoint = "http://h:3" }},
+		{name: "tracing-endpoint short attached", args: []string{"-thttp://h:4"}, mod: func(c *Config) { c.TracingEndpoint = "http://h:4" }},
+		{name: "tracing-endpoint empty is a value", args: []string{"--tracing-endpoint="}, mod: func(c *Config) { c.TracingEndpoint = "" }},
+		{name: "tracing-endpoint env", env: map[string]string{"CONMON_TRACING_ENDPOINT": "http://e:1"}, mod: func(c *Config) { c.TracingEndpoint = "http://e:1" }},
+		{
+			name: "tracing-endpoint flag beats env", args: []string{"-t", "http://c"}, env: map[string]string{"CONMON_TRACING_ENDPOINT": "http://e"},
+			mod: func(c *Config) { c.TracingEndpoint = "http://c" },
+		},
+
+		// --tracing-sampling-rate-per-million / GOMON_TRACING_SAMPLING_RATE_PER_MILLION
+		{name: "sampling rate", args: []string{"--tracing-sampling-rate-per-million", "500"}, mod: func(c *Config) { c.TracingSamplingRatePerMillion = 500 }},
+		{name: "sampling rate equals zero", args: []string{"--tracing-sampling-rate-per-million=0"}, mod: func(c *Config) { c.TracingSamplingRatePerMillion = 0 }},
+		{
+			name: "sampling rate env", env: map[string]string{"GOMON_TRACING_SAMPLING_RATE_PER_MILLION": "1000"},
+			mod: func(c *Config) { c.TracingSamplingRatePerMillion = 1000 },
+		},
+		{
+			name: "sampling rate flag beats env", args: []string{"--tracing-sampling-rate-per-million", "7"},
+			env: map[string]string{"GOMON_TRACING_SAMPLING_RATE_PER_MILLION": "1000"},
+			mod: func(c *Config) { c.TracingSamplingRatePerMillion = 7 },
+		},
+
+		// hidden --cgroup-manager / -c
+		{
+			name: "cgroup-manager", args: []string{"--cgroup-manager", "systemd"},
+			mod: func(c *Config) { c.CgroupManager, c.DeprecatedFlags = "systemd", []string{"--cgroup-manager"} },
+		},
+		{
+			name: "cgroup-manager equals", args: []string{"--cgroup-manager=cgroupfs"},
+			mod: func(c *Config) { c.CgroupManager, c.DeprecatedFlags = "cgroupfs", []string{"--cgroup-manager"} },
+		},
+		{
+			name: "cgroup-manager short", args: []string{"-c", "cgroupfs"},
+			mod: func(c *Config) { c.CgroupManager, c.DeprecatedFlags = "cgroupfs", []string{"--cgroup-manager"} },
+		},
+		{
+			name: "cgroup-manager any value", args: []string{"-cwhatever"},
+			mod: func(c *Config) { c.CgroupManager, c.DeprecatedFlags = "whatever", []string{"--cgroup-manager"} },
+		},
+		{
+			// conmon-rs never had an env var for it.
+			name: "cgroup-manager has no env", env: map[string]string{"CONMON_CGROUP_MANAGER": "systemd"},
+			mod: func(*Config) {},
+		},
+
+		// Short clusters.
+		{name: "cluster flag then option", args: []string{"-el", "debug"}, mod: func(c *Config) { c.EnableTracing, c.LogLevel = true, "debug" }},
+		{name: "cluster flag then attached option", args: []string{"-eldebug"}, mod: func(c *Config) { c.EnableTracing, c.LogLevel = true, "debug" }},
+
+		// Unrelated environment is ignored.
+		{name: "unrelated env", env: map[string]string{"CONMON_FOO": "x", "PATH": "/bin"}, mod: func(*Config) {}},
+
+		// What real clients send.
+		{
+			name: "CRI-O v1.34 (conmon-rs client v0.7.2) argv",
+			args: []string{
+				"--runtime", "/usr/sbin/runc",
+				"--runtime-dir", "/var/lib/containers/storage/overlay-containers/abc/userdata",
+				"--runtime-root", "/run/runc",
+				"--log-level", "debug",
+				"--log-driver", "systemd",
+				"--cgroup-manager", "cgroupfs",
+				"--enable-tracing",
+				"--tracing-endpoint", "http://127.0.0.1:4317",
+			},
+			mod: func(c *Config) {
+				c.Runtime = "/usr/sbin/runc"
+				c.RuntimeDir = "/var/lib/containers/storage/overlay-containers/abc/userdata"
+				c.RuntimeRoot = "/run/runc"
+				c.LogLevel = "debug"
+				c.CgroupManager = "cgroupfs"
+				c.DeprecatedFlags = []string{"--cgroup-manager"}
+				c.EnableTracing = true
+			},
+		},
+		{
+			name: "CRI-O v1.34 argv without tracing, systemd cgroups",
+			args: []string{
+				"--runtime", "/usr/bin/crun", "--runtime-dir", "/run/x", "--runtime-root", "/run/crun",
+				"--log-level", "off", "--log-driver", "systemd", "--cgroup-manager", "systemd",
+			},
+			mod: func(c *Config) {
+				c.Runtime, c.RuntimeDir, c.RuntimeRoot = "/usr/bin/crun", "/run/x", "/run/crun"
+				c.LogLevel, c.CgroupManager = "off", "systemd"
+				c.DeprecatedFlags = []string{"--cgroup-manager"}
+			},
+		},
+		{
+			name: "conmon-rs client v1.0.1 argv (CRI-O main)",
+			args: []string{
+				"--runtime", "/usr/sbin/runc", "--runtime-dir", "/run/x", "--runtime-root", "/run/runc",
+				"--log-level", "trace", "--log-driver", "none",
+				"--enable-tracing", "--tracing-endpoint", "http://127.0.0.1:4318",
+			},
+			mod: func(c *Config) {
+				c.Runtime, c.RuntimeDir, c.RuntimeRoot = "/usr/sbin/runc", "/run/x", "/run/runc"
+				c.LogLevel, c.LogDriver = "trace", "none"
+				c.EnableTracing, c.TracingEndpoint = true, "http://127.0.0.1:4318"
+			},
+		},
+		{
+			name: "conmon-rs client v1.0.1 minimal argv",
+			args: []string{"--runtime", "/usr/sbin/runc", "--runtime-dir", "/run/x"},
+			mod:  func(c *Config) { c.Runtime, c.RuntimeDir = "/usr/sbin/runc", "/run/x" },
+		},
+		{
+			name: "conmon-rs client Version() probe",
+			args: []string{"--version-json"},
+			mod:  func(c *Config) { c.Command, c.VersionJSON = CommandVersion, VersionDefault },
+		},
+		{
+			name: "everything from the environment",
+			env: map[string]string{
+				"CONMON_RUNTIME": "/r", "CONMON_RUNTIME_DIR": "/d", "CONMON_RUNTIME_ROOT": "/root",
+				"CONMON_LOG_LEVEL": "warn", "CONMON_LOG_DRIVER": "stdout", "CONMON_SKIP_FORK": "true",
+				"CONMON_ENABLE_TRACING": "true", "CONMON_TRACING_ENDPOINT": "http://t",
+			},
+			mod: func(c *Config) {
+				c.Runtime, c.RuntimeDir, c.RuntimeRoot = "/r", "/d", "/root"
+				c.LogLevel, c.LogDriver, c.SkipFork = "warn", "stdout", true
+				c.EnableTracing, c.TracingEndpoint = true, "http://t"
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.args, envFrom(tt.env))
+			if err != nil {
+				t.Fatalf("Parse(%q) error:\n%v", tt.args, err)
+			}
+			want := serverDefaults()
+			tt.mod(&want)
+			if !reflect.DeepEqual(*got, want) {
+				t.Fatalf("Parse(%q)\n got %+v\nwant %+v", tt.args, *got, want)
+			}
+		})
+	}
+}
+
+func TestParseNilLookupEnv(t *testing.T) {
+	got, err := Parse(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := serverDefaults(); !reflect.DeepEqual(*got, want) {
+		t.Fatalf("got %+v, want %+v", *got, want)
+	}
+}
+
+func TestParsePause(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want PauseConfig
+	}{
+		{
+			name: "minimal",
+			args: []string{"pause", "--pod-id", "pod1"},
+			want: PauseConfig{BasePath: "/var/run", PodID: "pod1"},
+		},
+		{
+			name: "pod-id equals",
+			args: []string{"pause", "--pod-id=pod1"},
+			want: PauseConfig{BasePath: "/var/run", PodID: "pod1"},
+		},
+		{
+			name: "base-path long and namespaces",
+			args: []string{"pause", "--base-path", "/run/x", "--pod-id", "p", "--ipc", "--pid", "--net", "--uts"},
+			want: PauseConfig{BasePath: "/run/x", PodID: "p", IPC: true, PID: true, Net: true, UTS: true},
+		},
+		{
+			name: "base-path short forms",
+			args: []string{"pause", "-p/run/y", "--pod-id", "p"},
+			want: PauseConfig{BasePath: "/run/y", PodID: "p"},
+		},
+		{
+			name: "base-path short equals",
+			args: []string{"pause", "-p=/run/z", "--pod-id", "p"},
+			want: PauseConfig{BasePath: "/run/z", PodID: "p"},
+		},
+		{
+			name: "env",
+			args: []string{"pause"},
+			env:  map[string]string{"CONMON_PAUSE_BASE_PATH": "/e", "CONMON_PAUSE_POD_ID": "envpod"},
+			want: PauseConfig{BasePath: "/e", PodID: "envpod"},
+		},
+		{
+			name: "flags beat env",
+			args: []string{"pause", "-p", "/c", "--pod-id", "clipod"},
+			env:  map[string]string{"CONMON_PAUSE_BASE_PATH": "/e", "CONMON_PAUSE_POD_ID": "envpod"},
+			want: PauseConfig{BasePath: "/c", PodID: "clipod"},
+		},
+		{
+			name: "user with repeated mappings in every form",
+			args: []string{
+				"pause", "--pod-id", "p", "--user",
+				"--uid-mappings", "0 1000 1", "-u", "1 100000 65536", "--uid-mappings=65537 0 1",
+				"-g0 1000 1", "--gid-mappings", "1 100000 65536",
+			},
+			want: PauseConfig{
+				BasePath: "/var/run", PodID: "p", User: true,
+				UIDMappings: []string{"0 1000 1", "1 100000 65536", "65537 0 1"},
+				GIDMappings: []string{"0 1000 1", "1 100000 65536"},
+			},
+		},
+		{
+			name: "mappings without user are accepted",
+			args: []string{"pause", "--pod-id", "p", "-u", "0 0 1"},
+			want: PauseConfig{BasePath: "/var/run", PodID: "p", UIDMappings: []string{"0 0 1"}},
+		},
+		{
+			name: "empty pod id is a value",
+			args: []string{"pause", "--pod-id="},
+			want: PauseConfig{BasePath: "/var/run"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.args, envFrom(tt.env))
+			if err != nil {
+				t.Fatalf("Parse(%q):\n%v", tt.args, err)
+			}
+			if got.Command != CommandPause {
+				t.Fatalf("Command = %v, want CommandPause", got.Command)
+			}
+			if !reflect.DeepEqual(got.Pause, tt.want) {
+				t.Fatalf("Pause\n got %+v\nwant %+v", got.Pause, tt.want)
+			}
+			// Args must reproduce the same configuration.
+			again, err := Parse(got.Pause.Args(), nil)
+			if err != nil {
+				t.Fatalf("Parse(Args()=%q):\n%v", got.Pause.Args(), err)
+			}
+			if !reflect.DeepEqual(again.Pause, tt.want) {
+				t.Fatalf("round trip through %q\n got %+v\nwant %+v", got.Pause.Args(), again.Pause, tt.want)
+			}
+		})
+	}
+}
+
+func TestPauseArgsForm(t *testing.T) {
+	p := PauseConfig{
+		BasePath: "/var/run", PodID: "-odd", Net: true, User: true,
+		UIDMappings: []string{"0 1 2"}, GIDMappings: []string{"3 4 5"},
+	}
+	want := []string{
+		"pause", "--base-path", "/var/run", "--pod-id=-odd", "--net", "--user",
+		"--uid-mappings=0 1 2", "--gid-mappings=3 4 5",
+	}
+	if got := p.Args(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Args() = %q, want %q", got, want)
+	}
+}
+
+func TestParseRun(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want RunConfig
+		mod  func(c *Config) // expectations on the top level, if any
+	}{
+		{
+			name: "minimal",
+			args: []string{"run", "--bundle", "/b", "ctr"},
+			want: RunConfig{Runtime: "runc", Bundle: "/b", ID: "ctr"},
+		},
+		{
+			name: "id first, short bundle attached",
+			args: []string{"run", "ctr", "-b/b"},
+			want: RunConfig{Runtime: "runc", Bundle: "/b", ID: "ctr"},
+		},
+		{
+			name: "every flag long",
+			args: []string{"run", "--runtime", "/usr/sbin/runc", "--tty", "--interactive", "--log-path", "/l", "--trace=otlp", "--bundle=/b", "ctr"},
+			want: RunConfig{Runtime: "/usr/sbin/runc", TTY: true, Interactive: true, LogPath: "/l", Trace: TraceOTLP, Bundle: "/b", ID: "ctr"},
+		},
+		{
+			name: "every flag short",
+			args: []string{"run", "-r", "crun", "-ti", "-b", "/b", "ctr"},
+			want: RunConfig{Runtime: "crun", TTY: true, Interactive: true, Bundle: "/b", ID: "ctr"},
+		},
+		{
+			name: "bare trace never swallows the id",
+			args: []string{"run", "-b", "/b", "--trace", "ctr"},
+			want: RunConfig{Runtime: "runc", Trace: TraceTree, Bundle: "/b", ID: "ctr"},
+		},
+		{
+			name: "trace tree explicit",
+			args: []string{"run", "--trace=tree", "-b", "/b", "ctr"},
+			want: RunConfig{Runtime: "runc", Trace: TraceTree, Bundle: "/b", ID: "ctr"},
+		},
+		{
+			name: "id after double dash may start with a dash",
+			args: []string{"run", "-b", "/b", "--", "-ctr"},
+			want: RunConfig{Runtime: "runc", Bundle: "/b", ID: "-ctr"},
+		},
+		{
+			name: "top-level flags before the subcommand",
+			args: []string{"--log-level", "debug", "-d", "stdout", "run", "-b", "/b", "ctr"},
+			want: RunConfig{Runtime: "runc", Bundle: "/b", ID: "ctr"},
+			mod:  func(c *Config) { c.LogLevel, c.LogDriver = "debug", "stdout" },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.args, nil)
+			if err != nil {
+				t.Fatalf("Parse(%q):\n%v", tt.args, err)
+			}
+			want := serverDefaults()
+			want.Command = CommandRun
+			want.Run = tt.want
+			if tt.mod != nil {
+				tt.mod(&want)
+			}
+			if !reflect.DeepEqual(*got, want) {
+				t.Fatalf("Parse(%q)\n got %+v\nwant %+v", tt.args, *got, want)
+			}
+		})
+	}
+}
+
+func TestVersionWinsOverSubcommand(t *testing.T) {
+	// conmon-rs handles --version before it looks at `pause`, and a stray
+	// CONMON_VERSION in the environment therefore hijacks any invocation.
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{name: "flag before pause", args: []string{"-v", "--log-level", "info", "pause", "--pod-id", "p"}},
+		{name: "env with pause", args: []string{"pause", "--pod-id", "p"}, env: map[string]string{"CONMON_VERSION": "default"}},
+		{name: "env with server argv", args: []string{"--runtime", "/r", "--runtime-dir", "/d"}, env: map[string]string{"CONMON_VERSION_JSON": "default"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.args, envFrom(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Command != CommandVersion {
+				t.Fatalf("Command = %v, want CommandVersion", got.Command)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	const (
+		rootUsage  = "Usage: gomon [OPTIONS] [COMMAND]"
+		pauseUsage = "Usage: gomon pause [OPTIONS] --pod-id <POD_ID>"
+		runUsage   = "Usage: gomon run [OPTIONS] --bundle <DIR> <ID>"
+		tryHelp    = "\n\nFor more information, try '--help'."
+		levels     = "\n  [possible values: trace, debug, info, warn, error, off]"
+		bools      = "\n  [possible values: true, false]"
+		verbosity  = "\n  [possible values: default, full]"
+	)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		kind ErrorKind
+		want string // the complete error text
+	}{
+		// Unknown arguments.
+		{
+			name: "unknown long flag", args: []string{"--bogus"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "unknown long flag with value", args: []string{"--bogus=1"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "unknown short flag", args: []string{"-x"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '-x' found\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "unknown short flag in cluster", args: []string{"-ex"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '-x' found\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "flag of a newer conmon-rs", args: []string{"--runtime", "/r", "--no-such-flag"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--no-such-flag' found\n\nUsage: gomon --runtime <RUNTIME>" + tryHelp,
+		},
+		{
+			// The pending value is checked only after the next argument,
+			// and clap reports the unknown flag instead.
+			name: "unknown flag after pending bad value", args: []string{"--log-level", "loud", "--bogus"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\nUsage: gomon --log-level <LEVEL>" + tryHelp,
+		},
+		{
+			// After arguments were given clap prints a "smart" usage line
+			// listing them, in order, without [OPTIONS].
+			name: "smart usage lists used arguments", args: []string{"--runtime", "/r", "--runtime-dir", "/d", "-e", "-l", "debug", "--bogus"},
+			kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\nUsage: gomon --runtime <RUNTIME> --runtime-dir <RUNTIME_DIR> --enable-tracing --log-level <LEVEL>" + tryHelp,
+		},
+		{
+			name: "smart usage skips hidden arguments", args: []string{"-c", "systemd", "--bogus"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "smart usage ignores env values", args: []string{"--bogus"}, env: map[string]string{"CONMON_RUNTIME": "/r"},
+			kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "smart usage in pause", args: []string{"pause", "--user", "--pod-id", "p", "--bogus"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\nUsage: gomon pause --pod-id <POD_ID> --user" + tryHelp,
+		},
+		{
+			name: "smart usage in run", args: []string{"run", "ctr", "--bogus"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\n  tip: to pass '--bogus' as a value, use '-- --bogus'\n\nUsage: gomon run --bundle <DIR> <ID>" + tryHelp,
+		},
+		{
+			name: "short unknown flag keeps the plain usage", args: []string{"--runtime", "/r", "-x"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '-x' found\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "stray word", args: []string{"bogus"}, kind: KindUnrecognizedSubcommand,
+			want: "error: unrecognized subcommand 'bogus'\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "stray word after a complete option", args: []string{"--runtime", "/r", "extra"}, kind: KindUnrecognizedSubcommand,
+			want: "error: unrecognized subcommand 'extra'\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "subcommand after double dash", args: []string{"--", "pause"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument 'pause' found\n\n  tip: subcommand 'pause' exists; to use it, remove the '--' before it\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "help for unknown subcommand", args: []string{"help", "bogus"}, kind: KindUnrecognizedSubcommand,
+			want: "error: unrecognized subcommand 'bogus'\n\n" + rootUsage + tryHelp,
+		},
+
+		// Invalid and missing values.
+		{
+			name: "invalid log level", args: []string{"--log-level", "loud"}, kind: KindInvalidValue,
+			want: "error: invalid value 'loud' for '--log-level <LEVEL>'" + levels + tryHelp,
+		},
+		{
+			name: "invalid log level attached, before unknown flag", args: []string{"--log-level=loud", "--bogus"}, kind: KindInvalidValue,
+			want: "error: invalid value 'loud' for '--log-level <LEVEL>'" + levels + tryHelp,
+		},
+		{
+			name: "log level is case sensitive", args: []string{"-l", "DEBUG"}, kind: KindInvalidValue,
+			want: "error: invalid value 'DEBUG' for '--log-level <LEVEL>'" + levels + tryHelp,
+		},
+		{
+			name: "invalid log driver", args: []string{"-d", "journald"}, kind: KindInvalidValue,
+			want: "error: invalid value 'journald' for '--log-driver <DRIVER>'\n  [possible values: none, stdout, systemd]" + tryHelp,
+		},
+		{
+			name: "missing value at end", args: []string{"--log-level"}, kind: KindInvalidValue,
+			want: "error: a value is required for '--log-level <LEVEL>' but none was supplied" + levels + tryHelp,
+		},
+		{
+			name: "empty attached value", args: []string{"--log-level="}, kind: KindInvalidValue,
+			want: "error: a value is required for '--log-level <LEVEL>' but none was supplied" + levels + tryHelp,
+		},
+		{
+			name: "empty short attached value", args: []string{"-l="}, kind: KindInvalidValue,
+			want: "error: a value is required for '--log-level <LEVEL>' but none was supplied" + levels + tryHelp,
+		},
+		{
+			name: "value never starts with a dash", args: []string{"--runtime", "--runtime-dir", "/d"}, kind: KindInvalidValue,
+			want: "error: a value is required for '--runtime <RUNTIME>' but none was supplied" + tryHelp,
+		},
+		{
+			name: "value then help flag", args: []string{"--runtime", "--help"}, kind: KindInvalidValue,
+			want: "error: a value is required for '--runtime <RUNTIME>' but none was supplied" + tryHelp,
+		},
+		{
+			name: "empty path", args: []string{"--runtime="}, kind: KindInvalidValue,
+			want: "error: a value is required for '--runtime <RUNTIME>' but none was supplied" + tryHelp,
+		},
+		{
+			name: "empty runtime root", args: []string{"--runtime-root", ""}, kind: KindInvalidValue,
+			want: "error: a value is required for '--runtime-root <RUNTIME_ROOT>' but none was supplied" + tryHelp,
+		},
+		{
+			name: "invalid version value", args: []string{"--version", "short"}, kind: KindInvalidValue,
+			want: "error: invalid value 'short' for '--version [<VERBOSITY>]'" + verbosity + tryHelp,
+		},
+		{
+			name: "version swallows the subcommand", args: []string{"--version", "pause"}, kind: KindInvalidValue,
+			want: "error: invalid value 'pause' for '--version [<VERBOSITY>]'" + verbosity + tryHelp,
+		},
+		{
+			name: "invalid version-json value via alias", args: []string{"--vj=yes"}, kind: KindInvalidValue,
+			want: "error: invalid value 'yes' for '--version-json [<VERBOSITY>]'" + verbosity + tryHelp,
+		},
+		{
+			name: "short cluster after optional-value flag is its value", args: []string{"-vj"}, kind: KindInvalidValue,
+			want: "error: invalid value 'j' for '--version [<VERBOSITY>]'" + verbosity + tryHelp,
+		},
+		{
+			name: "sampling rate out of range", args: []string{"--tracing-sampling-rate-per-million", "2000000"}, kind: KindValueValidation,
+			want: "error: invalid value '2000000' for '--tracing-sampling-rate-per-million <RATE>': 2000000 is not in 0..=1000000" + tryHelp,
+		},
+		{
+			name: "sampling rate not a number", args: []string{"--tracing-sampling-rate-per-million=1e6"}, kind: KindValueValidation,
+			want: "error: invalid value '1e6' for '--tracing-sampling-rate-per-million <RATE>': invalid digit found in string" + tryHelp,
+		},
+		{
+			name: "sampling rate huge", args: []string{"--tracing-sampling-rate-per-million=99999999999999999999"}, kind: KindValueValidation,
+			want: "error: invalid value '99999999999999999999' for '--tracing-sampling-rate-per-million <RATE>': number too large to fit in target type" + tryHelp,
+		},
+		{
+			name: "flag given a value", args: []string{"--skip-fork=true"}, kind: KindTooManyValues,
+			want: "error: unexpected value 'true' for '--skip-fork' found; no more were expected\n\nUsage: gomon --skip-fork" + tryHelp,
+		},
+		{
+			name: "short flag given a value", args: []string{"-e=true"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '-=' found\n\n" + rootUsage + tryHelp,
+		},
+
+		// Environment values are parsed like command-line values.
+		{
+			name: "env bool 1 is rejected", env: map[string]string{"CONMON_SKIP_FORK": "1"}, kind: KindInvalidValue,
+			want: "error: invalid value '1' for '--skip-fork'" + bools + tryHelp,
+		},
+		{
+			name: "env bool yes is rejected", env: map[string]string{"CONMON_ENABLE_TRACING": "yes"}, kind: KindInvalidValue,
+			want: "error: invalid value 'yes' for '--enable-tracing'" + bools + tryHelp,
+		},
+		{
+			name: "env bool is case sensitive", env: map[string]string{"CONMON_SKIP_FORK": "TRUE"}, kind: KindInvalidValue,
+			want: "error: invalid value 'TRUE' for '--skip-fork'" + bools + tryHelp,
+		},
+		{
+			name: "env bool empty", env: map[string]string{"CONMON_SKIP_FORK": ""}, kind: KindInvalidValue,
+			want: "error: a value is required for '--skip-fork' but none was supplied" + bools + tryHelp,
+		},
+		{
+			name: "env log level invalid", env: map[string]string{"CONMON_LOG_LEVEL": "verbose"}, kind: KindInvalidValue,
+			want: "error: invalid value 'verbose' for '--log-level <LEVEL>'" + levels + tryHelp,
+		},
+		{
+			name: "env runtime empty", env: map[string]string{"CONMON_RUNTIME": ""}, kind: KindInvalidValue,
+			want: "error: a value is required for '--runtime <RUNTIME>' but none was supplied" + tryHelp,
+		},
+		{
+			name: "env version empty", env: map[string]string{"CONMON_VERSION": ""}, kind: KindInvalidValue,
+			want: "error: a value is required for '--version [<VERBOSITY>]' but none was supplied" + verbosity + tryHelp,
+		},
+		{
+			name: "env sampling rate invalid", env: map[string]string{"GOMON_TRACING_SAMPLING_RATE_PER_MILLION": "all"}, kind: KindValueValidation,
+			want: "error: invalid value 'all' for '--tracing-sampling-rate-per-million <RATE>': invalid digit found in string" + tryHelp,
+		},
+		{
+			name: "top-level env is checked with a subcommand", args: []string{"pause", "--pod-id", "p"},
+			env: map[string]string{"CONMON_LOG_DRIVER": "file"}, kind: KindInvalidValue,
+			want: "error: invalid value 'file' for '--log-driver <DRIVER>'\n  [possible values: none, stdout, systemd]" + tryHelp,
+		},
+
+		// Repeated single-occurrence arguments.
+		{
+			name: "repeated option", args: []string{"--log-level", "debug", "--log-level", "info"}, kind: KindArgumentConflict,
+			want: "error: the argument '--log-level <LEVEL>' cannot be used multiple times\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "repeated option mixed forms", args: []string{"-r", "/a", "--runtime=/b"}, kind: KindArgumentConflict,
+			want: "error: the argument '--runtime <RUNTIME>' cannot be used multiple times\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "repeated flag", args: []string{"--skip-fork", "--skip-fork"}, kind: KindArgumentConflict,
+			want: "error: the argument '--skip-fork' cannot be used multiple times\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "repeated short flag in cluster", args: []string{"-ee"}, kind: KindArgumentConflict,
+			want: "error: the argument '--enable-tracing' cannot be used multiple times\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "repeated optional-value flag", args: []string{"--version", "--version"}, kind: KindArgumentConflict,
+			want: "error: the argument '--version [<VERBOSITY>]' cannot be used multiple times\n\n" + rootUsage + tryHelp,
+		},
+		{
+			name: "repeated hidden flag", args: []string{"-c", "systemd", "--cgroup-manager", "cgroupfs"}, kind: KindArgumentConflict,
+			want: "error: the argument '--cgroup-manager <CGROUP_MANAGER>' cannot be used multiple times\n\n" + rootUsage + tryHelp,
+		},
+
+		// pause.
+		{
+			name: "pause without pod id", args: []string{"pause"}, kind: KindMissingRequiredArgument,
+			want: "error: the following required arguments were not provided:\n  --pod-id <POD_ID>\n\nUsage: gomon pause --pod-id <POD_ID>" + tryHelp,
+		},
+		{
+			name: "pause user without mappings", args: []string{"pause", "--pod-id", "p", "--user"}, kind: KindMissingRequiredArgument,
+			want: "error: the following required arguments were not provided:\n  --uid-mappings <UID_MAPPINGS>\n  --gid-mappings <GID_MAPPINGS>\n\n" +
+				"Usage: gomon pause --pod-id <POD_ID> --user --uid-mappings <UID_MAPPINGS> --gid-mappings <GID_MAPPINGS>" + tryHelp,
+		},
+		{
+			name: "pause user without gid mappings", args: []string{"pause", "--pod-id", "p", "--user", "-u", "0 0 1"}, kind: KindMissingRequiredArgument,
+			want: "error: the following required arguments were not provided:\n  --gid-mappings <GID_MAPPINGS>\n\n" +
+				"Usage: gomon pause --pod-id <POD_ID> --user --uid-mappings <UID_MAPPINGS> --gid-mappings <GID_MAPPINGS>" + tryHelp,
+		},
+		{
+			name: "pause user from command line, pod id from env", args: []string{"pause", "--user", "-g", "0 0 1"},
+			env: map[string]string{"CONMON_PAUSE_POD_ID": "p"}, kind: KindMissingRequiredArgument,
+			want: "error: the following required arguments were not provided:\n  --uid-mappings <UID_MAPPINGS>\n\n" +
+				"Usage: gomon pause --pod-id <POD_ID> --user --gid-mappings <GID_MAPPINGS> --uid-mappings <UID_MAPPINGS>" + tryHelp,
+		},
+		{
+			name: "pause rejects server flags", args: []string{"pause", "--pod-id", "p", "--log-level", "debug"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--log-level' found\n\nUsage: gomon pause --pod-id <POD_ID>" + tryHelp,
+		},
+		{
+			name: "pause stray word", args: []string{"pause", "--pod-id", "p", "extra"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument 'extra' found\n\n" + pauseUsage + tryHelp,
+		},
+		{
+			name: "pause repeated pod id", args: []string{"pause", "--pod-id", "a", "--pod-id", "b"}, kind: KindArgumentConflict,
+			want: "error: the argument '--pod-id <POD_ID>' cannot be used multiple times\n\n" + pauseUsage + tryHelp,
+		},
+		{
+			name: "pause empty base path from env", args: []string{"pause", "--pod-id", "p"},
+			env: map[string]string{"CONMON_PAUSE_BASE_PATH": ""}, kind: KindInvalidValue,
+			want: "error: a value is required for '--base-path <PATH>' but none was supplied" + tryHelp,
+		},
+
+		// run.
+		{
+			name: "run without anything", args: []string{"run"}, kind: KindMissingRequiredArgument,
+			want: "error: the following required arguments were not provided:\n  --bundle <DIR>\n  <ID>\n\nUsage: gomon run --bundle <DIR> <ID>" + tryHelp,
+		},
+		{
+			name: "run without id", args: []string{"run", "-b", "/b"}, kind: KindMissingRequiredArgument,
+			want: "error: the following required arguments were not provided:\n  <ID>\n\nUsage: gomon run --bundle <DIR> <ID>" + tryHelp,
+		},
+		{
+			name: "run extra positional", args: []string{"run", "-b", "/b", "a", "b"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument 'b' found\n\n" + runUsage + tryHelp,
+		},
+		{
+			name: "run unknown flag suggests double dash", args: []string{"run", "--bogus"}, kind: KindUnknownArgument,
+			want: "error: unexpected argument '--bogus' found\n\n  tip: to pass '--bogus' as a value, use '-- --bogus'\n\n" + runUsage + tryHelp,
+		},
+		{
+			name: "run invalid trace mode", args: []string{"run", "--trace=jaeger", "-b", "/b", "x"}, kind: KindInvalidValue,
+			want: "error: invalid value 'jaeger' for '--trace[=<MODE>]'\n  [possible values: tree, otlp]" + tryHelp,
+		},
+		{
+			name: "run empty bundle", args: []string{"run", "--bundle=", "x"}, kind: KindInvalidValue,
+			want: "error: a value is required for '--bundle <DIR>' but none was supplied" + tryHelp,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse(tt.args, envFrom(tt.env))
+			if err == nil {
+				t.Fatalf("Parse(%q) = %+v, want an error", tt.args, cfg)
+			}
+			ue, ok := errors.AsType[*UsageError](err)
+			if !ok {
+				t.Fatalf("Parse(%q) error %T %v, want *UsageError", tt.args, err, err)
+			}
+			if ue.Kind != tt.kind {
+				t.Errorf("Kind = %d, want %d", ue.Kind, tt.kind)
+			}
+			if got := err.Error(); got != tt.want {
+				t.Errorf("error text\n got %q\nwant %q", got, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), "error: ") {
+				t.Errorf("error text %q lacks clap's prefix", err.Error())
+			}
+			if code := ExitCode(err); code != 2 {
+				t.Errorf("ExitCode = %d, want 2", code)
+			}
+		})
+	}
+}
+
+// TestClientVersionProbe pins what the conmon-rs Go client's Version() looks
+// for to decide that a binary is too old for --version-json.
+func TestClientVersionProbe(t *testing.T) {
+	_, err := Parse([]string{"--definitely-not-a-flag"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "error: unexpected argument") {
+		t.Fatalf("error %v does not contain the client's marker", err)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		contains []string
+	}{
+		{name: "long", args: []string{"--help"}, contains: []string{"Usage: gomon [OPTIONS] [COMMAND]", "pause", "run"}},
+		{name: "short", args: []string{"-h"}, contains: []string{"Usage: gomon [OPTIONS] [COMMAND]"}},
+		{name: "help subcommand", args: []string{"help"}, contains: []string{"Usage: gomon [OPTIONS] [COMMAND]"}},
+		{name: "after other flags", args: []string{"--log-level", "debug", "--help"}, contains: []string{"--log-level <LEVEL>"}},
+		{name: "pause", args: []string{"pause", "--help"}, contains: []string{"Usage: gomon pause", "--pod-id <POD_ID>", "CONMON_PAUSE_POD_ID", "--uid-mappings"}},
+		{name: "help pause", args: []string{"help", "pause"}, contains: []string{"Usage: gomon pause"}},
+		{name: "run", args: []string{"run", "-h"}, contains: []string{"Usage: gomon run [OPTIONS] --bundle <DIR> <ID>", "--trace[=<MODE>]", "<ID>"}},
+		{name: "help run", args: []string{"help", "run"}, contains: []string{"Usage: gomon run"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.args, nil)
+			if !errors.Is(err, ErrHelp) {
+				t.Fatalf("Parse(%q) error %v, want ErrHelp", tt.args, err)
+			}
+			if code := ExitCode(err); code != 0 {
+				t.Fatalf("ExitCode = %d, want 0", code)
+			}
+			for _, s := range tt.contains {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("help lacks %q:\n%s", s, err)
+				}
+			}
+		})
+	}
+}
+
+func TestUsageListsEveryVisibleFlag(t *testing.T) {
+	text := Usage()
+	for _, a := range rootCommand().args {
+		want := "--" + a.long
+		has := strings.Contains(text, want+" ") || strings.Contains(text, want+"\n") || strings.HasSuffix(text, want)
+		if a.hidden {
+			if strings.Contains(text, want) {
+				t.Errorf("hidden %s appears in help", want)
+			}
+			continue
+		}
+		if !has {
+			t.Errorf("help lacks %s", want)
+		}
+		if a.env != "" && !strings.Contains(text, a.env) {
+			t.Errorf("help lacks env var %s", a.env)
+		}
+	}
+	if !strings.Contains(text, "CONMON_VERSION") {
+		t.Error("help does not warn about CONMON_VERSION")
+	}
+}

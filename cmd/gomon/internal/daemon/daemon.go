@@ -1,0 +1,263 @@
+// Package daemon runs gomon as conmon-rs's server: it prepares the run
+// directory, daemonizes the way the conmon-rs Go client expects, and serves
+// the Cap'n Proto API until SIGINT or SIGTERM.
+//
+// Start-up, as the client sees it (CONTRACT.md §1.5–1.6):
+//
+//	launcher (started by the client)          daemon (re-exec of the same binary)
+//	validate, create dirs, remove stale sockets
+//	listen on <run-dir>/conmon.sock
+//	re-exec with the listener as fd 3 ───────▶ close-on-exec everything inherited
+//	write <run-dir>/pidfile (daemon PID)       subreaper, logger, monitor
+//	exit 0                                     accept on fd 3
+//
+// The socket listens before the launcher exits, so the client's first
+// Version call succeeds however slowly the daemon starts: the kernel queues
+// the connection until the daemon accepts it. Go cannot fork, hence the
+// re-exec; it happens before the launcher starts any goroutine of its own.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/monitor"
+	"github.com/gomon-dev/gomon/rpc"
+)
+
+// Options configure the server. They come from the command line (package
+// cli) and are validated there.
+type Options struct {
+	Runtime     string
+	RunDir      string
+	RuntimeRoot string
+	LogLevel    string // trace|debug|info|warn|error|off
+	LogDriver   string // none|stdout|systemd
+	SkipFork    bool
+	Version     rpc.VersionInfo
+	// Args are the command-line arguments to hand to the daemon process.
+	Args []string
+}
+
+const (
+	socketName   = "conmon.sock"
+	fdSocketName = "conmon-fd.sock"
+	pidfileName  = "pidfile"
+
+	// daemonEnv marks the re-exec'd daemon; it names the fd of the
+	// listener. It is removed from the environment as soon as it is read,
+	// so runtimes and containers never see it.
+	daemonEnv = "_GOMON_DAEMON_LISTENER_FD"
+
+	// shutdownGrace bounds the whole shutdown; the conmon-rs client waits
+	// 10 s for the process to disappear.
+	shutdownGrace = 8 * time.Second
+)
+
+// Run starts the server: in the launcher it daemonizes and returns once the
+// daemon is listening; in the daemon (or with SkipFork) it serves until a
+// terminating signal and returns nil after a clean shutdown.
+func Run(opts Options) error {
+	if fd, ok := os.LookupEnv(daemonEnv); ok {
+		_ = os.Unsetenv(daemonEnv)
+		n, err := strconv.Atoi(fd)
+		if err != nil {
+			return fmt.Errorf("bad %s=%q: %w", daemonEnv, fd, err)
+		}
+		l, err := net.FileListener(os.NewFile(uintptr(n), socketName))
+		if err != nil {
+			return fmt.Errorf("adopt listener: %w", err)
+		}
+		return serve(opts, l)
+	}
+
+	if err := cloexecInherited(); err != nil {
+		return fmt.Errorf("protect inherited fds: %w", err)
+	}
+	for _, name := range []string{socketName, fdSocketName} {
+		if err := removeIfExists(filepath.Join(opts.RunDir, name)); err != nil {
+			return fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	processInit()
+	l, err := listenUnix(filepath.Join(opts.RunDir, socketName))
+	if err != nil {
+		return err
+	}
+	if opts.SkipFork {
+		return serve(opts, l)
+	}
+	return launch(opts, l)
+}
+
+// processInit sets what conmon-rs sets before it forks: a predictable umask
+// and an OOM score that keeps the monitor alive longer than its containers.
+// Lowering the score needs CAP_SYS_RESOURCE; without it this is best effort.
+func processInit() {
+	unix.Umask(0o022)
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0o644); err != nil {
+		// conmon-rs prints this to stdout too; CRI-O ignores it.
+		fmt.Println("Missing sufficient privileges to adjust OOM score")
+	}
+}
+
+// launch re-executes gomon as the daemon, hands it the listener, writes the
+// pidfile and returns, so the caller can exit 0.
+func launch(opts Options, l *net.UnixListener) error {
+	lf, err := l.File()
+	if err != nil {
+		return fmt.Errorf("listener fd: %w", err)
+	}
+	defer func() { _ = lf.Close() }()
+	_ = l.Close() // the daemon owns the socket now; our dup is closed above
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	cmd := exec.Command(self, opts.Args...)
+	cmd.Env = append(os.Environ(), daemonEnv+"=3")
+	cmd.ExtraFiles = []*os.File{lf} // fd 3
+	// With the stdout driver the daemon logs to the client's stdout and
+	// stderr; otherwise it holds none of the launcher's stdio, so a caller
+	// waiting for those pipes to close is not kept waiting by the daemon.
+	// systemd falls back to stderr when there is no journal.
+	if opts.LogDriver == "stdout" {
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	} else if opts.LogDriver == "systemd" && !journalAvailable() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	pid := cmd.Process.Pid
+	// The daemon outlives us; nobody waits for it here (it is re-parented).
+	_ = cmd.Process.Release()
+	if err := writePidfile(filepath.Join(opts.RunDir, pidfileName), pid); err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		return err
+	}
+	return nil
+}
+
+// writePidfile writes pid in decimal without a newline (the client parses
+// it strictly), atomically: a reader never sees a partial file.
+func writePidfile(path string, pid int) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pidfile-*")
+	if err != nil {
+		return fmt.Errorf("write pidfile: %w", err)
+	}
+	_, err = tmp.WriteString(strconv.Itoa(pid))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write pidfile: %w", err)
+	}
+	return nil
+}
+
+// serve runs the daemon proper until SIGINT or SIGTERM.
+func serve(opts Options, l net.Listener) error {
+	// Register before anything can need them; buffered so no signal is lost.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+
+	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel)
+	defer closeLog()
+	log.Info("gomon starting", "version", opts.Version.Version, "pid", os.Getpid(),
+		"runtime", opts.Runtime, "run_dir", opts.RunDir)
+
+	mon, err := monitor.New(monitor.Config{
+		Runtime:     opts.Runtime,
+		RuntimeRoot: opts.RuntimeRoot,
+		RunDir:      opts.RunDir,
+		LogLevel:    slogLevel(opts.LogLevel),
+		Logger:      log,
+	})
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("start monitor: %w", err)
+	}
+
+	srv := rpc.NewServer(mon, opts.Version, log)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 {
+				dumpStacks(log)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			return shutdown(opts, srv, mon, log, served)
+		case err := <-served:
+			// The listener failed under us; stop everything all the same.
+			log.Error("rpc server stopped", "error", err)
+			_ = shutdown(opts, srv, mon, log, nil)
+			return err
+		}
+	}
+}
+
+// shutdown kills the pod's containers (their exit files get 137), stops
+// the RPC server and removes the sockets, within shutdownGrace.
+func shutdown(opts Options, srv *rpc.Server, mon *monitor.Monitor, log *slog.Logger, served <-chan error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	var errs []error
+	if err := mon.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop monitor: %w", err))
+	}
+	if err := srv.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("stop rpc server: %w", err))
+	}
+	if served != nil {
+		if err := <-served; err != nil && !errors.Is(err, rpc.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("rpc server: %w", err))
+		}
+	}
+	for _, name := range []string{socketName, fdSocketName} {
+		if err := removeIfExists(filepath.Join(opts.RunDir, name)); err != nil {
+			errs = append(errs, fmt.Errorf("remove socket: %w", err))
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		log.Error("shutdown", "error", err)
+	} else {
+		log.Info("shutdown complete")
+	}
+	return err
+}
+
+// dumpStacks logs every goroutine's stack (SIGUSR1), for debugging a
+// stuck monitor without stopping it.
+func dumpStacks(log *slog.Logger) {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	log.Info("goroutine dump", "stacks", string(buf[:n]))
+}
