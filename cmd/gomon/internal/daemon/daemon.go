@@ -77,7 +77,9 @@ func Run(opts Options) error {
 		if err != nil {
 			return fmt.Errorf("bad %s=%q: %w", daemonEnv, fd, err)
 		}
-		l, err := net.FileListener(os.NewFile(uintptr(n), socketName))
+		f := os.NewFile(uintptr(n), socketName)
+		l, err := net.FileListener(f) // a dup; the inherited fd is not needed after
+		_ = f.Close()
 		if err != nil {
 			return fmt.Errorf("adopt listener: %w", err)
 		}

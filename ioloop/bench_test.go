@@ -1,0 +1,82 @@
+package ioloop
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// benchCRIWrite writes full 32 KiB chunks of lineLen-byte lines (newline
+// included) to a CRI log in a temp file. Every 1024 chunks the file is
+// emptied outside the timer so the benchmark measures formatting and
+// write(2), not disk space.
+func benchCRIWrite(b *testing.B, lineLen int) {
+	line := append(bytes.Repeat([]byte("x"), lineLen-1), '\n')
+	p := bytes.Repeat(line, readBufSize/lineLen)
+	c, err := OpenCRILog(filepath.Join(b.TempDir(), "ctr.log"), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	lines := len(p) / lineLen
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := c.WriteChunk(Stdout, p); err != nil {
+			b.Fatal(err)
+		}
+		if i%1024 == 1023 {
+			b.StopTimer()
+			if err := c.file.f.Truncate(0); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.file.f.Seek(0, io.SeekStart); err != nil {
+				b.Fatal(err)
+			}
+			c.file.off = 0
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*lines), "ns/line")
+}
+
+// BenchmarkCRIWrite100B: 100-byte lines, the DESIGN.md logging yardstick.
+func BenchmarkCRIWrite100B(b *testing.B) { benchCRIWrite(b, 100) }
+
+// BenchmarkCRIWrite2B: "x\n" lines, the worst case for per-record overhead.
+func BenchmarkCRIWrite2B(b *testing.B) { benchCRIWrite(b, 2) }
+
+// BenchmarkReadLoopPipeCRI100B: end to end through a real pipe, a writer
+// goroutine producing 100-byte lines as fast as it can.
+func BenchmarkReadLoopPipeCRI100B(b *testing.B) {
+	line := append(bytes.Repeat([]byte("x"), 99), '\n')
+	p := bytes.Repeat(line, readBufSize/100)
+	c, err := OpenCRILog(filepath.Join(b.TempDir(), "ctr.log"), 256<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := NewLog(c)
+	defer func() { _ = log.Close() }()
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(p)))
+	b.ResetTimer()
+	go func() {
+		defer func() { _ = w.Close() }()
+		for range b.N {
+			if _, err := w.Write(p); err != nil {
+				return
+			}
+		}
+	}()
+	st, err := ReadLoop(r, Stdout, log, nil)
+	_ = r.Close()
+	if err != nil || st.Bytes != uint64(b.N*len(p)) {
+		b.Fatalf("%v, %+v", err, st)
+	}
+}

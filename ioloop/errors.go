@@ -1,0 +1,17 @@
+package ioloop
+
+import "errors"
+
+// Error classes of package ioloop; test them with errors.Is.
+var (
+	// ErrNoJournal: the systemd journal's native socket does not exist, so
+	// the journald log driver cannot be used on this host.
+	ErrNoJournal = errors.New("systemd journal socket not available")
+	// ErrClosed: the sink or Log was already closed.
+	ErrClosed = errors.New("log closed")
+	// ErrInvalidStream: a Stream value other than Stdout or Stderr.
+	ErrInvalidStream = errors.New("invalid stream")
+	// ErrMalformedLog: ParseCRILog met a record that is not in the CRI format
+	// gomon writes.
+	ErrMalformedLog = errors.New("malformed CRI log")
+)

@@ -1,0 +1,107 @@
+package ioloop
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Sink receives a container's output chunk by chunk, as read from the pipe
+// or pty. Implementations are not required to be safe for concurrent use;
+// Log serialises all calls.
+type Sink interface {
+	// WriteChunk records one chunk read from stream s. p is only valid
+	// during the call. An empty p writes nothing. On error the chunk may be
+	// partly recorded; the next call starts afresh.
+	WriteChunk(s Stream, p []byte) error
+	// Reopen fsyncs the current file and opens the same path again with
+	// create+truncate (log rotation: the caller renames the file first).
+	// Sinks without a file do nothing.
+	Reopen() error
+	// Close releases the sink. Calls after Close fail with ErrClosed, except
+	// Close, which does nothing.
+	Close() error
+}
+
+// Log fans one container's output out to several sinks. It is safe for
+// concurrent use: the stdout and stderr read loops call WriteChunk while
+// ReopenLog calls Reopen. One mutex serialises every call, so a chunk's
+// records are never interleaved with another chunk's, and a Reopen falls
+// between two chunks: no byte is lost or written twice across a rotation.
+type Log struct {
+	mu sync.Mutex
+	// sinks are only used with mu held. +checklocks:mu
+	sinks []Sink
+	// closed is set by Close, after which sinks are not used. +checklocks:mu
+	closed bool
+}
+
+// NewLog returns a Log writing to sinks, in order. A Log without sinks
+// accepts and discards everything.
+func NewLog(sinks ...Sink) *Log {
+	return &Log{sinks: sinks}
+}
+
+// WriteChunk hands p to every sink. A failing sink does not keep the chunk
+// from the others; the returned error joins the sinks' errors.
+func (l *Log) WriteChunk(s Stream, p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fmt.Errorf("write log: %w", ErrClosed)
+	}
+	var errs []error
+	for _, sink := range l.sinks {
+		if err := sink.WriteChunk(s, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("write log: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Reopen reopens every sink (CRI-O's ReopenContainerLog after kubelet
+// renamed the files). Every sink is tried; errors are joined.
+func (l *Log) Reopen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fmt.Errorf("reopen log: %w", ErrClosed)
+	}
+	var errs []error
+	for _, sink := range l.sinks {
+		if err := sink.Reopen(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("reopen log: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Close closes every sink. It is idempotent; later writes fail with
+// ErrClosed.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	var errs []error
+	for _, sink := range l.sinks {
+		if err := sink.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("close log: %w", errors.Join(errs...))
+	}
+	return nil
+}

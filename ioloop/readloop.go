@@ -1,0 +1,213 @@
+package ioloop
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stats are the counters of one read loop.
+type Stats struct {
+	Bytes  uint64 // bytes read from the stream
+	Chunks uint64 // non-empty reads
+	Lines  uint64 // newline characters read (complete lines)
+	// Partials counts chunks that did not end with '\n', i.e. P records in
+	// the CRI log.
+	Partials uint64
+	// WriteErrors counts failed writes: one per chunk per failing
+	// destination (the Log, or one tee writer).
+	WriteErrors uint64
+	// DroppedBytes counts bytes a destination did not take: the whole chunk
+	// when the Log failed (some sinks may still have it), the unwritten
+	// rest when a tee writer failed.
+	DroppedBytes uint64
+}
+
+// ReadLoop reads r (a pipe or a pty master; EIO, which a pty master returns
+// once the terminal's last slave fd is closed, means EOF) until EOF or error
+// and hands every chunk to log (may be nil) and then to each writer in tee
+// (e.g. a terminal for `gomon run`; may be empty). At EOF it returns a nil
+// error; otherwise the read error, wrapped. Closing r is how its owner stops
+// it early (the error then wraps os.ErrClosed for an *os.File).
+//
+// It never stops reading because a destination failed: a failing write is
+// counted (WriteErrors, DroppedBytes), logged through logger once per failure
+// burst (and once more when the destination recovers), and the next chunk is
+// offered again, so the container is never blocked by a broken sink and the
+// shortfall is visible. logger may be nil.
+//
+// Reads use 32 KiB buffers from a pool shared by all loops (see
+// readBufSize). When r is an *os.File (or any syscall.Conn) on a pollable fd,
+// the loop waits for readability before it takes a buffer, so a loop parked
+// on a quiet container holds no buffer. Writers see each chunk only during
+// their call.
+func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Writer) (Stats, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("stream", s.String())
+	var st Stats
+	cr := newChunkReader(r)
+	// dests[0] is the Log, dests[1+i] is tee[i].
+	dests := make([]destState, 1+len(tee))
+	for {
+		bp, n, err := cr.read()
+		if n > 0 {
+			p := (*bp)[:n]
+			st.Bytes += uint64(n)
+			st.Chunks++
+			st.Lines += uint64(bytes.Count(p, []byte{'\n'}))
+			if p[n-1] != '\n' {
+				st.Partials++
+			}
+			if log != nil {
+				werr := log.WriteChunk(s, p)
+				dests[0].record(logger, &st, "log", werr, uint64(n))
+			}
+			for i, w := range tee {
+				m, werr := w.Write(p)
+				if werr == nil && m < n {
+					werr = io.ErrShortWrite
+				}
+				dests[1+i].record(logger, &st, teeName(i), werr, uint64(n-min(max(m, 0), n)))
+			}
+		}
+		if bp != nil {
+			putReadBuf(bp)
+		}
+		if err == nil {
+			continue
+		}
+		for i := range dests {
+			dests[i].finish(logger, destName(i))
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, unix.EIO) {
+			return st, nil
+		}
+		return st, fmt.Errorf("read %s: %w", s, err)
+	}
+}
+
+func destName(i int) string {
+	if i == 0 {
+		return "log"
+	}
+	return teeName(i - 1)
+}
+
+func teeName(i int) string { return "tee" + strconv.Itoa(i) }
+
+// destState tracks the current failure burst of one destination.
+type destState struct {
+	failing bool
+	errors  uint64 // failed writes in this burst
+	dropped uint64 // bytes dropped in this burst
+}
+
+func (d *destState) record(logger *slog.Logger, st *Stats, name string, err error, dropped uint64) {
+	if err == nil {
+		if d.failing {
+			logger.Info("output destination recovered", "destination", name,
+				"write_errors", d.errors, "dropped_bytes", d.dropped)
+			*d = destState{}
+		}
+		return
+	}
+	st.WriteErrors++
+	st.DroppedBytes += dropped
+	if !d.failing {
+		logger.Warn("output destination failing, dropping output until it recovers",
+			"destination", name, "error", err)
+		d.failing = true
+	}
+	d.errors++
+	d.dropped += dropped
+}
+
+// finish reports a burst that lasted until the end of the stream.
+func (d *destState) finish(logger *slog.Logger, name string) {
+	if d.failing {
+		logger.Warn("output destination still failing at end of stream", "destination", name,
+			"write_errors", d.errors, "dropped_bytes", d.dropped)
+	}
+}
+
+// chunkReader reads chunks into pooled buffers.
+type chunkReader struct {
+	r  io.Reader
+	rc syscall.RawConn // nil: use r.Read
+}
+
+func newChunkReader(r io.Reader) *chunkReader {
+	cr := &chunkReader{r: r}
+	if sc, ok := r.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			cr.rc = rc
+		}
+	}
+	return cr
+}
+
+// read returns a pooled buffer holding n > 0 bytes (and possibly an error
+// that came with them), or a nil buffer and n == 0 with an error (io.EOF at
+// end of stream) or, from a misbehaving io.Reader, without one. The caller returns the buffer with
+// putReadBuf.
+func (cr *chunkReader) read() (*[]byte, int, error) {
+	if cr.rc != nil {
+		bp, n, err, ok := cr.rawRead()
+		if ok {
+			return bp, n, err
+		}
+		// The poller could not wait (r was closed, or its fd cannot be
+		// polled): use plain reads from now on; they block when they must
+		// and report a closed file as os.ErrClosed.
+		cr.rc = nil
+	}
+	bp := getReadBuf()
+	n, err := cr.r.Read(*bp)
+	if n > 0 {
+		return bp, n, err // the caller hands on the data before it looks at err
+	}
+	putReadBuf(bp)
+	return nil, 0, err
+}
+
+// rawRead waits for readability without holding a buffer, then takes one
+// and reads. ok is false when the poller itself failed.
+func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
+	var opErr error
+	werr := cr.rc.Read(func(fd uintptr) bool {
+		b := getReadBuf()
+		for {
+			n, opErr = unix.Read(int(fd), *b)
+			if !errors.Is(opErr, unix.EINTR) {
+				break
+			}
+		}
+		if errors.Is(opErr, unix.EAGAIN) {
+			putReadBuf(b)
+			return false // wait for readability, holding no buffer
+		}
+		bp = b
+		return true
+	})
+	if werr != nil {
+		return nil, 0, nil, false
+	}
+	switch {
+	case opErr != nil:
+		putReadBuf(bp)
+		return nil, 0, os.NewSyscallError("read", opErr), true
+	case n == 0:
+		putReadBuf(bp)
+		return nil, 0, io.EOF, true
+	}
+	return bp, n, nil, true
+}
