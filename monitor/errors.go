@@ -21,4 +21,6 @@ var (
 	ErrNotImplemented = errors.New("not implemented")
 	// ErrShutdown: the monitor is shutting down and takes no new work.
 	ErrShutdown = errors.New("monitor is shutting down")
+	// ErrNoFD: a requested fd-store slot is empty (or there is no fd store).
+	ErrNoFD = errors.New("no file descriptor in slot")
 )

@@ -5,7 +5,13 @@ package monitor
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os/exec"
+	"sync"
+
+	"github.com/gomon-dev/gomon/monitor/internal/oom"
 )
 
 // Config configures a Monitor.
@@ -16,27 +22,132 @@ type Config struct {
 	LogLevel    slog.Level   // the server's log level; mapped to crun's --log-level
 	Logger      *slog.Logger // nil discards
 	Env         []string     // base environment of runtime processes; nil = os.Environ()
+	// FDs serves CreateRequest.AdditionalFDs and LeakFDs; nil means no
+	// slot is ever filled.
+	FDs FDSource
 }
+
+// maxExited bounds how many exited containers are remembered for Wait.
+const maxExited = 256
 
 // Monitor monitors the containers of one pod.
+//
+// New makes the whole process a child subreaper and shares the process's
+// single reaper goroutine (see reaper_linux.go); nothing else in the
+// process may wait for children while a Monitor lives.
 type Monitor struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	reaper *reaper
+
+	// waiters holds one waitExit goroutine per running container.
+	waiters sync.WaitGroup
+	// ops counts CreateContainer, Start and Delete calls in flight;
+	// Shutdown cancels them through opCtx and waits for them.
+	ops       sync.WaitGroup
+	opCtx     context.Context
+	cancelOps context.CancelFunc
+
+	shutdownOnce sync.Once
+	closed       chan struct{} // closed when Shutdown has finished
+
+	// mu guards the fields below. Lock order: mu before container.mu.
+	mu sync.Mutex
+	// containers maps IDs to containers in stateCreating or stateRunning,
+	// and to recently exited ones (also listed in exited, oldest first).
+	containers map[string]*container // +checklocks:mu
+	exited     []*container          // +checklocks:mu
+	shutdown   bool                  // +checklocks:mu; no new work
 }
 
-// New returns a Monitor for cfg.
+// New returns a Monitor for cfg and starts (or joins) the process's reaper.
 func New(cfg Config) (*Monitor, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Monitor{cfg: cfg, log: log}, nil
+	if cfg.Runtime == "" {
+		return nil, fmt.Errorf("runtime must be specified: %w", ErrInvalidArgument)
+	}
+	r, err := acquireReaper(log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Monitor{
+		cfg:        cfg,
+		log:        log,
+		reaper:     r,
+		opCtx:      ctx,
+		cancelOps:  cancel,
+		closed:     make(chan struct{}),
+		containers: make(map[string]*container),
+	}, nil
 }
 
-// CreateContainer creates a container with the runtime and monitors it. It
-// returns the container's init PID once the runtime's create has finished.
-func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint32, error) {
-	return 0, ErrNotImplemented
+// beginOp registers an operation unless shutting down. The returned
+// context ends with ctx or with Shutdown; call the returned func when done.
+func (m *Monitor) beginOp(ctx context.Context) (context.Context, func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shutdown {
+		return nil, nil, ErrShutdown
+	}
+	m.ops.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(m.opCtx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		m.ops.Done()
+	}, nil
+}
+
+// lookup returns the container with id, running or recently exited. A
+// container whose create is still in progress is not found yet (as in
+// conmon-rs, which registers a child only once its create succeeded).
+func (m *Monitor) lookup(id string) (*container, error) {
+	m.mu.Lock()
+	c, ok := m.containers[id]
+	m.mu.Unlock()
+	if ok {
+		if st, _ := c.snapshot(); st != stateCreating {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
+}
+
+// retire moves an exited container to the bounded list of exited ones.
+func (m *Monitor) retire(c *container) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.containers[c.id] != c {
+		return // deleted meanwhile
+	}
+	m.exited = append(m.exited, c)
+	if len(m.exited) > maxExited {
+		old := m.exited[0]
+		m.exited = m.exited[1:]
+		if m.containers[old.id] == old {
+			delete(m.containers, old.id)
+		}
+	}
+}
+
+// forget removes c from the monitor (failed create, Delete).
+func (m *Monitor) forget(c *container) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.containers[c.id] == c {
+		delete(m.containers, c.id)
+	}
+	for i, e := range m.exited {
+		if e == c {
+			m.exited = append(m.exited[:i], m.exited[i+1:]...)
+			break
+		}
+	}
 }
 
 // ExecSync runs a command in a container and returns its output.
@@ -49,18 +160,132 @@ func (m *Monitor) Attach(ctx context.Context, req AttachRequest) error {
 	return ErrNotImplemented
 }
 
-// ReopenLog reopens the log files of a container.
+// ReopenLog reopens the log files of a running container (kubelet renamed
+// them first). An unknown or exited container is ErrNotFound.
 func (m *Monitor) ReopenLog(ctx context.Context, id string) error {
-	return ErrNotImplemented
+	c, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	if st, _ := c.snapshot(); st == stateExited {
+		return fmt.Errorf("container %s has exited: %w", id, ErrNotFound)
+	}
+	if err := c.log.Reopen(); err != nil {
+		return fmt.Errorf("reopen log: %w", err)
+	}
+	return nil
 }
 
-// SetWindowSize resizes a container's terminal.
+// SetWindowSize resizes a container's terminal (rows = height, cols =
+// width).
 func (m *Monitor) SetWindowSize(ctx context.Context, id string, width, height uint16) error {
-	return ErrNotImplemented
+	c, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	if st, _ := c.snapshot(); st == stateExited {
+		return fmt.Errorf("container %s has exited: %w", id, ErrNotFound)
+	}
+	if !c.req.Terminal {
+		return fmt.Errorf("container has no terminal: %w", ErrFailedPrecondition)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.console == nil {
+		return fmt.Errorf("terminal not connected: %w", ErrFailedPrecondition)
+	}
+	if err := c.console.Resize(consoleSize(width, height)); err != nil {
+		return fmt.Errorf("set window size: %w", err)
+	}
+	return nil
 }
 
 // Shutdown kills every monitored container, waits for their exit files and
-// releases the monitor's resources. It is idempotent.
+// releases the monitor's resources. It refuses new work at once, cancels
+// runtime commands in flight, sends SIGKILL to each container's process
+// group and init (exit files then say 137), and waits for the waiters
+// within ctx. It is idempotent: a call after a timed-out one waits again.
 func (m *Monitor) Shutdown(ctx context.Context) error {
-	return nil
+	m.shutdownOnce.Do(func() {
+		m.mu.Lock()
+		m.shutdown = true
+		live := make([]*container, 0, len(m.containers))
+		for _, c := range m.containers {
+			live = append(live, c)
+		}
+		m.mu.Unlock()
+		m.cancelOps()
+		for _, c := range live {
+			if err := c.signal(sigKill, true); err != nil {
+				c.logger.Warn("kill container", "error", err)
+			}
+		}
+		go m.finishShutdown()
+	})
+	select {
+	case <-m.closed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for containers to exit: %w", ctx.Err())
+	}
 }
+
+// finishShutdown waits for operations in flight, then kills what they
+// created, waits for all waiters and releases the reaper.
+func (m *Monitor) finishShutdown() {
+	m.ops.Wait()
+	// A create that finished while Shutdown started may have published a
+	// container after the first kill round.
+	m.mu.Lock()
+	live := make([]*container, 0, len(m.containers))
+	for _, c := range m.containers {
+		live = append(live, c)
+	}
+	m.mu.Unlock()
+	for _, c := range live {
+		_ = c.signal(sigKill, true) // no-op for exited ones
+	}
+	m.waiters.Wait()
+	releaseReaper(m.reaper)
+	close(m.closed)
+}
+
+// oomWatcher is the part of oom.Watcher the waiter uses.
+type oomWatcher interface {
+	Stop(ctx context.Context) bool
+}
+
+// watchOOM starts the OOM watcher of pid.
+func watchOOM(pid int, log *slog.Logger) (oomWatcher, error) {
+	w, err := oom.Watch(pid, log)
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// newCmd builds an exec.Cmd for argv without a Context (which would start
+// a goroutine that waits for it).
+func newCmd(argv []string, env []string) *exec.Cmd {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	return cmd
+}
+
+// crunLogLevel maps the server's level to crun's --log-level as conmon-rs
+// does: debug, error and warning; other levels add nothing.
+func crunLogLevel(l slog.Level) string {
+	switch l {
+	case slog.LevelDebug:
+		return "debug"
+	case slog.LevelWarn:
+		return "warning"
+	case slog.LevelError:
+		return "error"
+	default:
+		return ""
+	}
+}
+
+// errZeroPID: the pidfile holds 0, which is no process.
+var errZeroPID = errors.New("pid 0 in pidfile")

@@ -1,5 +1,12 @@
 package monitor
 
+import (
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
 // CgroupManager selects how the runtime manages cgroups. The zero value is
 // Systemd, the Cap'n Proto wire default, as in conmon-rs.
 type CgroupManager uint8
@@ -40,15 +47,73 @@ type CreateRequest struct {
 	ExitPaths    []string // each gets the decimal exit code, no newline
 	OOMExitPaths []string // each is created empty when the container was OOM killed
 	LogDrivers   []LogDriver
-	CleanupCmd   []string // run after exit; not awaited
-	GlobalArgs   []string // runtime arguments before "create"
-	CommandArgs  []string // runtime arguments after "create"
+	CleanupCmd   []string          // run after exit; not awaited
+	GlobalArgs   []string          // runtime arguments before "create"
+	CommandArgs  []string          // runtime arguments after "create"
 	Env          map[string]string // added to the runtime's environment
 	Cgroup       CgroupManager
 	// AdditionalFDs are fd-store slots dup'ed into the runtime as fds 3, 4, ….
 	AdditionalFDs []uint64
 	// LeakFDs are fd-store slots held open until the container exits.
 	LeakFDs []uint64
+
+	// The fields below are for Go embedders (and "gomon run"); the RPC
+	// server leaves them nil.
+
+	// Stdout and Stderr, when set, receive a copy of everything the
+	// container writes to that stream (a terminal's output goes to Stdout),
+	// in addition to the log drivers. A slow writer slows the container's
+	// read loop, so give a fast one (or a buffered pipe).
+	Stdout, Stderr io.Writer
+	// Input, when set and Stdin is true, is copied into the container's
+	// stdin by a goroutine. The copy ends at Input's EOF (which closes a
+	// non-terminal container's stdin) or error, or when the container
+	// exits; at exit the monitor sets a read deadline if Input has
+	// SetReadDeadline (an *os.File pipe, a net.Conn) so the goroutine ends.
+	// For any other reader it ends at Input's next Read.
+	Input io.Reader
+}
+
+// ExitStatus is how a container ended.
+type ExitStatus struct {
+	// Code is the exit code written to the exit files: the process's exit
+	// status, 128+signal when a signal killed it, or ExitUnknown.
+	Code int
+	// Signal is the signal that killed the process, or 0.
+	Signal syscall.Signal
+	// OOMKilled reports the kernel's OOM killer killed the container; the
+	// OOM files were created before the exit files.
+	OOMKilled bool
+}
+
+// RuntimeError is a failed OCI runtime command: it exited non-zero or was
+// killed. Its text carries the runtime's own diagnostics, since callers
+// (CRI-O's tests) match on them, e.g. "not found in $PATH".
+type RuntimeError struct {
+	Code   int            // exit status, or 128+signal
+	Signal syscall.Signal // the signal that killed it, or 0
+	Stderr string         // what the runtime wrote on stderr, trimmed
+}
+
+// Error renders conmon-rs's message: "child command exited with: <code>"
+// plus ": <stderr>" when there was any.
+func (e *RuntimeError) Error() string {
+	msg := fmt.Sprintf("child command exited with: %d", e.Code)
+	if e.Signal != 0 {
+		msg = fmt.Sprintf("child command exited with signal: %d", int(e.Signal))
+	}
+	if e.Stderr != "" {
+		msg += ": " + e.Stderr
+	}
+	return msg
+}
+
+// FDSource hands out file descriptors that a client stored in slots
+// beforehand (conmon-rs's fd socket, CONTRACT.md §2.12). Take removes the
+// fd from its slot; the caller owns and closes it. Take must be safe for
+// concurrent use.
+type FDSource interface {
+	Take(slot uint64) (*os.File, error)
 }
 
 // ExecSyncRequest runs a command in a running container and collects its output.

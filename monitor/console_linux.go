@@ -1,0 +1,136 @@
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/containerd/console"
+	"golang.org/x/sys/unix"
+)
+
+// consoleSocket is the --console-socket listener of one terminal
+// container: the runtime connects to it once and sends the pty master.
+type consoleSocket struct {
+	path string // the real path, removed by close
+	ln   *net.UnixListener
+}
+
+// newConsoleSocket listens at $TMPDIR/gomon-term-<random>.sock. It binds
+// through /proc/self/fd/<dirfd>/<name> so a long TMPDIR beyond the 108-byte
+// sun_path limit still works (STYLE 25); the runtime connects by the real
+// path, which runc also shortens the same way.
+func newConsoleSocket() (*consoleSocket, error) {
+	dir := os.TempDir()
+	name := "gomon-term-" + randomSuffix() + ".sock"
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open console socket dir %s: %w", dir, err)
+	}
+	defer func() { _ = unix.Close(dfd) }() // the bound socket does not need it
+	short := "/proc/self/fd/" + strconv.Itoa(dfd) + "/" + name
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: short, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on console socket: %w", err)
+	}
+	// Close would unlink the /proc/self/fd path, which is gone by then;
+	// close removes the real path instead.
+	ln.SetUnlinkOnClose(false)
+	return &consoleSocket{path: filepath.Join(dir, name), ln: ln}, nil
+}
+
+// acceptResult is the outcome of one accept.
+type acceptResult struct {
+	conn *net.UnixConn
+	err  error
+}
+
+// acceptAsync accepts one connection in a goroutine and delivers the result
+// on the returned channel (capacity 1, exactly one value). close makes a
+// pending accept fail; the caller must still receive the result.
+func (s *consoleSocket) acceptAsync() <-chan acceptResult {
+	res := make(chan acceptResult, 1)
+	go func() {
+		conn, err := s.ln.AcceptUnix()
+		res <- acceptResult{conn: conn, err: err}
+	}()
+	return res
+}
+
+// close stops listening and removes the socket file. It is idempotent.
+func (s *consoleSocket) close() {
+	_ = s.ln.Close()      // error only if already closed
+	_ = os.Remove(s.path) // may already be gone
+}
+
+// receiveConsole reads the one message the runtime sends on conn: the pty
+// master as SCM_RIGHTS. It sets ONLCR on the master (so "\n" is logged as
+// "\r\n", as conmon-rs does) and returns it non-blocking, so reads go
+// through Go's poller and a Close unblocks them.
+func receiveConsole(conn *net.UnixConn, deadline time.Time) (console.Console, error) {
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("set console socket deadline: %w", err)
+	}
+	buf := make([]byte, 4096) // runc sends the pty's name as data
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, fmt.Errorf("receive pty master: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return nil, fmt.Errorf("parse console socket message: %w", err)
+	}
+	var fds []int
+	for _, m := range msgs {
+		got, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		fds = append(fds, got...)
+	}
+	if len(fds) == 0 {
+		return nil, errors.New("receive pty master: no file descriptor in message")
+	}
+	for _, extra := range fds[1:] {
+		_ = unix.Close(extra) // one pty master per message; ignore extras
+	}
+	fd := fds[0]
+	unix.CloseOnExec(fd)
+	if err := setONLCR(fd); err != nil {
+		_ = unix.Close(fd)
+		return nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("set pty master non-blocking: %w", err)
+	}
+	name := string(buf[:n])
+	if name == "" {
+		name = "pty-master"
+	}
+	f := os.NewFile(uintptr(fd), name)
+	c, err := console.ConsoleFromFile(f)
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("wrap pty master: %w", err)
+	}
+	return c, nil
+}
+
+// setONLCR makes the terminal translate "\n" to "\r\n" on output.
+func setONLCR(fd int) error {
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return fmt.Errorf("get pty termios: %w", err)
+	}
+	t.Oflag |= unix.OPOST | unix.ONLCR
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
+		return fmt.Errorf("set pty termios: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,275 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/console"
+	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/ioloop"
+)
+
+// containerState is where a container is in its lifecycle. Transitions
+// only go forward, one named method each:
+//
+//	creating --created()--> running --exited()--> exited
+//	creating --(create failed: removed from the monitor)
+//
+// "running" covers the runtime's "created" and "running" states alike: the
+// monitor does not see `runtime start`, only the exit.
+type containerState uint8
+
+const (
+	stateCreating containerState = iota // runtime create in progress
+	stateRunning                        // init PID known, waiter running
+	stateExited                         // exit files written, resources released
+)
+
+// drainTimeout bounds how long the waiter waits, after the container's
+// init exited, for its output streams to reach EOF. A leaked grandchild
+// can hold the pipes open forever.
+const drainTimeout = 5 * time.Second
+
+// oomVerdictTimeout bounds the OOM watcher's final check.
+const oomVerdictTimeout = 5 * time.Second
+
+// container is one monitored container.
+//
+// Lifecycle and ownership: CreateContainer builds it in stateCreating,
+// starts its read loops (one goroutine per stream, in c.streams) and the
+// runtime, and on success moves it to stateRunning and starts its waiter
+// goroutine (in Monitor.waiters). The waiter is the only code that moves
+// it to stateExited: after the reaper reported the init's exit, the
+// streams drained and the exit files were written. Only then is c.done
+// closed, so Wait returning means the exit files exist.
+//
+// Thread safety: the immutable fields are set before the container is
+// published in Monitor.containers; the rest is guarded by mu.
+type container struct {
+	id     string
+	req    CreateRequest // exit/OOM paths, cleanup, cgroup, global args
+	log    *ioloop.Log
+	logger *slog.Logger
+
+	streams  sync.WaitGroup // read loops
+	readEnds []io.Closer    // pipe read ends or the console, closed after drain
+	leak     []*os.File     // leakFds, held until exit
+	input    sync.WaitGroup // the Input copier, if any
+	done     chan struct{}  // closed on the move to stateExited
+
+	// mu guards the fields below. Lock order: Monitor.mu before c.mu.
+	mu      sync.Mutex
+	state   containerState // +checklocks:mu
+	pid     int            // +checklocks:mu; 0 until running
+	pidfd   int            // +checklocks:mu; -1 when closed
+	stdin   io.WriteCloser // +checklocks:mu; the container's stdin (pipe or pty), nil if none
+	console console.Console
+	status  ExitStatus // +checklocks:mu; valid in stateExited
+}
+
+// created moves the container to stateRunning with its init PID.
+func (c *container) created(pid, pidfd int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state, c.pid, c.pidfd = stateRunning, pid, pidfd
+}
+
+// exited records the status, moves to stateExited and wakes Wait callers.
+func (c *container) exited(st ExitStatus) {
+	c.mu.Lock()
+	c.state, c.status = stateExited, st
+	c.mu.Unlock()
+	close(c.done)
+}
+
+// snapshot returns the state and status.
+func (c *container) snapshot() (containerState, ExitStatus) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state, c.status
+}
+
+// signal sends sig to the container's init through its pidfd, and first
+// to its process group when killGroup and the group is not ours.
+func (c *container) signal(sig unix.Signal, killGroup bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateRunning || c.pidfd < 0 {
+		return nil // nothing to signal (yet, or any more)
+	}
+	if killGroup {
+		// As conmon-rs: kill the whole group first so children of the init
+		// die too. Never our own group (a container created without a new
+		// session inherits it), or we would kill ourselves.
+		if pgid, err := unix.Getpgid(c.pid); err == nil && pgid > 1 && pgid != unix.Getpgrp() {
+			_ = unix.Kill(-pgid, sig) // best effort; the pidfd kill follows
+		}
+	}
+	if err := unix.PidfdSendSignal(c.pidfd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+// startStream runs one read loop over r as stream s.
+func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) {
+	c.streams.Add(1)
+	go func() {
+		defer c.streams.Done()
+		stats, err := ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
+		c.logger.Debug("read loop ended", "stream", s, "stats", stats, "error", err)
+	}()
+}
+
+// startInput copies in into the container's stdin w.
+func (c *container) startInput(in io.Reader, w io.WriteCloser, closeAtEOF bool) {
+	c.input.Add(1)
+	go func() {
+		defer c.input.Done()
+		_, err := io.Copy(w, in)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, os.ErrClosed) {
+			c.logger.Debug("copy to container stdin ended", "error", err)
+		}
+		if closeAtEOF && err == nil {
+			c.closeStdin()
+		}
+	}()
+}
+
+// closeStdin closes the container's stdin (non-terminal only: a pty's
+// master is also its output).
+func (c *container) closeStdin() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stdin != nil && c.console == nil {
+		_ = c.stdin.Close() // nothing to report: the reader may be gone
+		c.stdin = nil
+	}
+}
+
+// drain waits for the read loops to reach EOF, bounded by timeout; then it
+// closes the read ends (which ends loops still blocked) and waits for them.
+func (c *container) drain(timeout time.Duration) {
+	if !waitTimeout(&c.streams, timeout) {
+		c.logger.Warn("container output not drained, closing its streams (a leftover process may still hold them)",
+			"timeout", timeout)
+	}
+	for _, r := range c.readEnds {
+		_ = r.Close() // read ends: no buffered data to lose
+	}
+	c.streams.Wait()
+}
+
+// release closes what the container held: stdin, the pidfd, leaked fds,
+// the log. It also stops the Input copier where it can.
+func (c *container) release() {
+	if dl, ok := c.req.Input.(interface{ SetReadDeadline(time.Time) error }); ok {
+		_ = dl.SetReadDeadline(time.Now()) // unblock the copier
+	}
+	c.mu.Lock()
+	if c.stdin != nil {
+		_ = c.stdin.Close()
+		c.stdin = nil
+	}
+	if c.pidfd >= 0 {
+		_ = unix.Close(c.pidfd)
+		c.pidfd = -1
+	}
+	c.mu.Unlock()
+	for _, f := range c.leak {
+		_ = f.Close()
+	}
+	if c.log != nil {
+		if err := c.log.Close(); err != nil {
+			c.logger.Warn("close container log", "error", err)
+		}
+	}
+	if c.req.Input != nil && !waitTimeout(&c.input, time.Second) {
+		c.logger.Warn("stdin copier still blocked reading its input; it ends at the input's next read")
+	}
+}
+
+// waitTimeout waits for wg up to d and reports whether it finished. On
+// timeout the helper goroutine stays until wg finishes, which the caller
+// then forces (drain closes the streams).
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	ch := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(ch)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// waitExit is the container's waiter goroutine (conmon-rs's
+// wait_for_exit_code): exit → drain → OOM verdict → OOM files → exit files
+// → cleanup command → release. exit comes from the one reaper; the pidfd
+// only serves to signal.
+func (m *Monitor) waitExit(c *container, exit <-chan exitEvent, oomw oomWatcher) {
+	defer m.waiters.Done()
+	ev := <-exit
+	st := ExitStatus{Code: ev.code(), Signal: ev.signal()}
+	c.logger.Info("container exited", "pid", ev.pid, "exit_code", st.Code)
+
+	c.drain(drainTimeout)
+
+	if oomw != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), oomVerdictTimeout)
+		st.OOMKilled = oomw.Stop(ctx)
+		cancel()
+	}
+	// The OOM files must exist before any exit file: CRI-O reacts to the
+	// exit file and then looks for the OOM file.
+	if st.OOMKilled {
+		c.logger.Info("container was OOM killed")
+		for _, p := range c.req.OOMExitPaths {
+			if err := writeOOMFile(p); err != nil {
+				c.logger.Error("write oom file", "path", p, "error", err)
+			}
+		}
+	}
+	for _, p := range c.req.ExitPaths {
+		if err := writeExitFile(p, st.Code); err != nil {
+			c.logger.Error("write exit file", "path", p, "error", err)
+		}
+	}
+	if len(c.req.CleanupCmd) > 0 {
+		m.startCleanup(c)
+	}
+	c.release()
+	c.exited(st)
+	m.retire(c)
+}
+
+// startCleanup starts the cleanup command through the reaper, detached:
+// its exit is reaped and logged, nobody waits for it.
+func (m *Monitor) startCleanup(c *container) {
+	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		c.logger.Error("start cleanup command", "error", err)
+		return
+	}
+	defer func() { _ = devNull.Close() }()
+	cmd := newCmd(c.req.CleanupCmd, m.runtimeEnv(nil))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, devNull, devNull
+	ch, err := m.reaper.start(cmd, true)
+	if err != nil {
+		c.logger.Error("start cleanup command", "cmd", c.req.CleanupCmd, "error", err)
+		return
+	}
+	_ = ch.cmd.Process.Release() // the reaper owns its exit
+	c.logger.Debug("started cleanup command", "cmd", c.req.CleanupCmd, "pid", ch.pid)
+}

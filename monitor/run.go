@@ -1,0 +1,133 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"time"
+)
+
+// RunOptions configures Run, the engine of "gomon run": one container in
+// the foreground, for debugging and demos.
+type RunOptions struct {
+	Runtime string // OCI runtime binary; default "runc" from $PATH
+	// RuntimeRoot is the runtime's state dir (--root). Empty means a fresh
+	// temporary directory, removed afterwards, so a run never collides with
+	// other containers (or leftovers) of the same ID.
+	RuntimeRoot string
+	Bundle      string // OCI bundle directory (required)
+	ID          string // container ID; default gomon-run-<random>
+	Terminal    bool   // allocate a pty; its output goes to Stdout (with CRLF)
+	Stdin       bool   // connect Stdin to the container
+	// LogPath, when set, gets a CRI log of the output too.
+	LogPath string
+	// SystemdCgroup passes --systemd-cgroup to the runtime.
+	SystemdCgroup bool
+	Stdout        io.Writer // default os.Stdout
+	Stderr        io.Writer // default os.Stderr
+	Input         io.Reader // the container's stdin; default os.Stdin when Stdin is set
+	Logger        *slog.Logger
+}
+
+// cleanupTimeout bounds delete and shutdown at the end of Run.
+const cleanupTimeout = 10 * time.Second
+
+// Run creates, starts and waits for one container, streaming its output,
+// then deletes it. It returns the container's exit code (128+signal when
+// killed, e.g. 137). Cancelling ctx kills the container (SIGKILL); Run
+// still cleans up and returns its exit code with ctx's error.
+func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
+	if opts.Bundle == "" {
+		return ExitUnknown, fmt.Errorf("bundle is required: %w", ErrInvalidArgument)
+	}
+	if opts.Runtime == "" {
+		opts.Runtime = "runc"
+	}
+	if opts.ID == "" {
+		opts.ID = "gomon-run-" + randomSuffix()[:12]
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	if opts.Stdin && opts.Input == nil {
+		opts.Input = os.Stdin
+	}
+	root := opts.RuntimeRoot
+	if root == "" {
+		root, err = os.MkdirTemp("", "gomon-run-root-")
+		if err != nil {
+			return ExitUnknown, fmt.Errorf("create runtime root: %w", err)
+		}
+		defer func() { _ = os.RemoveAll(root) }() // best effort after delete
+	}
+	runtime, err := lookRuntime(opts.Runtime)
+	if err != nil {
+		return ExitUnknown, err
+	}
+	m, err := New(Config{Runtime: runtime, RuntimeRoot: root, Logger: opts.Logger})
+	if err != nil {
+		return ExitUnknown, err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		err = errors.Join(err, m.Shutdown(sctx))
+	}()
+
+	req := CreateRequest{
+		ID:         opts.ID,
+		BundlePath: opts.Bundle,
+		Terminal:   opts.Terminal,
+		Stdin:      opts.Stdin,
+		Cgroup:     Cgroupfs,
+		Stdout:     opts.Stdout,
+		Stderr:     opts.Stderr,
+		Input:      opts.Input,
+	}
+	if opts.SystemdCgroup {
+		req.Cgroup = Systemd
+	}
+	if opts.LogPath != "" {
+		req.LogDrivers = []LogDriver{{Type: LogCRI, Path: opts.LogPath}}
+	}
+	if _, err := m.CreateContainer(ctx, req); err != nil {
+		return ExitUnknown, err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		err = errors.Join(err, m.Delete(dctx, opts.ID))
+	}()
+	if err := m.Start(ctx, opts.ID); err != nil {
+		return ExitUnknown, err
+	}
+	st, werr := m.Wait(ctx, opts.ID)
+	if werr == nil {
+		return st.Code, nil
+	}
+	// ctx ended: kill the container and report how it ended anyway.
+	_ = m.Kill(context.Background(), opts.ID, sigKill)
+	wctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	st, err = m.Wait(wctx, opts.ID)
+	if err != nil {
+		return ExitUnknown, err
+	}
+	return st.Code, fmt.Errorf("run interrupted: %w", ctx.Err())
+}
+
+// lookRuntime resolves the runtime binary like a shell would.
+func lookRuntime(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("find runtime %s: %w", name, err)
+	}
+	return p, nil
+}
