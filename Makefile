@@ -1,0 +1,60 @@
+# gomon: build, test and generate. `make help` lists the targets.
+
+GO          ?= go
+BIN         := bin
+GOMON       := $(BIN)/gomon
+CAPNP_STD    = $(shell $(GO) list -m -f '{{.Dir}}' capnproto.org/go/capnp/v3)/std
+GOLANGCI_LINT_VERSION := v2.15.0
+RUNC        ?= $(shell command -v runc || echo /usr/sbin/runc)
+DEMO_ARGS   ?= sh -c 'echo hello from gomon in a busybox container; uname -sr; id'
+
+GIT_TAG     := $(shell git describe --tags --always --dirty 2>/dev/null || echo none)
+BUILD_DATE  := $(shell date -u "+%Y-%m-%d %H:%M:%S")
+LDFLAGS     := -s -w \
+	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.tag=$(GIT_TAG)' \
+	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)'
+
+.PHONY: help build test test-unit test-interop generate check-generate lint demo bundle clean
+
+help: ## list the targets
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/gomon
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(GOMON) ./cmd/gomon
+
+test: build ## run every test: unit, integration (root + runc) and interop
+	$(GO) test -race -count=1 ./...
+	$(MAKE) test-interop
+
+test-unit: ## unit tests only (no root needed)
+	$(GO) test -short -count=1 ./...
+
+test-interop: build ## interop tests through the conmon-rs Go clients v0.7.3 and v1.0.1
+	cd test/interop/v073 && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
+	cd test/interop/v101 && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
+
+$(BIN)/capnpc-go: go.mod
+	$(GO) build -o $@ capnproto.org/go/capnp/v3/capnpc-go
+
+generate: $(BIN)/capnpc-go ## regenerate the Cap'n Proto Go code (needs Debian's capnp)
+	for d in proto protov0; do \
+		capnp compile -I$(CAPNP_STD) -o$(CURDIR)/$(BIN)/capnpc-go:rpc/$$d --src-prefix=rpc/$$d rpc/$$d/conmon.capnp || exit 1; \
+	done
+
+check-generate: generate ## fail if the checked-in generated code is stale
+	git diff --exit-code -- rpc/proto rpc/protov0
+
+$(BIN)/golangci-lint:
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+lint: $(BIN)/golangci-lint ## golangci-lint with the repository's config
+	$(BIN)/golangci-lint run ./...
+
+bundle: ## build a busybox-static OCI bundle in build/bundle
+	hack/mkbundle.sh build/bundle $(DEMO_ARGS)
+
+demo: build bundle ## run a busybox container through gomon run
+	$(GOMON) run --runtime $(RUNC) --bundle build/bundle demo-$$$$
+
+clean: ## remove build output
+	rm -rf $(BIN) build

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
+
+	"github.com/gomon-dev/gomon/rpc/proto"
+)
+
+// These tests run the real binary, built once per test run.
+
+var gomonBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gomon-bin-")
+	if err != nil {
+		panic(err)
+	}
+	gomonBin = filepath.Join(dir, "gomon")
+	out, err := exec.Command("go", "build", "-o", gomonBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build gomon: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func gomon(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(gomonBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run gomon: %v", err)
+	}
+	return o.String(), e.String(), code
+}
+
+func TestVersionJSONShape(t *testing.T) {
+	for _, args := range [][]string{{"--version-json"}, {"-j"}, {"--vj"}, {"--version-json", "full"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			out, errOut, code := gomon(t, nil, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if strings.Count(out, "\n") != 1 {
+				t.Errorf("want one line, got %q", out)
+			}
+			var keys []string
+			dec := json.NewDecoder(strings.NewReader(out))
+			tok, _ := dec.Token() // {
+			if tok != json.Delim('{') {
+				t.Fatalf("not an object: %q", out)
+			}
+			v := map[string]any{}
+			for dec.More() {
+				k, _ := dec.Token()
+				var val any
+				if err := dec.Decode(&val); err != nil {
+					t.Fatal(err)
+				}
+				keys = append(keys, k.(string))
+				v[k.(string)] = val
+			}
+			want := "verbose version tag commit build_date target rust_version cargo_version cargo_tree"
+			if got := strings.Join(keys, " "); got != want {
+				t.Errorf("keys %q, want %q", got, want)
+			}
+			for _, k := range keys[1:8] {
+				if s, _ := v[k].(string); s == "" {
+					t.Errorf("%s is empty", k)
+				}
+			}
+			full := len(args) == 2
+			if v["verbose"] != full || (v["cargo_tree"] != "") != full {
+				t.Errorf("verbose %v cargo_tree %q for %v", v["verbose"], v["cargo_tree"], args)
+			}
+		})
+	}
+}
+
+func TestVersionText(t *testing.T) {
+	out, _, code := gomon(t, nil, "--version")
+	if code != 0 || !strings.HasPrefix(out, "version: 0.") || !strings.Contains(out, "\ncommit: ") {
+		t.Errorf("exit %d, output %q", code, out)
+	}
+	// clap reads CONMON_* from the environment: a stray CONMON_VERSION
+	// makes the server print its version (conmon-rs behaviour).
+	out, _, code = gomon(t, []string{"CONMON_VERSION=default"})
+	if code != 0 || !strings.HasPrefix(out, "version: ") {
+		t.Errorf("CONMON_VERSION: exit %d, output %q", code, out)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no runtime", []string{"--runtime-dir", dir}, 1, "--runtime flag not set"},
+		{"no run dir", []string{"--runtime", "/bin/true"}, 1, "--runtime-dir flag not set"},
+		{"missing runtime", []string{"--runtime", "/nonexistent/runc", "--runtime-dir", dir}, 1, "--runtime '/nonexistent/runc' does not exist"},
+		{"runtime root not a dir", []string{"--runtime", "/bin/true", "--runtime-dir", dir, "--runtime-root", notDir}, 1, notDir},
+		{"unknown flag", []string{"--bogus"}, 2, "error: unexpected argument '--bogus'"},
+		{"bad log level", []string{"--log-level", "loud"}, 2, "loud"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := gomon(t, nil, tt.args...)
+			if code != tt.code || !strings.Contains(errOut, tt.want) {
+				t.Errorf("exit %d stderr %q; want exit %d containing %q", code, errOut, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// longRunDir returns a run dir whose conmon.sock path exceeds sun_path.
+func longRunDir(t *testing.T) string {
+	dir := t.TempDir()
+	for len(dir) < 120 {
+		dir = filepath.Join(dir, "a-rather-long-directory-name")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// dialLong connects through /proc/self/fd like the conmon-rs client.
+func dialLong(t testing.TB, path string) net.Conn {
+	t.Helper()
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c, err := net.Dial("unix", fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), filepath.Base(path)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func versionPID(t testing.TB, sock string) uint32 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(dialLong(t, sock)), nil)
+	defer conn.Close()
+	f, rel := proto.Conmon(conn.Bootstrap(ctx)).Version(ctx, nil)
+	defer rel()
+	res, err := f.Struct()
+	if err != nil {
+		t.Fatalf("version: %v", err)
+	}
+	resp, err := res.Response()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.ProcessId()
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for range 100 {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		// The daemon is re-parented to init or a subreaper: a zombie
+		// still answers kill(0); its state tells.
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(st), ") Z ") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("gomon %d still running 10 s after the signal", pid)
+}
+
+// TestDaemonStartup checks what the conmon-rs client relies on: the
+// launcher exits 0 with a pidfile holding the daemon's PID (no newline),
+// conmon.sock already answers, even past the sun_path limit, no inherited
+// fd reaches the daemon, and SIGTERM removes the socket and ends it.
+func TestDaemonStartup(t *testing.T) {
+	dir := longRunDir(t)
+	sock := filepath.Join(dir, "conmon.sock")
+	if len(sock) <= 108 {
+		t.Fatalf("socket path only %d bytes", len(sock))
+	}
+	// A stale socket file from an earlier daemon must not stop us.
+	if err := os.WriteFile(sock, []byte("stale"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Leak a pipe into the launcher, as a careless parent would.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+
+	cmd := exec.Command(gomonBin, "--runtime", "/bin/true", "--runtime-dir", dir,
+		"--runtime-root", filepath.Join(dir, "root"), "--log-level", "debug", "--log-driver", "none",
+		"--cgroup-manager", "cgroupfs")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("launcher: %v: %s", err, out)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "pidfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.ParseUint(string(raw), 10, 32) // strict, like the client
+	if err != nil {
+		t.Fatalf("pidfile %q: %v", raw, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(int(pid), syscall.SIGKILL) })
+
+	if got := versionPID(t, sock); got != uint32(pid) {
+		t.Errorf("Version processId %d, pidfile %d", got, pid)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("conmon.sock: %v %v", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "root")); err != nil || !fi.IsDir() {
+		t.Errorf("runtime root not created: %v", err)
+	}
+
+	// No fd of the launcher's parent survives in the daemon.
+	var pipeIno syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &pipeIno); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if link == fmt.Sprintf("pipe:[%d]", pipeIno.Ino) {
+			t.Errorf("daemon holds the launcher's inherited pipe as fd %s", fd.Name())
+		}
+	}
+
+	if err := syscall.Kill(int(pid), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, int(pid))
+	if _, err := os.Stat(sock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("conmon.sock left behind: %v", err)
+	}
+}
+
+func TestSkipForkServesInForeground(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(gomonBin, "--runtime", "/bin/true", "--runtime-dir", dir, "--skip-fork", "--log-driver", "stdout")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "conmon.sock")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no socket: %s", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := versionPID(t, sock); got != uint32(cmd.Process.Pid) {
+		t.Errorf("processId %d, want %d", got, cmd.Process.Pid)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pidfile")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("--skip-fork wrote a pidfile: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGINT: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "shutdown complete") {
+		t.Errorf("stdout log driver wrote %q", out.String())
+	}
+}
+
+// BenchmarkStartup measures what CRI-O waits for: launcher start to the
+// first answered Version call.
+func BenchmarkStartup(b *testing.B) {
+	for b.Loop() {
+		dir := b.TempDir()
+		cmd := exec.Command(gomonBin, "--runtime", "/bin/true", "--runtime-dir", dir, "--log-driver", "none")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+		pid := versionPID(b, filepath.Join(dir, "conmon.sock"))
+		_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	}
+}
