@@ -163,7 +163,7 @@ func dialLong(t testing.TB, path string) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	c, err := net.Dial("unix", fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), filepath.Base(path)))
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +176,7 @@ func versionPID(t testing.TB, sock string) uint32 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(dialLong(t, sock)), nil)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	f, rel := proto.Conmon(conn.Bootstrap(ctx)).Version(ctx, nil)
 	defer rel()
 	res, err := f.Struct()
@@ -225,8 +225,8 @@ func TestDaemonStartup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	defer w.Close()
+	defer func() { _ = r.Close() }()
+	defer func() { _ = w.Close() }()
 
 	cmd := exec.Command(gomonBin, "--runtime", "/bin/true", "--runtime-dir", dir,
 		"--runtime-root", filepath.Join(dir, "root"), "--log-level", "debug", "--log-driver", "none",
