@@ -10,9 +10,11 @@ DEMO_ARGS   ?= sh -c 'echo hello from gomon in a busybox container; uname -sr; i
 
 GIT_TAG     := $(shell git describe --tags --always --dirty 2>/dev/null || echo none)
 BUILD_DATE  := $(shell date -u "+%Y-%m-%d %H:%M:%S")
+GIT_COMMIT  := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.tag=$(GIT_TAG)' \
-	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)'
+	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
+	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
 .PHONY: help build test test-unit test-interop generate check-generate lint demo bundle clean
 

@@ -23,6 +23,7 @@ const Version = "0.5.0"
 var (
 	tag       string // git describe --tags --always --dirty
 	buildDate string // date -u "+%Y-%m-%d %H:%M:%S"
+	commit    string // git rev-parse HEAD
 )
 
 // Get returns the build's identity. Every field is non-empty: clients treat
@@ -31,7 +32,7 @@ func Get() rpc.VersionInfo {
 	info := rpc.VersionInfo{
 		Version:      Version,
 		Tag:          tag,
-		Commit:       "unknown",
+		Commit:       commit,
 		BuildDate:    buildDate,
 		Target:       runtime.GOOS + "/" + runtime.GOARCH,
 		RustVersion:  runtime.Version(),
@@ -47,14 +48,16 @@ func Get() rpc.VersionInfo {
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				info.Commit = s.Value
+				if info.Commit == "" {
+					info.Commit = s.Value
+				}
 			case "vcs.time":
 				vcsTime = s.Value
 			case "vcs.modified":
 				dirty = s.Value == "true"
 			}
 		}
-		if info.Tag == "" && info.Commit != "unknown" {
+		if info.Tag == "" && info.Commit != "" {
 			info.Tag = info.Commit[:min(12, len(info.Commit))]
 			if dirty {
 				info.Tag += "-dirty"
@@ -73,6 +76,9 @@ func Get() rpc.VersionInfo {
 			fmt.Fprintf(&tree, "├── %s %s\n", d.Path, v)
 		}
 		info.CargoTree = tree.String()
+	}
+	if info.Commit == "" {
+		info.Commit = "unknown"
 	}
 	if info.Tag == "" {
 		info.Tag = "none"
