@@ -5,7 +5,6 @@ package v073
 // clause differs).
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -131,28 +130,32 @@ func (r criRecord) String() string {
 	return fmt.Sprintf("%s %s %s %s", r.ts.Format(time.RFC3339Nano), r.stream, r.tag, r.content)
 }
 
-// readCRILog parses every line of a CRI log file and fails on malformed ones.
+// readCRILog parses every line of a CRI log file and fails on malformed
+// ones. Lines end at '\n' only: a '\r' before it is content (terminal
+// output), which bufio.ScanLines would drop.
 func readCRILog(path string) ([]criRecord, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+		return nil, fmt.Errorf("read log: %w", err)
 	}
-	defer func() { _ = f.Close() }() // read-only
 	var out []criRecord
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		m := criLine.FindStringSubmatch(sc.Text())
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		if line == "" {
+			continue
+		}
+		if !strings.HasSuffix(line, "\n") {
+			return out, fmt.Errorf("unterminated CRI log line %q", line)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		m := criLine.FindStringSubmatch(line)
 		if m == nil {
-			return out, fmt.Errorf("malformed CRI log line %q", sc.Text())
+			return out, fmt.Errorf("malformed CRI log line %q", line)
 		}
 		ts, err := time.Parse(time.RFC3339Nano, m[1])
 		if err != nil {
-			return out, fmt.Errorf("timestamp of line %q: %w", sc.Text(), err)
+			return out, fmt.Errorf("timestamp of line %q: %w", line, err)
 		}
 		out = append(out, criRecord{ts: ts, stream: m[2], tag: m[3], content: m[4]})
-	}
-	if err := sc.Err(); err != nil {
-		return out, fmt.Errorf("scan log: %w", err)
 	}
 	return out, nil
 }
