@@ -10,7 +10,8 @@ import (
 )
 
 // journalSocket is where systemd-journald takes native-protocol datagrams.
-const journalSocket = "/run/systemd/journal/socket"
+// A variable so tests can point it at a socket of their own.
+var journalSocket = "/run/systemd/journal/socket"
 
 func journalAvailable() bool {
 	_, err := os.Stat(journalSocket)
