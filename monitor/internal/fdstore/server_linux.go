@@ -1,0 +1,397 @@
+package fdstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// headerSize is the length of a request and of a reply's header.
+	headerSize = 8
+	// countMask selects the descriptor count from a request header.
+	countMask = 0xff
+	// errorMarker is or-ed into a reply header to flag an error message.
+	errorMarker = 0xff
+	// maxFDs is the kernel's limit of descriptors per SCM_RIGHTS message
+	// (SCM_MAX_FD); the control buffer has room for a few more so that a
+	// count mismatch is reported rather than silently truncated.
+	maxFDs = 255
+	// socketMode is the permission of the socket file.
+	socketMode = 0o600
+	// acceptBackoff is the pause after a failed accept (e.g. EMFILE).
+	acceptBackoff = 100 * time.Millisecond
+)
+
+// Server is a running fd socket and its slot store. All methods are safe
+// for concurrent use.
+type Server struct {
+	path   string
+	logger *slog.Logger
+	ln     *net.UnixListener
+	done   chan struct{} // closed by Close; stops the accept loop's backoff
+	wg     sync.WaitGroup
+
+	// mu guards the fields below. A connection is in conns from accept
+	// until its goroutine has released its slots; closed is set once, by
+	// Close, after which no connection is added and no slot filled.
+	mu     sync.Mutex
+	slots  store                      // +checklocks:mu
+	conns  map[*net.UnixConn]struct{} // +checklocks:mu
+	closed bool                       // +checklocks:mu
+}
+
+// parked is a slot filled by one connection, remembered so the connection
+// can close what it sent and nobody took.
+type parked struct {
+	slot uint64
+	file *os.File
+}
+
+// Listen creates the SOCK_SEQPACKET socket at path (mode 0600) and starts
+// serving it. A stale socket at path is removed first; anything else there
+// is an error. The parent directory is created if missing. The socket is
+// bound through /proc/self/fd/<dirfd>/<name>, so paths longer than the
+// 108-byte sun_path limit work. A nil logger discards.
+func Listen(path string, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	path = filepath.Clean(path)
+	dir, name := filepath.Split(path)
+	if name == "" || name == "." || name == ".." || name == "/" {
+		return nil, fmt.Errorf("listen on fd socket %q: not a file name", path)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create fd socket directory: %w", err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	ln, err := bindLong(dir, name)
+	if err != nil {
+		return nil, fmt.Errorf("listen on fd socket %s: %w", path, err)
+	}
+	s := &Server{
+		path:   path,
+		logger: logger,
+		ln:     ln,
+		done:   make(chan struct{}),
+		slots:  newStore(),
+		conns:  make(map[*net.UnixConn]struct{}),
+	}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	logger.Debug("fd socket listening", "path", path)
+	return s, nil
+}
+
+// bindLong binds a seqpacket listener to dir/name via the directory's fd
+// path and sets its mode. The listener does not unlink on close: its
+// recorded address is a /proc path that dies with the directory fd.
+func bindLong(dir, name string) (*net.UnixListener, error) {
+	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open socket directory: %w", err)
+	}
+	defer func() { _ = unix.Close(dirfd) }()
+	addr := &net.UnixAddr{
+		Name: "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name,
+		Net:  "unixpacket",
+	}
+	ln, err := net.ListenUnix("unixpacket", addr)
+	if err != nil {
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := unix.Fchmodat(dirfd, name, socketMode, 0); err != nil {
+		_ = ln.Close()
+		_ = unix.Unlinkat(dirfd, name, 0)
+		return nil, fmt.Errorf("set socket mode: %w", err)
+	}
+	return ln, nil
+}
+
+// removeStale removes a socket left at path by an earlier run. It refuses
+// to remove anything that is not a socket.
+func removeStale(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check for stale fd socket: %w", err)
+	}
+	if st.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("fd socket path %s: %w (not a socket)", path, fs.ErrExist)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove stale fd socket: %w", err)
+	}
+	return nil
+}
+
+// Path returns the socket's path as given to Listen (cleaned).
+func (s *Server) Path() string { return s.path }
+
+// Take removes the descriptor in slot from the store and hands it to the
+// caller, who must close it. An empty slot yields an error wrapping ErrNoFD
+// whose text is conmon-rs's "no file descriptor in slot N".
+//
+// The returned file shares its open file description with the client's
+// descriptor; note that (*os.File).Fd, which os/exec calls for ExtraFiles,
+// switches a non-blocking description to blocking mode.
+func (s *Server) Take(slot uint64) (*os.File, error) {
+	s.mu.Lock()
+	f := s.slots.take(slot)
+	s.mu.Unlock()
+	if f == nil {
+		return nil, &slotError{slot: slot}
+	}
+	s.logger.Debug("fd socket slot taken", "slot", slot)
+	return f, nil
+}
+
+// TakeAll takes several slots at once: either all of them, in order, or
+// none (the first empty slot is reported and every slot stays as it was).
+// conmon-rs consumes the slots before the missing one and drops them; a
+// client cannot tell the difference, since the request fails either way.
+func (s *Server) TakeAll(slots []uint64) ([]*os.File, error) {
+	if len(slots) == 0 {
+		return nil, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[uint64]bool, len(slots))
+	for _, slot := range slots {
+		if _, ok := s.slots.fds[slot]; !ok || seen[slot] {
+			return nil, &slotError{slot: slot}
+		}
+		seen[slot] = true
+	}
+	files := make([]*os.File, len(slots))
+	for i, slot := range slots {
+		files[i] = s.slots.take(slot)
+	}
+	return files, nil
+}
+
+// Close stops the server: it closes the listener and every connection,
+// waits for their goroutines, closes every descriptor not yet taken and
+// removes the socket file. Later calls return nil.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*net.UnixConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	close(s.done)
+	var errs []error
+	if err := s.ln.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close fd socket listener: %w", err))
+	}
+	for _, c := range conns {
+		_ = c.Close() // unblocks its reader; the goroutine closes it again
+	}
+	s.wg.Wait()
+
+	s.mu.Lock()
+	files := s.slots.drain()
+	s.mu.Unlock()
+	closeFiles(files)
+
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove fd socket: %w", err))
+	}
+	s.logger.Debug("fd socket closed", "path", s.path, "dropped_fds", len(files))
+	return errors.Join(errs...)
+}
+
+// acceptLoop accepts connections until Close and serves each in its own
+// goroutine.
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			s.logger.Warn("fd socket accept failed", "error", err)
+			t := time.NewTimer(acceptBackoff)
+			select {
+			case <-s.done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1) // the accept goroutine's own count keeps wg above zero
+		s.mu.Unlock()
+		go s.serve(c)
+	}
+}
+
+// serve handles one connection's requests in order until it ends.
+func (s *Server) serve(c *net.UnixConn) {
+	defer s.wg.Done()
+	var mine []parked
+	defer func() {
+		s.release(mine)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		_ = c.Close()
+	}()
+
+	// One byte more than a request, so a longer message reads as 9 bytes
+	// and is ignored rather than mistaken for a request.
+	buf := make([]byte, headerSize+1)
+	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	for {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		fds := parseRights(oob[:oobn])
+		switch {
+		case err != nil || n == 0:
+			closeFDs(fds)
+			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.logger.Debug("fd socket read failed", "error", err)
+			}
+			return
+		case n != headerSize:
+			closeFDs(fds) // not a request: ignored, no reply
+			continue
+		}
+		header := binary.LittleEndian.Uint64(buf[:headerSize])
+		if header == 0 {
+			closeFDs(fds)
+			s.release(mine)
+			mine = nil
+			continue
+		}
+		want := int(header & countMask)
+		var reply []byte
+		if len(fds) != want {
+			closeFDs(fds)
+			reply = binary.LittleEndian.AppendUint64(nil, header|errorMarker)
+			reply = fmt.Appendf(reply, "received %d fds, but expected %d fds", len(fds), want)
+		} else {
+			added, ok := s.park(fds)
+			if !ok {
+				return // closing: park closed the descriptors
+			}
+			mine = append(mine, added...)
+			reply = binary.LittleEndian.AppendUint64(make([]byte, 0, headerSize*(1+len(added))), header)
+			for _, p := range added {
+				reply = binary.LittleEndian.AppendUint64(reply, p.slot)
+			}
+		}
+		if _, err := c.Write(reply); err != nil {
+			s.logger.Debug("fd socket reply failed", "error", err)
+		}
+	}
+}
+
+// park stores fds in fresh slots. It returns false, having closed fds, if
+// the server is closing.
+func (s *Server) park(fds []int) ([]parked, bool) {
+	added := make([]parked, 0, len(fds))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		closeFDs(fds)
+		return nil, false
+	}
+	for _, fd := range fds {
+		f := os.NewFile(uintptr(fd), "fd-socket")
+		added = append(added, parked{slot: s.slots.add(f), file: f})
+	}
+	if s.logger.Enabled(context.Background(), slog.LevelDebug) {
+		slots := make([]uint64, len(added))
+		for i, p := range added {
+			slots[i] = p.slot
+		}
+		s.logger.Debug("fd socket slots filled", "slots", slots)
+	}
+	return added, true
+}
+
+// release closes the descriptors a connection parked that nobody took.
+func (s *Server) release(mine []parked) {
+	if len(mine) == 0 {
+		return
+	}
+	var drop []*os.File
+	s.mu.Lock()
+	for _, p := range mine {
+		if s.slots.drop(p.slot, p.file) {
+			drop = append(drop, p.file)
+		}
+	}
+	s.mu.Unlock()
+	closeFiles(drop)
+}
+
+// parseRights extracts the descriptors of every SCM_RIGHTS message in oob.
+func parseRights(oob []byte) []int {
+	if len(oob) == 0 {
+		return nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		rights, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		fds = append(fds, rights...)
+	}
+	return fds
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		_ = unix.Close(fd)
+	}
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}
