@@ -22,9 +22,13 @@ type Config struct {
 	LogLevel    slog.Level   // the server's log level; mapped to crun's --log-level
 	Logger      *slog.Logger // nil discards
 	Env         []string     // base environment of runtime processes; nil = os.Environ()
-	// FDs serves CreateRequest.AdditionalFDs and LeakFDs; nil means no
-	// slot is ever filled.
+	// FDs serves CreateRequest.AdditionalFDs and LeakFDs; nil means the
+	// monitor's own fd socket (StartFdSocket).
 	FDs FDSource
+	// PauseBinary is the gomon executable that CreateNamespaces re-runs
+	// as `gomon pause`; empty means this process's own executable, whose
+	// main must then dispatch "pause" to PauseMain.
+	PauseBinary string
 }
 
 // maxExited bounds how many exited containers are remembered for Wait.
@@ -58,6 +62,8 @@ type Monitor struct {
 	containers map[string]*container // +checklocks:mu
 	exited     []*container          // +checklocks:mu
 	shutdown   bool                  // +checklocks:mu; no new work
+
+	pod podServices // the pause process and the fd socket
 }
 
 // New returns a Monitor for cfg and starts (or joins) the process's reaper.
@@ -74,7 +80,7 @@ func New(cfg Config) (*Monitor, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Monitor{
+	m := &Monitor{
 		cfg:        cfg,
 		log:        log,
 		reaper:     r,
@@ -82,7 +88,11 @@ func New(cfg Config) (*Monitor, error) {
 		cancelOps:  cancel,
 		closed:     make(chan struct{}),
 		containers: make(map[string]*container),
-	}, nil
+	}
+	if m.cfg.FDs == nil {
+		m.cfg.FDs = &m.pod
+	}
+	return m, nil
 }
 
 // beginOp registers an operation unless shutting down. The returned
@@ -246,6 +256,11 @@ func (m *Monitor) finishShutdown() {
 		_ = c.signal(sigKill, true) // no-op for exited ones
 	}
 	m.waiters.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), podStopTimeout)
+	if err := m.pod.stop(ctx); err != nil {
+		m.log.Warn("stop pod services", "error", err)
+	}
+	cancel()
 	releaseReaper(m.reaper)
 	close(m.closed)
 }

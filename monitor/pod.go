@@ -1,5 +1,7 @@
 package monitor
 
+import "log/slog"
+
 // Namespace is a Linux namespace a pod's pause process can hold.
 type Namespace uint8
 
@@ -39,4 +41,13 @@ type ServeExecRequest struct {
 type ServeAttachRequest struct {
 	ID                    string
 	Stdin, Stdout, Stderr bool
+}
+
+// PauseOptions are the arguments of `gomon pause` (see PauseMain).
+type PauseOptions struct {
+	BasePath                 string
+	PodID                    string
+	IPC, PID, Net, User, UTS bool
+	UIDMappings, GIDMappings []string
+	Logger                   *slog.Logger
 }

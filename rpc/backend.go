@@ -18,6 +18,8 @@ type Backend interface {
 	Attach(ctx context.Context, req monitor.AttachRequest) error
 	ReopenLog(ctx context.Context, id string) error
 	SetWindowSize(ctx context.Context, id string, width, height uint16) error
+	CreateNamespaces(ctx context.Context, req monitor.NamespacesRequest) ([]monitor.NamespacePath, error)
+	StartFdSocket(ctx context.Context) (string, error)
 }
 
 var _ Backend = (*monitor.Monitor)(nil)

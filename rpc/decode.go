@@ -380,6 +380,21 @@ func namespaceFromWire(n proto.Conmon_Namespace) (monitor.Namespace, bool) {
 	return 0, false
 }
 
+// namespaceToWire is the inverse of namespaceFromWire.
+func namespaceToWire(n monitor.Namespace) proto.Conmon_Namespace {
+	switch n {
+	case monitor.NamespaceNet:
+		return proto.Conmon_Namespace_net
+	case monitor.NamespacePID:
+		return proto.Conmon_Namespace_pid
+	case monitor.NamespaceUser:
+		return proto.Conmon_Namespace_user
+	case monitor.NamespaceUTS:
+		return proto.Conmon_Namespace_uts
+	}
+	return proto.Conmon_Namespace_ipc
+}
+
 func field(name string, err error) error {
 	return fmt.Errorf("%w: field %s: %w", errDecode, name, err)
 }

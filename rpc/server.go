@@ -306,14 +306,51 @@ func (a *adapter) CreateNamespaces(ctx context.Context, call proto.Conmon_create
 	if err != nil {
 		return toException(field("request", err))
 	}
-	if _, _, err := decodeCreateNamespaces(req); err != nil {
+	r, _, err := decodeCreateNamespaces(req)
+	if err != nil {
 		return toException(err)
 	}
-	return toException(fmt.Errorf("create namespaces: %w", monitor.ErrNotImplemented))
+	call.Go()
+	paths, err := a.s.backend.CreateNamespaces(ctx, r)
+	if err != nil {
+		return toException(err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	l, err := resp.NewNamespaces(int32(len(paths)))
+	if err != nil {
+		return toException(err)
+	}
+	for i, p := range paths {
+		l.At(i).SetType(namespaceToWire(p.Type))
+		if err := l.At(i).SetPath(p.Path); err != nil {
+			return toException(err)
+		}
+	}
+	return nil
 }
 
 func (a *adapter) StartFdSocket(ctx context.Context, call proto.Conmon_startFdSocket) error {
-	return toException(fmt.Errorf("start fd socket: %w", monitor.ErrNotImplemented))
+	call.Go()
+	path, err := a.s.backend.StartFdSocket(ctx)
+	if err != nil {
+		return toException(err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	return toException(resp.SetPath(path))
 }
 
 func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serveExecContainer) error {

@@ -55,6 +55,10 @@ func (r *recorder) ExecSync(ctx context.Context, req monitor.ExecSyncRequest) (m
 
 func (r *recorder) Attach(ctx context.Context, req monitor.AttachRequest) error { return r.err }
 func (r *recorder) ReopenLog(ctx context.Context, id string) error              { return r.err }
+func (r *recorder) StartFdSocket(ctx context.Context) (string, error)           { return "/run/fd.sock", r.err }
+func (r *recorder) CreateNamespaces(ctx context.Context, req monitor.NamespacesRequest) ([]monitor.NamespacePath, error) {
+	return []monitor.NamespacePath{{Type: monitor.NamespaceIPC, Path: "/b/ipcns/" + req.PodID}, {Type: monitor.NamespaceNet, Path: "/b/netns/" + req.PodID}}, r.err
+}
 func (r *recorder) SetWindowSize(ctx context.Context, id string, w, h uint16) error {
 	return r.err
 }
@@ -254,10 +258,42 @@ func TestUnimplementedMethodsAnswer(t *testing.T) {
 	dial := serve(t, &recorder{})
 	ctx := context.Background()
 	client := proto.Conmon(dial().Bootstrap(ctx))
-	f, rel := client.StartFdSocket(ctx, nil)
+	f, rel := client.ServePortForwardContainer(ctx, nil)
 	defer rel()
 	if _, err := f.Struct(); err == nil || !strings.Contains(err.Error(), "not implemented") {
-		t.Fatalf("StartFdSocket: %v, want a not implemented error", err)
+		t.Fatalf("ServePortForwardContainer: %v, want a not implemented error", err)
+	}
+}
+
+func TestPodServicesOverTheWire(t *testing.T) {
+	dial := serve(t, &recorder{})
+	ctx := context.Background()
+	client := proto.Conmon(dial().Bootstrap(ctx))
+
+	f, rel := client.StartFdSocket(ctx, nil)
+	defer rel()
+	res, err := f.Struct()
+	must(t, err)
+	resp, _ := res.Response()
+	if p, _ := resp.Path(); p != "/run/fd.sock" {
+		t.Errorf("fd socket path %q", p)
+	}
+
+	fn, reln := client.CreateNamespaces(ctx, func(p proto.Conmon_createNamespaces_Params) error {
+		r, err := p.NewRequest()
+		must(t, err)
+		return r.SetPodId("pod")
+	})
+	defer reln()
+	nres, err := fn.Struct()
+	must(t, err)
+	nresp, _ := nres.Response()
+	l, _ := nresp.Namespaces()
+	if l.Len() != 2 || l.At(1).Type() != proto.Conmon_Namespace_net {
+		t.Fatalf("namespaces %v", l)
+	}
+	if p, _ := l.At(1).Path(); p != "/b/netns/pod" {
+		t.Errorf("net path %q", p)
 	}
 }
 

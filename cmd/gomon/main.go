@@ -41,7 +41,12 @@ func run() int {
 	case cli.CommandRun:
 		return runOne(cfg)
 	case cli.CommandPause:
-		return fail(fmt.Errorf("pause: %w", monitor.ErrNotImplemented))
+		p := cfg.Pause
+		return monitor.PauseMain(monitor.PauseOptions{
+			BasePath: p.BasePath, PodID: p.PodID,
+			IPC: p.IPC, PID: p.PID, Net: p.Net, User: p.User, UTS: p.UTS,
+			UIDMappings: p.UIDMappings, GIDMappings: p.GIDMappings,
+		})
 	}
 
 	if err := cfg.Validate(); err != nil {
