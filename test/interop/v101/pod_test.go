@@ -216,4 +216,13 @@ func TestFDsThroughTheFdSocket(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+
+	fdSock := filepath.Join(s.runDir, "conmon-fd.sock")
+	if _, err := os.Stat(fdSock); err != nil {
+		t.Fatalf("fd socket: %v", err)
+	}
+	s.stop(t)
+	if _, err := os.Lstat(fdSock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left after shutdown: %v", fdSock, err)
+	}
 }
