@@ -1,0 +1,221 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// batcher is gomon's batch span processor. It does what the SDK's
+// BatchSpanProcessor does (bounded queue, size- and time-triggered batches,
+// one exporting goroutine) and additionally counts exactly what it drops,
+// which the SDK processor keeps private:
+//
+//   - OnEnd never blocks: a full queue drops the span and counts it;
+//   - a failed export counts the whole batch as dropped (no retries: a monitor
+//     must not pile up telemetry for a dead collector);
+//   - spans still queued when Shutdown's context ends are counted as dropped;
+//   - the timer only runs while a batch is pending, so an idle daemon has no
+//     periodic wake-ups.
+type batcher struct {
+	exp          sdktrace.SpanExporter
+	queue        chan sdktrace.ReadOnlySpan
+	maxBatch     int
+	interval     time.Duration
+	exportTimout time.Duration
+	onError      func(error)
+
+	flush    chan chan struct{}
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+	closed   atomic.Bool
+	runCtx   context.Context // parent of every export; cancelled when Shutdown's ctx ends
+	cancel   context.CancelFunc
+
+	dropped  atomic.Uint64
+	exported atomic.Uint64
+}
+
+var _ sdktrace.SpanProcessor = (*batcher)(nil)
+
+func newBatcher(exp sdktrace.SpanExporter, queueSize, maxBatch int, interval, exportTimeout time.Duration, onError func(error)) *batcher {
+	b := &batcher{
+		exp:          exp,
+		queue:        make(chan sdktrace.ReadOnlySpan, queueSize),
+		maxBatch:     min(maxBatch, queueSize),
+		interval:     interval,
+		exportTimout: exportTimeout,
+		onError:      onError,
+		flush:        make(chan chan struct{}),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+	b.runCtx, b.cancel = context.WithCancel(context.Background())
+	go b.run()
+	return b
+}
+
+// OnStart does nothing.
+func (b *batcher) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+
+// OnEnd queues a sampled span without ever blocking.
+func (b *batcher) OnEnd(s sdktrace.ReadOnlySpan) {
+	if !s.SpanContext().IsSampled() {
+		return
+	}
+	if b.closed.Load() {
+		b.dropped.Add(1)
+		return
+	}
+	select {
+	case b.queue <- s:
+	default:
+		b.dropped.Add(1)
+	}
+}
+
+// ForceFlush exports everything queued so far and waits for it, bounded by ctx.
+func (b *batcher) ForceFlush(ctx context.Context) error {
+	if b.closed.Load() {
+		return nil
+	}
+	ack := make(chan struct{})
+	select {
+	case b.flush <- ack:
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush spans: %w", ctx.Err())
+	}
+	select {
+	case <-ack:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush spans: %w", ctx.Err())
+	}
+}
+
+// Shutdown exports what is queued (bounded by ctx), stops the goroutine and
+// shuts the exporter down. Idempotent.
+func (b *batcher) Shutdown(ctx context.Context) error {
+	b.stopOnce.Do(func() {
+		b.closed.Store(true)
+		// When ctx ends, the in-flight export and the final drain are cut
+		// short; the goroutine then counts the rest as dropped and exits.
+		release := context.AfterFunc(ctx, b.cancel)
+		close(b.stop)
+		<-b.done
+		release()
+		b.cancel()
+	})
+	<-b.done
+	if err := b.exp.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shut down span exporter: %w", err)
+	}
+	return nil
+}
+
+func (b *batcher) run() {
+	defer close(b.done)
+	batch := make([]sdktrace.ReadOnlySpan, 0, b.maxBatch)
+	timer := time.NewTimer(b.interval)
+	timer.Stop()
+	armed := false
+	exportBatch := func(ctx context.Context) {
+		if armed {
+			timer.Stop()
+			armed = false
+		}
+		if len(batch) == 0 {
+			return
+		}
+		b.export(ctx, batch)
+		clear(batch) // let the spans be collected
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case s := <-b.queue:
+			batch = append(batch, s)
+			if len(batch) >= b.maxBatch {
+				exportBatch(b.runCtx)
+			} else if !armed {
+				timer.Reset(b.interval)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
+			exportBatch(b.runCtx)
+		case ack := <-b.flush:
+			b.drain(b.runCtx, &batch, exportBatch)
+			close(ack)
+		case <-b.stop:
+			b.drain(b.runCtx, &batch, exportBatch)
+			b.dropQueued() // spans that raced with Shutdown
+			timer.Stop()
+			return
+		}
+	}
+}
+
+// drain exports the pending batch and the spans queued when it was called.
+// If ctx ends first, whatever is left is counted as dropped.
+func (b *batcher) drain(ctx context.Context, batch *[]sdktrace.ReadOnlySpan, exportBatch func(context.Context)) {
+	for n := len(b.queue); n > 0 && ctx.Err() == nil; n-- {
+		*batch = append(*batch, <-b.queue)
+		if len(*batch) >= b.maxBatch {
+			exportBatch(ctx)
+		}
+	}
+	if ctx.Err() == nil {
+		exportBatch(ctx)
+		return
+	}
+	b.dropped.Add(uint64(len(*batch)))
+	clear(*batch)
+	*batch = (*batch)[:0]
+	b.dropQueued()
+}
+
+// dropQueued empties the queue, counting every span as dropped.
+func (b *batcher) dropQueued() {
+	for {
+		select {
+		case <-b.queue:
+			b.dropped.Add(1)
+		default:
+			return
+		}
+	}
+}
+
+func (b *batcher) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) {
+	if b.exportTimout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.exportTimout)
+		defer cancel()
+	}
+	err := b.exp.ExportSpans(ctx, batch)
+	n := uint64(len(batch))
+	var partial *PartialSuccessError
+	switch {
+	case err == nil:
+		b.exported.Add(n)
+		return
+	case errors.As(err, &partial):
+		rej := uint64(min(max(partial.Rejected, 0), int64(n))) //nolint:gosec // clamped
+		b.exported.Add(n - rej)
+		b.dropped.Add(rej)
+	default:
+		b.dropped.Add(n)
+	}
+	if b.onError != nil {
+		b.onError(err)
+	}
+}

@@ -1,0 +1,400 @@
+package exporter
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http2/hpack"
+)
+
+// A minimal HTTP/2 client for exactly one gRPC unary call per connection.
+//
+// It speaks just enough of RFC 9113 for a unary call: connection preface and
+// SETTINGS, one request stream with HEADERS + DATA under the peer's flow
+// control windows, and a response of HEADERS, DATA and trailing HEADERS.
+// PING is answered, SETTINGS acknowledged, GOAWAY and RST_STREAM end the call.
+// No goroutine is started: the exporter goroutine drives the connection and
+// closes it when the call ends. One connection per export batch costs a TCP
+// handshake every few seconds at most, and keeps the idle daemon free of a
+// reader goroutine and keepalive timers.
+
+const (
+	h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+	frameData         = 0x0
+	frameHeaders      = 0x1
+	frameRSTStream    = 0x3
+	frameSettings     = 0x4
+	framePushPromise  = 0x5
+	framePing         = 0x6
+	frameGoAway       = 0x7
+	frameWindowUpdate = 0x8
+	frameContinuation = 0x9
+
+	flagEndStream  = 0x1
+	flagAck        = 0x1
+	flagEndHeaders = 0x4
+	flagPadded     = 0x8
+	flagPriority   = 0x20
+
+	settingEnablePush     = 0x2
+	settingInitialWindow  = 0x4
+	settingMaxFrameSize   = 0x5
+	settingMaxHeaderList  = 0x6
+	h2DefaultWindow       = 65535
+	h2DefaultMaxFrame     = 16384
+	h2MaxReadFrame        = 1 << 20 // we advertise this SETTINGS_MAX_FRAME_SIZE
+	h2MaxResponseBody     = 1 << 20
+	h2MaxHeaderBlock      = 64 << 10
+	grpcServicePath       = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+	grpcHeaderLen         = 5
+	h2RequestStream       = 1
+	errGRPCStatusNotFound = -1
+)
+
+// grpcStatusError is a non-OK grpc-status from the collector.
+type grpcStatusError struct {
+	code int
+	msg  string
+}
+
+func (e *grpcStatusError) Error() string {
+	return fmt.Sprintf("grpc status %d: %s", e.code, e.msg)
+}
+
+// h2call runs one gRPC unary call over conn (already connected, TLS already
+// negotiated if any) and returns the response message without its gRPC frame
+// header. The caller owns conn and its deadline.
+func h2call(conn io.ReadWriter, scheme, authority, path string, msg []byte, userAgent string) ([]byte, error) {
+	c := &h2conn{rw: conn, sendWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: h2DefaultMaxFrame, initWin: h2DefaultWindow}
+	c.dec = hpack.NewDecoder(4096, nil)
+	c.dec.SetMaxStringLength(h2MaxHeaderBlock)
+
+	// Preface, our SETTINGS, then the request HEADERS, in one write.
+	var out bytes.Buffer
+	out.WriteString(h2Preface)
+	c.appendFrameHeader(&out, 18, frameSettings, 0, 0)
+	appendSetting(&out, settingEnablePush, 0)
+	appendSetting(&out, settingMaxFrameSize, h2MaxReadFrame)
+	appendSetting(&out, settingMaxHeaderList, h2MaxHeaderBlock)
+
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{
+		{Name: ":method", Value: "POST"},
+		{Name: ":scheme", Value: scheme},
+		{Name: ":path", Value: path},
+		{Name: ":authority", Value: authority},
+		{Name: "content-type", Value: "application/grpc"},
+		{Name: "te", Value: "trailers"},
+		{Name: "user-agent", Value: userAgent},
+	} {
+		if err := enc.WriteField(f); err != nil {
+			return nil, fmt.Errorf("encode headers: %w", err)
+		}
+	}
+	if hb.Len() > h2DefaultMaxFrame {
+		return nil, errors.New("request headers too large")
+	}
+	c.appendFrameHeader(&out, hb.Len(), frameHeaders, flagEndHeaders, h2RequestStream)
+	out.Write(hb.Bytes())
+	if _, err := conn.Write(out.Bytes()); err != nil {
+		return nil, fmt.Errorf("write request headers: %w", err)
+	}
+
+	// gRPC length-prefixed message: 1 byte compressed flag, 4 bytes length.
+	body := make([]byte, grpcHeaderLen, grpcHeaderLen+len(msg))
+	binary.BigEndian.PutUint32(body[1:], uint32(len(msg))) //nolint:gosec // bounded by batch size
+	body = append(body, msg...)
+	if err := c.sendData(body); err != nil {
+		return nil, err
+	}
+	return c.readResponse()
+}
+
+type h2conn struct {
+	rw        io.ReadWriter
+	dec       *hpack.Decoder
+	sendWin   int64 // connection send window
+	streamWin int64 // our stream's send window
+	initWin   int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame  int   // peer's SETTINGS_MAX_FRAME_SIZE
+	hdr       [9]byte
+
+	// response state
+	headerBlock []byte
+	gotHeaders  bool
+	status      string
+	grpcStatus  int
+	grpcMessage string
+	respBody    []byte
+	streamDone  bool
+}
+
+func (c *h2conn) appendFrameHeader(b *bytes.Buffer, length int, typ, flags byte, stream uint32) {
+	var h [9]byte
+	h[0], h[1], h[2] = byte(length>>16), byte(length>>8), byte(length)
+	h[3], h[4] = typ, flags
+	binary.BigEndian.PutUint32(h[5:], stream&0x7fffffff)
+	b.Write(h[:])
+}
+
+func appendSetting(b *bytes.Buffer, id uint16, v uint32) {
+	var s [6]byte
+	binary.BigEndian.PutUint16(s[:], id)
+	binary.BigEndian.PutUint32(s[2:], v)
+	b.Write(s[:])
+}
+
+func (c *h2conn) writeFrame(typ, flags byte, stream uint32, payload []byte) error {
+	var b bytes.Buffer
+	c.appendFrameHeader(&b, len(payload), typ, flags, stream)
+	b.Write(payload)
+	_, err := c.rw.Write(b.Bytes())
+	return err
+}
+
+// sendData writes body as DATA frames on the request stream, waiting for
+// WINDOW_UPDATEs when the peer's flow-control windows are exhausted.
+func (c *h2conn) sendData(body []byte) error {
+	for {
+		n := min(int64(len(body)), c.sendWin, c.streamWin, int64(c.maxFrame))
+		if n > 0 || len(body) == 0 {
+			var flags byte
+			if int64(len(body)) == n {
+				flags = flagEndStream
+			}
+			if err := c.writeFrame(frameData, flags, h2RequestStream, body[:n]); err != nil {
+				return fmt.Errorf("write request body: %w", err)
+			}
+			c.sendWin -= n
+			c.streamWin -= n
+			body = body[n:]
+			if flags != 0 {
+				return nil
+			}
+			continue
+		}
+		// Window exhausted: process frames until the peer opens it.
+		if err := c.readFrame(); err != nil {
+			return err
+		}
+		if c.streamDone {
+			return c.result()
+		}
+	}
+}
+
+func (c *h2conn) readResponse() ([]byte, error) {
+	for !c.streamDone {
+		if err := c.readFrame(); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.result(); err != nil {
+		return nil, err
+	}
+	b := c.respBody
+	if len(b) < grpcHeaderLen {
+		return nil, nil // an empty response message is valid
+	}
+	if b[0] != 0 {
+		return nil, errors.New("compressed grpc response not supported")
+	}
+	n := binary.BigEndian.Uint32(b[1:grpcHeaderLen])
+	if int64(n) > int64(len(b)-grpcHeaderLen) {
+		return nil, errors.New("truncated grpc response")
+	}
+	return b[grpcHeaderLen : grpcHeaderLen+int(n)], nil
+}
+
+// result turns the finished stream's headers and trailers into an error.
+func (c *h2conn) result() error {
+	if c.status != "200" {
+		return fmt.Errorf("http status %q from grpc endpoint", c.status)
+	}
+	switch c.grpcStatus {
+	case 0:
+		return nil
+	case errGRPCStatusNotFound:
+		return errors.New("grpc response without grpc-status")
+	default:
+		return &grpcStatusError{code: c.grpcStatus, msg: c.grpcMessage}
+	}
+}
+
+func (c *h2conn) readFrame() error {
+	if _, err := io.ReadFull(c.rw, c.hdr[:]); err != nil {
+		return fmt.Errorf("read frame: %w", err)
+	}
+	length := int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
+	typ, flags := c.hdr[3], c.hdr[4]
+	stream := binary.BigEndian.Uint32(c.hdr[5:]) & 0x7fffffff
+	if length > h2MaxReadFrame {
+		return fmt.Errorf("frame of %d bytes exceeds limit", length)
+	}
+	payload := make([]byte, length)
+	if _, err := io.ReadFull(c.rw, payload); err != nil {
+		return fmt.Errorf("read frame payload: %w", err)
+	}
+	switch typ {
+	case frameSettings:
+		if flags&flagAck != 0 {
+			return nil
+		}
+		if length%6 != 0 {
+			return errors.New("malformed SETTINGS frame")
+		}
+		for p := payload; len(p) >= 6; p = p[6:] {
+			id, v := binary.BigEndian.Uint16(p), binary.BigEndian.Uint32(p[2:])
+			switch id {
+			case settingInitialWindow:
+				c.streamWin += int64(v) - c.initWin
+				c.initWin = int64(v)
+			case settingMaxFrameSize:
+				c.maxFrame = int(min(max(v, h2DefaultMaxFrame), 1<<24-1))
+			}
+		}
+		return c.writeFrame(frameSettings, flagAck, 0, nil)
+	case framePing:
+		if flags&flagAck != 0 || length != 8 {
+			return nil
+		}
+		return c.writeFrame(framePing, flagAck, 0, payload)
+	case frameWindowUpdate:
+		if length != 4 {
+			return errors.New("malformed WINDOW_UPDATE frame")
+		}
+		inc := int64(binary.BigEndian.Uint32(payload) & 0x7fffffff)
+		switch stream {
+		case 0:
+			c.sendWin += inc
+		case h2RequestStream:
+			c.streamWin += inc
+		}
+		return nil
+	case frameGoAway:
+		if length < 8 {
+			return errors.New("malformed GOAWAY frame")
+		}
+		last := binary.BigEndian.Uint32(payload) & 0x7fffffff
+		code := binary.BigEndian.Uint32(payload[4:])
+		if last < h2RequestStream || code != 0 {
+			return fmt.Errorf("server sent GOAWAY (code %d): %s", code, payload[8:])
+		}
+		return nil // graceful: our stream is still served
+	case frameRSTStream:
+		if stream == h2RequestStream {
+			code := uint32(0)
+			if length >= 4 {
+				code = binary.BigEndian.Uint32(payload)
+			}
+			return fmt.Errorf("server reset the stream (code %d)", code)
+		}
+		return nil
+	case framePushPromise:
+		return errors.New("unexpected PUSH_PROMISE")
+	case frameHeaders, frameContinuation:
+		if stream != h2RequestStream {
+			return nil
+		}
+		if typ == frameHeaders {
+			var err error
+			if payload, err = stripPadding(payload, flags); err != nil {
+				return err
+			}
+			if flags&flagPriority != 0 {
+				if len(payload) < 5 {
+					return errors.New("malformed HEADERS priority")
+				}
+				payload = payload[5:]
+			}
+			c.streamDone = c.streamDone || flags&flagEndStream != 0
+		}
+		if len(c.headerBlock)+len(payload) > h2MaxHeaderBlock {
+			return errors.New("response header block too large")
+		}
+		c.headerBlock = append(c.headerBlock, payload...)
+		if flags&flagEndHeaders != 0 {
+			return c.decodeHeaders()
+		}
+		return nil
+	case frameData:
+		if stream != h2RequestStream {
+			return nil
+		}
+		data, err := stripPadding(payload, flags)
+		if err != nil {
+			return err
+		}
+		if len(c.respBody)+len(data) > h2MaxResponseBody {
+			return errors.New("grpc response too large")
+		}
+		c.respBody = append(c.respBody, data...)
+		c.streamDone = c.streamDone || flags&flagEndStream != 0
+		// The response is tiny and our initial windows (64 KiB) cover it,
+		// so no WINDOW_UPDATE is ever needed from our side.
+		return nil
+	default:
+		return nil // PRIORITY and unknown frame types are ignored
+	}
+}
+
+func stripPadding(p []byte, flags byte) ([]byte, error) {
+	if flags&flagPadded == 0 {
+		return p, nil
+	}
+	if len(p) < 1 || int(p[0]) > len(p)-1 {
+		return nil, errors.New("malformed padding")
+	}
+	return p[1 : len(p)-int(p[0])], nil
+}
+
+func (c *h2conn) decodeHeaders() error {
+	fields, err := c.dec.DecodeFull(c.headerBlock)
+	c.headerBlock = c.headerBlock[:0]
+	if err != nil {
+		return fmt.Errorf("decode response headers: %w", err)
+	}
+	first := !c.gotHeaders
+	c.gotHeaders = true
+	if first {
+		c.grpcStatus = errGRPCStatusNotFound
+	}
+	for _, f := range fields {
+		switch f.Name {
+		case ":status":
+			if first {
+				c.status = f.Value
+			}
+		case "grpc-status":
+			code, err := strconv.Atoi(f.Value)
+			if err != nil {
+				return fmt.Errorf("bad grpc-status %q: %w", f.Value, err)
+			}
+			c.grpcStatus = code
+		case "grpc-message":
+			if m, err := url.PathUnescape(f.Value); err == nil {
+				c.grpcMessage = m
+			} else {
+				c.grpcMessage = f.Value
+			}
+		}
+	}
+	return nil
+}
+
+// hostPort returns u's host:port, adding def when the URL has no port.
+func hostPort(u *url.URL, def string) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(strings.Trim(u.Hostname(), "[]"), def)
+}
