@@ -17,6 +17,11 @@
 //     into lines exactly as conmon-rs v1.0 does (CONTRACT.md §5): no
 //     buffering across chunks, so a long line becomes P…P F records and output
 //     ending without a newline ends with a P record.
+//   - AttachServer serves a container's attach sockets (SOCK_SEQPACKET,
+//     conmon's framing): the read loops tee into it through the writers
+//     its Stream method returns, it broadcasts to every client through a
+//     bounded per-client queue and forwards client input to the
+//     container's stdin.
 //
 // The read loop never stops draining the container because a sink failed
 // (DESIGN.md invariant 5): the failed write is counted in Stats and logged

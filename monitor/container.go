@@ -56,6 +56,10 @@ type container struct {
 	req    CreateRequest // exit/OOM paths, cleanup, cgroup, global args
 	log    *ioloop.Log
 	logger *slog.Logger
+	// attach serves the container's attach sockets: its read loops tee
+	// into it, attach clients' input goes to stdin. Closed by release
+	// (or by a failed create's undo).
+	attach *ioloop.AttachServer
 
 	streams  sync.WaitGroup // read loops
 	readEnds []io.Closer    // pipe read ends or the console, closed after drain
@@ -117,15 +121,43 @@ func (c *container) signal(sig unix.Signal, killGroup bool) error {
 	return nil
 }
 
-// startStream runs one read loop over r as stream s.
+// startStream runs one read loop over r as stream s. Attach clients get
+// the output first (their writer never blocks), then the tee writers.
+// When the loop ends the stream is marked ended for attach clients.
 func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) {
+	as := c.attach.Stream(s)
+	tee = append([]io.Writer{as}, tee...)
 	c.streams.Add(1)
 	go func() {
 		defer c.streams.Done()
+		defer func() { _ = as.Close() }() // never fails
 		stats, err := ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
 		c.logger.Debug("read loop ended", "stream", s, "stats", stats, "error", err)
 	}()
 }
+
+// containerStdin is the attach server's view of the container's stdin.
+type containerStdin struct{ c *container }
+
+// errNoStdin: the container has no stdin (any more).
+var errNoStdin = errors.New("container stdin is closed or was never opened")
+
+// Write writes to the current stdin without holding c.mu during the write
+// (it may block while the container does not read); closeStdin or release
+// closing the file ends a blocked write.
+func (s containerStdin) Write(p []byte) (int, error) {
+	s.c.mu.Lock()
+	w := s.c.stdin
+	s.c.mu.Unlock()
+	if w == nil {
+		return 0, errNoStdin
+	}
+	return w.Write(p)
+}
+
+// CloseStdin closes a non-terminal container's stdin (stop after stdin
+// EOF); a terminal's master stays open, it is also the output.
+func (s containerStdin) CloseStdin() { s.c.closeStdin() }
 
 // startInput copies in into the container's stdin w.
 func (c *container) startInput(in io.Reader, w io.WriteCloser, closeAtEOF bool) {
@@ -190,6 +222,8 @@ func (c *container) release() {
 			c.logger.Warn("close container log", "error", err)
 		}
 	}
+	// After stdin is closed, so no attach client is stuck writing to it.
+	_ = c.attach.Close() // never fails
 	if c.req.Input != nil && !waitTimeout(&c.input, time.Second) {
 		c.logger.Warn("stdin copier still blocked reading its input; it ends at the input's next read")
 	}

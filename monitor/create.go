@@ -71,12 +71,14 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		pidfd:  -1,
 		done:   make(chan struct{}),
 	}
+	c.attach = ioloop.NewAttachServer(ioloop.AttachOptions{Logger: logger, Stdin: containerStdin{c}})
 	if err := m.reserve(c); err != nil {
 		return 0, err
 	}
 	var undo cleanup
 	defer undo.run()
 	undo.add(func() { m.forget(c) })
+	undo.add(func() { _ = c.attach.Close() }) // runs after the streams' undo
 
 	l, err := openLog(req.LogDrivers, req.ID, logger)
 	if err != nil {
@@ -481,7 +483,11 @@ func closedAccept() <-chan acceptResult {
 
 // readPIDFile reads the init PID the runtime wrote to <bundle>/pidfile.
 func readPIDFile(bundle string) (int, error) {
-	p := filepath.Join(bundle, "pidfile")
+	return readPIDPath(filepath.Join(bundle, "pidfile"))
+}
+
+// readPIDPath reads a PID the runtime wrote to the pidfile p.
+func readPIDPath(p string) (int, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return 0, fmt.Errorf("grandchild pid read error %s: %w", p, err)

@@ -160,16 +160,6 @@ func (m *Monitor) forget(c *container) {
 	}
 }
 
-// ExecSync runs a command in a container and returns its output.
-func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncResult, error) {
-	return ExecSyncResult{}, ErrNotImplemented
-}
-
-// Attach makes sure an attach socket listens at req.SocketPath.
-func (m *Monitor) Attach(ctx context.Context, req AttachRequest) error {
-	return ErrNotImplemented
-}
-
 // ReopenLog reopens the log files of a running container (kubelet renamed
 // them first). An unknown or exited container is ErrNotFound.
 func (m *Monitor) ReopenLog(ctx context.Context, id string) error {

@@ -168,7 +168,20 @@ func (r *reaper) loop() {
 }
 
 // reapAll waits for every exited child until none is left.
+//
+// Each wait4 and the dispatch of its result happen under r.mu, so no one
+// can observe a reaped-but-undispatched exit: subscribePID relies on it
+// (a PID whose pidfd_open failed was reaped, so its exit is in early by
+// the time subscribePID holds the lock). WNOHANG keeps the hold short.
 func (r *reaper) reapAll() {
+	for r.reapOne() {
+	}
+}
+
+// reapOne reaps and dispatches one exited child; false when none is left.
+func (r *reaper) reapOne() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -176,16 +189,16 @@ func (r *reaper) reapAll() {
 			continue
 		}
 		if err != nil || pid <= 0 { // ECHILD or nothing more exited
-			return
+			return false
 		}
-		r.dispatch(exitEvent{pid: pid, status: ws, at: time.Now()})
+		r.dispatchLocked(exitEvent{pid: pid, status: ws, at: time.Now()})
+		return true
 	}
 }
 
-// dispatch hands ev to its subscriber or keeps it for a late one.
-func (r *reaper) dispatch(ev exitEvent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// dispatchLocked hands ev to its subscriber or keeps it for a late one.
+// +checklocks:r.mu
+func (r *reaper) dispatchLocked(ev exitEvent) {
 	ch, ok := r.subs[ev.pid]
 	if ok {
 		delete(r.subs, ev.pid)

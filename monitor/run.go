@@ -29,8 +29,14 @@ type RunOptions struct {
 	SystemdCgroup bool
 	Stdout        io.Writer // default os.Stdout
 	Stderr        io.Writer // default os.Stderr
-	Input         io.Reader // the container's stdin; default os.Stdin when Stdin is set
-	Logger        *slog.Logger
+	// Input is the container's stdin; default os.Stdin when Stdin is set.
+	// It is forwarded through an attach socket, the path CRI-O's attach
+	// takes: without Terminal its EOF closes the container's stdin; with
+	// Terminal EOF is ignored (type the shell's exit), and when Input (or
+	// else Stdout) is a terminal it is put in raw mode for the run and
+	// its size is sent to the container at start and on every SIGWINCH.
+	Input  io.Reader
+	Logger *slog.Logger
 }
 
 // cleanupTimeout bounds delete and shutdown at the end of Run.
@@ -89,7 +95,6 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 		Cgroup:     Cgroupfs,
 		Stdout:     opts.Stdout,
 		Stderr:     opts.Stderr,
-		Input:      opts.Input,
 	}
 	if opts.SystemdCgroup {
 		req.Cgroup = Systemd
@@ -105,6 +110,16 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 		defer cancel()
 		err = errors.Join(err, m.Delete(dctx, opts.ID))
 	}()
+	// Input and resizes go through the attach socket and SetWindowSize,
+	// set up before start so nothing the container reads or prints early
+	// is missed (the output itself comes losslessly through Stdout and
+	// Stderr, not through the attach socket, which may drop for a slow
+	// reader).
+	fwd, err := startForwarding(ctx, m, opts)
+	if err != nil {
+		return ExitUnknown, err
+	}
+	defer fwd.stop()
 	if err := m.Start(ctx, opts.ID); err != nil {
 		return ExitUnknown, err
 	}

@@ -4,8 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/console"
+	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/monitor/monitortest"
 )
@@ -41,6 +45,53 @@ func TestRun(t *testing.T) {
 			lo, le := parseLog(t, logPath)
 			if string(lo) != tt.stdout || string(le) != tt.stderr {
 				t.Errorf("log stdout %q stderr %q", lo, le)
+			}
+		})
+	}
+}
+
+// TestRunInteractive forwards stdin through the attach path, with and
+// without a terminal.
+func TestRunInteractive(t *testing.T) {
+	runc := monitortest.Runc(t)
+	tests := []struct {
+		name     string
+		terminal bool
+		input    string
+		code     int
+		want     string
+	}{
+		// Without a terminal, the input's EOF closes the shell's stdin.
+		{"pipes", false, "echo hi\necho err >&2\n", 0, "hi\n"},
+		// With one, EOF is ignored: the shell exits on its own.
+		{"terminal", true, "echo hi; exit 4\n", 4, "hi\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr syncBuffer
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = r.Close() }()
+			go func() {
+				_, _ = w.WriteString(tt.input)
+				_ = w.Close()
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			code, err := Run(ctx, RunOptions{
+				Runtime: runc, Bundle: monitortest.NewBundle(t, monitortest.BundleOptions{Args: []string{"sh"}, Terminal: tt.terminal}),
+				Terminal: tt.terminal, Stdin: true, Input: r, Stdout: &stdout, Stderr: &stderr, Logger: testLogger(),
+			})
+			if err != nil || code != tt.code {
+				t.Fatalf("Run = %d, %v; want %d (stdout %q)", code, err, tt.code, stdout.String())
+			}
+			if !strings.Contains(stdout.String(), tt.want) {
+				t.Errorf("stdout %q lacks %q", stdout.String(), tt.want)
+			}
+			if !tt.terminal && stderr.String() != "err\n" {
+				t.Errorf("stderr %q", stderr.String())
 			}
 		})
 	}
@@ -83,4 +134,70 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(entries)
+}
+
+// TestRunUserTerminal runs with a pty as the user's terminal: it is raw
+// during the run and restored after, and its size reaches the container.
+func TestRunUserTerminal(t *testing.T) {
+	runc := monitortest.Runc(t)
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = master.Close() }()
+	if err := master.Resize(console.WinSize{Width: 90, Height: 30}); err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = slave.Close() }()
+	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Lflag&unix.ECHO == 0 {
+		t.Fatal("fresh pty has no ECHO")
+	}
+	var stdout syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The container waits for a line typed on the user's terminal, so
+	// the test can see the terminal raw while it runs.
+	bundle := monitortest.NewBundle(t, monitortest.BundleOptions{Args: []string{"sh", "-c", "read x; stty size"}, Terminal: true})
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, err := Run(ctx, RunOptions{
+			Runtime: runc, Bundle: bundle, Terminal: true, Stdin: true, Input: slave, Stdout: &stdout, Logger: testLogger(),
+		})
+		res <- result{code, err}
+	}()
+	if !waitFor(10*time.Second, func() bool {
+		tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		return err == nil && tio.Lflag&(unix.ECHO|unix.ICANON) == 0
+	}) {
+		t.Error("user terminal not put in raw mode")
+	}
+	if _, err := master.Write([]byte("\r")); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil || r.code != 0 {
+		t.Fatalf("Run = %d, %v", r.code, r.err)
+	}
+	if got := stdout.String(); !strings.HasSuffix(got, "30 90\r\n") {
+		t.Errorf("container saw size %q, want \"30 90\\r\\n\"", got)
+	}
+	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Lflag != before.Lflag || after.Iflag != before.Iflag || after.Oflag != before.Oflag {
+		t.Errorf("terminal not restored: lflag %#x→%#x iflag %#x→%#x", before.Lflag, after.Lflag, before.Iflag, after.Iflag)
+	}
 }

@@ -211,7 +211,7 @@ func TestReaperEarlyBufferBounded(t *testing.T) {
 	r := &reaper{log: testLogger(), subs: map[int]chan exitEvent{}, early: map[int]exitEvent{}}
 	now := time.Now()
 	for pid := 1; pid <= earlyExitMax+10; pid++ {
-		r.dispatch(exitEvent{pid: pid, at: now})
+		dispatchForTest(r, exitEvent{pid: pid, at: now})
 	}
 	if len(r.early) != earlyExitMax {
 		t.Fatalf("early buffer holds %d, want %d", len(r.early), earlyExitMax)
@@ -219,8 +219,15 @@ func TestReaperEarlyBufferBounded(t *testing.T) {
 	if _, ok := r.early[1]; ok {
 		t.Error("oldest entry not evicted")
 	}
-	r.dispatch(exitEvent{pid: 1 << 20, at: now.Add(earlyExitTTL + time.Second)})
+	dispatchForTest(r, exitEvent{pid: 1 << 20, at: now.Add(earlyExitTTL + time.Second)})
 	if len(r.early) != 1 || !slices.Equal(r.earlyOrder, []int{1 << 20}) {
 		t.Errorf("expired entries kept: %d", len(r.early))
 	}
+}
+
+// dispatchForTest dispatches ev as the reap loop does, under r.mu.
+func dispatchForTest(r *reaper, ev exitEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dispatchLocked(ev)
 }

@@ -1,0 +1,608 @@
+package ioloop
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Attach socket protocol (CONTRACT.md §2.8), as conmon-rs and C conmon speak
+// it over an AF_UNIX SOCK_SEQPACKET socket:
+//
+//   - server → client: one message per chunk, byte 0 the pipe id
+//     (AttachPipeStdout, AttachPipeStderr; a terminal's output is stdout),
+//     then at most AttachMaxPayload bytes of output. A single
+//     AttachPipeDone byte says the container's output has ended.
+//   - client → server: raw stdin bytes, one message per client write. A
+//     zero-length read (the client's CloseWrite, or its close) is stdin EOF.
+const (
+	// AttachPipeDone is the one-byte "output ended" message.
+	AttachPipeDone byte = 0
+	// AttachPipeStdout prefixes stdout (and terminal) output.
+	AttachPipeStdout byte = 2
+	// AttachPipeStderr prefixes stderr output.
+	AttachPipeStderr byte = 3
+	// AttachMaxPayload is the largest payload of one message: conmon-rs
+	// sends 8192-byte packets including the pipe byte, and the Go client
+	// reads with an 8193-byte buffer.
+	AttachMaxPayload = 8191
+	// DefaultAttachQueue is the default per-client output queue bound.
+	DefaultAttachQueue = 256 << 10
+	// defaultAttachFlush bounds how long Close waits for a client to take
+	// its queued output and the done message.
+	defaultAttachFlush = 2 * time.Second
+	// acceptRetryDelay paces the accept loop after an accept error other
+	// than a closed listener (e.g. EMFILE), so it cannot spin.
+	acceptRetryDelay = 100 * time.Millisecond
+)
+
+// StdinTarget is where an AttachServer sends what clients write: the
+// container's stdin (a pipe or the pty master).
+type StdinTarget interface {
+	// Write writes p to the container's stdin. It may block while the
+	// container does not read; it must return once CloseStdin was called
+	// or the owner closed the stdin. The AttachServer never calls Write
+	// concurrently with itself.
+	Write(p []byte) (int, error)
+	// CloseStdin closes the container's stdin (a client with
+	// stop-after-stdin-EOF reached EOF). It may be called concurrently
+	// with Write and more than once.
+	CloseStdin()
+}
+
+// AttachOptions configure an AttachServer.
+type AttachOptions struct {
+	Logger *slog.Logger // nil discards
+	// Stdin receives client input; nil discards it (a container without
+	// stdin, as conmon-rs does).
+	Stdin StdinTarget
+	// QueueBytes bounds the output queued for one client; 0 means
+	// DefaultAttachQueue. Output that does not fit is dropped for that
+	// client and counted.
+	QueueBytes int
+	// FlushTimeout bounds how long Close lets clients take their queued
+	// output; 0 means 2 s.
+	FlushTimeout time.Duration
+}
+
+// AttachServer serves the attach sockets of one container: it broadcasts
+// the container's output to every connected client and forwards what
+// clients write to the container's stdin.
+//
+// Who calls what: the container's owner makes one AttachServer, registers
+// each output stream with Stream before the stream's read loop starts and
+// passes the returned writer to ReadLoop as a tee writer; the read loop's
+// owner closes that writer when the loop ends. Listen adds a socket (the
+// Attach RPC). Close, at container exit or shutdown, sends the done
+// message to clients that have not had it, closes every listener and
+// connection and waits for all goroutines. All methods are safe for
+// concurrent use.
+//
+// Output is live only (no replay). The read loop is never blocked by a
+// client (DESIGN.md invariant 5): each client has a bounded queue (see
+// AttachOptions.QueueBytes) drained by its own writer goroutine; a chunk
+// that does not fit is dropped for that client only, counted and reported
+// when the client goes away. Dropping whole chunks rather than
+// disconnecting keeps a briefly slow terminal attached; the count makes the
+// loss visible.
+//
+// The done message is sent once per client, after every registered stream
+// has ended. conmon-rs sends one per stream and its Go client stops at the
+// first, so output still in flight on the other stream was lost; waiting
+// for the last stream fixes that race without changing the wire format.
+type AttachServer struct {
+	log      *slog.Logger
+	stdin    StdinTarget
+	queueMax int
+	flush    time.Duration
+
+	// stdinMu serialises writes to stdin, so messages of different
+	// clients never interleave. stdinFailing is guarded by it.
+	stdinMu      sync.Mutex
+	stdinFailing bool
+
+	// wg counts accept loops and client goroutines.
+	wg sync.WaitGroup
+
+	// Totals over all clients, for Stats.
+	droppedChunks, droppedBytes, clientsSeen atomic.Uint64
+
+	// mu guards the fields below. Lock order: mu before attachClient.mu.
+	mu        sync.Mutex
+	listeners map[string]*attachListener // +checklocks:mu; by path
+	clients   map[*attachClient]struct{} // +checklocks:mu
+	streams   int                        // +checklocks:mu; registered
+	open      int                        // +checklocks:mu; registered, not ended
+	closed    bool                       // +checklocks:mu
+}
+
+// NewAttachServer returns an AttachServer without listeners.
+func NewAttachServer(opts AttachOptions) *AttachServer {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	q := opts.QueueBytes
+	if q <= 0 {
+		q = DefaultAttachQueue
+	}
+	fl := opts.FlushTimeout
+	if fl <= 0 {
+		fl = defaultAttachFlush
+	}
+	return &AttachServer{
+		log:       log,
+		stdin:     opts.Stdin,
+		queueMax:  q,
+		flush:     fl,
+		listeners: make(map[string]*attachListener),
+		clients:   make(map[*attachClient]struct{}),
+	}
+}
+
+// AttachStats are an AttachServer's totals over all its clients.
+type AttachStats struct {
+	Clients       uint64 // connections accepted
+	DroppedChunks uint64 // output chunks dropped for slow clients
+	DroppedBytes  uint64 // their bytes
+}
+
+// Stats returns the totals so far; a client's drops are added when it
+// goes away.
+func (s *AttachServer) Stats() AttachStats {
+	return AttachStats{
+		Clients:       s.clientsSeen.Load(),
+		DroppedChunks: s.droppedChunks.Load(),
+		DroppedBytes:  s.droppedBytes.Load(),
+	}
+}
+
+// AttachStream is the tee writer of one container stream. Write never
+// blocks on clients and never fails; Close marks the stream ended.
+type AttachStream struct {
+	s    *AttachServer
+	pipe byte
+	once sync.Once
+}
+
+// Stream registers output stream st and returns its writer. Register every
+// stream before clients can connect (before Listen), so the done message
+// waits for all of them.
+func (s *AttachServer) Stream(st Stream) *AttachStream {
+	pipe := AttachPipeStdout
+	if st == Stderr {
+		pipe = AttachPipeStderr
+	}
+	s.mu.Lock()
+	s.streams++
+	s.open++
+	s.mu.Unlock()
+	return &AttachStream{s: s, pipe: pipe}
+}
+
+// Write broadcasts p to the connected clients. It copies p once, and only
+// when some client is connected.
+func (w *AttachStream) Write(p []byte) (int, error) {
+	w.s.broadcast(w.pipe, p)
+	return len(p), nil
+}
+
+// Close marks the stream ended; when it was the last open one, every
+// client gets the done message. It is idempotent and never fails.
+func (w *AttachStream) Close() error {
+	w.once.Do(w.s.endStream)
+	return nil
+}
+
+// attachMsg is one queued output chunk, or the done marker.
+type attachMsg struct {
+	pipe byte
+	data []byte // shared by all clients; never modified
+}
+
+func (s *AttachServer) broadcast(pipe byte, p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.clients) == 0 {
+		return
+	}
+	msg := attachMsg{pipe: pipe, data: append([]byte(nil), p...)}
+	for c := range s.clients {
+		c.enqueue(msg, s.queueMax)
+	}
+}
+
+// endStream is AttachStream.Close.
+func (s *AttachServer) endStream() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open--
+	if s.open > 0 {
+		return
+	}
+	for c := range s.clients {
+		c.enqueue(attachMsg{pipe: AttachPipeDone}, s.queueMax)
+	}
+}
+
+// outputEndedLocked reports whether all registered streams have ended.
+// +checklocks:s.mu
+func (s *AttachServer) outputEndedLocked() bool { return s.streams > 0 && s.open == 0 }
+
+// Listen makes sure a SOCK_SEQPACKET listener serves path: when this
+// server already listens there (the same socket file is still in place)
+// it does nothing; otherwise it creates the parent directories (mode
+// 0700), replaces a stale socket file nobody listens on, binds with mode
+// 0600 and starts accepting. When Listen returns, clients can connect.
+// stopAfterStdinEOF applies to clients of this listener: their stdin EOF
+// closes the container's stdin.
+//
+// conmon-rs assumes any existing path is its own listener; gomon checks,
+// so a socket file left by an earlier daemon does not make attach fail
+// with "connection refused". conmon-rs meant to give the socket mode 0700
+// but never applied it; gomon applies 0600 (a socket needs no x bit).
+func (s *AttachServer) Listen(path string, stopAfterStdinEOF bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("listen on attach socket: %w", ErrClosed)
+	}
+	if l, ok := s.listeners[path]; ok {
+		if l.inPlace() {
+			return nil
+		}
+		// A client removed the file (the conmon-rs Go client does when
+		// its attach ends): serve the path again with a new socket.
+		l.close()
+		delete(s.listeners, path)
+	}
+	l, err := listenSeqpacket(path)
+	if err != nil {
+		return err
+	}
+	l.stopAfterStdinEOF = stopAfterStdinEOF
+	s.listeners[path] = l
+	s.wg.Add(1)
+	go s.acceptLoop(l)
+	s.log.Debug("attach socket listening", "path", path, "stop_after_stdin_eof", stopAfterStdinEOF)
+	return nil
+}
+
+// acceptLoop accepts clients of l until l is closed.
+func (s *AttachServer) acceptLoop(l *attachListener) {
+	defer s.wg.Done()
+	for {
+		conn, err := l.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("accept attach connection", "path", l.path, "error", err)
+			select {
+			case <-l.done:
+				return
+			case <-time.After(acceptRetryDelay):
+			}
+			continue
+		}
+		s.addClient(conn, l.stopAfterStdinEOF)
+	}
+}
+
+// addClient starts the reader and writer of a new connection.
+func (s *AttachServer) addClient(conn *net.UnixConn, stopAfterStdinEOF bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = conn.Close() // raced with Close
+		return
+	}
+	c := &attachClient{conn: conn, stopAfterStdinEOF: stopAfterStdinEOF, wake: make(chan struct{}, 1), refs: 2}
+	if s.outputEndedLocked() {
+		c.enqueue(attachMsg{pipe: AttachPipeDone}, s.queueMax)
+	}
+	s.clients[c] = struct{}{}
+	s.clientsSeen.Add(1)
+	s.wg.Add(2)
+	go s.writeLoop(c)
+	go s.readLoop(c)
+	s.log.Debug("attach client connected", "clients", len(s.clients))
+}
+
+// Close sends the done message to clients that have not had it, lets them
+// take their queued output for up to the flush timeout, then closes every
+// connection and listener (removing the socket files it created) and waits
+// for all goroutines. Later Listen calls fail with ErrClosed. It is
+// idempotent.
+func (s *AttachServer) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	ls := make([]*attachListener, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		ls = append(ls, l)
+	}
+	cs := make([]*attachClient, 0, len(s.clients))
+	for c := range s.clients {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+
+	for _, l := range ls {
+		l.close()
+	}
+	deadline := time.Now().Add(s.flush)
+	for _, c := range cs {
+		c.shutdown(deadline)
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// writeStdin forwards one client message to the container's stdin.
+func (s *AttachServer) writeStdin(p []byte) {
+	s.stdinMu.Lock()
+	defer s.stdinMu.Unlock()
+	if s.stdin == nil {
+		return
+	}
+	_, err := s.stdin.Write(p)
+	switch {
+	case err != nil && !s.stdinFailing:
+		s.stdinFailing = true
+		s.log.Debug("container stdin not writable, dropping attach input", "error", err)
+	case err == nil && s.stdinFailing:
+		s.stdinFailing = false
+	}
+}
+
+// attachClient is one attach connection. Its reader forwards stdin; its
+// writer drains the output queue. Whichever of the two ends last closes the
+// connection and removes the client.
+type attachClient struct {
+	conn              *net.UnixConn
+	stopAfterStdinEOF bool
+	wake              chan struct{} // capacity 1: "the queue or the state changed"
+
+	// mu guards the fields below.
+	mu         sync.Mutex
+	queue      []attachMsg // +checklocks:mu
+	queued     int         // +checklocks:mu; payload bytes in queue
+	doneQueued bool        // +checklocks:mu; nothing is queued after done
+	closing    bool        // +checklocks:mu; server closing: flush, then close
+	gone       bool        // +checklocks:mu; the peer hung up: stop writing
+	writerDone bool        // +checklocks:mu
+	refs       int         // +checklocks:mu; running goroutines (reader, writer)
+	dropped    uint64      // +checklocks:mu; chunks dropped (queue full)
+	droppedB   uint64      // +checklocks:mu; bytes dropped
+	sent       uint64      // +checklocks:mu; chunks written
+}
+
+// enqueue queues m unless the client is past done or its queue is full
+// (then m is dropped and counted). It never blocks.
+func (c *attachClient) enqueue(m attachMsg, limit int) {
+	c.mu.Lock()
+	switch {
+	case c.doneQueued || c.gone || c.writerDone:
+		c.mu.Unlock()
+		return
+	case m.pipe != AttachPipeDone && c.queued+len(m.data) > limit:
+		c.dropped++
+		c.droppedB += uint64(len(m.data))
+		c.mu.Unlock()
+		return
+	}
+	c.queue = append(c.queue, m)
+	c.queued += len(m.data)
+	if m.pipe == AttachPipeDone {
+		c.doneQueued = true
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (c *attachClient) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// shutdown starts the client's end for Close: queue done, bound the flush
+// by deadline, and close the connection once the writer is finished.
+func (c *attachClient) shutdown(deadline time.Time) {
+	_ = c.conn.SetWriteDeadline(deadline) // fails only when already closed
+	c.mu.Lock()
+	c.closing = true
+	if !c.doneQueued && !c.gone {
+		c.queue = append(c.queue, attachMsg{pipe: AttachPipeDone})
+		c.doneQueued = true
+	}
+	writerDone := c.writerDone
+	c.mu.Unlock()
+	if writerDone {
+		_ = c.conn.Close() // ends the reader
+		return
+	}
+	c.poke()
+}
+
+// next waits for the next message. ok is false when the writer should
+// stop without writing more (peer gone, or closing with an empty queue).
+func (c *attachClient) next() (attachMsg, bool) {
+	for {
+		c.mu.Lock()
+		if c.gone {
+			c.mu.Unlock()
+			return attachMsg{}, false
+		}
+		if len(c.queue) > 0 {
+			m := c.queue[0]
+			c.queue[0] = attachMsg{}
+			c.queue = c.queue[1:]
+			c.queued -= len(m.data)
+			c.mu.Unlock()
+			return m, true
+		}
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			return attachMsg{}, false
+		}
+		<-c.wake
+	}
+}
+
+// writeLoop is the client's writer goroutine.
+func (s *AttachServer) writeLoop(c *attachClient) {
+	defer s.wg.Done()
+	var frame []byte
+	for {
+		m, ok := c.next()
+		if !ok {
+			break
+		}
+		if frame == nil {
+			frame = make([]byte, 0, 1+AttachMaxPayload)
+		}
+		if err := writeFrames(c.conn, frame, m); err != nil {
+			s.log.Debug("attach client not writable", "error", err)
+			break
+		}
+		c.mu.Lock()
+		c.sent++
+		c.mu.Unlock()
+		if m.pipe == AttachPipeDone {
+			break
+		}
+	}
+	c.mu.Lock()
+	c.writerDone = true
+	c.queue, c.queued = nil, 0
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		_ = c.conn.Close() // ends the reader
+	}
+	s.release(c)
+}
+
+// writeFrames writes m as seqpacket messages of at most 1+AttachMaxPayload
+// bytes, using frame as scratch space.
+func writeFrames(conn *net.UnixConn, frame []byte, m attachMsg) error {
+	if m.pipe == AttachPipeDone {
+		_, err := conn.Write([]byte{AttachPipeDone})
+		return err
+	}
+	for p := m.data; len(p) > 0; {
+		n := min(len(p), AttachMaxPayload)
+		frame = append(frame[:0], m.pipe)
+		frame = append(frame, p[:n]...)
+		if _, err := conn.Write(frame); err != nil {
+			return err
+		}
+		p = p[n:]
+	}
+	return nil
+}
+
+// readLoop is the client's reader goroutine: client messages go to the
+// container's stdin unchanged. NUL bytes are data: conmon-rs v1.0 drops
+// them (v0.7.3 cut the message at the first one), which corrupts binary
+// input and Ctrl-@ keystrokes; no client relies on it, so gomon does not.
+// Reads take a pooled 32 KiB buffer only once a message is ready; the Go
+// client writes at most 32 KiB per message (io.Copy's buffer), and a
+// larger message would be cut at 32 KiB (conmon-rs cuts at 8 KiB).
+func (s *AttachServer) readLoop(c *attachClient) {
+	defer s.wg.Done()
+	defer s.release(c)
+	cr := newChunkReader(c.conn)
+	for {
+		bp, n, err := cr.read()
+		if n > 0 {
+			s.writeStdin((*bp)[:n])
+		}
+		if bp != nil {
+			putReadBuf(bp)
+		}
+		if err == nil {
+			if n == 0 { // a misbehaving reader; conns always report EOF
+				err = io.EOF
+			} else {
+				continue
+			}
+		}
+		if !errors.Is(err, io.EOF) {
+			return // closed by us, or a connection error
+		}
+		if c.stopAfterStdinEOF && s.stdin != nil {
+			s.log.Debug("attach client stdin EOF, closing container stdin")
+			s.stdin.CloseStdin()
+		}
+		if peerHungUp(c.conn) {
+			// The client closed the connection, not just its writing
+			// side: nobody will read output any more.
+			c.mu.Lock()
+			c.gone = true
+			c.mu.Unlock()
+			c.poke()
+		}
+		return
+	}
+}
+
+// release drops one goroutine's reference; the last one closes the
+// connection, forgets the client and reports drops.
+func (s *AttachServer) release(c *attachClient) {
+	c.mu.Lock()
+	c.refs--
+	last := c.refs == 0
+	dropped, droppedB, sent := c.dropped, c.droppedB, c.sent
+	c.mu.Unlock()
+	if !last {
+		return
+	}
+	_ = c.conn.Close() // both goroutines are done with it
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+	s.droppedChunks.Add(dropped)
+	s.droppedBytes.Add(droppedB)
+	if dropped > 0 {
+		s.log.Warn("attach client was too slow, output dropped for it",
+			"dropped_chunks", dropped, "dropped_bytes", droppedB, "sent_messages", sent)
+	} else {
+		s.log.Debug("attach client disconnected", "sent_messages", sent)
+	}
+}
+
+// peerHungUp reports whether the peer closed its socket entirely (POLLHUP),
+// as opposed to only shutting down its writing side (POLLRDHUP).
+func peerHungUp(conn *net.UnixConn) bool {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	cerr := rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			hup = fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return cerr != nil || hup
+}
