@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/console"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
@@ -56,6 +58,10 @@ type container struct {
 	req    CreateRequest // exit/OOM paths, cleanup, cgroup, global args
 	log    *ioloop.Log
 	logger *slog.Logger
+	tracer trace.Tracer
+	// traceCtx carries the create_container span (not its cancellation):
+	// the parent of the read loops' spans.
+	traceCtx context.Context
 	// attach serves the container's attach sockets: its read loops tee
 	// into it, attach clients' input goes to stdin. Closed by release
 	// (or by a failed create's undo).
@@ -131,8 +137,21 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 	go func() {
 		defer c.streams.Done()
 		defer func() { _ = as.Close() }() // never fails
+		ctx, span := c.tracer.Start(c.traceCtx, "read_loop", trace.WithAttributes(
+			attribute.String("container_id", c.id), attribute.String("stream", s.String())))
 		stats, err := ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
-		c.logger.Debug("read loop ended", "stream", s, "stats", stats, "error", err)
+		span.SetAttributes(
+			attribute.Int64("bytes", int64(stats.Bytes)),
+			attribute.Int64("chunks", int64(stats.Chunks)),
+			attribute.Int64("lines", int64(stats.Lines)),
+			attribute.Int64("partials", int64(stats.Partials)),
+			attribute.Int64("write_errors", int64(stats.WriteErrors)),
+			attribute.Int64("dropped_bytes", int64(stats.DroppedBytes)))
+		if errors.Is(err, os.ErrClosed) {
+			err = nil // the drain bound closed the read end: a normal stop
+		}
+		c.logger.DebugContext(ctx, "read loop ended", "stream", s, "stats", stats, "error", err)
+		endSpan(span, err)
 	}()
 }
 
@@ -252,34 +271,47 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 // wait_for_exit_code): exit → drain → OOM verdict → OOM files → exit files
 // → cleanup command → release. exit comes from the one reaper; the pidfd
 // only serves to signal.
-func (m *Monitor) waitExit(c *container, exit <-chan exitEvent, oomw oomWatcher) {
+//
+// ctx carries the wait_for_exit_code span, which ends here.
+func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEvent, oomw oomWatcher) {
 	defer m.waiters.Done()
+	span := trace.SpanFromContext(ctx)
+	defer span.End()
 	ev := <-exit
 	st := ExitStatus{Code: ev.code(), Signal: ev.signal()}
-	c.logger.Info("container exited", "pid", ev.pid, "exit_code", st.Code)
+	c.logger.InfoContext(ctx, "container exited", "pid", ev.pid, "exit_code", st.Code)
 
 	c.drain(drainTimeout)
+	span.AddEvent("output drained")
 
 	if oomw != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), oomVerdictTimeout)
-		st.OOMKilled = oomw.Stop(ctx)
+		octx, ospan := m.tracer.Start(ctx, "oom_handling")
+		octx, cancel := context.WithTimeout(octx, oomVerdictTimeout)
+		st.OOMKilled = oomw.Stop(octx)
 		cancel()
+		ospan.SetAttributes(attribute.Bool("oom_killed", st.OOMKilled))
+		ospan.End()
 	}
+	span.SetAttributes(attribute.Int("exit_code", st.Code), attribute.Int("signal", int(st.Signal)),
+		attribute.Bool("oom_killed", st.OOMKilled))
 	// The OOM files must exist before any exit file: CRI-O reacts to the
 	// exit file and then looks for the OOM file.
+	fctx, fspan := m.tracer.Start(ctx, "write_exit_files", trace.WithAttributes(
+		attribute.StringSlice("exit_paths", c.req.ExitPaths)))
 	if st.OOMKilled {
-		c.logger.Info("container was OOM killed")
+		c.logger.InfoContext(fctx, "container was OOM killed")
 		for _, p := range c.req.OOMExitPaths {
 			if err := writeOOMFile(p); err != nil {
-				c.logger.Error("write oom file", "path", p, "error", err)
+				c.logger.ErrorContext(fctx, "write oom file", "path", p, "error", err)
 			}
 		}
 	}
 	for _, p := range c.req.ExitPaths {
 		if err := writeExitFile(p, st.Code); err != nil {
-			c.logger.Error("write exit file", "path", p, "error", err)
+			c.logger.ErrorContext(fctx, "write exit file", "path", p, "error", err)
 		}
 	}
+	fspan.End()
 	if len(c.req.CleanupCmd) > 0 {
 		m.startCleanup(c)
 	}

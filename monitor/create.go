@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/containerd/console"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
@@ -65,11 +67,13 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 
 	logger := m.log.With("container_id", req.ID)
 	c := &container{
-		id:     req.ID,
-		req:    req,
-		logger: logger,
-		pidfd:  -1,
-		done:   make(chan struct{}),
+		id:       req.ID,
+		req:      req,
+		logger:   logger,
+		tracer:   m.tracer,
+		traceCtx: detached(ctx),
+		pidfd:    -1,
+		done:     make(chan struct{}),
 	}
 	c.attach = ioloop.NewAttachServer(ioloop.AttachOptions{Logger: logger, Stdin: containerStdin{c}})
 	if err := m.reserve(c); err != nil {
@@ -105,12 +109,18 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		return 0, fmt.Errorf("remove stale pidfile: %w", err)
 	}
 	var pid int
+	rctx, rspan := m.tracer.Start(ctx, "runtime_create", trace.WithAttributes(
+		attribute.String("container_id", req.ID), attribute.String("runtime.path", m.cfg.Runtime),
+		attribute.StringSlice("runtime.args", m.createArgs(req, "")), attribute.Bool("terminal", req.Terminal)))
 	if req.Terminal {
-		pid, err = m.createTerminal(ctx, c, extra, &undo)
+		pid, err = m.createTerminal(rctx, c, extra, &undo)
 	} else {
-		pid, err = m.createPipes(ctx, c, extra, &undo)
+		pid, err = m.createPipes(rctx, c, extra, &undo)
 	}
+	rspan.SetAttributes(attribute.Int("pid", pid))
+	endSpan(rspan, err)
 	if err != nil {
+		logger.ErrorContext(ctx, "create container", "error", err)
 		return 0, err
 	}
 
@@ -133,10 +143,13 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		}
 	}
 	c.created(pid, pidfd)
+	// The waiter outlives this call; its span is a child of the create.
+	wctx, _ := m.tracer.Start(detached(ctx), "wait_for_exit_code", trace.WithAttributes(
+		attribute.String("container_id", req.ID), attribute.Int("pid", pid)))
 	m.waiters.Add(1)
-	go m.waitExit(c, exit, oomw)
+	go m.waitExit(wctx, c, exit, oomw)
 	undo.release()
-	logger.Info("container created", "pid", pid)
+	logger.InfoContext(ctx, "container created", "pid", pid)
 	return uint32(pid), nil
 }
 
@@ -338,7 +351,7 @@ func (m *Monitor) createPipes(ctx context.Context, c *container, extra []*os.Fil
 	c.startStream(stdout.ours, ioloop.Stdout, teeFor(req.Stdout)...)
 	c.startStream(stderr.ours, ioloop.Stderr, teeFor(req.Stderr, diag)...)
 
-	cmd := m.runtimeCmd(m.createArgs(req, ""), req.Env)
+	cmd := m.runtimeCmd(m.createArgs(req, ""), withTraceEnv(ctx, req.Env))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout.theirs, stderr.theirs
 	cmd.ExtraFiles = extra
 	ch, err := m.reaper.start(cmd, false)
@@ -395,7 +408,7 @@ func (m *Monitor) createTerminal(ctx context.Context, c *container, extra []*os.
 	}
 	defer func() { _ = errFile.Close() }()
 
-	cmd := m.runtimeCmd(m.createArgs(req, sock.path), req.Env)
+	cmd := m.runtimeCmd(m.createArgs(req, sock.path), withTraceEnv(ctx, req.Env))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, errFile, errFile
 	cmd.ExtraFiles = extra
 	ch, err := m.reaper.start(cmd, false)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
@@ -122,7 +124,14 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 	// conmon-rs never deletes exec pidfiles; nothing reads them after
 	// the exec, so gomon does not let them pile up in the run dir.
 	defer func() { _ = os.Remove(x.pidfile) }()
-	return x.run(ctx)
+	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(
+		attribute.String("container_id", req.ID), attribute.String("exec_id", id),
+		attribute.StringSlice("command", req.Command), attribute.Bool("terminal", req.Terminal)))
+	res, err := x.run(ctx)
+	span.SetAttributes(attribute.Int("exit_code", int(res.ExitCode)), attribute.Bool("timed_out", res.TimedOut),
+		attribute.Int("stdout_bytes", len(res.Stdout)), attribute.Int("stderr_bytes", len(res.Stderr)))
+	endSpan(span, err)
+	return res, err
 }
 
 // execArgs is the argv (without argv[0]) of `runtime exec -d`.
@@ -305,8 +314,8 @@ func (x *execRun) finishOutput(d time.Duration) bool {
 // exec'd process inherits it (unless it gets a terminal, which makes it a
 // session leader), so a timeout kill reaches its children too, and never
 // our own group.
-func (x *execRun) runtimeExecCmd(consoleSock string) *exec.Cmd {
-	cmd := x.m.runtimeCmd(x.m.execArgs(x.req, consoleSock, x.pidfile), x.req.Env)
+func (x *execRun) runtimeExecCmd(ctx context.Context, consoleSock string) *exec.Cmd {
+	cmd := x.m.runtimeCmd(x.m.execArgs(x.req, consoleSock, x.pidfile), withTraceEnv(ctx, x.req.Env))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
 }
@@ -337,7 +346,7 @@ func (x *execRun) execPipes(ctx context.Context) (failed bool, err error) {
 
 	x.startLoop(stdout.ours, ioloop.Stdout, &x.stdout)
 	x.startLoop(stderr.ours, ioloop.Stderr, &x.stderr)
-	cmd := x.runtimeExecCmd("")
+	cmd := x.runtimeExecCmd(ctx, "")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, stdout.theirs, stderr.theirs
 	ch, err := x.m.reaper.start(cmd, false)
 	if err != nil {
@@ -379,7 +388,7 @@ func (x *execRun) execTerminal(ctx context.Context) (failed bool, diag string, e
 	}
 	defer func() { _ = errFile.Close() }()
 
-	cmd := x.runtimeExecCmd(sock.path)
+	cmd := x.runtimeExecCmd(ctx, sock.path)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, errFile, errFile
 	ch, err := x.m.reaper.start(cmd, false)
 	if err != nil {

@@ -11,6 +11,9 @@ import (
 	"os/exec"
 	"sync"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gomon-dev/gomon/monitor/internal/oom"
 )
 
@@ -29,6 +32,9 @@ type Config struct {
 	// as `gomon pause`; empty means this process's own executable, whose
 	// main must then dispatch "pause" to PauseMain.
 	PauseBinary string
+	// TracerProvider makes the monitor's spans; nil means the global one
+	// (a no-op unless package exporter installed an SDK).
+	TracerProvider trace.TracerProvider
 }
 
 // maxExited bounds how many exited containers are remembered for Wait.
@@ -43,6 +49,7 @@ type Monitor struct {
 	cfg    Config
 	log    *slog.Logger
 	reaper *reaper
+	tracer trace.Tracer
 
 	// waiters holds one waitExit goroutine per running container.
 	waiters sync.WaitGroup
@@ -80,10 +87,15 @@ func New(cfg Config) (*Monitor, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
 	m := &Monitor{
 		cfg:        cfg,
 		log:        log,
 		reaper:     r,
+		tracer:     tp.Tracer(tracerName),
 		opCtx:      ctx,
 		cancelOps:  cancel,
 		closed:     make(chan struct{}),

@@ -82,7 +82,7 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 		return ExitUnknown, err
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		err = errors.Join(err, m.Shutdown(sctx))
 	}()
@@ -106,7 +106,7 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 		return ExitUnknown, err
 	}
 	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		err = errors.Join(err, m.Delete(dctx, opts.ID))
 	}()
@@ -128,8 +128,8 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 		return st.Code, nil
 	}
 	// ctx ended: kill the container and report how it ended anyway.
-	_ = m.Kill(context.Background(), opts.ID, sigKill)
-	wctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	_ = m.Kill(context.WithoutCancel(ctx), opts.ID, sigKill)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	st, err = m.Wait(wctx, opts.ID)
 	if err != nil {

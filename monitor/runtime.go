@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,7 +104,10 @@ func awaitChild(ctx context.Context, c *child) (exitEvent, error) {
 // runRuntime runs one short runtime command (start, delete, kill) to
 // completion. Its stdout is discarded, its stderr kept in an unlinked temp
 // file (no copy goroutine) for the error message.
-func (m *Monitor) runRuntime(ctx context.Context, args []string) error {
+func (m *Monitor) runRuntime(ctx context.Context, args []string) (err error) {
+	ctx, span := m.tracer.Start(ctx, "runtime_"+verb(args), trace.WithAttributes(
+		attribute.String("runtime.path", m.cfg.Runtime), attribute.StringSlice("runtime.args", args)))
+	defer func() { endSpan(span, err) }()
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", os.DevNull, err)
@@ -113,7 +118,7 @@ func (m *Monitor) runRuntime(ctx context.Context, args []string) error {
 		return err
 	}
 	defer func() { _ = errFile.Close() }()
-	cmd := m.runtimeCmd(args, nil)
+	cmd := m.runtimeCmd(args, traceEnv(ctx))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, devNull, errFile
 	c, err := m.reaper.start(cmd, false)
 	if err != nil {
@@ -152,4 +157,15 @@ func readScratch(f *os.File) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// verb is the runtime subcommand in args (start, kill, delete…): the first
+// argument that is not a flag; global flags are always joined (--root=…).
+func verb(args []string) string {
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			return a
+		}
+	}
+	return "command"
 }

@@ -18,6 +18,11 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gomon-dev/gomon/monitor"
 	"github.com/gomon-dev/gomon/rpc/proto"
@@ -28,6 +33,7 @@ type Server struct {
 	backend Backend
 	info    VersionInfo
 	log     *slog.Logger
+	tracer  trace.Tracer
 
 	mu sync.Mutex
 	// +checklocks:mu
@@ -50,6 +56,7 @@ func NewServer(backend Backend, info VersionInfo, log *slog.Logger) *Server {
 		backend:   backend,
 		info:      info,
 		log:       log,
+		tracer:    otel.GetTracerProvider().Tracer("github.com/gomon-dev/gomon/rpc"),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*capnprpc.Conn]struct{}),
 	}
@@ -149,6 +156,26 @@ type adapter struct{ s *Server }
 
 var _ proto.Conmon_Server = (*adapter)(nil)
 
+// start begins the span of one RPC, named as conmon-rs names it. Its parent
+// is the caller's trace context from the request metadata (W3C
+// traceparent/tracestate, and baggage), so kubelet → CRI-O → gomon form one
+// trace; without metadata it is a root span.
+func (a *adapter) start(ctx context.Context, name string, md Metadata, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if len(md) > 0 {
+		ctx = otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(md))
+	}
+	return a.s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+}
+
+// fail records err on the RPC's span and returns the exception for it.
+func fail(span trace.Span, err error) error {
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	return toException(err)
+}
+
+func containerID(id string) attribute.KeyValue { return attribute.String("container_id", id) }
+
 func (a *adapter) Version(ctx context.Context, call proto.Conmon_version) error {
 	req, err := call.Args().Request()
 	if err != nil {
@@ -158,6 +185,8 @@ func (a *adapter) Version(ctx context.Context, call proto.Conmon_version) error 
 	if err != nil {
 		return toException(err)
 	}
+	_, span := a.start(ctx, "version", r.metadata)
+	defer span.End()
 	res, err := call.AllocResults()
 	if err != nil {
 		return toException(err)
@@ -197,15 +226,18 @@ func (a *adapter) CreateContainer(ctx context.Context, call proto.Conmon_createC
 	if err != nil {
 		return toException(field("request", err))
 	}
-	r, _, err := decodeCreate(req)
+	r, md, err := decodeCreate(req)
 	if err != nil {
 		return toException(err)
 	}
 	call.Go()
+	ctx, span := a.start(ctx, "create_container", md, containerID(r.ID))
+	defer span.End()
 	pid, err := a.s.backend.CreateContainer(ctx, r)
 	if err != nil {
-		return toException(err)
+		return fail(span, err)
 	}
+	span.SetAttributes(attribute.Int("pid", int(pid)))
 	res, err := call.AllocResults()
 	if err != nil {
 		return toException(err)
@@ -223,15 +255,18 @@ func (a *adapter) ExecSyncContainer(ctx context.Context, call proto.Conmon_execS
 	if err != nil {
 		return toException(field("request", err))
 	}
-	r, _, err := decodeExecSync(req)
+	r, md, err := decodeExecSync(req)
 	if err != nil {
 		return toException(err)
 	}
 	call.Go()
+	ctx, span := a.start(ctx, "exec_sync_container", md, containerID(r.ID))
+	defer span.End()
 	out, err := a.s.backend.ExecSync(ctx, r)
 	if err != nil {
-		return toException(err)
+		return fail(span, err)
 	}
+	span.SetAttributes(attribute.Int("exit_code", int(out.ExitCode)), attribute.Bool("timed_out", out.TimedOut))
 	res, err := call.AllocResults()
 	if err != nil {
 		return toException(err)
@@ -256,13 +291,15 @@ func (a *adapter) AttachContainer(ctx context.Context, call proto.Conmon_attachC
 	if err != nil {
 		return toException(field("request", err))
 	}
-	r, _, err := decodeAttach(req)
+	r, md, err := decodeAttach(req)
 	if err != nil {
 		return toException(err)
 	}
 	call.Go()
+	ctx, span := a.start(ctx, "attach_container", md, containerID(r.ID))
+	defer span.End()
 	if err := a.s.backend.Attach(ctx, r); err != nil {
-		return toException(err)
+		return fail(span, err)
 	}
 	_, err = call.AllocResults()
 	return toException(err)
@@ -273,13 +310,15 @@ func (a *adapter) ReopenLogContainer(ctx context.Context, call proto.Conmon_reop
 	if err != nil {
 		return toException(field("request", err))
 	}
-	id, _, err := decodeReopenLog(req)
+	id, md, err := decodeReopenLog(req)
 	if err != nil {
 		return toException(err)
 	}
 	call.Go()
+	ctx, span := a.start(ctx, "reopen_log_container", md, containerID(id))
+	defer span.End()
 	if err := a.s.backend.ReopenLog(ctx, id); err != nil {
-		return toException(err)
+		return fail(span, err)
 	}
 	_, err = call.AllocResults()
 	return toException(err)
@@ -290,12 +329,15 @@ func (a *adapter) SetWindowSizeContainer(ctx context.Context, call proto.Conmon_
 	if err != nil {
 		return toException(field("request", err))
 	}
-	ws, _, err := decodeSetWindowSize(req)
+	ws, md, err := decodeSetWindowSize(req)
 	if err != nil {
 		return toException(err)
 	}
+	ctx, span := a.start(ctx, "set_window_size_container", md, containerID(ws.id),
+		attribute.Int("width", int(ws.width)), attribute.Int("height", int(ws.height)))
+	defer span.End()
 	if err := a.s.backend.SetWindowSize(ctx, ws.id, ws.width, ws.height); err != nil {
-		return toException(err)
+		return fail(span, err)
 	}
 	_, err = call.AllocResults()
 	return toException(err)
@@ -306,14 +348,17 @@ func (a *adapter) CreateNamespaces(ctx context.Context, call proto.Conmon_create
 	if err != nil {
 		return toException(field("request", err))
 	}
-	r, _, err := decodeCreateNamespaces(req)
+	r, md, err := decodeCreateNamespaces(req)
 	if err != nil {
 		return toException(err)
 	}
 	call.Go()
+	// conmon-rs puts the pod ID in container_id on this span.
+	ctx, span := a.start(ctx, "create_namespaces", md, containerID(r.PodID))
+	defer span.End()
 	paths, err := a.s.backend.CreateNamespaces(ctx, r)
 	if err != nil {
-		return toException(err)
+		return fail(span, err)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
@@ -337,10 +382,21 @@ func (a *adapter) CreateNamespaces(ctx context.Context, call proto.Conmon_create
 }
 
 func (a *adapter) StartFdSocket(ctx context.Context, call proto.Conmon_startFdSocket) error {
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	d := decoder{}
+	md := d.textMap("metadata", req.Metadata)
+	if d.err != nil {
+		return toException(d.err)
+	}
 	call.Go()
+	ctx, span := a.start(ctx, "start_fd_socket", md)
+	defer span.End()
 	path, err := a.s.backend.StartFdSocket(ctx)
 	if err != nil {
-		return toException(err)
+		return fail(span, err)
 	}
 	res, err := call.AllocResults()
 	if err != nil {

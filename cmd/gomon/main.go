@@ -13,10 +13,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo"
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/cli"
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/daemon"
+	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/monitor"
 )
 
@@ -64,6 +69,10 @@ func run() int {
 		SkipFork:    cfg.SkipFork,
 		Version:     buildinfo.Get(),
 		Args:        os.Args[1:],
+
+		EnableTracing:                 cfg.EnableTracing,
+		TracingEndpoint:               cfg.TracingEndpoint,
+		TracingSamplingRatePerMillion: cfg.TracingSamplingRatePerMillion,
 	})
 	if err != nil {
 		return fail(err)
@@ -87,6 +96,27 @@ func printVersion(cfg *cli.Config) int {
 func runOne(cfg *cli.Config) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	// --trace draws the span tree at the end; --trace=otlp exports to the
+	// tracing endpoint instead.
+	mode := exporter.ModeOff
+	switch cfg.Run.Trace {
+	case cli.TraceTree:
+		mode = exporter.ModeTree
+	case cli.TraceOTLP:
+		mode = exporter.ModeOTLP
+	}
+	tracing, err := exporter.Setup(ctx, exporter.Config{
+		Mode:                   mode,
+		Endpoint:               cfg.TracingEndpoint,
+		SamplingRatePerMillion: cfg.TracingSamplingRatePerMillion,
+		Version:                buildinfo.Version,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	ctx, span := tracing.TracerProvider().Tracer("gomon").Start(ctx, "gomon_run",
+		trace.WithAttributes(attribute.String("bundle", cfg.Run.Bundle)))
 	code, err := monitor.Run(ctx, monitor.RunOptions{
 		Runtime:  cfg.Run.Runtime,
 		Bundle:   cfg.Run.Bundle,
@@ -98,6 +128,18 @@ func runOne(cfg *cli.Config) int {
 		Stderr:   os.Stderr,
 		Input:    os.Stdin,
 	})
+	span.SetAttributes(attribute.Int("exit_code", code))
+	span.End()
+	flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := tracing.Shutdown(flushCtx); serr != nil {
+		fmt.Fprintf(os.Stderr, "gomon: flush spans: %v\n", serr)
+	}
+	if mode == exporter.ModeTree {
+		if rerr := exporter.RenderTree(os.Stderr, tracing.Spans()); rerr != nil {
+			fmt.Fprintf(os.Stderr, "gomon: draw span tree: %v\n", rerr)
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}

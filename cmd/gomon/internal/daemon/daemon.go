@@ -34,6 +34,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/monitor"
 	"github.com/gomon-dev/gomon/rpc"
 )
@@ -48,6 +49,10 @@ type Options struct {
 	LogDriver   string // none|stdout|systemd
 	SkipFork    bool
 	Version     rpc.VersionInfo
+	// Tracing: OTLP export of spans when enabled (--enable-tracing).
+	EnableTracing                 bool
+	TracingEndpoint               string
+	TracingSamplingRatePerMillion int
 	// Args are the command-line arguments to hand to the daemon process.
 	Args []string
 }
@@ -189,7 +194,27 @@ func serve(opts Options, l net.Listener) error {
 	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel)
 	defer closeLog()
 	log.Info("gomon starting", "version", opts.Version.Version, "pid", os.Getpid(),
-		"runtime", opts.Runtime, "run_dir", opts.RunDir)
+		"runtime", opts.Runtime, "run_dir", opts.RunDir, "tracing", opts.EnableTracing)
+
+	mode := exporter.ModeOff
+	if opts.EnableTracing {
+		mode = exporter.ModeOTLP
+	}
+	tracing, err := exporter.Setup(context.Background(), exporter.Config{
+		Mode:                   mode,
+		Endpoint:               opts.TracingEndpoint,
+		SamplingRatePerMillion: opts.TracingSamplingRatePerMillion,
+		Version:                opts.Version.Version,
+		Logger:                 log,
+	})
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("set up tracing: %w", err)
+	}
+	defer flushTracing(tracing, log)
+	// Log records inside a span also become events on it, whatever the
+	// log level (as conmon-rs does).
+	log = slog.New(exporter.LogHandler(log.Handler()))
 
 	mon, err := monitor.New(monitor.Config{
 		Runtime:     opts.Runtime,
@@ -254,6 +279,15 @@ func shutdown(opts Options, srv *rpc.Server, mon *monitor.Monitor, log *slog.Log
 		log.Info("shutdown complete")
 	}
 	return err
+}
+
+// flushTracing exports the spans still queued, within a bound.
+func flushTracing(t *exporter.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("flush spans", "error", err, "dropped", t.Dropped())
+	}
 }
 
 // dumpStacks logs every goroutine's stack (SIGUSR1), for debugging a
