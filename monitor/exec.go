@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -93,13 +94,18 @@ type execRun struct {
 // deadline by a leftover background process, TimedOut is set too, with
 // the command's own exit code (conmon-rs's "read timed out").
 //
-// An unknown container is ErrNotFound. Cancelling ctx (or Shutdown) kills
+// An unknown container is a runtime failure too (ExitRuntimeFailed, the
+// reason in Stderr), not an error: conmon-rs never looks the container up
+// and lets the runtime fail, and CRI-O relies on that. Cancelling ctx (or Shutdown) kills
 // the process, reaps it and returns the context's error.
 func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncResult, error) {
 	if len(req.Command) == 0 {
 		return ExecSyncResult{}, fmt.Errorf("exec command is required: %w", ErrInvalidArgument)
 	}
 	c, err := m.lookup(req.ID)
+	if errors.Is(err, ErrNotFound) {
+		return ExecSyncResult{ExitCode: ExitRuntimeFailed, Stderr: []byte(err.Error() + "\n")}, nil
+	}
 	if err != nil {
 		return ExecSyncResult{}, err
 	}

@@ -125,9 +125,9 @@ func hasExecPidfile(entries []os.DirEntry) bool {
 
 func TestExecSyncErrors(t *testing.T) {
 	m := newTestMonitor(t)
-	if _, err := m.ExecSync(context.Background(), ExecSyncRequest{ID: "nope", Command: []string{"true"}}); !errors.Is(err, ErrNotFound) ||
-		!strings.Contains(err.Error(), "child not available") {
-		t.Fatalf("exec into unknown id = %v, want ErrNotFound", err)
+	res, err := m.ExecSync(context.Background(), ExecSyncRequest{ID: "nope", Command: []string{"true"}})
+	if err != nil || res.ExitCode != ExitRuntimeFailed || !strings.Contains(string(res.Stderr), "child not available") {
+		t.Fatalf("exec into unknown id = %+v, %v; want exit code %d and the reason on stderr", res, err, ExitRuntimeFailed)
 	}
 	// A stopped container: the runtime's exec fails, which is a result.
 	p := newPaths(t)
@@ -144,7 +144,7 @@ func TestExecSyncErrors(t *testing.T) {
 	if _, err := m.Wait(ctx, "stopped"); err != nil {
 		t.Fatal(err)
 	}
-	res, err := m.ExecSync(ctx, ExecSyncRequest{ID: "stopped", Command: []string{"true"}, Cgroup: Cgroupfs})
+	res, err = m.ExecSync(ctx, ExecSyncRequest{ID: "stopped", Command: []string{"true"}, Cgroup: Cgroupfs})
 	if err != nil || res.ExitCode != ExitRuntimeFailed || res.TimedOut {
 		t.Fatalf("exec into stopped container = %+v, %v; want exit %d, no error", res, err, ExitRuntimeFailed)
 	}

@@ -297,7 +297,7 @@ func TestUnimplementedOrUnknown(t *testing.T) {
 			return err
 		},
 	}, {
-		name: "AttachContainer unknown container", pending: true, want: "child not available",
+		name: "AttachContainer unknown container", want: "child not available",
 		call: func(ctx context.Context, cl *client.ConmonClient) error {
 			return cl.AttachContainer(ctx, &client.AttachConfig{ID: missing, SocketPath: filepath.Join(t.TempDir(), "attach")})
 		},
@@ -313,7 +313,7 @@ func TestUnimplementedOrUnknown(t *testing.T) {
 		},
 	}, {
 		// A failing `runc exec` is not an RPC error: exit code -2 (CONTRACT.md §2.7).
-		name: "ExecSyncContainer unknown container", pending: true,
+		name: "ExecSyncContainer unknown container",
 		call: func(ctx context.Context, cl *client.ConmonClient) error {
 			res, err := cl.ExecSyncContainer(ctx, &client.ExecSyncConfig{ID: missing, Command: []string{"true"}, Timeout: 5})
 			if err != nil {
