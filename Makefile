@@ -7,6 +7,8 @@ CAPNP_STD    = $(shell $(GO) list -m -f '{{.Dir}}' capnproto.org/go/capnp/v3)/st
 GOLANGCI_LINT_VERSION := v2.15.0
 RUNC        ?= $(shell command -v runc || echo /usr/sbin/runc)
 DEMO_ARGS   ?= sh -c 'echo hello from gomon in a busybox container; uname -sr; id'
+E2E_CACHE   ?= /var/cache/gomon-e2e
+E2E_FLAGS   ?= -v
 
 GIT_TAG     := $(shell git describe --tags --always --dirty 2>/dev/null || echo none)
 BUILD_DATE  := $(shell date -u "+%Y-%m-%d %H:%M:%S")
@@ -16,13 +18,13 @@ LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
-.PHONY: help build test test-unit test-interop generate check-generate lint demo bundle clean
+.PHONY: help build test test-unit test-interop generate check-generate lint demo bundle clean e2e
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/gomon
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(GOMON) ./cmd/gomon
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(GOMON) ./cmd/gomon
 
 test: build ## run every test: unit, integration (root + runc) and interop
 	$(GO) test -race -count=1 ./...
@@ -58,5 +60,20 @@ bundle: ## build a busybox-static OCI bundle in build/bundle
 demo: build bundle ## run a busybox container through gomon run
 	$(GOMON) run --runtime $(RUNC) --bundle build/bundle demo-$$$$
 
+e2e: build ## gomon as CRI-O's pod monitor with crictl, runc and Jaeger (root; tools cached in $(E2E_CACHE))
+	E2E_CACHE=$(E2E_CACHE) E2E_FLAGS='$(E2E_FLAGS)' GO=$(GO) hack/e2e.sh $(CURDIR)/$(GOMON)
+
 clean: ## remove build output
 	rm -rf $(BIN) build
+
+# `make bench`: gomon vs C conmon (apt's /usr/bin/conmon) vs bare runc, run by
+# bench/cmd/gomon-bench in its own module. Results land in bench/results/.
+CONMON      ?= /usr/bin/conmon
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: build ## benchmark gomon vs C conmon vs bare runc (root; BENCH_FLAGS=-quick for a 1-minute smoke run)
+	@test -x $(CONMON) || { echo "installing conmon (apt-get install -y conmon)"; apt-get update -qq && apt-get install -y -qq conmon; }
+	cd bench && CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/$(BIN)/loggen ./cmd/loggen
+	cd bench && $(GO) run ./cmd/gomon-bench -gomon $(CURDIR)/$(GOMON) -runc $(RUNC) -conmon $(CONMON) \
+		-loggen $(CURDIR)/$(BIN)/loggen -out $(CURDIR)/bench/results $(BENCH_FLAGS)

@@ -1,0 +1,73 @@
+package suite
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomon-dev/gomon/bench/internal/procfs"
+)
+
+func TestTargetVerdict(t *testing.T) {
+	aimed := atMost(10, "x")
+	aimed.aim = func(v float64) bool { return v <= 5.5 }
+	cases := []struct {
+		name string
+		t    *target
+		v    float64
+		want string
+	}{
+		{name: "no target", t: nil, v: 1, want: "—"},
+		{name: "at most met", t: atMost(1.05, "x"), v: 1.05, want: "met"},
+		{name: "at most missed", t: atMost(1.05, "x"), v: 1.06, want: "missed"},
+		{name: "at least met", t: atLeast(2, "x"), v: 2.5, want: "met"},
+		{name: "at least missed", t: atLeast(2, "x"), v: 1.9, want: "missed"},
+		{name: "no value", t: atLeast(2, "x"), v: math.NaN(), want: "n/a"},
+		{name: "aim missed", t: aimed, v: 9, want: "met (aim missed)"},
+		{name: "aim met", t: aimed, v: 5, want: "met"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.t.verdict(tc.v); got != tc.want {
+				t.Fatalf("verdict(%v) = %q, want %q", tc.v, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDocRendersEverySection(t *testing.T) {
+	r := &Results{
+		Machine:       Machine{Date: time.Unix(0, 0), NProc: 2},
+		Latency:       map[string][]float64{lGomon: {10, 12}, lConmon: {20}, lRunc: {10}},
+		LatencyCreate: map[string][]float64{lGomon: {5}},
+		Exec:          map[string][]float64{lConmon: {3}, lRunc: {2}},
+		ExecNA:        map[string]string{lGomon: "not implemented"},
+		Memory: []MemoryResult{
+			{Scenario: Scenario{1, 1}, Mem: map[string]procfs.Memory{lGomon: {RSS: 4096, USS: 1000}, lConmon: {RSS: 2048, USS: 900}}, Procs: map[string]int{lGomon: 1, lConmon: 1}},
+			{Scenario: Scenario{1, 11}, Mem: map[string]procfs.Memory{lGomon: {RSS: 5000, USS: 1500}, lConmon: {RSS: 20000, USS: 3000}}, Procs: map[string]int{lGomon: 1, lConmon: 11}},
+		},
+		Logs: []LogResult{{Pattern: "lines100", Bytes: 1 << 20,
+			MBps:     map[string][]float64{lGomon: {200}, lConmon: {100}, lRunc: {400}},
+			CPUPerGB: map[string][]float64{lGomon: {1}, lConmon: {2}}, CPUTicksPerGB: map[string][]float64{},
+			Errors: map[string][]string{lConmon: {"short"}}, Records: map[string]int64{}}},
+		Tracing: &TracingResult{Latency: map[string][]float64{}, Exec: map[string][]float64{}, Memory: map[string]procfs.Memory{}},
+	}
+	md := string(r.Doc(false).Markdown())
+	for _, want := range []string{
+		"| create-to-running, median | 11.00 | 20.00 | 10.00 | 0.55× | 1.10× | gomon/runc ≤ 1.05 | missed |",
+		"| exec sync `echo hello`, median | n/a | 3.00 | 2.00 | n/a | n/a | gomon/runc ≤ 1.05 | n/a |",
+		"gomon: n/a — not implemented",
+		"| USS growth, KiB | 50.00 | 210.0 | 0.24× | gomon < 100 KiB | met |",
+		"| lines100, 1 MiB: MB/s, median | 200.0 | 100.0 | 400.0 | 2.00× | 0.50× | gomon/conmon ≥ 2 | met |",
+		"VERIFICATION FAILED: conmon: 1 of 1 runs failed (short)",
+		"received NO export request",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q\n%s", want, md)
+		}
+	}
+	if svg := string(r.Chart().SVG()); !strings.Contains(svg, "n/a") {
+		t.Error("chart does not mark gomon's missing exec bar")
+	}
+}

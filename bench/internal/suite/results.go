@@ -1,0 +1,78 @@
+package suite
+
+import (
+	"time"
+
+	"github.com/gomon-dev/gomon/bench/internal/procfs"
+	"github.com/gomon-dev/gomon/bench/internal/stats"
+)
+
+// Results is everything one Run measured.
+type Results struct {
+	Machine   Machine
+	Params    Params
+	Durations []StepDuration
+
+	// Latency: per contender, create-to-running and the create part alone,
+	// in milliseconds.
+	Latency       map[string][]float64
+	LatencyCreate map[string][]float64
+	// PodStart is how long each gomon pod took to start (client.New), ms.
+	PodStart []float64
+
+	// Exec: per contender, exec sync latency in ms; ExecNA holds the reason
+	// a contender could not be measured.
+	Exec   map[string][]float64
+	ExecNA map[string]string
+
+	// Memory: per scenario and contender.
+	Memory []MemoryResult
+
+	// Logs: per pattern and contender.
+	Logs []LogResult
+
+	// Tracing: gomon with tracing off and on.
+	Tracing *TracingResult
+}
+
+// StepDuration is how long one measure took.
+type StepDuration struct {
+	Name string
+	D    time.Duration
+}
+
+// MemoryResult is one scenario's idle memory.
+type MemoryResult struct {
+	Scenario Scenario
+	// By contender: the sum over its monitor processes, and how many there were.
+	Mem   map[string]procfs.Memory
+	Procs map[string]int
+}
+
+// LogResult is one pattern's throughput samples.
+type LogResult struct {
+	Pattern string
+	Bytes   int64
+	// By contender, one per rep: MB/s, monitor CPU seconds per GB from
+	// schedstat, and the same from stat's utime+stime.
+	MBps          map[string][]float64
+	CPUPerGB      map[string][]float64
+	CPUTicksPerGB map[string][]float64
+	// Errors are verification failures, by contender.
+	Errors map[string][]string
+	// Records is the number of CRI records of the last rep, by contender.
+	Records map[string]int64
+}
+
+// TracingResult compares gomon with tracing off and on.
+type TracingResult struct {
+	Latency  map[string][]float64 // create-to-running, ms
+	Exec     map[string][]float64 // exec sync, ms; empty when unsupported
+	ExecNA   map[string]string
+	Memory   map[string]procfs.Memory // one pod, one idle container
+	Requests int64                    // export requests the sink received
+	Bytes    int64
+}
+
+// summary is a shortcut for stats.Summarize.
+func summary(xs []float64) stats.Summary { return stats.Summarize(xs) }

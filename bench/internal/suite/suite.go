@@ -1,0 +1,272 @@
+// Package suite is the benchmark itself: it runs gomon, C conmon and bare
+// runc side by side, interleaved run by run (A B C A B C …) so that drift
+// on a shared machine hits every contender alike, and turns the samples
+// into a report.
+//
+// Run is sequential; the only goroutines are the drivers' reapers and the
+// OTLP sink, all stopped before Run returns. Every pod and container it
+// creates is removed before Run returns, also on failure or cancellation,
+// and a final sweep kills whatever is left below the harness process.
+package suite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/bench/internal/driver"
+	"github.com/gomon-dev/gomon/bench/internal/loggen"
+	"github.com/gomon-dev/gomon/bench/internal/oci"
+	"github.com/gomon-dev/gomon/bench/internal/procfs"
+)
+
+// Scenario is a number of pods with a number of containers each.
+type Scenario struct {
+	Pods, PerPod int
+}
+
+// String renders "1 pod × 10".
+func (s Scenario) String() string {
+	if s.Pods == 1 {
+		return fmt.Sprintf("1 pod × %d", s.PerPod)
+	}
+	return fmt.Sprintf("%d pods × %d", s.Pods, s.PerPod)
+}
+
+// Params sizes a run.
+type Params struct {
+	LatencyReps int
+	ExecReps    int
+	MemScenario []Scenario
+	Idle        time.Duration
+	LogReps     int
+	LogBytes    map[string]int64 // by pattern name
+	TraceReps   int
+}
+
+// QuickParams is a smoke run of about a minute.
+func QuickParams() Params {
+	return Params{
+		LatencyReps: 3,
+		ExecReps:    5,
+		MemScenario: []Scenario{{1, 0}, {1, 1}, {1, 5}, {2, 3}},
+		Idle:        2 * time.Second,
+		LogReps:     1,
+		LogBytes:    map[string]int64{loggen.Lines100.Name: 8 << 20, loggen.LongLine.Name: 8 << 20, loggen.Lines2.Name: 1 << 20},
+		TraceReps:   3,
+	}
+}
+
+// FullParams is the full run (a few minutes on 2 cores).
+func FullParams() Params {
+	return Params{
+		LatencyReps: 40,
+		ExecReps:    60,
+		MemScenario: []Scenario{{1, 0}, {1, 1}, {1, 10}, {1, 50}, {10, 5}},
+		Idle:        2 * time.Second,
+		LogReps:     5,
+		LogBytes:    map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
+		TraceReps:   20,
+	}
+}
+
+// Config is everything Run needs.
+type Config struct {
+	Params  Params
+	Env     *driver.Env
+	Busybox string
+	Loggen  string // static writer binary
+	Logger  *slog.Logger
+	// Only restricts the run to these measures (latency, exec, memory,
+	// logs, tracing); empty means all.
+	Only map[string]bool
+	// Sources maps "gomon" and "conmon" to the binaries the private copies
+	// in Env were made from (for the report).
+	Sources map[string]string
+}
+
+// harness is the state of one Run.
+type harness struct {
+	cfg     Config
+	env     *driver.Env
+	log     *slog.Logger
+	bundler *oci.Bundler
+	pods    []driver.Pod
+	seq     int
+	// podStart collects how long each gomon pod took to start (ms).
+	podStart []float64
+
+	gomon, conmon, bare driver.Driver
+}
+
+// Run executes the benchmark and returns the results. The caller must
+// have made the process a child subreaper.
+func Run(ctx context.Context, cfg Config) (res *Results, err error) {
+	h := &harness{cfg: cfg, env: cfg.Env, log: cfg.Logger}
+	h.gomon = &driver.Gomon{Env: h.env}
+	h.conmon = &driver.Conmon{Env: h.env}
+	h.bare = &driver.Bare{Env: h.env}
+	defer func() {
+		// Cleanup runs even when ctx was cancelled.
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		err = errors.Join(err, h.cleanup(cctx))
+	}()
+	h.bundler, err = oci.NewBundler(h.env.Runc.Path, cfg.Busybox, cfg.Loggen, filepath.Join(h.env.WorkDir, "bundler"))
+	if err != nil {
+		return nil, err
+	}
+	res = &Results{Params: cfg.Params, Machine: describeMachine(ctx, h.env, cfg.Sources)}
+	steps := []struct {
+		name string
+		run  func(context.Context, *Results) error
+	}{
+		{"latency", h.latency},
+		{"exec", h.execSync},
+		{"memory", h.memory},
+		{"logs", h.logs},
+		{"tracing", h.tracing},
+	}
+	for _, s := range steps {
+		if len(cfg.Only) > 0 && !cfg.Only[s.name] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("before %s: %w", s.name, err)
+		}
+		h.log.Info("measure", "name", s.name)
+		start := time.Now()
+		if err := s.run(ctx, res); err != nil {
+			return res, fmt.Errorf("%s: %w", s.name, err)
+		}
+		res.Durations = append(res.Durations, StepDuration{s.name, time.Since(start)})
+		if err := h.closePods(ctx); err != nil {
+			return res, fmt.Errorf("%s: close pods: %w", s.name, err)
+		}
+	}
+	res.Machine.LoadEnd = loadAvg()
+	res.PodStart = h.podStart
+	return res, nil
+}
+
+// newPod starts a pod and registers it for cleanup.
+func (h *harness) newPod(ctx context.Context, d driver.Driver) (driver.Pod, error) {
+	h.seq++
+	p, err := d.NewPod(ctx, fmt.Sprintf("pod%d", h.seq))
+	if err != nil {
+		return nil, err
+	}
+	h.pods = append(h.pods, p)
+	if s, ok := p.(interface{ Startup() time.Duration }); ok && d.Name() == lGomon {
+		h.podStart = append(h.podStart, ms(s.Startup()))
+	}
+	return p, nil
+}
+
+// closePods closes every pod started so far.
+func (h *harness) closePods(ctx context.Context) error {
+	var errs []error
+	for _, p := range h.pods {
+		if err := p.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	h.pods = nil
+	return errors.Join(errs...)
+}
+
+// newContainer makes a bundle running args and returns the container.
+func (h *harness) newContainer(d driver.Driver, args ...string) (*driver.Container, error) {
+	h.seq++
+	id := fmt.Sprintf("gb%d-%s-%d", os.Getpid(), d.Name(), h.seq)
+	dir := filepath.Join(h.env.WorkDir, "ctr", id)
+	c := &driver.Container{ID: id, Name: id, Bundle: filepath.Join(dir, "bundle"), Dir: filepath.Join(dir, "state")}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create container dir: %w", err)
+	}
+	if err := h.bundler.Make(c.Bundle, args...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// dropContainer removes a container's files (the log tests write a lot).
+func (h *harness) dropContainer(c *driver.Container) {
+	_ = os.RemoveAll(filepath.Dir(c.Dir)) // best effort: scratch space
+}
+
+// startRunning runs `runc start` and waits for "running".
+func (h *harness) startRunning(ctx context.Context, c *driver.Container) error {
+	if err := h.env.Runc.Start(ctx, c.Root, c.ID); err != nil {
+		return err
+	}
+	return h.env.Runc.WaitRunning(ctx, c.Root, c.ID)
+}
+
+// cleanup closes pods, deletes every container runc still knows under the
+// work dir, kills every process left below us and reaps it.
+func (h *harness) cleanup(ctx context.Context) error {
+	var errs []error
+	if err := h.closePods(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	_ = filepath.WalkDir(h.env.WorkDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || d.Name() != "root" {
+			return nil //nolint:nilerr // best effort sweep
+		}
+		ids, lerr := h.env.Runc.List(ctx, p)
+		if lerr != nil {
+			return filepath.SkipDir
+		}
+		for _, id := range ids {
+			h.log.Warn("leftover container", "id", id, "root", p)
+			if derr := h.env.Runc.Delete(ctx, p, id); derr != nil {
+				errs = append(errs, derr)
+			}
+		}
+		return filepath.SkipDir
+	})
+	killDescendants(h.log)
+	return errors.Join(errs...)
+}
+
+// killDescendants SIGKILLs every process below us and reaps our zombies.
+func killDescendants(log *slog.Logger) {
+	for range 3 {
+		ds, err := procfs.Descendants(os.Getpid())
+		if err != nil {
+			return
+		}
+		live := 0
+		for _, d := range ds {
+			if d.State == 'Z' {
+				continue
+			}
+			live++
+			log.Warn("leftover process", "pid", d.PID, "comm", d.Comm)
+			_ = unix.Kill(d.PID, unix.SIGKILL) // best effort
+		}
+		time.Sleep(50 * time.Millisecond)
+		reapZombies()
+		if live == 0 {
+			return
+		}
+	}
+}
+
+// reapZombies reaps our exited children without blocking.
+func reapZombies() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
