@@ -21,7 +21,7 @@ LDFLAGS     := -s -w \
 .PHONY: help build test test-unit test-interop generate check-generate lint demo bundle clean e2e
 
 help: ## list the targets
-	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/gomon
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(GOMON) ./cmd/gomon
@@ -33,9 +33,10 @@ test: build ## run every test: unit, integration (root + runc) and interop
 test-unit: ## unit tests only (no root needed)
 	$(GO) test -short -count=1 ./...
 
-test-interop: build ## interop tests through the conmon-rs Go clients v0.7.3 and v1.0.1
+test-interop: build ## interop tests through the conmon-rs Go clients v0.7.3 and v1.0.1, and client-go streaming
 	cd test/interop/v073 && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
 	cd test/interop/v101 && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
+	cd test/streaming && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
 
 $(BIN)/capnpc-go: go.mod
 	$(GO) build -o $@ capnproto.org/go/capnp/v3/capnpc-go

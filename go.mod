@@ -5,6 +5,8 @@ go 1.26.0
 require (
 	capnproto.org/go/capnp/v3 v3.1.0-alpha.2
 	github.com/containerd/console v1.0.5
+	github.com/gorilla/websocket v1.5.3
+	github.com/moby/spdystream v0.5.1
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0

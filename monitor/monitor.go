@@ -70,7 +70,8 @@ type Monitor struct {
 	exited     []*container          // +checklocks:mu
 	shutdown   bool                  // +checklocks:mu; no new work
 
-	pod podServices // the pause process and the fd socket
+	pod    podServices   // the pause process and the fd socket
+	stream streamService // the streaming server (stream.go)
 }
 
 // New returns a Monitor for cfg and starts (or joins) the process's reaper.
@@ -259,6 +260,9 @@ func (m *Monitor) finishShutdown() {
 	}
 	m.waiters.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), podStopTimeout)
+	if err := m.stream.stop(ctx); err != nil {
+		m.log.Warn("stop streaming server", "error", err)
+	}
 	if err := m.pod.stop(ctx); err != nil {
 		m.log.Warn("stop pod services", "error", err)
 	}

@@ -20,6 +20,9 @@ type Backend interface {
 	SetWindowSize(ctx context.Context, id string, width, height uint16) error
 	CreateNamespaces(ctx context.Context, req monitor.NamespacesRequest) ([]monitor.NamespacePath, error)
 	StartFdSocket(ctx context.Context) (string, error)
+	ServeExec(ctx context.Context, req monitor.ServeExecRequest) (string, error)
+	ServeAttach(ctx context.Context, req monitor.ServeAttachRequest) (string, error)
+	ServePortForward(ctx context.Context, netNsPath string) (string, error)
 }
 
 var _ Backend = (*monitor.Monitor)(nil)

@@ -24,7 +24,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/gomon-dev/gomon/monitor"
 	"github.com/gomon-dev/gomon/rpc/proto"
 )
 
@@ -104,7 +103,7 @@ func (s *Server) ServeConn(c net.Conn) {
 	boot := capnp.Client(proto.Conmon_ServerToClient(&adapter{s: s}))
 	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(c), &capnprpc.Options{
 		BootstrapClient: boot,
-		Logger:          s.log.With("component", "capnp"),
+		Logger:          capnpLogger{s.log.With("component", "capnp")},
 	})
 
 	s.mu.Lock()
@@ -414,10 +413,26 @@ func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serv
 	if err != nil {
 		return toException(field("request", err))
 	}
-	if _, _, err := decodeServeExec(req); err != nil {
+	r, md, err := decodeServeExec(req)
+	if err != nil {
 		return toException(err)
 	}
-	return toException(fmt.Errorf("serve exec: %w", monitor.ErrNotImplemented))
+	call.Go()
+	ctx, span := a.start(ctx, "serve_exec_container", md, containerID(r.ID))
+	defer span.End()
+	url, err := a.s.backend.ServeExec(ctx, r)
+	if err != nil {
+		return fail(span, err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	return toException(resp.SetUrl(url))
 }
 
 func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_serveAttachContainer) error {
@@ -425,12 +440,64 @@ func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_se
 	if err != nil {
 		return toException(field("request", err))
 	}
-	if _, _, err := decodeServeAttach(req); err != nil {
+	r, md, err := decodeServeAttach(req)
+	if err != nil {
 		return toException(err)
 	}
-	return toException(fmt.Errorf("serve attach: %w", monitor.ErrNotImplemented))
+	call.Go()
+	ctx, span := a.start(ctx, "serve_attach_container", md, containerID(r.ID))
+	defer span.End()
+	url, err := a.s.backend.ServeAttach(ctx, r)
+	if err != nil {
+		return fail(span, err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	return toException(resp.SetUrl(url))
 }
 
 func (a *adapter) ServePortForwardContainer(ctx context.Context, call proto.Conmon_servePortForwardContainer) error {
-	return toException(fmt.Errorf("serve port forward: %w", monitor.ErrNotImplemented))
+	req, err := call.Args().Request()
+	if err != nil {
+		return toException(field("request", err))
+	}
+	d := decoder{}
+	path := d.text("netNsPath", req.NetNsPath)
+	md := d.textMap("metadata", req.Metadata)
+	if d.err != nil {
+		return toException(d.err)
+	}
+	call.Go()
+	ctx, span := a.start(ctx, "serve_port_forward_container", md)
+	defer span.End()
+	url, err := a.s.backend.ServePortForward(ctx, path)
+	if err != nil {
+		return fail(span, err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return toException(err)
+	}
+	resp, err := res.NewResponse()
+	if err != nil {
+		return toException(err)
+	}
+	return toException(resp.SetUrl(url))
 }
+
+// capnpLogger logs the RPC system's own messages at debug level. They are
+// about connections (a client that hangs up is reported as a "remote
+// abort" error on every normal disconnect); failures of calls reach the
+// caller as exceptions and are logged where they happen.
+type capnpLogger struct{ l *slog.Logger }
+
+func (c capnpLogger) Debug(msg string, args ...any) { c.l.Debug(msg, args...) }
+func (c capnpLogger) Info(msg string, args ...any)  { c.l.Debug(msg, args...) }
+func (c capnpLogger) Warn(msg string, args ...any)  { c.l.Debug(msg, args...) }
+func (c capnpLogger) Error(msg string, args ...any) { c.l.Debug(msg, args...) }

@@ -62,6 +62,15 @@ func (r *recorder) CreateNamespaces(ctx context.Context, req monitor.NamespacesR
 func (r *recorder) SetWindowSize(ctx context.Context, id string, w, h uint16) error {
 	return r.err
 }
+func (r *recorder) ServeExec(ctx context.Context, req monitor.ServeExecRequest) (string, error) {
+	return "http://127.0.0.1:1/exec/" + req.ID, r.err
+}
+func (r *recorder) ServeAttach(ctx context.Context, req monitor.ServeAttachRequest) (string, error) {
+	return "http://127.0.0.1:1/attach/" + req.ID, r.err
+}
+func (r *recorder) ServePortForward(ctx context.Context, netNsPath string) (string, error) {
+	return "http://127.0.0.1:1/port-forward" + netNsPath, r.err
+}
 
 var testInfo = VersionInfo{
 	Version: "0.5.0", Tag: "none", Commit: "abc", BuildDate: "2026-11-26 00:00:00", Target: "linux/amd64",
@@ -254,14 +263,28 @@ func TestErrorsReachTheClient(t *testing.T) {
 	}
 }
 
-func TestUnimplementedMethodsAnswer(t *testing.T) {
+func TestServePortForwardAnswersURL(t *testing.T) {
 	dial := serve(t, &recorder{})
 	ctx := context.Background()
 	client := proto.Conmon(dial().Bootstrap(ctx))
-	f, rel := client.ServePortForwardContainer(ctx, nil)
+	f, rel := client.ServePortForwardContainer(ctx, func(p proto.Conmon_servePortForwardContainer_Params) error {
+		req, err := p.NewRequest()
+		if err != nil {
+			return err
+		}
+		return req.SetNetNsPath("/var/run/netns/x")
+	})
 	defer rel()
-	if _, err := f.Struct(); err == nil || !strings.Contains(err.Error(), "not implemented") {
-		t.Fatalf("ServePortForwardContainer: %v, want a not implemented error", err)
+	res, err := f.Struct()
+	if err != nil {
+		t.Fatalf("ServePortForwardContainer: %v", err)
+	}
+	resp, err := res.Response()
+	if err != nil {
+		t.Fatalf("response: %v", err)
+	}
+	if url, _ := resp.Url(); url != "http://127.0.0.1:1/port-forward/var/run/netns/x" {
+		t.Fatalf("url = %q", url)
 	}
 }
 

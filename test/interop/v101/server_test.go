@@ -279,19 +279,19 @@ func TestUnimplementedOrUnknown(t *testing.T) {
 			return fds.Close()
 		},
 	}, {
-		name: "ServePortForwardContainer", pending: true,
+		name: "ServePortForwardContainer",
 		call: func(ctx context.Context, cl *client.ConmonClient) error {
 			_, err := cl.ServePortForwardContainer(ctx, &client.ServePortForwardContainerConfig{NetNsPath: "/proc/self/ns/net"})
 			return err
 		},
 	}, {
-		name: "ServeExecContainer unknown container", pending: true, want: "child not available",
+		name: "ServeExecContainer unknown container", want: "child not available",
 		call: func(ctx context.Context, cl *client.ConmonClient) error {
 			_, err := cl.ServeExecContainer(ctx, &client.ServeExecContainerConfig{ID: missing, Command: []string{"true"}, Stdout: true})
 			return err
 		},
 	}, {
-		name: "ServeAttachContainer unknown container", pending: true, want: "child not available",
+		name: "ServeAttachContainer unknown container", want: "child not available",
 		call: func(ctx context.Context, cl *client.ConmonClient) error {
 			_, err := cl.ServeAttachContainer(ctx, &client.ServeAttachContainerConfig{ID: missing, Stdout: true})
 			return err
