@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# e2e-tools.sh: install the apt packages and build the pinned tools the CRI-O end-to-end test
+# needs (CRI-O, pinns, crictl, Jaeger) into a cache outside the repository.
+#
+# Every tool lands in $E2E_CACHE/<tool>-<version>/ and is reused when its `.done` marker is
+# present, so only the first run on a machine pays for the builds. Heavy builds run under
+# `nice -n 10` because the machine is shared. Prints one line per tool with its build time
+# (or that it was cached) and, last, the shell assignments the e2e test reads (CRIO=..., etc.).
+#
+# Usage: hack/e2e-tools.sh            (E2E_CACHE defaults to /var/cache/gomon-e2e)
+set -euo pipefail
+shopt -s inherit_errexit
+
+E2E_CACHE=${E2E_CACHE:-/var/cache/gomon-e2e}
+GO=${GO:-go}
+NICE=${NICE:-nice -n 10}
+
+CRIO_VERSION=v1.34.0
+CRICTL_VERSION=v1.34.0
+JAEGER_VERSION=v1.76.0
+CRIO_TAGS="containers_image_openpgp containers_image_ostree_stub exclude_graphdriver_btrfs btrfs_noversion seccomp"
+APT_PACKAGES=(conmon umoci skopeo containernetworking-plugins libseccomp-dev gcc make pkg-config)
+
+log() { printf 'e2e-tools: %s\n' "$*" >&2; }
+
+# install_apt installs the missing apt packages only, so repeated runs do not touch apt.
+install_apt() {
+	local missing=() p
+	for p in "${APT_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		log "apt-get install ${missing[*]}"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
+			{ apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
+	fi
+}
+
+# module_dir downloads module@version into the module cache and prints its directory.
+module_dir() {
+	(cd "$(mktemp -d)" && GOFLAGS=-mod=mod $GO mod download -json "$1@$2") |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
+}
+
+# build_go_tool NAME MODULE VERSION PACKAGE TAGS CGO builds PACKAGE of MODULE@VERSION in a temporary
+# main module that requires MODULE, starts from MODULE's go.sum and copies MODULE's replace
+# directives, so the binary is built from the exact dependency versions MODULE pins.
+build_go_tool() {
+	local name=$1 mod=$2 ver=$3 pkg=$4 tags=$5 cgo=$6
+	local out=$E2E_CACHE/$name-$ver
+	[[ -f $out/.done ]] && { echo "$name cached"; return; }
+	local start=$SECONDS src tmp
+	src=$(module_dir "$mod" "$ver")
+	[[ -n $src && -f $src/go.mod ]] || { log "cannot download $mod@$ver"; return 1; }
+	tmp=$(mktemp -d "$E2E_CACHE/.build/$name.XXXXXX")
+	(
+		cd "$tmp"
+		$GO mod init gomon-e2e-tools/"$name" >/dev/null 2>&1
+		cp "$src/go.sum" go.sum
+		local gov
+		gov=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$src/go.mod")
+		$GO mod edit -go="$gov" -require="$mod@$ver"
+		# Copy the module's replace directives (single-line and block form).
+		awk '/^replace \(/{b=1;next} b&&/^\)/{b=0;next} b{print;next} /^replace /{sub(/^replace /,"");print}' "$src/go.mod" |
+			while read -r from _ to tover; do
+				[[ -n $from ]] || continue
+				$GO mod edit -replace="$from=$to${tover:+@$tover}"
+			done
+		GOFLAGS=-mod=mod $GO get "$mod/$pkg@$ver" >&2
+		mkdir -p "$out"
+		CGO_ENABLED=$cgo $NICE $GO build -trimpath -tags "$tags" -ldflags "-s -w" -o "$out/$name" "$mod/$pkg" >&2
+	)
+	rm -rf "$tmp"
+	touch "$out/.done"
+	echo "$name $((SECONDS - start))"
+}
+
+# build_pinns builds pinns from the C sources in the CRI-O module zip.
+build_pinns() {
+	local out=$E2E_CACHE/pinns-$CRIO_VERSION
+	[[ -f $out/.done ]] && { echo "pinns cached"; return; }
+	local start=$SECONDS src tmp
+	src=$(module_dir github.com/cri-o/cri-o "$CRIO_VERSION")
+	tmp=$(mktemp -d "$E2E_CACHE/.build/pinns.XXXXXX")
+	cp -r "$src/pinns" "$tmp/pinns"
+	chmod -R u+w "$tmp"
+	$NICE make -C "$tmp/pinns" >&2
+	mkdir -p "$out"
+	cp "$tmp/bin/pinns" "$out/pinns"
+	rm -rf "$tmp"
+	touch "$out/.done"
+	echo "pinns $((SECONDS - start))"
+}
+
+main() {
+	mkdir -p "$E2E_CACHE"
+	# One build at a time per cache (concurrent `make e2e` runs share it); a failed build's
+	# scratch modules are cleared by the next run.
+	exec 9>"$E2E_CACHE/.lock"
+	flock 9
+	rm -rf "$E2E_CACHE/.build"
+	mkdir -p "$E2E_CACHE/.build"
+	install_apt
+	local line
+	for step in build_pinns \
+		"build_go_tool crictl sigs.k8s.io/cri-tools $CRICTL_VERSION cmd/crictl '' 0" \
+		"build_go_tool crio github.com/cri-o/cri-o $CRIO_VERSION cmd/crio '$CRIO_TAGS' 1" \
+		"build_go_tool jaeger github.com/jaegertracing/jaeger $JAEGER_VERSION cmd/jaeger '' 0"; do
+		line=$(eval "$step") || { log "failed: $step"; exit 1; }
+		case ${line#* } in
+		cached) log "${line% *}: cached in $E2E_CACHE" ;;
+		*) log "${line% *}: built in ${line#* } s" ;;
+		esac
+	done
+	echo "CRIO=$E2E_CACHE/crio-$CRIO_VERSION/crio"
+	echo "PINNS=$E2E_CACHE/pinns-$CRIO_VERSION/pinns"
+	echo "CRICTL=$E2E_CACHE/crictl-$CRICTL_VERSION/crictl"
+	echo "JAEGER=$E2E_CACHE/jaeger-$JAEGER_VERSION/jaeger"
+}
+
+main "$@"
