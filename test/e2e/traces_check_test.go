@@ -52,6 +52,33 @@ func TestGomonSpanCheck(t *testing.T) {
 		{"d", "c", serviceGomon, "create_container"},
 		{"e", "d", serviceGomon, "read_loop"},
 		{"f", "d", serviceGomon, "wait_for_exit_code"},
+		{"r", "d", serviceGomon, "runtime_create"},
+		{"x", "c", serviceGomon, "exec_sync_container"},
+		{"y", "x", serviceGomon, "runtime_exec"},
+	}
+	// decorated gives wait_for_exit_code its exit_code tag and create_container a log event,
+	// as real gomon spans have them.
+	decorated := func(tr jaegerTrace) jaegerTrace {
+		for i := range tr.Spans {
+			switch tr.Spans[i].SpanID {
+			case "f":
+				tr.Spans[i].Tags = append(tr.Spans[i].Tags, jaegerKV{Key: "exit_code", Value: 0})
+			case "d":
+				tr.Spans[i].Logs = append(tr.Spans[i].Logs, struct {
+					Fields []jaegerKV `json:"fields"`
+				}{Fields: []jaegerKV{{Key: "log.message", Value: "container created"}}})
+			}
+		}
+		return tr
+	}
+	without := func(id string) [][4]string {
+		var out [][4]string
+		for _, r := range good {
+			if r[0] != id {
+				out = append(out, r)
+			}
+		}
+		return out
 	}
 	tests := []struct {
 		name    string
@@ -59,8 +86,11 @@ func TestGomonSpanCheck(t *testing.T) {
 		creates int
 		wantErr bool
 	}{
-		{name: "full chain", traces: []jaegerTrace{trace(t, good...)}, creates: 1},
-		{name: "fewer chains than containers", traces: []jaegerTrace{trace(t, good...)}, creates: 2, wantErr: true},
+		{name: "full chain", traces: []jaegerTrace{decorated(trace(t, good...))}, creates: 1},
+		{name: "undecorated: no exit code, no log events", traces: []jaegerTrace{trace(t, good...)}, creates: 1, wantErr: true},
+		{name: "no runtime_create", traces: []jaegerTrace{decorated(trace(t, without("r")...))}, creates: 1, wantErr: true},
+		{name: "no runtime_exec", traces: []jaegerTrace{decorated(trace(t, without("y")...))}, creates: 1, wantErr: true},
+		{name: "fewer chains than containers", traces: []jaegerTrace{decorated(trace(t, good...))}, creates: 2, wantErr: true},
 		{name: "no traces", wantErr: true, creates: 1},
 		{name: "gomon root span", creates: 1, wantErr: true, traces: []jaegerTrace{trace(t,
 			[4]string{"d", "", serviceGomon, "create_container"},

@@ -32,22 +32,38 @@ type jaegerTrace struct {
 			RefType string `json:"refType"`
 			SpanID  string `json:"spanID"`
 		} `json:"references"`
+		Tags []jaegerKV `json:"tags"`
+		Logs []struct {
+			Fields []jaegerKV `json:"fields"`
+		} `json:"logs"`
 	} `json:"spans"`
 	Processes map[string]struct {
 		ServiceName string `json:"serviceName"`
 	} `json:"processes"`
 }
 
+// jaegerKV is one tag or log field.
+type jaegerKV struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
 // span is one span of a trace with its service and parent resolved.
 type span struct {
 	id, parent, name, service string
+	tags                      map[string]any
+	logs                      int // span events (gomon's log records)
 }
 
 // spans flattens a trace.
 func (tr jaegerTrace) spans() map[string]span {
 	m := make(map[string]span, len(tr.Spans))
 	for _, sp := range tr.Spans {
-		s := span{id: sp.SpanID, name: sp.OperationName, service: tr.Processes[sp.ProcessID].ServiceName}
+		s := span{id: sp.SpanID, name: sp.OperationName, service: tr.Processes[sp.ProcessID].ServiceName,
+			tags: map[string]any{}, logs: len(sp.Logs)}
+		for _, kv := range sp.Tags {
+			s.tags[kv.Key] = kv.Value
+		}
 		for _, r := range sp.References {
 			if r.RefType == "CHILD_OF" {
 				s.parent = r.SpanID
@@ -156,11 +172,14 @@ type gomonSpans struct {
 	fullChain   int            // ... in a trace that also holds a crictl span above it
 	badParents  []string       // create_container parents that are not crio's
 	parentNames map[string]int
+	edges       map[string]int // "parent>child" between gomon spans
+	exitCodes   int            // wait_for_exit_code spans carrying exit_code
+	logged      int            // create_container spans with log events
 }
 
 // findGomonSpans looks at every trace holding gomon spans.
 func findGomonSpans(trs []jaegerTrace) gomonSpans {
-	g := gomonSpans{traces: len(trs), names: map[string]int{}, parentNames: map[string]int{}}
+	g := gomonSpans{traces: len(trs), names: map[string]int{}, parentNames: map[string]int{}, edges: map[string]int{}}
 	for _, tr := range trs {
 		spans := tr.spans()
 		for _, sp := range spans {
@@ -168,8 +187,17 @@ func findGomonSpans(trs []jaegerTrace) gomonSpans {
 				continue
 			}
 			g.names[sp.name]++
+			if p, ok := spans[sp.parent]; ok && p.service == serviceGomon {
+				g.edges[p.name+">"+sp.name]++
+			}
+			if _, ok := sp.tags["exit_code"]; ok && sp.name == "wait_for_exit_code" {
+				g.exitCodes++
+			}
 			if sp.name != "create_container" {
 				continue
+			}
+			if sp.logs > 0 {
+				g.logged++
 			}
 			p, ok := spans[sp.parent]
 			if !ok || p.service != serviceCRIO || !strings.HasPrefix(p.name, "conmonrs-client: ") {
@@ -216,6 +244,19 @@ func (g gomonSpans) problem(creates int) error {
 		if g.names[n] == 0 {
 			missing = append(missing, "no "+n+" span")
 		}
+	}
+	// The structure under each RPC span, as gomon builds it.
+	for _, e := range []string{"create_container>runtime_create", "create_container>read_loop",
+		"create_container>wait_for_exit_code", "exec_sync_container>runtime_exec"} {
+		if g.edges[e] == 0 {
+			missing = append(missing, "no "+strings.Replace(e, ">", " span under ", 1)+"'s parent span")
+		}
+	}
+	if g.exitCodes == 0 {
+		missing = append(missing, "no wait_for_exit_code span with an exit_code tag")
+	}
+	if g.logged == 0 {
+		missing = append(missing, "no create_container span with log events")
 	}
 	if len(g.badParents) > 0 {
 		missing = append(missing, "create_container spans not under a crio conmonrs-client span: "+strings.Join(g.badParents, ", "))
