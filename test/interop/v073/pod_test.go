@@ -226,3 +226,59 @@ func TestFDsThroughTheFdSocket(t *testing.T) {
 		t.Errorf("%s left after shutdown: %v", fdSock, err)
 	}
 }
+
+// TestLeakFDsHeldUntilExit: an fd passed as leakFds stays open in the
+// daemon while the container runs and is closed when it exits.
+func TestLeakFDsHeldUntilExit(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	s := startGomon(t, serverConfig(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	remote, err := s.client.RemoteFDs(ctx)
+	if err != nil {
+		t.Fatalf("RemoteFDs: %v", err)
+	}
+	defer func() { _ = remote.Close() }()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Close() }()
+	slots, err := remote.Send(int(r.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Close() // only the daemon holds the read end now
+
+	c, err := create(t, s, []string{"sleep", "1000"}, nil, func(req *client.CreateContainerConfig) {
+		req.LeakFDs = slots
+	})
+	if err != nil {
+		t.Fatalf("create with leakFds: %v", err)
+	}
+	// The fd connection may go now: the slot was consumed by the create.
+	_ = remote.Close()
+	c.runc(t, s, "start", c.id)
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatalf("write while the container runs (the daemon should hold the read end): %v", err)
+	}
+	c.runc(t, s, "kill", c.id, "KILL")
+	if code := c.exitCode(t); code != 137 {
+		t.Fatalf("exit code %d", code)
+	}
+	deadline := time.Now().Add(hangGuard)
+	for {
+		_, err := w.Write([]byte("x"))
+		if errors.Is(err, syscall.EPIPE) {
+			return // the daemon let go of it at exit
+		}
+		if err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon still holds the leaked fd after the container exited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
