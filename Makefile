@@ -18,7 +18,7 @@ LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
-.PHONY: help build test test-unit test-interop generate check-generate lint demo bundle clean e2e
+.PHONY: help build test test-unit test-interop reliability generate check-generate lint demo bundle clean e2e
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ test-interop: build ## interop tests through the conmon-rs Go clients v0.7.3 and
 	cd test/interop/v073 && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
 	cd test/interop/v101 && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
 	cd test/streaming && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
+
+reliability: build ## faults, killed clients, full/deleted logs, leaks, bad input, security (root + runc)
+	cd test/reliability && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 -timeout 15m ./...
 
 $(BIN)/capnpc-go: go.mod
 	$(GO) build -o $@ capnproto.org/go/capnp/v3/capnpc-go

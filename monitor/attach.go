@@ -24,6 +24,9 @@ func (m *Monitor) Attach(ctx context.Context, req AttachRequest) error {
 	if req.SocketPath == "" {
 		return fmt.Errorf("attach socket path is required: %w", ErrInvalidArgument)
 	}
+	if err := absolute("attach socket path", req.SocketPath); err != nil {
+		return err
+	}
 	c, err := m.lookup(req.ID)
 	if err != nil {
 		return err

@@ -67,6 +67,10 @@ type container struct {
 	// (or by a failed create's undo).
 	attach *ioloop.AttachServer
 
+	// runtimeSpawned is set by the create goroutine once `runtime
+	// create` is running; read only by that goroutine.
+	runtimeSpawned bool
+
 	streams  sync.WaitGroup // read loops
 	readEnds []io.Closer    // pipe read ends or the console, closed after drain
 	leak     []*os.File     // leakFds, held until exit

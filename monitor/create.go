@@ -2,10 +2,12 @@ package monitor
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,6 +30,11 @@ var consoleTimeout = 30 * time.Second
 
 // failedDrainTimeout bounds the wait for the output of a failed create.
 const failedDrainTimeout = 2 * time.Second
+
+// DefaultCreateTimeout bounds a runtime create that does not end by
+// itself (the client's deadline does not: see CreateContainer). CRI-O gives
+// up on a create after 4 minutes; kubelet's runtime request timeout is 2.
+const DefaultCreateTimeout = 2 * time.Minute
 
 // sigKill is SIGKILL as a unix.Signal.
 const sigKill = unix.SIGKILL
@@ -56,14 +63,22 @@ func (c *cleanup) run() {
 // exit and start its OOM watcher and waiter. Any failure undoes every
 // earlier step: no process, goroutine, fd or socket is left.
 func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint32, error) {
-	if req.ID == "" || req.BundlePath == "" {
-		return 0, fmt.Errorf("container id and bundle path are required: %w", ErrInvalidArgument)
+	if err := validateCreate(req); err != nil {
+		return 0, err
 	}
-	ctx, done, err := m.beginOp(ctx)
+	// The create goes on when the client hangs up or times out (CRI-O
+	// may retry and find the container): a container the runtime created
+	// must be monitored, or its exit code is lost. Only Shutdown cancels.
+	// A runtime that hangs is bounded by createTimeout instead.
+	ctx, done, err := m.beginOp(context.WithoutCancel(ctx))
 	if err != nil {
 		return 0, err
 	}
 	defer done()
+	timeout := cmp.Or(m.cfg.CreateTimeout, DefaultCreateTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout,
+		fmt.Errorf("runtime create did not finish within %s: %w", timeout, context.DeadlineExceeded))
+	defer cancel()
 
 	logger := m.log.With("container_id", req.ID)
 	c := &container{
@@ -119,6 +134,12 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	}
 	rspan.SetAttributes(attribute.Int("pid", pid))
 	endSpan(rspan, err)
+	if err != nil && c.runtimeSpawned && !refusedByRuntime(err) {
+		// The runtime may have created the container (it was killed
+		// after doing so, or its pidfile was unusable): remove it, or it
+		// would linger in the runtime's state, unmonitored.
+		m.forceDelete(ctx, req, logger)
+	}
 	if err != nil {
 		logger.ErrorContext(ctx, "create container", "error", err)
 		return 0, err
@@ -358,6 +379,7 @@ func (m *Monitor) createPipes(ctx context.Context, c *container, extra []*os.Fil
 	if err != nil {
 		return 0, fmt.Errorf("spawn child process: {}: %w", err)
 	}
+	c.runtimeSpawned = true
 	closeFiles(theirs)
 	theirs = nil
 
@@ -415,6 +437,7 @@ func (m *Monitor) createTerminal(ctx context.Context, c *container, extra []*os.
 	if err != nil {
 		return 0, fmt.Errorf("spawn child process: {}: %w", err)
 	}
+	c.runtimeSpawned = true
 	// From here on the runtime must be awaited on every path.
 	var (
 		ev      exitEvent
@@ -514,10 +537,33 @@ func readPIDPath(p string) (int, error) {
 		}
 		return 0, fmt.Errorf("grandchild pid parse error %s: %w", p, err)
 	}
+	if err := checkOwnChild(int(pid)); err != nil {
+		return 0, fmt.Errorf("grandchild pid %s: %w", p, err)
+	}
 	return int(pid), nil
 }
 
 // consoleSize is a WinSize of width columns and height rows.
 func consoleSize(width, height uint16) console.WinSize {
 	return console.WinSize{Width: width, Height: height}
+}
+
+// refusedByRuntime reports whether err is the runtime failing a create on
+// its own: it then removed its own state, and a container of the same ID
+// that it refused to replace may belong to someone else, so nothing is
+// deleted. Killed by a signal (our cancellation) does not count.
+func refusedByRuntime(err error) bool {
+	var re *RuntimeError
+	return errors.As(err, &re) && re.Signal == 0
+}
+
+// forceDelete runs `runtime delete --force <id>`, best effort, on a context
+// of its own: it runs while undoing a create, possibly during Shutdown.
+func (m *Monitor) forceDelete(ctx context.Context, req CreateRequest, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	args := append(m.globalArgs(req.ID, req.Cgroup, req.GlobalArgs), "delete", "--force", req.ID)
+	if err := m.runRuntime(ctx, args); err != nil {
+		logger.Debug("delete after failed create", "error", err)
+	}
 }

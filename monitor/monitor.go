@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os/exec"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
@@ -32,6 +33,9 @@ type Config struct {
 	// as `gomon pause`; empty means this process's own executable, whose
 	// main must then dispatch "pause" to PauseMain.
 	PauseBinary string
+	// CreateTimeout bounds a runtime create (0: DefaultCreateTimeout).
+	// The caller's context does not cancel a create: see CreateContainer.
+	CreateTimeout time.Duration
 	// TracerProvider makes the monitor's spans; nil means the global one
 	// (a no-op unless package exporter installed an SDK).
 	TracerProvider trace.TracerProvider

@@ -70,6 +70,7 @@ func run() int {
 		Version:     buildinfo.Get(),
 		Args:        os.Args[1:],
 
+		CreateTimeout:                 cfg.CreateTimeout,
 		EnableTracing:                 cfg.EnableTracing,
 		TracingEndpoint:               cfg.TracingEndpoint,
 		TracingSamplingRatePerMillion: cfg.TracingSamplingRatePerMillion,

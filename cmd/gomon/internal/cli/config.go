@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Environment variable prefixes: CONMON_ for everything conmon-rs has,
@@ -172,6 +173,11 @@ type Config struct {
 	// root spans kept per million, 0..1000000, default 1000000. Spans with a
 	// parent follow the parent's sampled flag.
 	TracingSamplingRatePerMillion int
+	// CreateTimeout is gomon's --create-timeout SECONDS
+	// (GOMON_CREATE_TIMEOUT), default DefaultCreateTimeoutSeconds: how long
+	// a runtime create may run. A create goes on when its client hangs up,
+	// so that a container the runtime made is still monitored.
+	CreateTimeout time.Duration
 	// CgroupManager is the hidden, ignored -c/--cgroup-manager VALUE that
 	// v0.x conmon-rs clients pass. Empty when not given.
 	CgroupManager string
@@ -254,6 +260,10 @@ func (r RunConfig) RuntimePath() (string, error) {
 	return p, nil
 }
 
+// DefaultCreateTimeoutSeconds bounds a runtime create: kubelet's runtime
+// request timeout is 2 minutes.
+const DefaultCreateTimeoutSeconds = 120
+
 // Parse parses args (os.Args[1:]) and the environment seen through
 // lookupEnv (os.LookupEnv; nil means an empty environment) into a Config.
 //
@@ -274,7 +284,12 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Config, error
 		// Unreachable: the value parser accepted it.
 		return nil, fmt.Errorf("read sampling rate: %w", err)
 	}
+	createTimeout, err := strconv.Atoi(m.value(idCreateTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("read create timeout: %w", err)
+	}
 	cfg := &Config{
+		CreateTimeout:                 time.Duration(createTimeout) * time.Second,
 		Version:                       versionFormat(m, idVersion),
 		VersionJSON:                   versionFormat(m, idVersionJSON),
 		LogLevel:                      m.value(idLogLevel),

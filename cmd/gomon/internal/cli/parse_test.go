@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envFrom(m map[string]string) func(string) (string, bool) {
@@ -22,6 +23,7 @@ func serverDefaults() Config {
 		LogDriver:                     "systemd",
 		TracingEndpoint:               "http://127.0.0.1:4317",
 		TracingSamplingRatePerMillion: 1_000_000,
+		CreateTimeout:                 2 * time.Minute,
 	}
 }
 
@@ -882,5 +884,28 @@ func TestUsageListsEveryVisibleFlag(t *testing.T) {
 	}
 	if !strings.Contains(text, "CONMON_VERSION") {
 		t.Error("help does not warn about CONMON_VERSION")
+	}
+}
+
+func TestCreateTimeout(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, nil, 2 * time.Minute},
+		{[]string{"--create-timeout", "5"}, nil, 5 * time.Second},
+		{[]string{"--create-timeout=7"}, nil, 7 * time.Second},
+		{nil, map[string]string{"GOMON_CREATE_TIMEOUT": "9"}, 9 * time.Second},
+		{[]string{"--create-timeout", "3"}, map[string]string{"GOMON_CREATE_TIMEOUT": "9"}, 3 * time.Second},
+	}
+	for _, tt := range tests {
+		cfg, err := Parse(tt.args, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+		if err != nil || cfg.CreateTimeout != tt.want {
+			t.Errorf("Parse(%q, %v): %v, %v; want %v", tt.args, tt.env, cfg, err, tt.want)
+		}
+	}
+	if _, err := Parse([]string{"--create-timeout", "soon"}, nil); ExitCode(err) != 2 {
+		t.Errorf("--create-timeout soon: %v, want a usage error", err)
 	}
 }

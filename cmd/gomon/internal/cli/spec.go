@@ -215,6 +215,7 @@ const (
 	idEnableTracing   = "enable-tracing"
 	idTracingEndpoint = "tracing-endpoint"
 	idSamplingRate    = "tracing-sampling-rate-per-million"
+	idCreateTimeout   = "create-timeout"
 	idHelp            = "help"
 
 	idBasePath    = "base-path"
@@ -330,6 +331,13 @@ func rootCommand() *cmdSpec {
 				def: strconv.Itoa(DefaultSamplingRatePerMillion), hasDef: true,
 				env:  gomonEnvPrefix + "TRACING_SAMPLING_RATE_PER_MILLION",
 				help: "Root spans sampled per million (parent-based: a sampled parent is always followed)",
+			},
+			{
+				id: idCreateTimeout, long: idCreateTimeout, valueName: "SECONDS",
+				kind: kindSingle, typ: typeUint, max: 86400,
+				def: strconv.Itoa(DefaultCreateTimeoutSeconds), hasDef: true,
+				env:  gomonEnvPrefix + "CREATE_TIMEOUT",
+				help: "Seconds a runtime create may take; the client's own deadline does not cancel it",
 			},
 			helpArg(),
 		},

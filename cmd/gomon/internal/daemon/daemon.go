@@ -49,6 +49,8 @@ type Options struct {
 	LogDriver   string // none|stdout|systemd
 	SkipFork    bool
 	Version     rpc.VersionInfo
+	// CreateTimeout bounds a runtime create; 0 means the monitor's default.
+	CreateTimeout time.Duration
 	// Tracing: OTLP export of spans when enabled (--enable-tracing).
 	EnableTracing                 bool
 	TracingEndpoint               string
@@ -217,11 +219,12 @@ func serve(opts Options, l net.Listener) error {
 	log = slog.New(exporter.LogHandler(log.Handler()))
 
 	mon, err := monitor.New(monitor.Config{
-		Runtime:     opts.Runtime,
-		RuntimeRoot: opts.RuntimeRoot,
-		RunDir:      opts.RunDir,
-		LogLevel:    slogLevel(opts.LogLevel),
-		Logger:      log,
+		Runtime:       opts.Runtime,
+		RuntimeRoot:   opts.RuntimeRoot,
+		RunDir:        opts.RunDir,
+		LogLevel:      slogLevel(opts.LogLevel),
+		CreateTimeout: opts.CreateTimeout,
+		Logger:        log,
 	})
 	if err != nil {
 		_ = l.Close()
