@@ -524,9 +524,10 @@ func writeFrames(conn *net.UnixConn, frame []byte, m attachMsg) error {
 // container's stdin unchanged. NUL bytes are data: conmon-rs v1.0 drops
 // them (v0.7.3 cut the message at the first one), which corrupts binary
 // input and Ctrl-@ keystrokes; no client relies on it, so gomon does not.
-// Reads take a pooled 32 KiB buffer only once a message is ready; the Go
-// client writes at most 32 KiB per message (io.Copy's buffer), and a
-// larger message would be cut at 32 KiB (conmon-rs cuts at 8 KiB).
+// Reads take a pooled 128 KiB buffer (readBufSize) only once a message is
+// ready; the Go client writes at most 32 KiB per message (io.Copy's
+// buffer), and a larger message would be cut at 128 KiB (conmon-rs cuts at
+// 8 KiB).
 func (s *AttachServer) readLoop(c *attachClient) {
 	defer s.wg.Done()
 	defer s.release(c)

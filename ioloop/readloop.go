@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,11 +44,12 @@ type Stats struct {
 // offered again, so the container is never blocked by a broken sink and the
 // shortfall is visible. logger may be nil.
 //
-// Reads use 32 KiB buffers from a pool shared by all loops (see
+// Reads use 128 KiB buffers from a pool shared by all loops (see
 // readBufSize). When r is an *os.File (or any syscall.Conn) on a pollable fd,
 // the loop waits for readability before it takes a buffer, so a loop parked
-// on a quiet container holds no buffer. Writers see each chunk only during
-// their call.
+// on a quiet container holds no buffer; on a pipe it also asks for a
+// pipeSize (1 MiB) pipe buffer and batches the reads of a fast writer (see
+// batchDelay). Writers see each chunk only during their call.
 func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Writer) (Stats, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -143,16 +145,68 @@ func (d *destState) finish(logger *slog.Logger, name string) {
 type chunkReader struct {
 	r  io.Reader
 	rc syscall.RawConn // nil: use r.Read
+	// pipe is set when rc is a pipe: only pipe reads are batched.
+	pipe bool
+	// hot is set when the last read from the pipe brought at least
+	// batchMin bytes: see batchDelay.
+	hot bool
 }
+
+// batchDelay and batchMin batch the reads of a container that writes
+// fast. When a read finds the pipe empty right after a read that brought
+// at least batchMin bytes, the writer is busy: parking on the poller now
+// would wake us again after its next write (64 KiB for most writers), a
+// park and a wake-up (several context switches in the Go scheduler) per
+// 64 KiB. Sleeping batchDelay instead lets the pipe (pipeSize) fill, so
+// the reads that follow find full buffers and one wake-up serves hundreds
+// of KiB. A quiet or slowly writing container never brings batchMin bytes
+// in one read and is read as soon as data arrives; a burst costs at most
+// batchDelay of extra latency for its tail.
+const (
+	batchDelay = 1 * time.Millisecond
+	batchMin   = 16 << 10
+)
 
 func newChunkReader(r io.Reader) *chunkReader {
 	cr := &chunkReader{r: r}
 	if sc, ok := r.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			cr.rc = rc
+			cr.pipe = growPipe(rc)
 		}
 	}
 	return cr
+}
+
+// pipeSize is the capacity asked for the pipes the read loops drain
+// (F_SETPIPE_SZ). With the default 64 KiB a writer producing output fast
+// fills the pipe while we write a chunk out and then sleeps until we read
+// again, so writer and loop alternate, with wake-ups on both sides for
+// every pipeful, and contend for the pipe's lock. With 1 MiB the writer
+// keeps running while we write to the log, and batched reads (batchDelay)
+// find data ready. The kernel allocates a pipe's pages only as data is
+// buffered, so a quiet container's pipe costs no more than before.
+// Measured on 100-byte lines (bench/, `make bench BENCH_FLAGS='-only
+// logs'`): 473 -> 603 MB/s, 1.48 -> 1.25 CPU s/GB with 32 KiB reads.
+const pipeSize = 1 << 20
+
+// growPipe reports whether rc is a pipe and asks for a pipeSize pipe
+// buffer, best effort: that fails with EPERM for an unprivileged user over
+// /proc/sys/fs/pipe-user-pages-soft, and the loop works the same with the
+// default size.
+func growPipe(rc syscall.RawConn) bool {
+	isPipe := false
+	_ = rc.Control(func(fd uintptr) {
+		sz, err := unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			return // not a pipe: a pty master, a socket
+		}
+		isPipe = true
+		if sz < pipeSize {
+			_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) // best effort, see above
+		}
+	})
+	return isPipe
 }
 
 // read returns a pooled buffer holding n > 0 bytes (and possibly an error
@@ -162,6 +216,11 @@ func newChunkReader(r io.Reader) *chunkReader {
 func (cr *chunkReader) read() (*[]byte, int, error) {
 	if cr.rc != nil {
 		bp, n, err, ok := cr.rawRead()
+		if ok && n == 0 && err == nil { // empty after a burst
+			time.Sleep(batchDelay)
+			bp, n, err, ok = cr.rawRead() // not hot now: waits if still empty
+		}
+		cr.hot = cr.pipe && n >= batchMin
 		if ok {
 			return bp, n, err
 		}
@@ -180,7 +239,9 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 }
 
 // rawRead waits for readability without holding a buffer, then takes one
-// and reads. ok is false when the poller itself failed.
+// and reads. ok is false when the poller itself failed. When the pipe is
+// empty and hot is set it clears hot and returns no buffer, no error and
+// ok, without waiting.
 func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 	var opErr error
 	werr := cr.rc.Read(func(fd uintptr) bool {
@@ -193,6 +254,11 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 		}
 		if errors.Is(opErr, unix.EAGAIN) {
 			putReadBuf(b)
+			if cr.hot {
+				cr.hot = false
+				opErr = nil
+				return true // the caller sleeps batchDelay and reads again
+			}
 			return false // wait for readability, holding no buffer
 		}
 		bp = b
@@ -202,6 +268,8 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 		return nil, 0, nil, false
 	}
 	switch {
+	case bp == nil: // empty after a burst, see hot
+		return nil, 0, nil, true
 	case opErr != nil:
 		putReadBuf(bp)
 		return nil, 0, os.NewSyscallError("read", opErr), true

@@ -499,3 +499,135 @@ func TestReadLoopPtyEIO(t *testing.T) {
 		})
 	}
 }
+
+// notifyWriter collects everything and closes reached once it holds at
+// least want bytes. Only the read loop writes to it.
+type notifyWriter struct {
+	mu      sync.Mutex
+	buf     []byte
+	want    int
+	reached chan struct{}
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	before := len(w.buf)
+	w.buf = append(w.buf, p...)
+	if before < w.want && len(w.buf) >= w.want {
+		close(w.reached)
+	}
+	return len(p), nil
+}
+
+// TestReadLoopPipeBursts writes bursts large enough to make the loop batch
+// its reads (see batchDelay), each followed by a pause in which the pipe is
+// empty, then a small tail and EOF: every byte must arrive, in order.
+func TestReadLoopPipeBursts(t *testing.T) {
+	tests := []struct {
+		name   string
+		bursts []int
+	}{
+		{name: "one burst of batchMin", bursts: []int{batchMin}},
+		{name: "bursts over a read buffer", bursts: []int{3 * readBufSize, batchMin + 1, 5 * readBufSize}},
+		{name: "small then large", bursts: []int{10, 2 * batchMin}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = r.Close() }()
+			var want []byte
+			nw := &notifyWriter{reached: make(chan struct{})}
+			type result struct {
+				st  Stats
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				st, err := ReadLoop(r, Stdout, nil, nil, nw)
+				done <- result{st, err}
+			}()
+			for i, n := range tt.bursts {
+				burst := bytes.Repeat([]byte{byte('a' + i)}, n)
+				want = append(want, burst...)
+				nw.mu.Lock()
+				nw.want, nw.reached = len(want), make(chan struct{})
+				reached := nw.reached
+				nw.mu.Unlock()
+				if _, err := w.Write(burst); err != nil {
+					t.Fatal(err)
+				}
+				<-reached // the loop drained the pipe: the next read finds it empty
+			}
+			want = append(want, "tail\n"...)
+			if _, err := w.Write([]byte("tail\n")); err != nil {
+				t.Fatal(err)
+			}
+			_ = w.Close()
+			res := <-done
+			if res.err != nil {
+				t.Fatalf("ReadLoop: %v", res.err)
+			}
+			if !bytes.Equal(nw.buf, want) {
+				t.Fatalf("got %d bytes, want %d (first difference at %d)", len(nw.buf), len(want), firstDiff(nw.buf, want))
+			}
+			if res.st.Bytes != uint64(len(want)) {
+				t.Fatalf("Stats.Bytes = %d, want %d", res.st.Bytes, len(want))
+			}
+		})
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestReadLoopGrowsPipe checks that a read loop asks for a pipeSize pipe.
+func TestReadLoopGrowsPipe(t *testing.T) {
+	raw, err := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	if err != nil {
+		t.Skipf("SKIPPED: cannot read pipe-max-size: %v", err)
+	}
+	var maxSize int
+	if _, err := fmt.Sscan(string(raw), &maxSize); err != nil {
+		t.Fatalf("parse pipe-max-size %q: %v", raw, err)
+	}
+	if maxSize < pipeSize {
+		t.Skipf("SKIPPED: pipe-max-size %d < %d", maxSize, pipeSize)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Close() }()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ReadLoop(r, Stdout, nil, nil)
+		done <- err
+	}()
+	// The loop grows the pipe before its first read; a byte it has read
+	// proves it got that far.
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("ReadLoop: %v", err)
+	}
+	sz, err := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0)
+	_ = r.Close()
+	if err != nil {
+		t.Fatalf("F_GETPIPE_SZ: %v", err)
+	}
+	if sz < pipeSize {
+		t.Fatalf("pipe size %d, want at least %d", sz, pipeSize)
+	}
+}
