@@ -119,8 +119,8 @@ func (r *Results) Doc(quick bool) report.Doc {
 			fmt.Sprintf("- load average at start / end: %s / %s (the machine was shared: numbers are noisy)", m.LoadStart, m.LoadEnd),
 			fmt.Sprintf("- runc: %s; conmon: %s (%s); gomon: %s (%s); harness: %s",
 				m.Runc, m.Conmon, m.Sources["conmon"], m.Gomon, m.Sources["gomon"], m.Go),
-			fmt.Sprintf("- samples: latency %d, exec %d, log %d per pattern, tracing %d; step durations: %s",
-				r.Params.LatencyReps, r.Params.ExecReps, r.Params.LogReps, r.Params.TraceReps, strings.Join(steps, ", ")),
+			fmt.Sprintf("- samples: latency %d, exec %d, log %d per pattern, tracing %d (log %d); step durations: %s",
+				r.Params.LatencyReps, r.Params.ExecReps, r.Params.LogReps, r.Params.TraceReps, r.Params.TraceLogReps, strings.Join(steps, ", ")),
 			"- method: contenders run interleaved (gomon, conmon, runc, gomon, …) after one warm-up round; medians and p90s. " +
 				"gomon is driven through the conmon-rs v1.0.1 Go client with a running daemon per pod (as CRI-O main does); " +
 				"conmon through its CLI and `_OCI_SYNCPIPE`/`_OCI_STARTPIPE` socketpairs, one per container, with CRI-O's flags; " +
@@ -304,6 +304,11 @@ func (r *Results) tracingSection() report.Section {
 		rs, _ := ratio(on, off)
 		return []string{name, num(off), num(on), rs, tg.label(), tg.verdict(tv)}
 	}
+	logRow := func(what string, v map[string][]float64, tg *target) []string {
+		off, on := med(v[lGomon]), med(v[lTrace])
+		_, rv := ratio(on, off)
+		return row(fmt.Sprintf("log lines100, %d MiB: %s, median", t.LogBytes>>20, what), off, on, tg, rv)
+	}
 	memOn, memOff := t.Memory[lTrace], t.Memory[lGomon]
 	s := report.Section{
 		Title:   "5. gomon with tracing off / on",
@@ -311,6 +316,8 @@ func (r *Results) tracingSection() report.Section {
 		Rows: [][]string{
 			row("create-to-running, median ms", med(t.Latency[lGomon]), med(t.Latency[lTrace]), nil, 0),
 			row("exec sync, median ms", med(t.Exec[lGomon]), med(t.Exec[lTrace]), nil, 0),
+			logRow("MB/s", t.LogMBps, atLeast(0.95, "on/off ≥ 0.95")),
+			logRow("monitor CPU s/GB", t.LogCPUPerGB, nil),
 			row("idle VmRSS, 1 pod × 1, MiB", mib(memOff.RSS), mib(memOn.RSS), atMost(10, "≤ 10 MiB with tracing"), mib(memOn.RSS)),
 			row("idle RssAnon, MiB", mib(memOff.Anon), mib(memOn.Anon), nil, 0),
 			row("idle PSS, MiB", mib(memOff.PSS), mib(memOn.PSS), nil, 0),
@@ -325,6 +332,15 @@ func (r *Results) tracingSection() report.Section {
 	for name, why := range t.ExecNA {
 		s.Notes = append(s.Notes, fmt.Sprintf("%s exec: n/a — %s", name, why))
 	}
+	verified := "every byte verified for both"
+	var bad []string
+	for name, errs := range t.LogErrors {
+		bad = append(bad, fmt.Sprintf("%s: %d of %d runs failed (%s)", name, len(errs), len(t.LogMBps[name]), errs[0]))
+	}
+	if len(bad) > 0 {
+		verified = "VERIFICATION FAILED: " + strings.Join(bad, "; ")
+	}
+	s.Notes = append(s.Notes, fmt.Sprintf("Log rows: the lines100 pattern of section 4, measured the same way (%d runs each, interleaved, one pod each); %s. Target: issue 9, tracing costs at most 5%% of log throughput.", len(t.LogMBps[lGomon]), verified))
 	s.Notes = append(s.Notes, "gomon+tracing runs with `--enable-tracing --tracing-endpoint http://127.0.0.1:<port>` (a local h2c gRPC sink that acks every export).")
 	return s
 }

@@ -51,7 +51,8 @@ func TestDocRendersEverySection(t *testing.T) {
 			MBps:     map[string][]float64{lGomon: {200}, lConmon: {100}, lRunc: {400}},
 			CPUPerGB: map[string][]float64{lGomon: {1}, lConmon: {2}}, CPUTicksPerGB: map[string][]float64{},
 			Errors: map[string][]string{lConmon: {"short"}}, Records: map[string]int64{}}},
-		Tracing: &TracingResult{Latency: map[string][]float64{}, Exec: map[string][]float64{}, Memory: map[string]procfs.Memory{}},
+		Tracing: &TracingResult{Latency: map[string][]float64{}, Exec: map[string][]float64{}, Memory: map[string]procfs.Memory{},
+			LogBytes: 1 << 20, LogMBps: map[string][]float64{lGomon: {400}, lTrace: {360}}, LogCPUPerGB: map[string][]float64{lGomon: {1}, lTrace: {1.1}}},
 	}
 	md := string(r.Doc(false).Markdown())
 	for _, want := range []string{
@@ -62,6 +63,8 @@ func TestDocRendersEverySection(t *testing.T) {
 		"| lines100, 1 MiB: MB/s, median | 200.0 | 100.0 | 400.0 | 2.00× | 0.50× | gomon/conmon ≥ 2 | met |",
 		"VERIFICATION FAILED: conmon: 1 of 1 runs failed (short)",
 		"received NO export request",
+		"| log lines100, 1 MiB: MB/s, median | 400.0 | 360.0 | 0.90× | on/off ≥ 0.95 | missed |",
+		"| log lines100, 1 MiB: monitor CPU s/GB, median | 1.00 | 1.10 | 1.10× | — | — |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q\n%s", want, md)

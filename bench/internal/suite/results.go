@@ -66,12 +66,19 @@ type LogResult struct {
 
 // TracingResult compares gomon with tracing off and on.
 type TracingResult struct {
-	Latency  map[string][]float64 // create-to-running, ms
-	Exec     map[string][]float64 // exec sync, ms; empty when unsupported
-	ExecNA   map[string]string
-	Memory   map[string]procfs.Memory // one pod, one idle container
-	Requests int64                    // export requests the sink received
-	Bytes    int64
+	Latency map[string][]float64 // create-to-running, ms
+	Exec    map[string][]float64 // exec sync, ms; empty when unsupported
+	ExecNA  map[string]string
+	Memory  map[string]procfs.Memory // one pod, one idle container
+	// Log throughput of the lines100 pattern in the same run: MB/s and
+	// monitor CPU seconds per GB, one sample per rep; LogBytes per sample,
+	// LogErrors verification failures.
+	LogMBps     map[string][]float64
+	LogCPUPerGB map[string][]float64
+	LogBytes    int64
+	LogErrors   map[string][]string
+	Requests    int64 // export requests the sink received
+	Bytes       int64
 }
 
 // summary is a shortcut for stats.Summarize.

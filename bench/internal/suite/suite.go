@@ -48,31 +48,37 @@ type Params struct {
 	LogReps     int
 	LogBytes    map[string]int64 // by pattern name
 	TraceReps   int
+	// TraceLogReps is the number of lines100 log runs per contender in
+	// the tracing comparison (more than LogReps: the on/off ratio of two
+	// close numbers needs more samples than a 2x comparison).
+	TraceLogReps int
 }
 
 // QuickParams is a smoke run of about a minute.
 func QuickParams() Params {
 	return Params{
-		LatencyReps: 3,
-		ExecReps:    5,
-		MemScenario: []Scenario{{1, 0}, {1, 1}, {1, 5}, {2, 3}},
-		Idle:        2 * time.Second,
-		LogReps:     1,
-		LogBytes:    map[string]int64{loggen.Lines100.Name: 8 << 20, loggen.LongLine.Name: 8 << 20, loggen.Lines2.Name: 1 << 20},
-		TraceReps:   3,
+		LatencyReps:  3,
+		ExecReps:     5,
+		MemScenario:  []Scenario{{1, 0}, {1, 1}, {1, 5}, {2, 3}},
+		Idle:         2 * time.Second,
+		LogReps:      1,
+		LogBytes:     map[string]int64{loggen.Lines100.Name: 8 << 20, loggen.LongLine.Name: 8 << 20, loggen.Lines2.Name: 1 << 20},
+		TraceReps:    3,
+		TraceLogReps: 1,
 	}
 }
 
 // FullParams is the full run (a few minutes on 2 cores).
 func FullParams() Params {
 	return Params{
-		LatencyReps: 40,
-		ExecReps:    60,
-		MemScenario: []Scenario{{1, 0}, {1, 1}, {1, 10}, {1, 50}, {10, 5}},
-		Idle:        2 * time.Second,
-		LogReps:     5,
-		LogBytes:    map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
-		TraceReps:   20,
+		LatencyReps:  40,
+		ExecReps:     60,
+		MemScenario:  []Scenario{{1, 0}, {1, 1}, {1, 10}, {1, 50}, {10, 5}},
+		Idle:         2 * time.Second,
+		LogReps:      5,
+		LogBytes:     map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
+		TraceReps:    20,
+		TraceLogReps: 10,
 	}
 }
 

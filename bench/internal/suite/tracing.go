@@ -6,13 +6,15 @@ import (
 	"time"
 
 	"github.com/gomon-dev/gomon/bench/internal/driver"
+	"github.com/gomon-dev/gomon/bench/internal/loggen"
 	"github.com/gomon-dev/gomon/bench/internal/otlpsink"
 	"github.com/gomon-dev/gomon/bench/internal/procfs"
 )
 
 // tracing compares gomon without and with --enable-tracing (pointed at a
-// local OTLP sink): create-to-running, exec sync and the idle memory of a
-// pod with one container, interleaved.
+// local OTLP sink): create-to-running, exec sync, log throughput of
+// 100-byte lines and the idle memory of a pod with one container,
+// interleaved.
 func (h *harness) tracing(ctx context.Context, res *Results) error {
 	sink, err := otlpsink.Start()
 	if err != nil {
@@ -28,13 +30,17 @@ func (h *harness) tracing(ctx context.Context, res *Results) error {
 	drivers := []driver.Driver{off, on}
 	tr := &TracingResult{
 		Latency: map[string][]float64{}, Exec: map[string][]float64{}, ExecNA: map[string]string{},
-		Memory: map[string]procfs.Memory{},
+		Memory:  map[string]procfs.Memory{},
+		LogMBps: map[string][]float64{}, LogCPUPerGB: map[string][]float64{}, LogErrors: map[string][]string{},
 	}
 	res.Tracing = tr
 	if err := h.latencyInto(ctx, drivers, h.cfg.Params.TraceReps, tr.Latency, nil); err != nil {
 		return err
 	}
 	if err := h.execInto(ctx, drivers, h.cfg.Params.TraceReps, tr.Exec, tr.ExecNA); err != nil {
+		return err
+	}
+	if err := h.tracingLogs(ctx, drivers, tr); err != nil {
 		return err
 	}
 	// Memory is read with nothing else of ours running (PSS depends on who
@@ -54,5 +60,41 @@ func (h *harness) tracing(ctx context.Context, res *Results) error {
 		return err
 	}
 	tr.Requests, tr.Bytes = sink.Requests(), sink.Bytes()
+	return nil
+}
+
+// tracingLogs runs the lines100 log pattern Params.TraceLogReps times on
+// each driver, interleaved, with one pod per driver, into tr.
+func (h *harness) tracingLogs(ctx context.Context, drivers []driver.Driver, tr *TracingResult) error {
+	pat := loggen.Lines100
+	size := h.cfg.Params.LogBytes[pat.Name]
+	if size <= 0 || h.cfg.Params.TraceLogReps <= 0 {
+		return nil
+	}
+	tr.LogBytes = size
+	pods := make([]driver.Pod, len(drivers))
+	for i, d := range drivers {
+		p, err := h.newPod(ctx, d)
+		if err != nil {
+			return err
+		}
+		pods[i] = p
+	}
+	for rep := 0; rep < h.cfg.Params.TraceLogReps; rep++ {
+		for i, d := range drivers {
+			o, err := h.logRun(ctx, d, pods[i], pat, size)
+			if err != nil {
+				return fmt.Errorf("%s %s rep %d: %w", d.Name(), pat.Name, rep, err)
+			}
+			gb := float64(size) / 1e9
+			tr.LogMBps[d.Name()] = append(tr.LogMBps[d.Name()], float64(size)/1e6/o.elapsed.Seconds())
+			tr.LogCPUPerGB[d.Name()] = append(tr.LogCPUPerGB[d.Name()], o.cpu.Run.Seconds()/gb)
+			if o.verifyErr != nil {
+				tr.LogErrors[d.Name()] = append(tr.LogErrors[d.Name()], o.verifyErr.Error())
+			}
+			h.log.Info("log run", "monitor", d.Name(), "pattern", pat.Name,
+				"MBps", float64(size)/1e6/o.elapsed.Seconds(), "cpu", o.cpu, "verify", o.verifyErr)
+		}
+	}
 	return nil
 }
