@@ -301,4 +301,3 @@ func httpStatus(t *testing.T, method, url string) int {
 	_ = resp.Body.Close()
 	return resp.StatusCode
 }
-
