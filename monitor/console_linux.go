@@ -6,11 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/containerd/console"
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/ioloop"
 )
 
 // consoleSocket is the --console-socket listener of one terminal
@@ -27,19 +28,12 @@ type consoleSocket struct {
 func newConsoleSocket() (*consoleSocket, error) {
 	dir := os.TempDir()
 	name := "gomon-term-" + randomSuffix() + ".sock"
-	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open console socket dir %s: %w", dir, err)
-	}
-	defer func() { _ = unix.Close(dfd) }() // the bound socket does not need it
-	short := "/proc/self/fd/" + strconv.Itoa(dfd) + "/" + name
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: short, Net: "unix"})
+	// Owner-only: only the runtime (running as us) connects. close
+	// removes the path.
+	ln, err := ioloop.ListenUnix("unix", filepath.Join(dir, name), 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("listen on console socket: %w", err)
 	}
-	// Close would unlink the /proc/self/fd path, which is gone by then;
-	// close removes the real path instead.
-	ln.SetUnlinkOnClose(false)
 	return &consoleSocket{path: filepath.Join(dir, name), ln: ln}, nil
 }
 

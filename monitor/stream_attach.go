@@ -10,10 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/monitor/internal/stream"
@@ -143,16 +140,5 @@ func copyAttachInput(conn *net.UnixConn, in io.Reader) {
 // dialAttachSocket connects to the attach socket at path through
 // /proc/self/fd/<dir>/<name>, so a run directory beyond sun_path works.
 func dialAttachSocket(path string) (*net.UnixConn, error) {
-	dir, name := filepath.Split(path)
-	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open attach socket dir: %w", err)
-	}
-	defer func() { _ = unix.Close(dfd) }() // only needed to connect
-	short := "/proc/self/fd/" + strconv.Itoa(dfd) + "/" + name
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: short, Net: "unixpacket"})
-	if err != nil {
-		return nil, fmt.Errorf("connect to attach socket: %w", err)
-	}
-	return conn, nil
+	return ioloop.DialUnix("unixpacket", path)
 }

@@ -11,11 +11,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/ioloop"
 )
 
 const (
@@ -98,28 +99,12 @@ func Listen(path string, logger *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// bindLong binds a seqpacket listener to dir/name via the directory's fd
-// path and sets its mode. The listener does not unlink on close: its
-// recorded address is a /proc path that dies with the directory fd.
+// bindLong listens on dir/name (which may be longer than sun_path) with
+// socketMode, through ioloop.ListenUnix.
 func bindLong(dir, name string) (*net.UnixListener, error) {
-	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open socket directory: %w", err)
-	}
-	defer func() { _ = unix.Close(dirfd) }()
-	addr := &net.UnixAddr{
-		Name: "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name,
-		Net:  "unixpacket",
-	}
-	ln, err := net.ListenUnix("unixpacket", addr)
+	ln, err := ioloop.ListenUnix("unixpacket", filepath.Join(dir, name), socketMode)
 	if err != nil {
 		return nil, fmt.Errorf("bind: %w", err)
-	}
-	ln.SetUnlinkOnClose(false)
-	if err := unix.Fchmodat(dirfd, name, socketMode, 0); err != nil {
-		_ = ln.Close()
-		_ = unix.Unlinkat(dirfd, name, 0)
-		return nil, fmt.Errorf("set socket mode: %w", err)
 	}
 	return ln, nil
 }

@@ -6,31 +6,19 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/ioloop"
 )
 
-// listenUnix binds a stream socket at path, which may be longer than the
-// 108 bytes of sun_path: the bind goes through /proc/self/fd/<dirfd>/<name>,
-// the same trick the conmon-rs client uses to dial. The listener does not
-// unlink the path on Close; the daemon removes it explicitly.
+// listenUnix listens on conmon.sock, owner-only (it speaks for every
+// container of the pod), through the long-path trick of ioloop.ListenUnix.
+// The listener does not unlink the path on Close; the daemon removes it.
 func listenUnix(path string) (*net.UnixListener, error) {
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return nil, fmt.Errorf("open socket directory: %w", err)
-	}
-	defer func() { _ = dir.Close() }() // the bound socket does not need the dir fd
-	short := fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: short, Net: "unix"})
+	l, err := ioloop.ListenUnix("unix", path, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	l.SetUnlinkOnClose(false)
-	// conmon.sock speaks for every container of the pod: owner only.
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = l.Close()
-		return nil, fmt.Errorf("restrict socket mode: %w", err)
 	}
 	return l, nil
 }
