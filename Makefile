@@ -18,15 +18,22 @@ LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
-.PHONY: help build test test-unit test-interop reliability generate check-generate lint demo bundle clean e2e
+.PHONY: help deps build test test-unit test-interop reliability generate check-generate lint demo bundle clean e2e
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Debian packages the containers and tests need; installed when missing.
+DEPS        := runc busybox-static
+
+deps: ## install runc and busybox-static with apt when missing (root)
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
 build: ## build bin/gomon
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(GOMON) ./cmd/gomon
 
-test: build ## run every test: unit, integration (root + runc) and interop
+test: deps build ## run every test: unit, integration (root + runc) and interop
 	$(GO) test -race -count=1 ./...
 	$(MAKE) test-interop
 
@@ -58,10 +65,10 @@ $(BIN)/golangci-lint:
 lint: $(BIN)/golangci-lint ## golangci-lint with the repository's config
 	$(BIN)/golangci-lint run ./...
 
-bundle: ## build a busybox-static OCI bundle in build/bundle
+bundle: deps ## build a busybox-static OCI bundle in build/bundle
 	hack/mkbundle.sh build/bundle $(DEMO_ARGS)
 
-demo: build bundle ## run a busybox container through gomon run
+demo: deps build bundle ## run a busybox container through gomon run
 	$(GOMON) run --runtime $(RUNC) --bundle build/bundle demo-$$$$
 
 e2e: build ## gomon as CRI-O's pod monitor with crictl, runc and Jaeger (root; tools cached in $(E2E_CACHE))
