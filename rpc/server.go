@@ -186,11 +186,7 @@ func (a *adapter) Version(ctx context.Context, call proto.Conmon_version) error 
 	}
 	_, span := a.start(ctx, "version", r.metadata)
 	defer span.End()
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -237,11 +233,7 @@ func (a *adapter) CreateContainer(ctx context.Context, call proto.Conmon_createC
 		return fail(span, err)
 	}
 	span.SetAttributes(attribute.Int("pid", int(pid)))
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -266,11 +258,7 @@ func (a *adapter) ExecSyncContainer(ctx context.Context, call proto.Conmon_execS
 		return fail(span, err)
 	}
 	span.SetAttributes(attribute.Int("exit_code", int(out.ExitCode)), attribute.Bool("timed_out", out.TimedOut))
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -359,11 +347,7 @@ func (a *adapter) CreateNamespaces(ctx context.Context, call proto.Conmon_create
 	if err != nil {
 		return fail(span, err)
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -397,11 +381,7 @@ func (a *adapter) StartFdSocket(ctx context.Context, call proto.Conmon_startFdSo
 	if err != nil {
 		return fail(span, err)
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -424,11 +404,7 @@ func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serv
 	if err != nil {
 		return fail(span, err)
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -451,11 +427,7 @@ func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_se
 	if err != nil {
 		return fail(span, err)
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -480,11 +452,7 @@ func (a *adapter) ServePortForwardContainer(ctx context.Context, call proto.Conm
 	if err != nil {
 		return fail(span, err)
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return toException(err)
-	}
-	resp, err := res.NewResponse()
+	resp, err := response(call.AllocResults)
 	if err != nil {
 		return toException(err)
 	}
@@ -501,3 +469,19 @@ func (c capnpLogger) Debug(msg string, args ...any) { c.l.Debug(msg, args...) }
 func (c capnpLogger) Info(msg string, args ...any)  { c.l.Debug(msg, args...) }
 func (c capnpLogger) Warn(msg string, args ...any)  { c.l.Debug(msg, args...) }
 func (c capnpLogger) Error(msg string, args ...any) { c.l.Debug(msg, args...) }
+
+// results is a method's generated results struct.
+type results[T any] interface {
+	NewResponse() (T, error)
+}
+
+// response allocates a call's results and its response struct, the first
+// step of every answer.
+func response[T any, R results[T]](alloc func() (R, error)) (T, error) {
+	res, err := alloc()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return res.NewResponse()
+}
