@@ -100,7 +100,9 @@ func checkOwnChild(pid int) error {
 	if err != nil {
 		return fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
 	}
-	if ppid != os.Getpid() {
+	// 0: the process has exited and is being released (the kernel reports
+	// no parent once it is unhashed): gone, like a missing /proc entry.
+	if ppid != 0 && ppid != os.Getpid() {
 		return fmt.Errorf("pid %d (parent %d): %w", pid, ppid, errNotOurChild)
 	}
 	return nil
