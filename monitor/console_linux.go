@@ -19,6 +19,11 @@ import (
 type consoleSocket struct {
 	path string // the real path, removed by close
 	ln   *net.UnixListener
+	// accepted delivers the one accepted connection (or the accept's
+	// error); a receiver owns the connection. acceptDone is closed once
+	// the accept goroutine has delivered.
+	accepted   chan acceptResult
+	acceptDone chan struct{}
 }
 
 // newConsoleSocket listens at $TMPDIR/gomon-term-<random>.sock. It binds
@@ -34,7 +39,18 @@ func newConsoleSocket() (*consoleSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on console socket: %w", err)
 	}
-	return &consoleSocket{path: filepath.Join(dir, name), ln: ln}, nil
+	s := &consoleSocket{
+		path:       filepath.Join(dir, name),
+		ln:         ln,
+		accepted:   make(chan acceptResult, 1),
+		acceptDone: make(chan struct{}),
+	}
+	go func() { // ends when the runtime connects or close stops listening
+		defer close(s.acceptDone)
+		conn, err := s.ln.AcceptUnix()
+		s.accepted <- acceptResult{conn: conn, err: err}
+	}()
+	return s, nil
 }
 
 // acceptResult is the outcome of one accept.
@@ -43,22 +59,19 @@ type acceptResult struct {
 	err  error
 }
 
-// acceptAsync accepts one connection in a goroutine and delivers the result
-// on the returned channel (capacity 1, exactly one value). close makes a
-// pending accept fail; the caller must still receive the result.
-func (s *consoleSocket) acceptAsync() <-chan acceptResult {
-	res := make(chan acceptResult, 1)
-	go func() {
-		conn, err := s.ln.AcceptUnix()
-		res <- acceptResult{conn: conn, err: err}
-	}()
-	return res
-}
-
-// close stops listening and removes the socket file. It is idempotent.
+// close stops listening, removes the socket file, waits for the accept
+// goroutine and closes a connection nobody received. It is idempotent.
 func (s *consoleSocket) close() {
-	_ = s.ln.Close()      // error only if already closed
+	_ = s.ln.Close()      // error only if already closed; ends a pending accept
 	_ = os.Remove(s.path) // may already be gone
+	<-s.acceptDone
+	select {
+	case r := <-s.accepted:
+		if r.conn != nil {
+			_ = r.conn.Close()
+		}
+	default: // received by the caller, who owns the connection
+	}
 }
 
 // receiveConsole reads the one message the runtime sends on conn: the pty

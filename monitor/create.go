@@ -411,13 +411,6 @@ func (m *Monitor) createTerminal(ctx context.Context, c *container, extra []*os.
 		return 0, err
 	}
 	defer sock.close()
-	accepted := sock.acceptAsync()
-	defer func() {
-		sock.close() // ends a pending accept
-		if r := <-accepted; r.conn != nil {
-			_ = r.conn.Close()
-		}
-	}()
 
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
@@ -458,8 +451,7 @@ func (m *Monitor) createTerminal(ctx context.Context, c *container, extra []*os.
 	defer timer.Stop()
 	var con console.Console
 	select {
-	case r := <-accepted:
-		accepted = closedAccept() // consumed: the deferred receive must not block
+	case r := <-sock.accepted:
 		if r.err != nil {
 			return 0, fmt.Errorf("wait for terminal socket connection: %w", r.err)
 		}
@@ -508,13 +500,6 @@ func (m *Monitor) createTerminal(ctx context.Context, c *container, extra []*os.
 		c.startInput(req.Input, con, false)
 	}
 	return readPIDFile(req.BundlePath)
-}
-
-// closedAccept returns a channel that yields an empty result at once.
-func closedAccept() <-chan acceptResult {
-	ch := make(chan acceptResult, 1)
-	ch <- acceptResult{}
-	return ch
 }
 
 // readPIDFile reads the init PID the runtime wrote to <bundle>/pidfile.

@@ -2,7 +2,6 @@ package monitor
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/uuid"
 )
 
 // Exec sync (CONTRACT.md §2.7).
@@ -115,7 +115,7 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 	}
 	defer done()
 
-	id := newUUID()
+	id := uuid.New()
 	dir := m.cfg.RunDir
 	if dir == "" {
 		dir = os.TempDir()
@@ -281,8 +281,13 @@ func (x *execRun) awaitKilled(pid int, exit <-chan exitEvent) bool {
 // killFromPidfile kills the exec'd process, if the runtime got as far as
 // writing its pidfile, when the call is abandoned before the process was
 // subscribed. The reaper reaps it (as an unknown process).
-func (x *execRun) killFromPidfile() {
-	pid, err := readPIDPath(x.pidfile)
+func (x *execRun) killFromPidfile() { killPidfileProcess(x.pidfile) }
+
+// killPidfileProcess SIGKILLs, by pidfd, the process a runtime named in
+// the pidfile p, best effort: nothing is there when the runtime never wrote
+// it or the process is gone.
+func killPidfileProcess(p string) {
+	pid, err := readPIDPath(p)
 	if err != nil {
 		return
 	}
@@ -376,13 +381,6 @@ func (x *execRun) execTerminal(ctx context.Context) (failed bool, diag string, e
 		return false, "", err
 	}
 	defer sock.close()
-	accepted := sock.acceptAsync()
-	defer func() {
-		sock.close() // ends a pending accept
-		if r := <-accepted; r.conn != nil {
-			_ = r.conn.Close()
-		}
-	}()
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return false, "", fmt.Errorf("open %s: %w", os.DevNull, err)
@@ -404,8 +402,7 @@ func (x *execRun) execTerminal(ctx context.Context) (failed bool, diag string, e
 	defer timer.Stop()
 	connectErr := ""
 	select {
-	case r := <-accepted:
-		accepted = closedAccept() // consumed: the deferred receive must not block
+	case r := <-sock.accepted:
 		if r.err != nil {
 			connectErr = r.err.Error()
 			break
@@ -440,22 +437,4 @@ func (x *execRun) execTerminal(ctx context.Context) (failed bool, diag string, e
 		return true, readScratch(errFile), nil
 	}
 	return false, "", nil
-}
-
-// newUUID returns a random (version 4) UUID in its usual text form, as
-// conmon-rs names exec pidfiles.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	const hexd = "0123456789abcdef"
-	out := make([]byte, 0, 36)
-	for i, v := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out = append(out, '-')
-		}
-		out = append(out, hexd[v>>4], hexd[v&0x0f])
-	}
-	return string(out)
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/monitor/internal/stream"
+	"github.com/gomon-dev/gomon/monitor/internal/uuid"
 )
 
 // Streaming exec: the session's Run. Same machinery as ExecSync (see
@@ -58,7 +59,7 @@ func (m *Monitor) streamExec(ctx context.Context, req ServeExecRequest, sio stre
 		return 0, err
 	}
 	defer done()
-	id := newUUID()
+	id := uuid.New()
 	dir := m.cfg.RunDir
 	if dir == "" {
 		dir = os.TempDir()
@@ -222,13 +223,6 @@ func (x *streamExecRun) startTerminal(ctx context.Context) error {
 		return err
 	}
 	defer sock.close()
-	accepted := sock.acceptAsync()
-	defer func() {
-		sock.close() // ends a pending accept
-		if r := <-accepted; r.conn != nil {
-			_ = r.conn.Close()
-		}
-	}()
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", os.DevNull, err)
@@ -248,8 +242,7 @@ func (x *streamExecRun) startTerminal(ctx context.Context) error {
 	defer timer.Stop()
 	var connectErr error
 	select {
-	case r := <-accepted:
-		accepted = closedAccept() // consumed: the deferred receive must not block
+	case r := <-sock.accepted:
 		if r.err != nil {
 			connectErr = r.err
 			break
@@ -388,15 +381,4 @@ func (x *streamExecRun) endInput() {
 
 // killFromPidfile kills the exec'd process when the runtime got as far as
 // writing the pidfile but the exec was abandoned before it was subscribed.
-func (x *streamExecRun) killFromPidfile() {
-	pid, err := readPIDPath(x.pidfile)
-	if err != nil {
-		return
-	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return
-	}
-	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) // best effort
-	_ = unix.Close(fd)
-}
+func (x *streamExecRun) killFromPidfile() { killPidfileProcess(x.pidfile) }

@@ -2,9 +2,10 @@ package stream
 
 import (
 	"container/list"
-	"crypto/rand"
 	"sync"
 	"time"
+
+	"github.com/gomon-dev/gomon/monitor/internal/uuid"
 )
 
 // kind is what a session serves; it is also the first path element of its
@@ -47,7 +48,7 @@ func newSessionStore(max int, ttl time.Duration, now func() time.Time) *sessionS
 
 // add stores s under a fresh token and returns the token.
 func (st *sessionStore) add(s *session) string {
-	s.token = newToken()
+	s.token = uuid.New()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	s.created = st.now()
@@ -112,21 +113,4 @@ func (st *sessionStore) expireLocked() {
 func (st *sessionStore) removeLocked(s *session) {
 	st.oldest.Remove(s.elem)
 	delete(st.byTok, s.token)
-}
-
-// newToken returns a random (version 4) UUID in its usual text form.
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	const hexd = "0123456789abcdef"
-	out := make([]byte, 0, 36)
-	for i, v := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out = append(out, '-')
-		}
-		out = append(out, hexd[v>>4], hexd[v&0x0f])
-	}
-	return string(out)
 }

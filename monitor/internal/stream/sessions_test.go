@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/gomon-dev/gomon/monitor/internal/uuid"
 )
 
 func TestSessionStore(t *testing.T) {
@@ -68,7 +70,7 @@ func TestSessionStore(t *testing.T) {
 func TestNewTokenIsUUIDv4(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
-		tok := newToken()
+		tok := uuid.New()
 		if len(tok) != 36 || tok[14] != '4' || tok[8] != '-' || tok[19] < '8' || tok[19] > 'b' || seen[tok] {
 			t.Fatalf("bad or repeated token %q", tok)
 		}
