@@ -375,17 +375,13 @@ func (a *adapter) StartFdSocket(ctx context.Context, call proto.Conmon_startFdSo
 		return toException(d.err)
 	}
 	call.Go()
-	ctx, span := a.start(ctx, "start_fd_socket", md)
-	defer span.End()
-	path, err := a.s.backend.StartFdSocket(ctx)
-	if err != nil {
-		return fail(span, err)
-	}
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	return toException(resp.SetPath(path))
+	return a.handOut(ctx, "start_fd_socket", md, nil, a.s.backend.StartFdSocket, func(path string) error {
+		resp, err := response(call.AllocResults)
+		if err != nil {
+			return err
+		}
+		return resp.SetPath(path)
+	})
 }
 
 func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serveExecContainer) error {
@@ -398,17 +394,15 @@ func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serv
 		return toException(err)
 	}
 	call.Go()
-	ctx, span := a.start(ctx, "serve_exec_container", md, containerID(r.ID))
-	defer span.End()
-	url, err := a.s.backend.ServeExec(ctx, r)
-	if err != nil {
-		return fail(span, err)
-	}
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	return toException(resp.SetUrl(url))
+	return a.handOut(ctx, "serve_exec_container", md, []attribute.KeyValue{containerID(r.ID)},
+		func(ctx context.Context) (string, error) { return a.s.backend.ServeExec(ctx, r) },
+		func(url string) error {
+			resp, err := response(call.AllocResults)
+			if err != nil {
+				return err
+			}
+			return resp.SetUrl(url)
+		})
 }
 
 func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_serveAttachContainer) error {
@@ -421,17 +415,15 @@ func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_se
 		return toException(err)
 	}
 	call.Go()
-	ctx, span := a.start(ctx, "serve_attach_container", md, containerID(r.ID))
-	defer span.End()
-	url, err := a.s.backend.ServeAttach(ctx, r)
-	if err != nil {
-		return fail(span, err)
-	}
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	return toException(resp.SetUrl(url))
+	return a.handOut(ctx, "serve_attach_container", md, []attribute.KeyValue{containerID(r.ID)},
+		func(ctx context.Context) (string, error) { return a.s.backend.ServeAttach(ctx, r) },
+		func(url string) error {
+			resp, err := response(call.AllocResults)
+			if err != nil {
+				return err
+			}
+			return resp.SetUrl(url)
+		})
 }
 
 func (a *adapter) ServePortForwardContainer(ctx context.Context, call proto.Conmon_servePortForwardContainer) error {
@@ -446,17 +438,15 @@ func (a *adapter) ServePortForwardContainer(ctx context.Context, call proto.Conm
 		return toException(d.err)
 	}
 	call.Go()
-	ctx, span := a.start(ctx, "serve_port_forward_container", md)
-	defer span.End()
-	url, err := a.s.backend.ServePortForward(ctx, path)
-	if err != nil {
-		return fail(span, err)
-	}
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	return toException(resp.SetUrl(url))
+	return a.handOut(ctx, "serve_port_forward_container", md, nil,
+		func(ctx context.Context) (string, error) { return a.s.backend.ServePortForward(ctx, path) },
+		func(url string) error {
+			resp, err := response(call.AllocResults)
+			if err != nil {
+				return err
+			}
+			return resp.SetUrl(url)
+		})
 }
 
 // capnpLogger logs the RPC system's own messages at debug level. They are
@@ -469,6 +459,21 @@ func (c capnpLogger) Debug(msg string, args ...any) { c.l.Debug(msg, args...) }
 func (c capnpLogger) Info(msg string, args ...any)  { c.l.Debug(msg, args...) }
 func (c capnpLogger) Warn(msg string, args ...any)  { c.l.Debug(msg, args...) }
 func (c capnpLogger) Error(msg string, args ...any) { c.l.Debug(msg, args...) }
+
+// handOut answers the methods whose only result is a string the backend
+// hands out (the fd socket's path, a streaming session's URL): under the
+// method's span, get produces it and set writes it into the response.
+func (a *adapter) handOut(ctx context.Context, name string, md Metadata, attrs []attribute.KeyValue,
+	get func(context.Context) (string, error), set func(string) error,
+) error {
+	ctx, span := a.start(ctx, name, md, attrs...)
+	defer span.End()
+	v, err := get(ctx)
+	if err != nil {
+		return fail(span, err)
+	}
+	return toException(set(v))
+}
 
 // results is a method's generated results struct.
 type results[T any] interface {
