@@ -1,6 +1,1 @@
-//go:build race
-
-package v073
-
-// raceEnabled reports whether the test binary was built with -race.
-const raceEnabled = true
+../v101/race_test.go

@@ -1,4 +1,4 @@
-package v073
+package interop
 
 import "github.com/containers/conmon-rs/pkg/client"
 

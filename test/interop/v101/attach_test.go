@@ -1,8 +1,8 @@
-package v101
+package interop
 
 // AttachContainer and SetWindowSizeContainer through the real client
-// (CONTRACT.md §2.8, §2.10). Kept identical in test/interop/v073 and
-// test/interop/v101 (only the package clause differs).
+// (CONTRACT.md §2.8, §2.10). Shared with test/interop/v073, where
+// it is a symlink.
 
 import (
 	"context"

@@ -1,7 +1,7 @@
-package v101
+package interop
 
-// Busybox OCI bundle for the container tests. Kept identical in
-// test/interop/v073 and test/interop/v101 (only the package clause differs).
+// Busybox OCI bundle for the container tests. Shared with test/interop/v073, where
+// it is a symlink.
 
 import (
 	"encoding/json"

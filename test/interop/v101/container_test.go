@@ -1,4 +1,4 @@
-package v101
+package interop
 
 // CreateContainer through the real client with a busybox bundle. Kept
 // identical in test/interop/v073 and test/interop/v101 (only the package

@@ -1,10 +1,9 @@
-package v101
+package interop
 
 // ExecSyncContainer through the real client (CONTRACT.md §2.7): concurrent
 // calls, the daemon's memory over many calls, timeouts, failing commands,
-// terminals, the 16 MiB output cap and unknown containers. Kept identical
-// in test/interop/v073 and test/interop/v101 (only the package clause
-// differs).
+// terminals, the 16 MiB output cap and unknown containers. Shared with test/interop/v073, where
+// it is a symlink.
 
 import (
 	"bufio"

@@ -1,9 +1,8 @@
-package v101
+package interop
 
 // Shared helpers: locating the gomon binary, starting it through the real
-// conmon-rs client, and proving that nothing is left behind. Kept identical
-// in test/interop/v073 and test/interop/v101 (only the package clause
-// differs).
+// conmon-rs client, and proving that nothing is left behind. Shared with test/interop/v073, where
+// it is a symlink.
 
 import (
 	"bytes"

@@ -1,9 +1,9 @@
-package v101
+package interop
 
 // Container lifecycle through the client: what CRI-O sees of exit codes,
 // OOM kills, log reopening, cleanup commands, runtime errors and terminals.
-// Kept identical in test/interop/v073 and test/interop/v101 (only the
-// package clause differs).
+// Shared with test/interop/v073, where
+// it is a symlink.
 
 import (
 	"bytes"

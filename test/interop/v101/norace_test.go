@@ -1,6 +1,6 @@
 //go:build !race
 
-package v101
+package interop
 
 // raceEnabled reports whether the test binary was built with -race.
 const raceEnabled = false

@@ -1,4 +1,4 @@
-package v101
+package interop
 
 // Pod-level services through the client: CreateNamespaces with a pause
 // process, and fds passed through the fd socket into a container. Kept

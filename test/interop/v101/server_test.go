@@ -1,8 +1,8 @@
-package v101
+package interop
 
 // Issue "The gomon daemon", must-show 1: the real conmon-rs client starts
-// gomon, talks to it and stops it. Kept identical in test/interop/v073 and
-// test/interop/v101 (only the package clause differs).
+// gomon, talks to it and stops it. Shared with test/interop/v073, where
+// it is a symlink.
 
 import (
 	"context"

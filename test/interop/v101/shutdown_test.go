@@ -1,4 +1,4 @@
-package v101
+package interop
 
 import (
 	"context"

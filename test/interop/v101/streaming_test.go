@@ -1,10 +1,9 @@
-package v101
+package interop
 
 // Streaming exec through the client's ServeExecContainer, spoken to with a
 // bare WebSocket client so the framing itself is checked (test/streaming
-// drives the same server with client-go). Kept identical in
-// test/interop/v073 and test/interop/v101 (only the package clause
-// differs).
+// drives the same server with client-go). Shared with test/interop/v073, where
+// it is a symlink.
 
 import (
 	"context"
