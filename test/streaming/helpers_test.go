@@ -1,4 +1,4 @@
-package streaming
+package interop
 
 import (
 	"context"

@@ -1,7 +1,7 @@
 package interop
 
-// Busybox OCI bundle for the container tests. Shared with test/interop/v073, where
-// it is a symlink.
+// Busybox OCI bundle for the container tests. Shared with test/interop/v073
+// and test/streaming, where it is a symlink.
 
 import (
 	"encoding/json"

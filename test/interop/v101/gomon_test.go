@@ -1,8 +1,8 @@
 package interop
 
 // Shared helpers: locating the gomon binary, starting it through the real
-// conmon-rs client, and proving that nothing is left behind. Shared with test/interop/v073, where
-// it is a symlink.
+// conmon-rs client, and proving that nothing is left behind. Shared with
+// test/interop/v073 and test/streaming, where it is a symlink.
 
 import (
 	"bytes"
@@ -23,9 +23,25 @@ import (
 )
 
 // defaultGomonBinary is where `make build` (or `go build -o bin/gomon
-// ./cmd/gomon` in the repository root) puts the binary, relative to the
-// module directory that `go test` runs in.
-const defaultGomonBinary = "../../../bin/gomon"
+// ./cmd/gomon` in the repository root) puts the binary: bin/gomon in the
+// nearest parent of the test's directory that has cmd/gomon. This file is
+// shared by modules at different depths (test/interop/*, test/streaming).
+func defaultGomonBinary() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "bin/gomon"
+	}
+	for {
+		if fi, err := os.Stat(filepath.Join(dir, "cmd", "gomon")); err == nil && fi.IsDir() {
+			return filepath.Join(dir, "bin", "gomon")
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "bin/gomon"
+		}
+		dir = parent
+	}
+}
 
 // hangGuard bounds every wait in these tests so that a hanging gomon fails
 // the test instead of stalling the suite. It is not a performance assertion.
@@ -64,7 +80,7 @@ func locateGomon() (string, error) {
 	p := os.Getenv("GOMON_BINARY")
 	source := "GOMON_BINARY"
 	if p == "" {
-		p, source = defaultGomonBinary, "default path"
+		p, source = defaultGomonBinary(), "default path"
 	}
 	abs, err := filepath.Abs(p)
 	if err != nil {
