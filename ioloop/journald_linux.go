@@ -1,13 +1,11 @@
 package ioloop
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -125,14 +123,14 @@ func (j *Journald) WriteChunk(s Stream, p []byte) error {
 		if !partial {
 			line = line[:len(line)-1]
 		}
-		b := appendJournalField(j.buf[:0], "MESSAGE", line)
+		b := AppendJournalField(j.buf[:0], "MESSAGE", line)
 		if partial {
-			b = appendJournalFieldString(b, "CONTAINER_PARTIAL_MESSAGE", "true")
+			b = AppendJournalField(b, "CONTAINER_PARTIAL_MESSAGE", "true")
 		}
-		b = appendJournalFieldString(b, "CONTAINER_ID", j.id)
-		b = appendJournalFieldString(b, "STREAM", s.String())
-		b = appendJournalFieldString(b, "SYSLOG_IDENTIFIER", "gomon")
-		b = appendJournalFieldString(b, "PRIORITY", priority)
+		b = AppendJournalField(b, "CONTAINER_ID", j.id)
+		b = AppendJournalField(b, "STREAM", s.String())
+		b = AppendJournalField(b, "SYSLOG_IDENTIFIER", "gomon")
+		b = AppendJournalField(b, "PRIORITY", priority)
 		j.buf = b
 		if err := j.send(b); err != nil {
 			return fmt.Errorf("write journal: %w", err)
@@ -192,12 +190,13 @@ func (j *Journald) Close() error {
 	return nil
 }
 
-// appendJournalField appends one field in journald's native format:
+// AppendJournalField appends one field in journald's native format:
 // "KEY=value\n", or, when value contains '\n', the binary-safe form
-// "KEY\n" + little-endian uint64 length + value + "\n".
-func appendJournalField(b []byte, key string, value []byte) []byte {
+// "KEY\n" + little-endian uint64 length + value + "\n". The daemon's own
+// log records use it too.
+func AppendJournalField[T string | []byte](b []byte, key string, value T) []byte {
 	b = append(b, key...)
-	if bytes.IndexByte(value, '\n') < 0 {
+	if !hasNewline(value) {
 		b = append(b, '=')
 		b = append(b, value...)
 		return append(b, '\n')
@@ -208,15 +207,11 @@ func appendJournalField(b []byte, key string, value []byte) []byte {
 	return append(b, '\n')
 }
 
-func appendJournalFieldString(b []byte, key, value string) []byte {
-	b = append(b, key...)
-	if strings.IndexByte(value, '\n') < 0 {
-		b = append(b, '=')
-		b = append(b, value...)
-		return append(b, '\n')
+func hasNewline[T string | []byte](v T) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\n' {
+			return true
+		}
 	}
-	b = append(b, '\n')
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(value)))
-	b = append(b, value...)
-	return append(b, '\n')
+	return false
 }

@@ -226,8 +226,8 @@ func TestJournalFieldEncoding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q", tt.value), func(t *testing.T) {
-			b := appendJournalField(nil, tt.key, []byte(tt.value))
-			if s := appendJournalFieldString(nil, tt.key, tt.value); string(s) != string(b) {
+			b := AppendJournalField(nil, tt.key, []byte(tt.value))
+			if s := AppendJournalField(nil, tt.key, tt.value); string(s) != string(b) {
 				t.Fatalf("string and bytes encoders differ: %q vs %q", s, b)
 			}
 			if string(b) != tt.wire {

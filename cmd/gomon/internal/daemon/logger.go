@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+
+	"github.com/gomon-dev/gomon/ioloop"
 )
 
 // journalSocket is where systemd-journald takes native-protocol datagrams.
@@ -86,20 +89,10 @@ func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
 		write(a)
 	}
 	r.Attrs(write)
-	var b strings.Builder
-	b.WriteString("SYSLOG_IDENTIFIER=gomon\n")
-	fmt.Fprintf(&b, "PRIORITY=%d\n", priority(r.Level))
-	// MESSAGE may hold newlines: use the binary form (name, '\n', 64-bit
-	// little-endian length, data, '\n').
-	m := msg.String()
-	b.WriteString("MESSAGE\n")
-	n := uint64(len(m))
-	for i := 0; i < 8; i++ {
-		b.WriteByte(byte(n >> (8 * i)))
-	}
-	b.WriteString(m)
-	b.WriteByte('\n')
-	_, err := h.conn.Write([]byte(b.String()))
+	b := ioloop.AppendJournalField(nil, "SYSLOG_IDENTIFIER", "gomon")
+	b = ioloop.AppendJournalField(b, "PRIORITY", strconv.Itoa(priority(r.Level)))
+	b = ioloop.AppendJournalField(b, "MESSAGE", msg.String())
+	_, err := h.conn.Write(b)
 	return err
 }
 
