@@ -2,11 +2,11 @@ package oom
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -53,26 +53,24 @@ func (c procCgroup) isRoot() bool { return c.path == "/" }
 func parseProcCgroup(r io.Reader) (procCgroup, error) {
 	var unified string
 	haveUnified := false
-	sc := bufio.NewScanner(r)
+	sc := newLineScanner(r, bufio.MaxScanTokenSize)
 	for sc.Scan() {
-		id, rest, ok := strings.Cut(sc.Text(), ":")
+		id, rest, ok := bytes.Cut(sc.Bytes(), []byte(":"))
 		if !ok {
 			continue
 		}
-		controllers, p, ok := strings.Cut(rest, ":")
+		controllers, p, ok := bytes.Cut(rest, []byte(":"))
 		if !ok {
 			continue
 		}
-		if id == "0" && controllers == "" {
+		if string(id) == "0" && len(controllers) == 0 {
 			if !haveUnified {
-				unified, haveUnified = p, true
+				unified, haveUnified = string(p), true
 			}
 			continue
 		}
-		for c := range strings.SplitSeq(controllers, ",") {
-			if c == "memory" {
-				return procCgroup{version: v1, path: p}, nil
-			}
+		if listContains(controllers, "memory") {
+			return procCgroup{version: v1, path: string(p)}, nil
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -84,60 +82,126 @@ func parseProcCgroup(r io.Reader) (procCgroup, error) {
 	return procCgroup{}, errNoMemoryCgroup
 }
 
-// mount is one cgroup line of /proc/self/mountinfo.
-type mount struct {
-	root       string // the mount's root within its hierarchy (field 4)
-	mountPoint string // where it is mounted (field 5)
-	fsType     string
-	superOpts  []string
+// newLineScanner returns a line scanner whose buffer starts small and
+// grows up to maxLine. Watch scans two /proc files per container and
+// their lines are short; bufio's default 4 KiB first buffer would be
+// garbage on every call.
+func newLineScanner(r io.Reader, maxLine int) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 512), maxLine)
+	return sc
 }
 
-// parseMountinfo returns the cgroup and cgroup2 mounts listed in
-// /proc/self/mountinfo, in file order. Its lines read
-// "id parent maj:min root mountpoint opts [optional...] - fstype source superopts".
-func parseMountinfo(r io.Reader) ([]mount, error) {
-	var mounts []mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+// listContains reports whether the comma-separated list holds elem.
+func listContains(list []byte, elem string) bool {
+	for len(list) > 0 {
+		var item []byte
+		item, list, _ = bytes.Cut(list, []byte(","))
+		if string(item) == elem {
+			return true
+		}
+	}
+	return false
+}
+
+// mount is the cgroup mount serving a process's memory hierarchy.
+type mount struct {
+	root       string // the mount's root within its hierarchy
+	mountPoint string // where it is mounted
+}
+
+// findMount scans mountinfo, the content of /proc/self/mountinfo, for the
+// mount serving cg's hierarchy: a cgroup2 mount for v2, a cgroup mount
+// with the "memory" super option for v1. When several qualify (bind
+// mounts), the first whose root contains cg.path wins, else the first.
+//
+// On a busy host the table lists thousands of container mounts, usually
+// after the cgroup ones. Lines are split in place and only qualifying
+// mounts are copied out of the scanner's buffer, so the cost in garbage
+// does not grow with the table; the scan stops at the winning mount.
+func findMount(mountinfo io.Reader, cg procCgroup) (mount, error) {
+	var first mount
+	found := false
+	sc := newLineScanner(mountinfo, 1<<20)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(fields); i++ {
-			if fields[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(fields) < sep+4 {
+		line, ok := parseMountinfoLine(sc.Bytes())
+		if !ok || !line.serves(cg.version) {
 			continue
 		}
-		fsType := fields[sep+1]
-		if fsType != "cgroup" && fsType != "cgroup2" {
-			continue
+		m := mount{root: unescapeOctal(line.root), mountPoint: unescapeOctal(line.mountPoint)}
+		if _, ok := relativeTo(m.root, cg.path); ok {
+			return m, nil
 		}
-		mounts = append(mounts, mount{
-			root:       unescapeOctal(fields[3]),
-			mountPoint: unescapeOctal(fields[4]),
-			fsType:     fsType,
-			superOpts:  strings.Split(fields[sep+3], ","),
-		})
+		if !found {
+			first, found = m, true
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
+		return mount{}, fmt.Errorf("read mountinfo: %w", err)
 	}
-	return mounts, nil
+	if !found {
+		return mount{}, fmt.Errorf("find %s memory mount: %w", cg.version, errNoMount)
+	}
+	return first, nil
+}
+
+// mountinfoLine holds the fields findMount needs from one line of
+// /proc/self/mountinfo, still escaped. They alias the line.
+type mountinfoLine struct {
+	root, mountPoint, fsType, superOpts []byte
+}
+
+// parseMountinfoLine splits a mountinfo line,
+// "id parent maj:min root mountpoint opts [optional...] - fstype source superopts",
+// at its spaces. The kernel separates fields with exactly one space (an
+// empty source makes two in a row) and escapes spaces within them. It
+// reports false for a line without the "-" or the three fields after it.
+func parseMountinfoLine(s []byte) (mountinfoLine, bool) {
+	var l mountinfoLine
+	sep := -1 // index of the "-" ending the optional fields
+	for i := 0; len(s) > 0; i++ {
+		var field []byte
+		field, s, _ = bytes.Cut(s, []byte(" "))
+		switch {
+		case i == 3:
+			l.root = field
+		case i == 4:
+			l.mountPoint = field
+		case i >= 6 && sep < 0 && string(field) == "-":
+			sep = i
+		case sep >= 0 && i == sep+1:
+			l.fsType = field
+		case sep >= 0 && i == sep+3:
+			l.superOpts = field
+			return l, true
+		}
+	}
+	return mountinfoLine{}, false
+}
+
+// serves reports whether the mount carries the memory controller of a
+// hierarchy of version v.
+func (l mountinfoLine) serves(v version) bool {
+	switch v {
+	case v1:
+		return string(l.fsType) == "cgroup" && listContains(l.superOpts, "memory")
+	case v2:
+		return string(l.fsType) == "cgroup2"
+	}
+	return false
 }
 
 // unescapeOctal undoes the kernel's \ooo escaping of spaces, tabs,
 // newlines and backslashes in mountinfo paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
+func unescapeOctal(s []byte) string {
+	if bytes.IndexByte(s, '\\') < 0 {
+		return string(s)
 	}
 	var b strings.Builder
+	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+			if n, err := strconv.ParseUint(string(s[i+1:i+4]), 8, 8); err == nil {
 				b.WriteByte(byte(n))
 				i += 3
 				continue
@@ -146,30 +210,6 @@ func unescapeOctal(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// findMount returns the mount serving cg's hierarchy: a cgroup2 mount for
-// v2, a cgroup mount with the "memory" super option for v1. When several
-// qualify (bind mounts), the first whose root contains cg.path wins.
-func findMount(mounts []mount, cg procCgroup) (mount, error) {
-	var candidates []mount
-	for _, m := range mounts {
-		switch {
-		case cg.version == v2 && m.fsType == "cgroup2":
-			candidates = append(candidates, m)
-		case cg.version == v1 && m.fsType == "cgroup" && slices.Contains(m.superOpts, "memory"):
-			candidates = append(candidates, m)
-		}
-	}
-	if len(candidates) == 0 {
-		return mount{}, fmt.Errorf("find %s memory mount: %w", cg.version, errNoMount)
-	}
-	for _, m := range candidates {
-		if _, ok := relativeTo(m.root, cg.path); ok {
-			return m, nil
-		}
-	}
-	return candidates[0], nil
 }
 
 // cgroupDir returns the directory of cg inside mount m.
@@ -185,7 +225,7 @@ func cgroupDir(m mount, cg procCgroup) (string, error) {
 // path with ".." elements (the kernel prints "/../x" for cgroups outside
 // the reader's cgroup namespace) is never below anything.
 func relativeTo(root, p string) (string, bool) {
-	if !path.IsAbs(p) || slices.Contains(strings.Split(p, "/"), "..") {
+	if !path.IsAbs(p) || hasDotDot(p) {
 		return "", false
 	}
 	root, p = path.Clean(root), path.Clean(p)
@@ -198,4 +238,14 @@ func relativeTo(root, p string) (string, bool) {
 		return p[len(root)+1:], true
 	}
 	return "", false
+}
+
+// hasDotDot reports whether the slash-separated path p has a ".." element.
+func hasDotDot(p string) bool {
+	for elem := range strings.SplitSeq(p, "/") {
+		if elem == ".." {
+			return true
+		}
+	}
+	return false
 }

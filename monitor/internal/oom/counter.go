@@ -1,13 +1,13 @@
 package oom
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"sync"
 )
 
 // Counter field names, shared by memory.oom_control (v1) and memory.events (v2).
@@ -34,52 +34,72 @@ type counterFile struct {
 	f *os.File
 }
 
+// counters are the fields of a counter file the watcher uses.
+type counters struct {
+	oomKill count
+	oom     count // memory.events only
+}
+
+// count is one field of a counter file; ok is false when the file lacks it.
+type count struct {
+	n  uint64
+	ok bool
+}
+
 // maxCounterFile bounds one read; memory.events and memory.oom_control are
 // a few dozen bytes.
 const maxCounterFile = 4096
 
-// read returns the named fields' values; missing fields are absent from the
-// map.
-func (c counterFile) read(names ...string) (map[string]uint64, error) {
-	buf := make([]byte, maxCounterFile)
-	n, err := c.f.ReadAt(buf, 0)
+// counterBufs holds read buffers for counterFile: every notification and
+// every Stop reads a counter, and a buffer per read would be garbage.
+var counterBufs = sync.Pool{New: func() any { return new([maxCounterFile]byte) }}
+
+// read returns the file's counters.
+func (c counterFile) read() (counters, error) {
+	buf := counterBufs.Get().(*[maxCounterFile]byte)
+	defer counterBufs.Put(buf)
+	n, err := c.f.ReadAt(buf[:], 0)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("read %s: %w", c.f.Name(), err)
+		return counters{}, fmt.Errorf("read %s: %w", c.f.Name(), err)
 	}
-	return parseCounters(buf[:n], names...), nil
+	return parseCounters(buf[:n]), nil
 }
 
-// readOne returns one field, or errNoField.
-func (c counterFile) readOne(name string) (uint64, error) {
-	m, err := c.read(name)
+// readOOMKill returns the oom_kill field, or errNoField.
+func (c counterFile) readOOMKill() (uint64, error) {
+	cs, err := c.read()
 	if err != nil {
 		return 0, err
 	}
-	v, ok := m[name]
-	if !ok {
-		return 0, fmt.Errorf("read %s field %s: %w", c.f.Name(), name, errNoField)
+	if !cs.oomKill.ok {
+		return 0, fmt.Errorf("read %s field %s: %w", c.f.Name(), fieldOOMKill, errNoField)
 	}
-	return v, nil
+	return cs.oomKill.n, nil
 }
 
-// parseCounters extracts the named fields from "name value" lines; lines
-// that do not parse are skipped.
-func parseCounters(data []byte, names ...string) map[string]uint64 {
-	out := make(map[string]uint64, len(names))
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		name, value, ok := bytes.Cut(bytes.TrimSpace(sc.Bytes()), []byte(" "))
+// parseCounters extracts the counters from "name value" lines; lines that
+// do not parse are skipped.
+func parseCounters(data []byte) counters {
+	var cs counters
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
+		name, value, ok := bytes.Cut(bytes.TrimSpace(line), []byte(" "))
 		if !ok {
 			continue
 		}
-		for _, want := range names {
-			if string(name) != want {
-				continue
-			}
-			if v, err := strconv.ParseUint(string(bytes.TrimSpace(value)), 10, 64); err == nil {
-				out[want] = v
-			}
+		var dst *count
+		switch string(name) {
+		case fieldOOMKill:
+			dst = &cs.oomKill
+		case fieldOOM:
+			dst = &cs.oom
+		default:
+			continue
+		}
+		if n, err := strconv.ParseUint(string(bytes.TrimSpace(value)), 10, 64); err == nil {
+			*dst = count{n: n, ok: true}
 		}
 	}
-	return out
+	return cs
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -22,7 +23,7 @@ type fakeTree struct {
 
 const fakePID = 4242
 
-func newFakeTree(t *testing.T, procCgroupLine string) fakeTree {
+func newFakeTree(t testing.TB, procCgroupLine string) fakeTree {
 	t.Helper()
 	root := t.TempDir()
 	ft := fakeTree{proc: procRoot(filepath.Join(root, "proc")), cg: filepath.Join(root, "cgroup")}
@@ -34,7 +35,7 @@ func newFakeTree(t *testing.T, procCgroupLine string) fakeTree {
 	return ft
 }
 
-func mustWrite(t *testing.T, name, content string) {
+func mustWrite(t testing.TB, name, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		t.Fatal(err)
@@ -302,6 +303,23 @@ func TestStopConcurrent(t *testing.T) {
 	for i, got := range results {
 		if !got {
 			t.Errorf("Stop #%d = false, want true", i)
+		}
+	}
+}
+
+// BenchmarkResolve measures what Watch reads from /proc for a container
+// before arming the watch.
+func BenchmarkResolve(b *testing.B) {
+	ft := newFakeTree(b, strings.TrimSuffix(busyProcCgroup, "\n"))
+	mustWrite(b, filepath.Join(string(ft.proc), "self", "mountinfo"), busyMountinfo(false))
+	b.ReportAllocs()
+	for b.Loop() {
+		cg, err := readProcCgroup(ft.proc, fakePID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := resolveDir(ft.proc, cg); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

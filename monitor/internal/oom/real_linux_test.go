@@ -39,11 +39,7 @@ func hostMount(t *testing.T, cg procCgroup) (string, bool) {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	mounts, err := parseMountinfo(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := findMount(mounts, cg)
+	m, err := findMount(f, cg)
 	if err != nil || m.root != "/" {
 		return "", false
 	}

@@ -38,7 +38,7 @@ func (w *Watcher) setupV1() (watching bool, err error) {
 	undo.add(func() { _ = cf.Close() })
 	counter := &counterFile{f: cf}
 
-	baseline, err := counter.readOne(fieldOOMKill)
+	baseline, err := counter.readOOMKill()
 	switch {
 	case err == nil:
 		w.baseline, w.counted = baseline, true
@@ -106,7 +106,7 @@ func (w *Watcher) handleV1() (done bool) {
 		w.markOOM(0)
 		return true
 	}
-	now, err := w.counter.readOne(fieldOOMKill)
+	now, err := w.counter.readOOMKill()
 	// The wake precedes the kill by the kernel's victim selection, a few
 	// microseconds. Re-read for a bounded while so the kill is recorded
 	// even if the cgroup is removed before Stop's final read; Stop cuts the
@@ -115,7 +115,7 @@ func (w *Watcher) handleV1() (done bool) {
 		if !w.sleep(delay) {
 			break
 		}
-		now, err = w.counter.readOne(fieldOOMKill)
+		now, err = w.counter.readOOMKill()
 	}
 	if err != nil {
 		w.logger.Debug("oom watch: cgroup removed", "error", err)

@@ -72,28 +72,27 @@ func (w *Watcher) setupV2() (watching bool, err error) {
 	undo.add(func() { _ = cf.Close() })
 	counter := &counterFile{f: cf}
 
-	m, err := counter.read(fieldOOMKill, fieldOOM)
+	cs, err := counter.read()
 	if err != nil {
 		return false, fmt.Errorf("read oom_kill baseline: %w", err)
 	}
-	baseline, ok := m[fieldOOMKill]
-	if !ok {
+	if !cs.oomKill.ok {
 		// Only kernels before 4.13 lack it, and they predate usable cgroup
 		// v2 memory accounting.
 		w.logger.Warn("oom watch skipped: memory.events has no oom_kill counter")
 		return false, nil
 	}
-	w.baseline, w.counted = baseline, true
+	w.baseline, w.counted = cs.oomKill.n, true
 
 	w.counter, w.notify, w.bufSize, w.handle = counter, inf, inotifyBufSize, w.handleV2
 	undo.release()
-	w.logger.Debug("oom watch armed", "baseline", w.baseline, "oom", m[fieldOOM])
+	w.logger.Debug("oom watch armed", "baseline", w.baseline, "oom", cs.oom.n)
 	return true, nil
 }
 
 // handleV2 re-reads the counter after memory.events changed.
 func (w *Watcher) handleV2() (done bool) {
-	now, err := w.counter.readOne(fieldOOMKill)
+	now, err := w.counter.readOOMKill()
 	if err != nil {
 		w.logger.Debug("oom watch: cgroup removed", "error", err)
 		return true

@@ -148,11 +148,7 @@ func resolveDir(proc procRoot, cg procCgroup) (string, error) {
 		return "", fmt.Errorf("open mountinfo: %w", err)
 	}
 	defer func() { _ = f.Close() }()
-	mounts, err := parseMountinfo(f)
-	if err != nil {
-		return "", err
-	}
-	m, err := findMount(mounts, cg)
+	m, err := findMount(f, cg)
 	if err != nil {
 		return "", err
 	}
@@ -226,7 +222,7 @@ func (w *Watcher) finish() {
 		// v1 without oom_kill: only an eventfd wake counts, and the goroutine
 		// has reported none.
 	default:
-		now, err := w.counter.readOne(fieldOOMKill)
+		now, err := w.counter.readOOMKill()
 		if err != nil {
 			// Typically ENODEV: the cgroup was removed after the process
 			// exited (systemd scope teardown, runtime cleanup). Without a
