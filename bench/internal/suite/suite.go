@@ -72,10 +72,10 @@ func QuickParams() Params {
 func FullParams() Params {
 	return Params{
 		LatencyReps:  40,
-		ExecReps:     60,
+		ExecReps:     150,
 		MemScenario:  []Scenario{{1, 0}, {1, 1}, {1, 10}, {1, 50}, {10, 5}},
 		Idle:         2 * time.Second,
-		LogReps:      5,
+		LogReps:      9,
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
 		TraceReps:    20,
 		TraceLogReps: 10,
