@@ -145,3 +145,34 @@ func TestDecodeCRIStderr(t *testing.T) {
 		t.Fatalf("out %q err %q stats %+v", out.String(), errOut.String(), st)
 	}
 }
+
+// TestRecordDefinition pins a record to its definition, byte by byte: the
+// writer in the container and the verifier must agree, and a faster record
+// must not change the stream.
+func TestRecordDefinition(t *testing.T) {
+	for _, p := range Patterns {
+		if p.RecordLen > maxRecordLen {
+			t.Fatalf("%s: RecordLen %d over maxRecordLen %d", p.Name, p.RecordLen, maxRecordLen)
+		}
+		got := make([]byte, p.RecordLen)
+		for _, k := range []uint64{0, 1, 61, 62, 63, 1 << 20, 0xdeadbeef, 1<<64 - 1} {
+			p.record(got, k)
+			want := make([]byte, p.RecordLen)
+			n, start := len(want), 0
+			if p.Newline {
+				n--
+				want[n] = '\n'
+			}
+			if n >= 17 {
+				copy(want, fmt.Sprintf("%016x-", k))
+				start = 17
+			}
+			for j := start; j < n; j++ {
+				want[j] = alphabet[(k+uint64(j))%uint64(len(alphabet))]
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s record %d = %q, want %q", p.Name, k, got, want)
+			}
+		}
+	}
+}
