@@ -49,7 +49,8 @@ func (h *harness) execInto(ctx context.Context, drivers []driver.Driver, reps in
 		targets[i] = target{p, c}
 	}
 	for rep := -1; rep < reps; rep++ {
-		for i, d := range drivers {
+		for _, i := range rotation(len(drivers), rep) {
+			d := drivers[i]
 			if _, skip := na[d.Name()]; skip {
 				continue
 			}

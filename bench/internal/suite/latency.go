@@ -31,7 +31,8 @@ func (h *harness) latencyInto(ctx context.Context, drivers []driver.Driver, reps
 		pods[i] = p
 	}
 	for rep := -1; rep < reps; rep++ {
-		for i, d := range drivers {
+		for _, i := range rotation(len(drivers), rep) {
+			d := drivers[i]
 			t, c, err := h.createToRunning(ctx, d, pods[i])
 			if err != nil {
 				return fmt.Errorf("%s rep %d: %w", d.Name(), rep, err)

@@ -43,7 +43,8 @@ func (h *harness) logs(ctx context.Context, res *Results) error {
 			Errors: map[string][]string{}, Records: map[string]int64{},
 		}
 		for rep := 0; rep < h.cfg.Params.LogReps; rep++ {
-			for i, d := range drivers {
+			for _, i := range rotation(len(drivers), rep) {
+				d := drivers[i]
 				o, err := h.logRun(ctx, d, pods[i], pat, size)
 				if err != nil {
 					return fmt.Errorf("%s %s rep %d: %w", d.Name(), pat.Name, rep, err)

@@ -121,7 +121,7 @@ func (r *Results) Doc(quick bool) report.Doc {
 				m.Runc, m.Conmon, m.Sources["conmon"], m.Gomon, m.Sources["gomon"], m.Go),
 			fmt.Sprintf("- samples: latency %d, exec %d, log %d per pattern, tracing %d (log %d); step durations: %s",
 				r.Params.LatencyReps, r.Params.ExecReps, r.Params.LogReps, r.Params.TraceReps, r.Params.TraceLogReps, strings.Join(steps, ", ")),
-			"- method: contenders run interleaved (gomon, conmon, runc, gomon, …) after one warm-up round; medians and p90s. " +
+			"- method: contenders run interleaved, each round starting one further along (gomon, conmon, runc; conmon, runc, gomon; …), after one warm-up round; medians and p90s. " +
 				"gomon is driven through the conmon-rs v1.0.1 Go client with a running daemon per pod (as CRI-O main does); " +
 				"conmon through its CLI and `_OCI_SYNCPIPE`/`_OCI_STARTPIPE` socketpairs, one per container, with CRI-O's flags; " +
 				"bare is runc alone (stdio to a file). Containers are busybox bundles; each conmon/runc container has its own runc --root, " +

@@ -2,6 +2,7 @@ package suite
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +73,22 @@ func TestDocRendersEverySection(t *testing.T) {
 	}
 	if svg := string(r.Chart().SVG()); !strings.Contains(svg, "n/a") {
 		t.Error("chart does not mark gomon's missing exec bar")
+	}
+}
+
+func TestRotation(t *testing.T) {
+	for _, tc := range []struct {
+		n, rep int
+		want   []int
+	}{
+		{3, -1, []int{2, 0, 1}},
+		{3, 0, []int{0, 1, 2}},
+		{3, 1, []int{1, 2, 0}},
+		{3, 5, []int{2, 0, 1}},
+		{2, 3, []int{1, 0}},
+	} {
+		if got := rotation(tc.n, tc.rep); !slices.Equal(got, tc.want) {
+			t.Errorf("rotation(%d, %d) = %v, want %v", tc.n, tc.rep, got, tc.want)
+		}
 	}
 }

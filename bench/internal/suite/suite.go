@@ -71,7 +71,7 @@ func QuickParams() Params {
 // FullParams is the full run (a few minutes on 2 cores).
 func FullParams() Params {
 	return Params{
-		LatencyReps:  40,
+		LatencyReps:  80,
 		ExecReps:     150,
 		MemScenario:  []Scenario{{1, 0}, {1, 1}, {1, 10}, {1, 50}, {10, 5}},
 		Idle:         2 * time.Second,
@@ -275,4 +275,18 @@ func reapZombies() {
 			return
 		}
 	}
+}
+
+// rotation is the order in which round rep visits n contenders: each round
+// starts one further along (gomon, conmon, runc; conmon, runc, gomon; …),
+// so no contender always runs right after the same other one and pays for
+// its teardown (a container's cgroup and namespaces go away after runc
+// delete returns).
+func rotation(n, rep int) []int {
+	order := make([]int, n)
+	start := ((rep % n) + n) % n
+	for k := range order {
+		order[k] = (start + k) % n
+	}
+	return order
 }

@@ -81,7 +81,8 @@ func (h *harness) tracingLogs(ctx context.Context, drivers []driver.Driver, tr *
 		pods[i] = p
 	}
 	for rep := 0; rep < h.cfg.Params.TraceLogReps; rep++ {
-		for i, d := range drivers {
+		for _, i := range rotation(len(drivers), rep) {
+			d := drivers[i]
 			o, err := h.logRun(ctx, d, pods[i], pat, size)
 			if err != nil {
 				return fmt.Errorf("%s %s rep %d: %w", d.Name(), pat.Name, rep, err)
