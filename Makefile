@@ -82,7 +82,10 @@ clean: ## remove build output
 CONMON      ?= /usr/bin/conmon
 BENCH_FLAGS ?=
 
-.PHONY: bench
+.PHONY: bench test-bench
+test-bench: build ## the bench harness's own tests (its driver tests need root, runc and apt's conmon)
+	cd bench && $(GO) vet ./... && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
+
 bench: build ## benchmark gomon vs C conmon vs bare runc (root; BENCH_FLAGS=-quick for a 1-minute smoke run)
 	@test -x $(CONMON) || { echo "installing conmon (apt-get install -y conmon)"; apt-get update -qq && apt-get install -y -qq conmon; }
 	cd bench && CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/$(BIN)/loggen ./cmd/loggen
