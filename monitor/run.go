@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 )
 
@@ -19,11 +20,12 @@ type RunOptions struct {
 	// temporary directory, removed afterwards, so a run never collides with
 	// other containers (or leftovers) of the same ID.
 	RuntimeRoot string
-	Bundle      string // OCI bundle directory (required)
+	Bundle      string // OCI bundle directory (required); relative to the working directory
 	ID          string // container ID; default gomon-run-<random>
 	Terminal    bool   // allocate a pty; its output goes to Stdout (with CRLF)
 	Stdin       bool   // connect Stdin to the container
-	// LogPath, when set, gets a CRI log of the output too.
+	// LogPath, when set, gets a CRI log of the output too; relative to the
+	// working directory.
 	LogPath string
 	// SystemdCgroup passes --systemd-cgroup to the runtime.
 	SystemdCgroup bool
@@ -49,6 +51,17 @@ const cleanupTimeout = 10 * time.Second
 func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	if opts.Bundle == "" {
 		return ExitUnknown, fmt.Errorf("bundle is required: %w", ErrInvalidArgument)
+	}
+	// CreateContainer takes absolute paths only (a daemon's working
+	// directory means nothing to its client); a run is in-process, so a
+	// relative path means what the caller's shell meant.
+	if opts.Bundle, err = filepath.Abs(opts.Bundle); err != nil {
+		return ExitUnknown, fmt.Errorf("bundle path: %w", err)
+	}
+	if opts.LogPath != "" {
+		if opts.LogPath, err = filepath.Abs(opts.LogPath); err != nil {
+			return ExitUnknown, fmt.Errorf("log path: %w", err)
+		}
 	}
 	if opts.Runtime == "" {
 		opts.Runtime = "runc"

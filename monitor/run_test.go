@@ -50,6 +50,30 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunRelativePaths: `gomon run --bundle build/bundle --log-path x.log`
+// means paths under the caller's working directory (the README's demo).
+func TestRunRelativePaths(t *testing.T) {
+	runc := monitortest.Runc(t)
+	bundle := monitortest.NewBundle(t, monitortest.BundleOptions{Args: []string{"sh", "-c", "echo relative"}})
+	t.Chdir(filepath.Dir(bundle))
+	var stdout syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, err := Run(ctx, RunOptions{
+		Runtime: runc, Bundle: filepath.Base(bundle), LogPath: "run.log",
+		Stdout: &stdout, Stderr: &stdout, Logger: testLogger(),
+	})
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v; want 0", code, err)
+	}
+	if stdout.String() != "relative\n" {
+		t.Errorf("stdout %q", stdout.String())
+	}
+	if lo, _ := parseLog(t, filepath.Join(filepath.Dir(bundle), "run.log")); string(lo) != "relative\n" {
+		t.Errorf("log stdout %q", lo)
+	}
+}
+
 // TestRunInteractive forwards stdin through the attach path, with and
 // without a terminal.
 func TestRunInteractive(t *testing.T) {
