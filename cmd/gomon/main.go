@@ -95,6 +95,9 @@ func printVersion(cfg *cli.Config) int {
 }
 
 func runOne(cfg *cli.Config) int {
+	if err := cfg.Validate(); err != nil { // a missing bundle or runtime, before anything starts
+		return fail(err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 

@@ -133,6 +133,9 @@ func TestValidationErrors(t *testing.T) {
 		{"runtime root not a dir", []string{"--runtime", "/bin/true", "--runtime-dir", dir, "--runtime-root", notDir}, 1, notDir},
 		{"unknown flag", []string{"--bogus"}, 2, "error: unexpected argument '--bogus'"},
 		{"bad log level", []string{"--log-level", "loud"}, 2, "loud"},
+		{"run: missing bundle", []string{"run", "--runtime", "/bin/true", "--bundle", "/nonexistent/bundle", "c1"}, 1, "--bundle '/nonexistent/bundle' does not exist"},
+		{"run: bundle not a dir", []string{"run", "--runtime", "/bin/true", "--bundle", notDir, "c1"}, 1, "is not a directory"},
+		{"run: missing runtime", []string{"run", "--runtime", "/nonexistent/runc", "--bundle", dir, "c1"}, 1, "--runtime '/nonexistent/runc' not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
