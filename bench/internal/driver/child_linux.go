@@ -19,6 +19,7 @@ type child struct {
 
 	// Valid after done is closed.
 	cpu    procfs.CPU // CPU time at exit, read from the zombie
+	cpuErr error      // reading it failed: cpu is not a figure to use
 	status unix.WaitStatus
 	err    error // the wait failed (not our child, …)
 }
@@ -45,9 +46,7 @@ func (c *child) wait() {
 		}
 		break
 	}
-	if cpu, err := procfs.ReadCPU(c.pid); err == nil {
-		c.cpu = cpu
-	}
+	c.cpu, c.cpuErr = procfs.ReadCPU(c.pid)
 	for {
 		_, err := unix.Wait4(c.pid, &c.status, 0, nil)
 		if errors.Is(err, unix.EINTR) {
@@ -73,16 +72,24 @@ func (c *child) exited() bool {
 // cpuNow returns the CPU time so far: at exit once it exited, else live.
 func (c *child) cpuNow() (procfs.CPU, error) {
 	if c.exited() {
-		return c.cpu, nil
+		return c.atExit()
 	}
 	cpu, err := procfs.ReadCPU(c.pid)
 	if err != nil {
 		if c.exited() { // raced with the exit
-			return c.cpu, nil
+			return c.atExit()
 		}
 		return procfs.CPU{}, fmt.Errorf("cpu of %d: %w", c.pid, err)
 	}
 	return cpu, nil
+}
+
+// atExit is the CPU time read from the zombie, or why there is none.
+func (c *child) atExit() (procfs.CPU, error) {
+	if c.cpuErr != nil {
+		return procfs.CPU{}, fmt.Errorf("cpu of %d at exit: %w", c.pid, c.cpuErr)
+	}
+	return c.cpu, nil
 }
 
 // waitCtx waits for the exit or ctx.

@@ -33,17 +33,27 @@ const maxExecSyncSize = 16 << 20
 // its k8s-file log. Every container gets its own runc --root.
 type Conmon struct {
 	Env *Env
+	// NoSyncLog adds --no-sync-log (CRI-O's no_sync_log = true): conmon
+	// then skips the fsync of the container's log it does by default
+	// before writing the exit file. gomon, like conmon-rs, never fsyncs a
+	// log at exit, so this is the like-for-like conmon for log throughput.
+	NoSyncLog bool
 }
 
 var _ Driver = (*Conmon)(nil)
 
 // Name implements Driver.
-func (*Conmon) Name() string { return "conmon" }
+func (d *Conmon) Name() string {
+	if d.NoSyncLog {
+		return "conmon --no-sync-log"
+	}
+	return "conmon"
+}
 
 // NewPod implements Driver; a conmon pod has no process of its own.
 func (d *Conmon) NewPod(_ context.Context, name string) (Pod, error) {
 	dir := filepath.Join(d.Env.WorkDir, "conmon", name)
-	p := &conmonPod{env: d.Env, dir: dir, exitDir: filepath.Join(dir, "exits"), sockDir: filepath.Join(dir, "sock"), monitors: map[string]*conmonCtr{}}
+	p := &conmonPod{env: d.Env, noSyncLog: d.NoSyncLog, dir: dir, exitDir: filepath.Join(dir, "exits"), sockDir: filepath.Join(dir, "sock"), monitors: map[string]*conmonCtr{}}
 	for _, x := range []string{p.exitDir, p.sockDir} {
 		if err := os.MkdirAll(x, 0o755); err != nil {
 			return nil, fmt.Errorf("create pod dir: %w", err)
@@ -61,6 +71,7 @@ type conmonCtr struct {
 // conmonPod is the set of conmon processes of one pod.
 type conmonPod struct {
 	env                   *Env
+	noSyncLog             bool
 	dir, exitDir, sockDir string
 	monitors              map[string]*conmonCtr // live containers by ID
 	gone                  []*child              // monitors of removed containers
@@ -110,6 +121,9 @@ func (p *conmonPod) Create(ctx context.Context, c *Container) (retErr error) {
 		"--runtime-arg", "--root=" + c.Root,
 		"--socket-dir-path", p.sockDir,
 		"-u", c.ID,
+	}
+	if p.noSyncLog {
+		args = append(args, "--no-sync-log")
 	}
 	syncParent, syncChild, err := socketpair()
 	if err != nil {

@@ -139,9 +139,22 @@ func (p *gomonPod) ExecSync(ctx context.Context, c *Container, cmd []string) (Ex
 	return ExecResult{ExitCode: int(res.ExitCode), Stdout: res.Stdout, Stderr: res.Stderr}, nil
 }
 
-// Remove implements Pod.
+// Remove implements Pod. After `runc delete --force` the daemon handles
+// the exit on its own (drain, exit files); Remove waits for both exit files
+// so that work is not timed in the next contender's turn, as conmon's and
+// runc's Remove wait for their processes.
 func (p *gomonPod) Remove(ctx context.Context, c *Container) error {
-	return p.env.Runc.Delete(ctx, c.Root, c.ID)
+	if err := p.env.Runc.Delete(ctx, c.Root, c.ID); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, f := range []string{c.ExitFile, filepath.Join(c.Dir, "exit")} {
+		if err := waitFile(ctx, f); err != nil {
+			return fmt.Errorf("gomon did not write the exit files of %s: %w", c.ID, err)
+		}
+	}
+	return nil
 }
 
 // MonitorPIDs implements Pod.

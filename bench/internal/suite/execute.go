@@ -65,7 +65,8 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 		}
 	}()
 	// Private copies: the page sharing behind PSS/USS must not depend on
-	// other users of the same binaries on a shared machine.
+	// other users of the same binaries on a shared machine. (conmon's
+	// shared libraries stay shared with everyone; gomon is static.)
 	binDir := filepath.Join(work, "bin")
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return fmt.Errorf("create bin dir: %w", err)

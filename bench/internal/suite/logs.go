@@ -23,7 +23,7 @@ import (
 // parsed back and every byte checked. Bare runc writes straight to a file
 // in its rootfs (the upper bound).
 func (h *harness) logs(ctx context.Context, res *Results) error {
-	drivers := []driver.Driver{h.gomon, h.conmon, h.bare}
+	drivers := []driver.Driver{h.gomon, h.conmon, h.conmonNoSync, h.bare}
 	pods := make([]driver.Pod, len(drivers))
 	for i, d := range drivers {
 		p, err := h.newPod(ctx, d)

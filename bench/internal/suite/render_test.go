@@ -49,8 +49,8 @@ func TestDocRendersEverySection(t *testing.T) {
 			{Scenario: Scenario{1, 11}, Mem: map[string]procfs.Memory{lGomon: {RSS: 5000, USS: 1500}, lConmon: {RSS: 20000, USS: 3000}}, Procs: map[string]int{lGomon: 1, lConmon: 11}},
 		},
 		Logs: []LogResult{{Pattern: "lines100", Bytes: 1 << 20,
-			MBps:     map[string][]float64{lGomon: {200}, lConmon: {100}, lRunc: {400}},
-			CPUPerGB: map[string][]float64{lGomon: {1}, lConmon: {2}}, CPUTicksPerGB: map[string][]float64{},
+			MBps:     map[string][]float64{lGomon: {200}, lConmon: {100}, lNoSync: {80}, lRunc: {400}},
+			CPUPerGB: map[string][]float64{lGomon: {1}, lConmon: {2}, lNoSync: {2.5}}, CPUTicksPerGB: map[string][]float64{},
 			Errors: map[string][]string{lConmon: {"short"}}, Records: map[string]int64{}}},
 		Tracing: &TracingResult{Latency: map[string][]float64{}, Exec: map[string][]float64{}, Memory: map[string]procfs.Memory{},
 			LogBytes: 1 << 20, LogMBps: map[string][]float64{lGomon: {400}, lTrace: {360}}, LogCPUPerGB: map[string][]float64{lGomon: {1}, lTrace: {1.1}}},
@@ -61,7 +61,7 @@ func TestDocRendersEverySection(t *testing.T) {
 		"| exec sync `echo hello`, median | n/a | 3.00 | 2.00 | n/a | n/a | gomon/runc ≤ 1.05 | n/a |",
 		"gomon: n/a — not implemented",
 		"| USS growth, KiB | 50.00 | 210.0 | 0.24× | gomon < 100 KiB | met |",
-		"| lines100, 1 MiB: MB/s, median | 200.0 | 100.0 | 400.0 | 2.00× | 0.50× | gomon/conmon ≥ 2 | met |",
+		"| lines100, 1 MiB: MB/s, median | 200.0 | 100.0 | 80.00 | 400.0 | 2.00× | 2.50× | 0.50× | gomon/conmon ≥ 2 | invalid: verification failed |",
 		"VERIFICATION FAILED: conmon: 1 of 1 runs failed (short)",
 		"received NO export request",
 		"| log lines100, 1 MiB: MB/s, median | 400.0 | 360.0 | 0.90× | on/off ≥ 0.95 | missed |",
@@ -81,14 +81,62 @@ func TestRotation(t *testing.T) {
 		n, rep int
 		want   []int
 	}{
-		{3, -1, []int{2, 0, 1}},
 		{3, 0, []int{0, 1, 2}},
-		{3, 1, []int{1, 2, 0}},
-		{3, 5, []int{2, 0, 1}},
+		{3, 1, []int{0, 2, 1}},
+		{3, 2, []int{1, 0, 2}},
+		{3, 5, []int{2, 1, 0}},
+		{3, -1, []int{2, 1, 0}},
+		{3, 6, []int{0, 1, 2}},
 		{2, 3, []int{1, 0}},
+		{1, 7, []int{0}},
 	} {
 		if got := rotation(tc.n, tc.rep); !slices.Equal(got, tc.want) {
 			t.Errorf("rotation(%d, %d) = %v, want %v", tc.n, tc.rep, got, tc.want)
+		}
+	}
+	// Over n! rounds every ordered pair is adjacent equally often.
+	for _, n := range []int{2, 3, 4} {
+		follows := map[[2]int]int{}
+		rounds := len(permutations(n))
+		for rep := range rounds {
+			o := rotation(n, rep)
+			for i := 1; i < n; i++ {
+				follows[[2]int{o[i-1], o[i]}]++
+			}
+		}
+		want := rounds * (n - 1) / (n * (n - 1))
+		for a := range n {
+			for b := range n {
+				if a != b && follows[[2]int{a, b}] != want {
+					t.Errorf("n=%d: %d directly before %d in %d of %d rounds, want %d", n, a, b, follows[[2]int{a, b}], rounds, want)
+				}
+			}
+		}
+	}
+}
+
+// TestLogRowVerdict: a log target is met only against both conmons, and a
+// pattern whose runs failed verification gets no verdict.
+func TestLogRowVerdict(t *testing.T) {
+	atLeast2 := atLeast(2, "gomon/conmon ≥ 2")
+	mb := func(g, c, n float64) map[string][]float64 {
+		return map[string][]float64{lGomon: {g}, lConmon: {c}, lNoSync: {n}, lRunc: {1000}}
+	}
+	for _, tc := range []struct {
+		name    string
+		v       map[string][]float64
+		failed  bool
+		verdict string
+	}{
+		{"both met", mb(300, 100, 150), false, "met"},
+		{"met against the fsyncing conmon only", mb(300, 100, 200), false, "missed"},
+		{"both missed", mb(100, 100, 100), false, "missed"},
+		{"verification failed", mb(300, 100, 100), true, "invalid: verification failed"},
+		{"negative cpu figure", mb(300, -5, 100), false, "n/a"},
+	} {
+		row := logRow("x", tc.v, atLeast2, tc.failed)
+		if got := row[len(row)-1]; got != tc.verdict {
+			t.Errorf("%s: verdict %q, want %q (row %v)", tc.name, got, tc.verdict, row)
 		}
 	}
 }

@@ -47,6 +47,9 @@ type MemoryResult struct {
 	// By contender: the sum over its monitor processes, and how many there were.
 	Mem   map[string]procfs.Memory
 	Procs map[string]int
+	// MaxPodRSS is the largest VmRSS (KiB) summed over one pod's monitor
+	// processes: the per-pod budget applies to every pod, not the mean.
+	MaxPodRSS map[string]int64
 }
 
 // LogResult is one pattern's throughput samples.

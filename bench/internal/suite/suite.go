@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -109,6 +111,9 @@ type harness struct {
 	podStart []float64
 
 	gomon, conmon, bare driver.Driver
+	// conmonNoSync is conmon with --no-sync-log, the log benchmark's
+	// like-for-like conmon (see driver.Conmon.NoSyncLog).
+	conmonNoSync driver.Driver
 }
 
 // Run executes the benchmark and returns the results. The caller must
@@ -117,6 +122,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	h := &harness{cfg: cfg, env: cfg.Env, log: cfg.Logger}
 	h.gomon = &driver.Gomon{Env: h.env}
 	h.conmon = &driver.Conmon{Env: h.env}
+	h.conmonNoSync = &driver.Conmon{Env: h.env, NoSyncLog: true}
 	h.bare = &driver.Bare{Env: h.env}
 	defer func() {
 		// Cleanup runs even when ctx was cancelled.
@@ -190,7 +196,7 @@ func (h *harness) closePods(ctx context.Context) error {
 // newContainer makes a bundle running args and returns the container.
 func (h *harness) newContainer(d driver.Driver, args ...string) (*driver.Container, error) {
 	h.seq++
-	id := fmt.Sprintf("gb%d-%s-%d", os.Getpid(), d.Name(), h.seq)
+	id := fmt.Sprintf("gb%d-%s-%d", os.Getpid(), idSafe(d.Name()), h.seq)
 	dir := filepath.Join(h.env.WorkDir, "ctr", id)
 	c := &driver.Container{ID: id, Name: id, Bundle: filepath.Join(dir, "bundle"), Dir: filepath.Join(dir, "state")}
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
@@ -277,16 +283,44 @@ func reapZombies() {
 	}
 }
 
-// rotation is the order in which round rep visits n contenders: each round
-// starts one further along (gomon, conmon, runc; conmon, runc, gomon; …),
-// so no contender always runs right after the same other one and pays for
-// its teardown (a container's cgroup and namespaces go away after runc
-// delete returns).
+// rotation is the order in which round rep visits n contenders: round
+// after round it cycles through every permutation, so over n! rounds each
+// contender runs directly after each other one equally often (and pays for
+// its teardown: a container's cgroup and namespaces go away after runc
+// delete returns) and is first equally often.
 func rotation(n, rep int) []int {
-	order := make([]int, n)
-	start := ((rep % n) + n) % n
-	for k := range order {
-		order[k] = (start + k) % n
+	all := permutations(n)
+	k := len(all)
+	return all[((rep%k)+k)%k]
+}
+
+// permutations lists the orderings of 0..n-1 in lexicographic order.
+func permutations(n int) [][]int {
+	if n <= 1 {
+		return [][]int{make([]int, n)}
 	}
-	return order
+	var out [][]int
+	for _, rest := range permutations(n - 1) {
+		for pos := 0; pos <= len(rest); pos++ {
+			p := make([]int, 0, n)
+			p = append(p, rest[:pos]...)
+			p = append(p, n-1)
+			p = append(p, rest[pos:]...)
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, slices.Compare[[]int])
+	return out
+}
+
+// idSafe maps a contender's name to container-ID characters (runc allows
+// letters, digits, '+', '-', '.' and '_').
+func idSafe(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("+-._", r):
+			return r
+		}
+		return '-'
+	}, name)
 }

@@ -49,7 +49,7 @@ func (h *harness) tracing(ctx context.Context, res *Results) error {
 		return err
 	}
 	for _, d := range drivers {
-		m, _, err := h.idleMemory(ctx, d, Scenario{Pods: 1, PerPod: 1})
+		m, _, _, err := h.idleMemory(ctx, d, Scenario{Pods: 1, PerPod: 1})
 		if err != nil {
 			return fmt.Errorf("%s: %w", d.Name(), err)
 		}
