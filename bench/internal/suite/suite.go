@@ -80,7 +80,7 @@ func FullParams() Params {
 		LogReps:      9,
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
 		TraceReps:    20,
-		TraceLogReps: 10,
+		TraceLogReps: 20,
 	}
 }
 
