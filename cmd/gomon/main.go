@@ -40,6 +40,11 @@ func run() int {
 		return cli.ExitCode(err)
 	}
 
+	// Validate checks what each command needs (nothing for version and
+	// pause), before anything starts.
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
 	switch cfg.Command {
 	case cli.CommandVersion:
 		return printVersion(cfg)
@@ -54,9 +59,6 @@ func run() int {
 		})
 	}
 
-	if err := cfg.Validate(); err != nil {
-		return fail(err)
-	}
 	if err := cfg.Prepare(); err != nil {
 		return fail(err)
 	}
@@ -95,9 +97,6 @@ func printVersion(cfg *cli.Config) int {
 }
 
 func runOne(cfg *cli.Config) int {
-	if err := cfg.Validate(); err != nil { // a missing bundle or runtime, before anything starts
-		return fail(err)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
