@@ -97,7 +97,7 @@ func TestRotation(t *testing.T) {
 	// Over n! rounds every ordered pair is adjacent equally often.
 	for _, n := range []int{2, 3, 4} {
 		follows := map[[2]int]int{}
-		rounds := len(permutations(n))
+		rounds := factorial(n)
 		for rep := range rounds {
 			o := rotation(n, rep)
 			for i := 1; i < n; i++ {

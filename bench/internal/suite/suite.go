@@ -284,33 +284,34 @@ func reapZombies() {
 }
 
 // rotation is the order in which round rep visits n contenders: round
-// after round it cycles through every permutation, so over n! rounds each
-// contender runs directly after each other one equally often (and pays for
-// its teardown: a container's cgroup and namespaces go away after runc
-// delete returns) and is first equally often.
+// after round it cycles through every permutation in lexicographic order,
+// so over n! rounds each contender runs directly after each other one
+// equally often (and pays for its teardown: a container's cgroup and
+// namespaces go away after runc delete returns) and is first equally often.
 func rotation(n, rep int) []int {
-	all := permutations(n)
-	k := len(all)
-	return all[((rep%k)+k)%k]
+	f := factorial(n)
+	k := ((rep % f) + f) % f // rep's place in the cycle, written in factorial base below
+	left := make([]int, n)
+	for i := range left {
+		left[i] = i
+	}
+	order := make([]int, 0, n)
+	for i := n; i > 0; i-- {
+		f /= i
+		j := k / f
+		k %= f
+		order = append(order, left[j])
+		left = slices.Delete(left, j, j+1)
+	}
+	return order
 }
 
-// permutations lists the orderings of 0..n-1 in lexicographic order.
-func permutations(n int) [][]int {
-	if n <= 1 {
-		return [][]int{make([]int, n)}
+func factorial(n int) int {
+	f := 1
+	for i := 2; i <= n; i++ {
+		f *= i
 	}
-	var out [][]int
-	for _, rest := range permutations(n - 1) {
-		for pos := 0; pos <= len(rest); pos++ {
-			p := make([]int, 0, n)
-			p = append(p, rest[:pos]...)
-			p = append(p, n-1)
-			p = append(p, rest[pos:]...)
-			out = append(out, p)
-		}
-	}
-	slices.SortFunc(out, slices.Compare[[]int])
-	return out
+	return f
 }
 
 // idSafe maps a contender's name to container-ID characters (runc allows
