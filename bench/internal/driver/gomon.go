@@ -106,7 +106,7 @@ func (p *gomonPod) Create(ctx context.Context, c *Container) error {
 	resp, err := p.cl.CreateContainer(ctx, &client.CreateContainerConfig{
 		ID:           c.ID,
 		BundlePath:   c.Bundle,
-		ExitPaths:    []string{c.ExitFile, filepath.Join(c.Dir, "exit")},
+		ExitPaths:    gomonExitPaths(c),
 		OOMExitPaths: []string{filepath.Join(c.Bundle, "oom")},
 		LogDrivers: []client.ContainerLogDriver{{
 			Type: client.LogDriverTypeContainerRuntimeInterface,
@@ -139,6 +139,12 @@ func (p *gomonPod) ExecSync(ctx context.Context, c *Container, cmd []string) (Ex
 	return ExecResult{ExitCode: int(res.ExitCode), Stdout: res.Stdout, Stderr: res.Stderr}, nil
 }
 
+// gomonExitPaths are the exit files gomon writes for c (two, as CRI-O
+// asks for).
+func gomonExitPaths(c *Container) []string {
+	return []string{c.ExitFile, filepath.Join(c.Dir, "exit")}
+}
+
 // Remove implements Pod. After `runc delete --force` the daemon handles
 // the exit on its own (drain, exit files); Remove waits for both exit files
 // so that work is not timed in the next contender's turn, as conmon's and
@@ -149,7 +155,7 @@ func (p *gomonPod) Remove(ctx context.Context, c *Container) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for _, f := range []string{c.ExitFile, filepath.Join(c.Dir, "exit")} {
+	for _, f := range gomonExitPaths(c) {
 		if err := waitFile(ctx, f); err != nil {
 			return fmt.Errorf("gomon did not write the exit files of %s: %w", c.ID, err)
 		}
