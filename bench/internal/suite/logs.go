@@ -51,8 +51,10 @@ func (h *harness) logs(ctx context.Context, res *Results) error {
 				}
 				secs := o.elapsed.Seconds()
 				r.MBps[d.Name()] = append(r.MBps[d.Name()], float64(size)/1e6/secs)
-				r.CPUPerGB[d.Name()] = append(r.CPUPerGB[d.Name()], o.cpu.Run.Seconds()/(float64(size)/1e9))
-				r.CPUTicksPerGB[d.Name()] = append(r.CPUTicksPerGB[d.Name()], o.cpu.Ticks.Seconds()/(float64(size)/1e9))
+				if d != h.bare { // bare runc has no monitor, so no CPU figure
+					r.CPUPerGB[d.Name()] = append(r.CPUPerGB[d.Name()], o.cpu.Run.Seconds()/(float64(size)/1e9))
+					r.CPUTicksPerGB[d.Name()] = append(r.CPUTicksPerGB[d.Name()], o.cpu.Ticks.Seconds()/(float64(size)/1e9))
+				}
 				r.Records[d.Name()] = o.records
 				if o.verifyErr != nil {
 					r.Errors[d.Name()] = append(r.Errors[d.Name()], o.verifyErr.Error())

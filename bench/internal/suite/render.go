@@ -217,17 +217,14 @@ func (r *Results) memorySection() report.Section {
 		label := fmt.Sprintf("%s (gomon %d proc, conmon %d)", mr.Scenario, mr.Procs[lGomon], mr.Procs[lConmon])
 		perPod := atMost(10, "gomon ≤ 10 MiB VmRSS in every pod (aim 5.5)")
 		perPod.aim = func(v float64) bool { return v <= 5.5 }
-		rssPerPod := mib(g.RSS) / float64(max(mr.Scenario.Pods, 1)) // results without MaxPodRSS
-		if v, ok := mr.MaxPodRSS[lGomon]; ok {
-			rssPerPod = mib(v)
-		}
+		largestPod := mib(mr.MaxPodRSS[lGomon])
 		for _, row := range []struct {
 			name string
 			g, c int64
 			t    *target
 			tv   float64
 		}{
-			{"VmRSS", g.RSS, c.RSS, perPod, rssPerPod},
+			{"VmRSS", g.RSS, c.RSS, perPod, largestPod},
 			{"RssAnon", g.Anon, c.Anon, nil, 0},
 			{"PSS", g.PSS, c.PSS, nil, 0},
 			{"USS", g.USS, c.USS, nil, 0},
@@ -272,6 +269,9 @@ func (r *Results) memorySection() report.Section {
 // like gomon and conmon-rs).
 var logCols = []string{"measure", lGomon, lConmon, lNoSync, lRunc, "gomon/conmon", "gomon/(conmon --no-sync-log)", "gomon/runc", "target", "verdict"}
 
+// invalidVerdict replaces met/missed for runs that failed verification.
+const invalidVerdict = "invalid: verification failed"
+
 // logRow renders one log measure. A target applies to gomon's ratio
 // against each conmon and is met only when both meet it. A pattern whose
 // runs failed verification gets no verdict.
@@ -288,7 +288,7 @@ func logRow(name string, v map[string][]float64, t *target, failed bool) []strin
 		verdict = "missed" // met against one conmon only
 	}
 	if t != nil && failed {
-		verdict = "invalid: verification failed"
+		verdict = invalidVerdict
 	}
 	return []string{name, num(g), num(c), num(n), num(b), rc, rn, rb, t.label(), verdict}
 }
@@ -311,8 +311,8 @@ func (r *Results) logSection() report.Section {
 		failed := len(lr.Errors) > 0
 		s.Rows = append(s.Rows,
 			logRow(size+": MB/s, median", lr.MBps, tMB, failed),
-			logRow(size+": monitor CPU s/GB, median", without(lr.CPUPerGB, lRunc), tCPU, failed),
-			logRow(size+": same from stat utime+stime", without(lr.CPUTicksPerGB, lRunc), nil, failed),
+			logRow(size+": monitor CPU s/GB, median", lr.CPUPerGB, tCPU, failed),
+			logRow(size+": same from stat utime+stime", lr.CPUTicksPerGB, nil, failed),
 		)
 		verified := "every byte verified for all four"
 		var bad []string
@@ -334,17 +334,6 @@ func (r *Results) logSection() report.Section {
 	return s
 }
 
-// without returns v minus key k (runc has no monitor CPU figure).
-func without(v map[string][]float64, k string) map[string][]float64 {
-	out := make(map[string][]float64, len(v))
-	for name, xs := range v {
-		if name != k {
-			out[name] = xs
-		}
-	}
-	return out
-}
-
 func (r *Results) tracingSection() report.Section {
 	t := r.Tracing
 	row := func(name string, off, on float64, tg *target, tv float64) []string {
@@ -356,7 +345,7 @@ func (r *Results) tracingSection() report.Section {
 		_, rv := ratio(on, off)
 		r := row(fmt.Sprintf("log lines100, %d MiB: %s, median", t.LogBytes>>20, what), off, on, tg, rv)
 		if tg != nil && len(t.LogErrors) > 0 {
-			r[len(r)-1] = "invalid: verification failed"
+			r[len(r)-1] = invalidVerdict
 		}
 		return r
 	}
