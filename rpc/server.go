@@ -101,7 +101,7 @@ func (s *Server) Serve(l net.Listener) error {
 // the server closes. It does not block.
 func (s *Server) ServeConn(c net.Conn) {
 	boot := capnp.Client(proto.Conmon_ServerToClient(&adapter{s: s}))
-	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(c), &capnprpc.Options{
+	conn := capnprpc.NewConn(newBootstrapGate(capnprpc.NewStreamTransport(c), bootstrapHold), &capnprpc.Options{
 		BootstrapClient: boot,
 		Logger:          capnpLogger{s.log.With("component", "capnp")},
 	})
