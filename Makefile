@@ -47,6 +47,7 @@ test-interop: build ## interop tests through the conmon-rs Go clients v0.7.3 and
 
 reliability: build ## faults, killed clients, full/deleted logs, leaks, bad input, security (root + runc)
 	cd test/reliability && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 -timeout 15m ./...
+	cd test/reliability/firstcall && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 -timeout 10m ./...
 
 $(BIN)/capnpc-go: go.mod
 	$(GO) build -o $@ capnproto.org/go/capnp/v3/capnpc-go
