@@ -86,7 +86,7 @@ func TestFirstCallsOnFreshConnections(t *testing.T) {
 		skipOrFail(t, "runc not found in $PATH")
 	}
 	logPath := filepath.Join(t.TempDir(), "gomon.log")
-	logFile, err := os.Create(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
