@@ -49,7 +49,9 @@ const oomVerdictTimeout = 5 * time.Second
 // goroutine (in Monitor.waiters). The waiter is the only code that moves
 // it to stateExited: after the reaper reported the init's exit, the
 // streams drained and the exit files were written. Only then is c.done
-// closed, so Wait returning means the exit files exist.
+// closed, so Wait returning means the exit files exist (unless their
+// filesystem refused them: those are retried in the background, see
+// retryExitFiles).
 //
 // Thread safety: the immutable fields are set before the container is
 // published in Monitor.containers; the rest is guarded by mu.
@@ -74,8 +76,11 @@ type container struct {
 	streams  sync.WaitGroup // read loops
 	readEnds []io.Closer    // pipe read ends or the console, closed after drain
 	leak     []*os.File     // leakFds, held until exit
-	input    sync.WaitGroup // the Input copier, if any
-	done     chan struct{}  // closed on the move to stateExited
+	// exitFiles are the exit paths with the space reserved for them; set
+	// by the create, then used only by the waiter.
+	exitFiles []exitFile
+	input     sync.WaitGroup // the Input copier, if any
+	done      chan struct{}  // closed on the move to stateExited
 
 	// mu guards the fields below. Lock order: Monitor.mu before c.mu.
 	mu      sync.Mutex
@@ -310,10 +315,18 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 			}
 		}
 	}
-	for _, p := range c.req.ExitPaths {
-		if err := writeExitFile(p, st.Code); err != nil {
-			c.logger.ErrorContext(fctx, "write exit file", "path", p, "error", err)
+	var retry []string
+	for i := range c.exitFiles {
+		if err := c.exitFiles[i].write(st.Code); err != nil {
+			c.logger.ErrorContext(fctx, "write exit file, retrying in the background", "path", c.exitFiles[i].path,
+				"exit_code", st.Code, "error", err)
+			retry = append(retry, c.exitFiles[i].path)
 		}
+	}
+	if len(retry) > 0 {
+		// Not here: Wait and the cleanup command must not wait for a
+		// full disk to get space back.
+		m.retryExitFiles(c.logger, retry, st.Code)
 	}
 	fspan.End()
 	if len(c.req.CleanupCmd) > 0 {
