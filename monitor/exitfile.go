@@ -112,10 +112,12 @@ func reserveFile(path string) (string, error) {
 	return tmp, nil
 }
 
-// allocate gives f exitFileReserve bytes of allocated blocks: fallocate,
-// or writing them where the filesystem does not support that.
+// allocate gives f exitFileReserve bytes of allocated blocks: fallocate
+// keeping the size 0 (the code written at exit then sets it), or writing
+// the bytes where the filesystem does not support that (the write at exit
+// then cuts the file to the code).
 func allocate(f *os.File) error {
-	err := unix.Fallocate(int(f.Fd()), 0, 0, exitFileReserve)
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, exitFileReserve)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 		_, err = f.Write(make([]byte, exitFileReserve))
 	}
@@ -155,8 +157,8 @@ func (e *exitFile) write(code int) error {
 }
 
 // fillReserved writes data at the start of the reserved file tmp, cuts it
-// to len(data) (which frees space rather than taking any), fsyncs it and
-// renames it to path.
+// to len(data) if it is longer (which frees space rather than taking any),
+// fsyncs it and renames it to path.
 func fillReserved(tmp, path string, data []byte) error {
 	f, err := os.OpenFile(tmp, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -164,7 +166,10 @@ func fillReserved(tmp, path string, data []byte) error {
 	}
 	_, werr := f.WriteAt(data, 0)
 	if werr == nil {
-		werr = f.Truncate(int64(len(data)))
+		var fi os.FileInfo
+		if fi, werr = f.Stat(); werr == nil && fi.Size() > int64(len(data)) {
+			werr = f.Truncate(int64(len(data))) // a reservation written as bytes
+		}
 	}
 	if werr == nil {
 		werr = f.Sync()
