@@ -286,10 +286,10 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 		bp = b
 		return true
 	})
-	if errors.Is(werr, os.ErrDeadlineExceeded) {
-		return nil, 0, werr, true // the owner stops the loop: see ReadLoop
-	}
 	if werr != nil {
+		if errors.Is(werr, os.ErrDeadlineExceeded) {
+			return nil, 0, werr, true // the owner stops the loop: see ReadLoop
+		}
 		return nil, 0, nil, false
 	}
 	switch {
