@@ -99,6 +99,13 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	undo.add(func() { m.forget(c) })
 	undo.add(func() { _ = c.attach.Close() }) // runs after the streams' undo
 
+	c.exitFiles = reserveExitFiles(req.ExitPaths, logger)
+	undo.add(func() {
+		for i := range c.exitFiles {
+			c.exitFiles[i].release()
+		}
+	})
+
 	l, err := openLog(req.LogDrivers, req.ID, logger)
 	if err != nil {
 		return 0, err

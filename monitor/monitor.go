@@ -63,6 +63,11 @@ type Monitor struct {
 	opCtx     context.Context
 	cancelOps context.CancelFunc
 
+	// retries holds the goroutines retrying exit files that could not
+	// be written (retryExitFiles); stopRetries makes them try a last time.
+	retries     sync.WaitGroup
+	stopRetries chan struct{}
+
 	shutdownOnce sync.Once
 	closed       chan struct{} // closed when Shutdown has finished
 
@@ -97,14 +102,15 @@ func New(cfg Config) (*Monitor, error) {
 		tp = otel.GetTracerProvider()
 	}
 	m := &Monitor{
-		cfg:        cfg,
-		log:        log,
-		reaper:     r,
-		tracer:     tp.Tracer(tracerName),
-		opCtx:      ctx,
-		cancelOps:  cancel,
-		closed:     make(chan struct{}),
-		containers: make(map[string]*container),
+		cfg:         cfg,
+		log:         log,
+		reaper:      r,
+		tracer:      tp.Tracer(tracerName),
+		opCtx:       ctx,
+		cancelOps:   cancel,
+		closed:      make(chan struct{}),
+		stopRetries: make(chan struct{}),
+		containers:  make(map[string]*container),
 	}
 	if m.cfg.FDs == nil {
 		m.cfg.FDs = &m.pod
@@ -263,6 +269,8 @@ func (m *Monitor) finishShutdown() {
 		_ = c.signal(sigKill, true) // no-op for exited ones
 	}
 	m.waiters.Wait()
+	close(m.stopRetries)
+	m.retries.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), podStopTimeout)
 	if err := m.stream.stop(ctx); err != nil {
 		m.log.Warn("stop streaming server", "error", err)
