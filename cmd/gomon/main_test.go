@@ -334,3 +334,90 @@ func BenchmarkStartup(b *testing.B) {
 		_ = syscall.Kill(int(pid), syscall.SIGKILL)
 	}
 }
+
+// launch runs the launcher with args and the given stdout and stderr (nil
+// means /dev/null, as the conmon-rs client leaves them for the systemd log
+// driver) and returns the daemon's PID, killed at the end of the test.
+func launch(t *testing.T, argv0 string, env []string, stdout, stderr *os.File, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(argv0, args...)
+	cmd.Env = append(os.Environ(), env...)
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	if stderr != nil {
+		cmd.Stderr = stderr
+	}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("launcher: %v", err)
+	}
+	dir := ""
+	for i, a := range args {
+		if a == "--runtime-dir" {
+			dir = args[i+1]
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "pidfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	return pid
+}
+
+// waitForContent waits until the file at path contains all of want.
+func waitForContent(t *testing.T, path string, want ...string) string {
+	t.Helper()
+	var got []byte
+	for range 200 {
+		got, _ = os.ReadFile(path)
+		ok := true
+		for _, w := range want {
+			ok = ok && bytes.Contains(got, []byte(w))
+		}
+		if ok {
+			return string(got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never held %q; it has %q", path, want, got)
+	return ""
+}
+
+// staleJournalSocket leaves a datagram socket file with nobody listening,
+// as a dead journald leaves /run/systemd/journal/socket.
+func staleJournalSocket(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "journal.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close() // a datagram socket's file stays behind
+	return sock
+}
+
+// TestDaemonLogWithStaleJournalSocket: --log-driver systemd with a journal
+// socket file that nobody listens on, and the launcher's stdio on
+// /dev/null (what the conmon-rs client does): the daemon's log goes to
+// <run-dir>/gomon.log, which says why once.
+func TestDaemonLogWithStaleJournalSocket(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"_GOMON_TEST_JOURNAL_SOCKET=" + staleJournalSocket(t)}
+	pid := launch(t, gomonBin, env, nil, nil, "--runtime", "/bin/true", "--runtime-dir", dir,
+		"--log-level", "debug", "--log-driver", "systemd")
+	versionPID(t, filepath.Join(dir, "conmon.sock"))
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	log := waitForContent(t, filepath.Join(dir, "gomon.log"), "gomon starting", "shutdown complete")
+	if n := strings.Count(log, "no systemd journal reachable"); n != 1 || !strings.Contains(log, "connection refused") {
+		t.Errorf("gomon.log notes the fallback %d times (want once, with the reason):\n%s", n, log)
+	}
+}
+

@@ -146,7 +146,7 @@ func launch(opts Options, l *net.UnixListener) error {
 	// systemd falls back to stderr when there is no journal.
 	if opts.LogDriver == "stdout" {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	} else if opts.LogDriver == "systemd" && !journalAvailable() {
+	} else if opts.LogDriver == "systemd" && journalReachable() != nil {
 		cmd.Stderr = os.Stderr
 	}
 	if err := cmd.Start(); err != nil {
@@ -193,7 +193,7 @@ func serve(opts Options, l net.Listener) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel)
+	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel, opts.RunDir)
 	defer closeLog()
 	log.Info("gomon starting", "version", opts.Version.Version, "pid", os.Getpid(),
 		"runtime", opts.Runtime, "run_dir", opts.RunDir, "tracing", opts.EnableTracing)
