@@ -19,6 +19,7 @@ import (
 
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
 
+	"github.com/gomon-dev/gomon/monitor/monitortest"
 	"github.com/gomon-dev/gomon/rpc/proto"
 )
 
@@ -388,6 +389,52 @@ func waitForContent(t *testing.T, path string, want ...string) string {
 	return ""
 }
 
+// TestDaemonSurvivesClosedStdout: with --log-driver stdout, the reader of
+// the daemon's stdout and stderr going away must not kill it (SIGPIPE);
+// its log continues in <run-dir>/gomon.log.
+func TestDaemonSurvivesClosedStdout(t *testing.T) {
+	dir := t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := launch(t, gomonBin, nil, w, w, "--runtime", "/bin/true", "--runtime-dir", dir,
+		"--log-level", "debug", "--log-driver", "stdout")
+	_ = w.Close()
+	// Wait for the start-up record, then make the pipe's reader go away.
+	buf := make([]byte, 64<<10)
+	var seen []byte
+	for !bytes.Contains(seen, []byte("gomon starting")) {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("read daemon stdout: %v (got %q)", err, seen)
+		}
+		seen = append(seen, buf[:n]...)
+	}
+	_ = r.Close()
+
+	// SIGUSR1 makes the daemon log a goroutine dump: a write to the
+	// broken pipe. Twice, so a second write follows the first failure.
+	for range 2 {
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := versionPID(t, filepath.Join(dir, "conmon.sock")); got != uint32(pid) {
+		t.Fatalf("Version answered by %d, want %d", got, pid)
+	}
+	log := waitForContent(t, filepath.Join(dir, "gomon.log"), "log output closed (broken pipe)", "goroutine dump")
+	if strings.Count(log, "log output closed") != 1 {
+		t.Errorf("the switch to gomon.log is noted %d times", strings.Count(log, "log output closed"))
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	waitForContent(t, filepath.Join(dir, "gomon.log"), "shutdown complete")
+}
+
 // staleJournalSocket leaves a datagram socket file with nobody listening,
 // as a dead journald leaves /run/systemd/journal/socket.
 func staleJournalSocket(t *testing.T) string {
@@ -421,3 +468,73 @@ func TestDaemonLogWithStaleJournalSocket(t *testing.T) {
 	}
 }
 
+// processesWith returns the PIDs whose command line contains token.
+func processesWith(token string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && bytes.Contains(b, []byte(token)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestRunClosedStdout: `gomon run … | head`: once the reader of its output
+// is gone, gomon run kills and deletes the container, instead of dying of
+// SIGPIPE and leaving it running unmonitored, and exits 141 (128+SIGPIPE)
+// like the writer of a pipeline.
+func TestRunClosedStdout(t *testing.T) {
+	runc := monitortest.Runc(t)
+	token := fmt.Sprintf("gomon-run-epipe-%d", os.Getpid())
+	bundle := monitortest.NewBundle(t, monitortest.BundleOptions{
+		Args: []string{"sh", "-c", "while :; do echo line; done # " + token},
+	})
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gomonBin, "run", "--runtime", runc, "--bundle", bundle, token)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	t.Cleanup(func() {
+		for _, pid := range processesWith(token) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	// Read like `head -n 3`, then go away.
+	buf := make([]byte, 64)
+	var got []byte
+	for bytes.Count(got, []byte("\n")) < 3 {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("read: %v (stderr %s)", err, stderr.String())
+		}
+		got = append(got, buf[:n]...)
+	}
+	_ = r.Close()
+
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("gomon run still running 30 s after its output closed: %s", stderr.String())
+	}
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() || ws.ExitStatus() != 128+int(syscall.SIGPIPE) {
+		t.Errorf("gomon run ended with %v, want exit 141; stderr %s", cmd.ProcessState, stderr.String())
+	}
+	if left := processesWith(token); len(left) > 0 {
+		t.Errorf("container processes %v left running after gomon run ended", left)
+	}
+}
