@@ -468,6 +468,34 @@ func TestDaemonLogWithStaleJournalSocket(t *testing.T) {
 	}
 }
 
+// TestDaemonKeepsInvokedName: started through a symlink named conmonrs
+// (as distributions install it), the daemon's comm (ps, journald's _COMM)
+// is conmonrs and its argv[0] the path it was invoked as.
+func TestDaemonKeepsInvokedName(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(t.TempDir(), "conmonrs")
+	if err := os.Symlink(gomonBin, link); err != nil {
+		t.Fatal(err)
+	}
+	pid := launch(t, link, nil, nil, nil, "--runtime", "/bin/true", "--runtime-dir", dir, "--log-driver", "none")
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+	if string(comm) != "conmonrs\n" || argv0 != link {
+		t.Errorf("comm %q argv[0] %q; want conmonrs and %s", comm, argv0, link)
+	}
+	// Still the same binary, serving.
+	if got := versionPID(t, filepath.Join(dir, "conmon.sock")); got != uint32(pid) {
+		t.Errorf("Version answered by %d, want %d", got, pid)
+	}
+}
+
 // processesWith returns the PIDs whose command line contains token.
 func processesWith(token string) []int {
 	var pids []int
