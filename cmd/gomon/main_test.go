@@ -538,24 +538,27 @@ func TestRunClosedStdout(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
 	// Read like `head -n 3`, then go away.
 	buf := make([]byte, 64)
 	var got []byte
 	for bytes.Count(got, []byte("\n")) < 3 {
 		n, err := r.Read(buf)
 		if err != nil {
+			<-done // stderr is complete
 			t.Fatalf("read: %v (stderr %s)", err, stderr.String())
 		}
 		got = append(got, buf[:n]...)
 	}
 	_ = r.Close()
 
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		t.Logf("gomon run: %v", err)
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
+		<-done
 		t.Fatalf("gomon run still running 30 s after its output closed: %s", stderr.String())
 	}
 	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)

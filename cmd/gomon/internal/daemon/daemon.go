@@ -145,7 +145,9 @@ func launch(opts Options, l *net.UnixListener) error {
 	// With the stdout driver the daemon logs to the client's stdout and
 	// stderr; otherwise it holds none of the launcher's stdio, so a caller
 	// waiting for those pipes to close is not kept waiting by the daemon.
-	// systemd falls back to stderr when there is no journal.
+	// systemd falls back to stderr when no journal is reachable (a
+	// socket file nobody listens on counts as none), or to
+	// <run-dir>/gomon.log when stderr is /dev/null.
 	if opts.LogDriver == "stdout" {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	} else if opts.LogDriver == "systemd" && journalReachable() != nil {
