@@ -546,8 +546,8 @@ func TestRunClosedStdout(t *testing.T) {
 	for bytes.Count(got, []byte("\n")) < 3 {
 		n, err := r.Read(buf)
 		if err != nil {
-			<-done // stderr is complete
-			t.Fatalf("read: %v (stderr %s)", err, stderr.String())
+			// <-done is received before stderr is read (left to right).
+			t.Fatalf("read: %v (gomon run: %v, stderr %s)", err, <-done, stderr.String())
 		}
 		got = append(got, buf[:n]...)
 	}
@@ -558,8 +558,7 @@ func TestRunClosedStdout(t *testing.T) {
 		t.Logf("gomon run: %v", err)
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("gomon run still running 30 s after its output closed: %s", stderr.String())
+		t.Fatalf("gomon run still running 30 s after its output closed (%v): %s", <-done, stderr.String())
 	}
 	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if ws.Signaled() || ws.ExitStatus() != 128+int(syscall.SIGPIPE) {
