@@ -174,6 +174,38 @@ func (j *Journald) send(b []byte) error {
 	return nil
 }
 
+// JournalSender sends ready-made native-protocol entries (built with
+// AppendJournalField) to journald, through the same unconnected socket and
+// memfd fallback as Journald: the daemon's own log uses it. Not safe for
+// concurrent use.
+type JournalSender struct{ j *Journald }
+
+// NewJournalSender returns a sender to the journald socket at path. It
+// fails with an error wrapping ErrNoJournal when path is not a socket; a
+// socket nobody listens on is only noticed when Send fails.
+func NewJournalSender(path string) (*JournalSender, error) {
+	j, err := newJournald("", path, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &JournalSender{j: j}, nil
+}
+
+// Send sends one entry, waiting for a congested journald until deadline
+// at most.
+func (s *JournalSender) Send(entry []byte, deadline time.Time) error {
+	if s.j.conn == nil {
+		return fmt.Errorf("send journal entry: %w", ErrClosed)
+	}
+	if err := s.j.conn.SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("send journal entry: %w", err)
+	}
+	return s.j.send(entry)
+}
+
+// Close closes the socket; a second Close does nothing.
+func (s *JournalSender) Close() error { return s.j.Close() }
+
 // Reopen does nothing: the journal has no file to rotate.
 func (j *Journald) Reopen() error { return nil }
 
