@@ -292,8 +292,8 @@ func newPipe(forRead bool) (pipePair, error) {
 // runtime's stderr and the container's). It stops keeping at stop().
 type capture struct {
 	mu   sync.Mutex
-	buf  bytes.Buffer // +checklocks:mu
-	done bool         // +checklocks:mu
+	buf  bytes.Buffer // guarded by mu
+	done bool         // guarded by mu
 }
 
 // Write keeps p until stop or the bound is reached; it never fails.

@@ -197,7 +197,7 @@ func (r *reaper) reapOne() bool {
 }
 
 // dispatchLocked hands ev to its subscriber or keeps it for a late one.
-// +checklocks:r.mu
+// Called with r.mu held.
 func (r *reaper) dispatchLocked(ev exitEvent) {
 	ch, ok := r.subs[ev.pid]
 	if ok {
@@ -222,7 +222,7 @@ func (r *reaper) dispatchLocked(ev exitEvent) {
 }
 
 // expireLocked drops early exits older than earlyExitTTL.
-// +checklocks:r.mu
+// Called with r.mu held.
 func (r *reaper) expireLocked(now time.Time) {
 	n := 0
 	for _, pid := range r.earlyOrder {
@@ -241,7 +241,7 @@ func (r *reaper) expireLocked(now time.Time) {
 }
 
 // takeEarlyLocked removes and returns the early exit of pid.
-// +checklocks:r.mu
+// Called with r.mu held.
 func (r *reaper) takeEarlyLocked(pid int) (exitEvent, bool) {
 	ev, ok := r.early[pid]
 	if ok {

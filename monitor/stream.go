@@ -23,7 +23,7 @@ import (
 // streamService holds the monitor's streaming server.
 type streamService struct {
 	mu  sync.Mutex
-	srv *stream.Server // +checklocks:mu; nil until first use
+	srv *stream.Server // guarded by mu; nil until first use
 }
 
 // streamServer returns the streaming server, creating it on first use.
