@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Attach socket protocol (CONTRACT.md §2.8), as conmon-rs and C conmon speak
+// Attach socket protocol (docs/contract.md, "Attach socket"), as conmon-rs and C conmon speak
 // it over an AF_UNIX SOCK_SEQPACKET socket:
 //
 //   - server → client: one message per chunk, byte 0 the pipe id
@@ -86,7 +86,7 @@ type AttachOptions struct {
 // concurrent use.
 //
 // Output is live only (no replay). The read loop is never blocked by a
-// client (DESIGN.md invariant 5): each client has a bounded queue (see
+// client (docs/architecture.md, "The read loop never blocks the container"): each client has a bounded queue (see
 // AttachOptions.QueueBytes) drained by its own writer goroutine; a chunk
 // that does not fit is dropped for that client only, counted and reported
 // when the client goes away. Dropping whole chunks rather than

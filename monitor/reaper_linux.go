@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The single reaper (DESIGN invariant 1, STYLE 16/17).
+// The single reaper (docs/architecture.md, "One reaper").
 //
 // gomon is a child subreaper: when the OCI runtime exits, the container's
 // init process is re-parented to us. Exactly one goroutine in the whole
@@ -128,7 +128,9 @@ func acquireReaper(log *slog.Logger) (*reaper, error) {
 		subs:  make(map[int]chan exitEvent),
 		early: make(map[int]exitEvent),
 	}
-	// Registered before the first child of this reaper starts (STYLE 19).
+	// Registered before the first child of this reaper starts, so no
+	// SIGCHLD is missed: an exit signalled before Notify would sit unreaped
+	// until the next one.
 	signal.Notify(r.sigc, unix.SIGCHLD)
 	go r.loop()
 	sharedReaper, sharedReaperRefs = r, 1

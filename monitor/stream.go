@@ -9,7 +9,7 @@ import (
 	"github.com/gomon-dev/gomon/monitor/internal/stream"
 )
 
-// Streaming (CONTRACT.md §2.13): ServeExec, ServeAttach and
+// Streaming (docs/contract.md, "Streaming"): ServeExec, ServeAttach and
 // ServePortForward register a single-use session with the monitor's
 // streaming server and return its URL; the client (CRI-O hands the URL to
 // the kubelet's client) then connects over WebSocket. The server binds

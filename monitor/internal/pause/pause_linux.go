@@ -51,7 +51,7 @@ type Reaper interface {
 }
 
 // Options configures a pause instance. The fields mirror the arguments of
-// `conmonrs pause` (CONTRACT.md §1.2).
+// `conmonrs pause` (docs/contract.md, "gomon pause").
 type Options struct {
 	// Binary is the gomon executable to start as `<Binary> pause …`.
 	// Default: os.Executable().
@@ -342,7 +342,7 @@ func (o *Options) selected() []Namespace {
 }
 
 // args returns the pause command line, in the form conmon-rs spawns itself
-// with (CONTRACT.md §2.11).
+// with (docs/contract.md, "CreateNamespaces").
 func (o *Options) args() []string {
 	args := []string{o.Binary, "pause", "--base-path", o.BasePath, "--pod-id=" + o.PodID}
 	for _, f := range []struct {
