@@ -5,8 +5,8 @@
 //
 // # Why a hand-written OTLP exporter
 //
-// gomon runs once per pod, so resident memory is a feature (DESIGN.md,
-// performance budget). The OTel SDK's sdk/trace is used as is (provider,
+// gomon runs once per pod, so resident memory is a feature (docs/architecture.md,
+// "Performance budgets"). The OTel SDK's sdk/trace is used as is (provider,
 // samplers, span recording), but the stock OTLP exporters are not: the stock
 // otlptracegrpc exporter (grpc-go plus the generated OTLP protobuf types) added
 // about 8.6 MiB VmRSS to a small test program after exporting a few spans, and

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Attach socket protocol (CONTRACT.md §2.8), as conmon-rs and C conmon speak
+// Attach socket protocol (docs/contract.md, "Attach socket"), as conmon-rs and C conmon speak
 // it over an AF_UNIX SOCK_SEQPACKET socket:
 //
 //   - server → client: one message per chunk, byte 0 the pipe id
@@ -86,7 +86,7 @@ type AttachOptions struct {
 // concurrent use.
 //
 // Output is live only (no replay). The read loop is never blocked by a
-// client (DESIGN.md invariant 5): each client has a bounded queue (see
+// client (docs/architecture.md, "The read loop never blocks the container"): each client has a bounded queue (see
 // AttachOptions.QueueBytes) drained by its own writer goroutine; a chunk
 // that does not fit is dropped for that client only, counted and reported
 // when the client goes away. Dropping whole chunks rather than
@@ -116,11 +116,11 @@ type AttachServer struct {
 
 	// mu guards the fields below. Lock order: mu before attachClient.mu.
 	mu        sync.Mutex
-	listeners map[string]*attachListener // +checklocks:mu; by path
-	clients   map[*attachClient]struct{} // +checklocks:mu
-	streams   int                        // +checklocks:mu; registered
-	open      int                        // +checklocks:mu; registered, not ended
-	closed    bool                       // +checklocks:mu
+	listeners map[string]*attachListener // guarded by mu; by path
+	clients   map[*attachClient]struct{} // guarded by mu
+	streams   int                        // guarded by mu; registered
+	open      int                        // guarded by mu; registered, not ended
+	closed    bool                       // guarded by mu
 }
 
 // NewAttachServer returns an AttachServer without listeners.
@@ -236,7 +236,7 @@ func (s *AttachServer) endStream() {
 }
 
 // outputEndedLocked reports whether all registered streams have ended.
-// +checklocks:s.mu
+// Called with s.mu held.
 func (s *AttachServer) outputEndedLocked() bool { return s.streams > 0 && s.open == 0 }
 
 // Listen makes sure a SOCK_SEQPACKET listener serves path: when this
@@ -380,16 +380,16 @@ type attachClient struct {
 
 	// mu guards the fields below.
 	mu         sync.Mutex
-	queue      []attachMsg // +checklocks:mu
-	queued     int         // +checklocks:mu; payload bytes in queue
-	doneQueued bool        // +checklocks:mu; nothing is queued after done
-	closing    bool        // +checklocks:mu; server closing: flush, then close
-	gone       bool        // +checklocks:mu; the peer hung up: stop writing
-	writerDone bool        // +checklocks:mu
-	refs       int         // +checklocks:mu; running goroutines (reader, writer)
-	dropped    uint64      // +checklocks:mu; chunks dropped (queue full)
-	droppedB   uint64      // +checklocks:mu; bytes dropped
-	sent       uint64      // +checklocks:mu; chunks written
+	queue      []attachMsg // guarded by mu
+	queued     int         // guarded by mu; payload bytes in queue
+	doneQueued bool        // guarded by mu; nothing is queued after done
+	closing    bool        // guarded by mu; server closing: flush, then close
+	gone       bool        // guarded by mu; the peer hung up: stop writing
+	writerDone bool        // guarded by mu
+	refs       int         // guarded by mu; running goroutines (reader, writer)
+	dropped    uint64      // guarded by mu; chunks dropped (queue full)
+	droppedB   uint64      // guarded by mu; bytes dropped
+	sent       uint64      // guarded by mu; chunks written
 }
 
 // enqueue queues m unless the client is past done or its queue is full

@@ -10,7 +10,7 @@ import (
 //
 //	<timestamp> <stdout|stderr> <F|P> <content>
 //
-// as kubelet reads them (CONTRACT.md §5.1). Every chunk is cut after each
+// as kubelet reads them (docs/contract.md, "CRI log"). Every chunk is cut after each
 // '\n'; each complete line (with its '\n') becomes an F record, a trailing
 // piece without '\n' becomes a P record with a '\n' appended. Nothing is
 // buffered across chunks.

@@ -36,7 +36,7 @@ const journalSendTimeout = 2 * time.Second
 //	SYSLOG_IDENTIFIER  gomon
 //	PRIORITY           6 (info) for stdout, 3 (err) for stderr
 //
-// This deliberately differs from conmon-rs (CONTRACT.md §5.3), which sends
+// This deliberately differs from conmon-rs (docs/contract.md, "journald"), which sends
 // only MESSAGE (with the '\n') and PRIORITY=5, so entries of different
 // containers and streams cannot be told apart, and which stops the stream's
 // read loop on non-UTF-8 output. maxSize and Reopen do not apply to the

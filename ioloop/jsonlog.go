@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 )
 
-// JSONLog is the JSON log driver of conmon-rs v1.0 (CONTRACT.md §5.2): one
+// JSONLog is the JSON log driver of conmon-rs v1.0 (docs/contract.md, "JSON log"): one
 // object per line,
 //
 //	{"timestamp":<unix seconds>,"pipe":"stdout","message":"<text>"}

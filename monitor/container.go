@@ -107,12 +107,12 @@ type container struct {
 
 	// mu guards the fields below. Lock order: Monitor.mu before c.mu.
 	mu      sync.Mutex
-	state   containerState // +checklocks:mu
-	pid     int            // +checklocks:mu; 0 until running
-	pidfd   int            // +checklocks:mu; -1 when closed
-	stdin   io.WriteCloser // +checklocks:mu; the container's stdin (pipe or pty), nil if none
+	state   containerState // guarded by mu
+	pid     int            // guarded by mu; 0 until running
+	pidfd   int            // guarded by mu; -1 when closed
+	stdin   io.WriteCloser // guarded by mu; the container's stdin (pipe or pty), nil if none
 	console console.Console
-	status  ExitStatus // +checklocks:mu; valid in stateExited
+	status  ExitStatus // guarded by mu; valid in stateExited
 }
 
 // created moves the container to stateRunning with its init PID.

@@ -16,7 +16,8 @@ import (
 
 // writeFileAtomic replaces path with data: it writes a new file next to it
 // (O_EXCL, so nothing existing is ever truncated in place), fsyncs it and
-// renames it over path (STYLE 21). A reader sees either the old file or
+// renames it over path (docs/architecture.md, "A container's exit code is
+// never lost"). A reader sees either the old file or
 // the complete new one, never a partial exit code.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	tmp := tempName(path)

@@ -75,9 +75,9 @@ type Monitor struct {
 	mu sync.Mutex
 	// containers maps IDs to containers in stateCreating or stateRunning,
 	// and to recently exited ones (also listed in exited, oldest first).
-	containers map[string]*container // +checklocks:mu
-	exited     []*container          // +checklocks:mu
-	shutdown   bool                  // +checklocks:mu; no new work
+	containers map[string]*container // guarded by mu
+	exited     []*container          // guarded by mu
+	shutdown   bool                  // guarded by mu; no new work
 
 	pod    podServices   // the pause process and the fd socket
 	stream streamService // the streaming server (stream.go)

@@ -34,13 +34,10 @@ type Server struct {
 	log     *slog.Logger
 	tracer  trace.Tracer
 
-	mu sync.Mutex
-	// +checklocks:mu
-	listeners map[net.Listener]struct{}
-	// +checklocks:mu
-	conns map[*capnprpc.Conn]struct{}
-	// +checklocks:mu
-	closed bool
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}   // guarded by mu
+	conns     map[*capnprpc.Conn]struct{} // guarded by mu
+	closed    bool                        // guarded by mu
 
 	wg sync.WaitGroup // one per connection watcher
 }

@@ -67,10 +67,10 @@ type Server struct {
 
 	// mu guards the fields below.
 	mu     sync.Mutex
-	ln     net.Listener          // +checklocks:mu; nil until started
-	base   string                // +checklocks:mu; "http://127.0.0.1:<port>"
-	open   map[net.Conn]struct{} // +checklocks:mu; live connections
-	closed bool                  // +checklocks:mu
+	ln     net.Listener          // guarded by mu; nil until started
+	base   string                // guarded by mu; "http://127.0.0.1:<port>"
+	open   map[net.Conn]struct{} // guarded by mu; live connections
+	closed bool                  // guarded by mu
 }
 
 // New returns a Server; nothing listens until the first Add call.

@@ -2,7 +2,7 @@
 // directory, daemonizes the way the conmon-rs Go client expects, and serves
 // the Cap'n Proto API until SIGINT or SIGTERM.
 //
-// Start-up, as the client sees it (CONTRACT.md §1.5–1.6):
+// Start-up, as the client sees it (docs/contract.md, "Start-up handshake"):
 //
 //	launcher (started by the client)          daemon (re-exec of the same binary)
 //	validate, create dirs, remove stale sockets
