@@ -50,18 +50,15 @@ type bootstrapGate struct {
 	capnprpc.Transport
 	hold time.Duration
 
-	mu sync.Mutex
+	mu sync.Mutex // guards held, waiting and ended
 	// held maps the question ID of each Bootstrap whose answer has not been
 	// sent yet to the channel closed when that answer may go.
-	// +checklocks:mu
 	held map[uint32]chan struct{}
 	// waiting are the channels of held answers still waiting for the peer's
 	// next message.
-	// +checklocks:mu
 	waiting []chan struct{}
 	// ended is set once the peer's stream ended or the transport closed:
 	// nothing is held from then on.
-	// +checklocks:mu
 	ended bool
 }
 
