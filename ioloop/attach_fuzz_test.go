@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +44,7 @@ func FuzzAttachSocket(f *testing.F) {
 			t.Fatal(err)
 		}
 		c := dial(t, path)
-		waitUntil(t, "client registered", func() bool { return s.Stats().Clients == 1 })
+		fuzzWait(t, "client registered", func() bool { return s.Stats().Clients == 1 })
 
 		// Stdin: the server reads messages until the first empty one.
 		var want []byte
@@ -73,11 +74,11 @@ func FuzzAttachSocket(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "stdin forwarded", func() bool { got, _ := stdin.state(); return len(got) >= len(want) })
+		fuzzWait(t, "stdin forwarded", func() bool { got, _ := stdin.state(); return len(got) >= len(want) })
 		wantClosed := 0
 		if stop {
 			wantClosed = 1
-			waitUntil(t, "container stdin closed", func() bool { _, n := stdin.state(); return n >= 1 })
+			fuzzWait(t, "container stdin closed", func() bool { _, n := stdin.state(); return n >= 1 })
 		}
 
 		// Output, spread over both streams.
@@ -139,4 +140,17 @@ func cutMessages(data, cuts []byte) [][]byte {
 		msgs = append(msgs, data)
 	}
 	return msgs
+}
+
+// fuzzWait is waitUntil with a finer poll, so an input costs
+// milliseconds, not tens of them.
+func fuzzWait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
 }
