@@ -435,7 +435,7 @@ func (c *attachClient) shutdown(deadline time.Time) {
 	writerDone := c.writerDone
 	c.mu.Unlock()
 	if writerDone {
-		closeConn(c.conn) // ends the reader
+		closeConn(c.conn, false) // ends the reader
 		return
 	}
 	c.poke()
@@ -496,7 +496,7 @@ func (s *AttachServer) writeLoop(c *attachClient) {
 	closing := c.closing
 	c.mu.Unlock()
 	if closing {
-		closeConn(c.conn) // ends the reader
+		closeConn(c.conn, false) // ends the reader
 	}
 	s.release(c)
 }
@@ -577,7 +577,7 @@ func (s *AttachServer) release(c *attachClient) {
 	if !last {
 		return
 	}
-	closeConn(c.conn) // both goroutines are done with it
+	closeConn(c.conn, true) // both goroutines are done with it
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
@@ -612,14 +612,15 @@ func peerHungUp(conn *net.UnixConn) bool {
 // unix socket whose receive queue still holds client messages (input sent
 // after the client's stdin EOF, or racing the close) makes the client's
 // next read fail with ECONNRESET before it sees the output and done
-// message already queued for it. So the queued input is discarded first;
-// shutting down our reading side then makes later client writes fail
-// (EPIPE) instead of queueing, and what slipped in before that is
-// discarded too.
-func closeConn(conn *net.UnixConn) {
+// message already queued for it. So the queued input is discarded first.
+// When the reader is done too, our reading side is then shut down, so
+// later client writes fail (EPIPE) instead of queueing, and what slipped
+// in before that is discarded; a running reader would take that shutdown
+// for the client's stdin EOF.
+func closeConn(conn *net.UnixConn, readerDone bool) {
 	if rc, err := conn.SyscallConn(); err == nil {
 		_ = rc.Control(discardInput) // fails only when closed
-		if conn.CloseRead() == nil {
+		if readerDone && conn.CloseRead() == nil {
 			_ = rc.Control(discardInput)
 		}
 	}

@@ -356,3 +356,30 @@ func TestAttachUnreadInputKeepsOutput(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachCloseIsNoStdinEOF: the server closing a client whose stdin is
+// still open is not that client's stdin EOF, even with stop-after-EOF.
+func TestAttachCloseIsNoStdinEOF(t *testing.T) {
+	in := &fakeStdin{}
+	s := NewAttachServer(AttachOptions{Stdin: in})
+	_ = s.Stream(Stdout) // never ends
+	path := filepath.Join(t.TempDir(), "attach")
+	if err := s.Listen(path, true); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, path)
+	waitUntil(t, "client registered", func() bool { return s.Stats().Clients == 1 })
+	if _, err := c.Write([]byte("typing")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "stdin forwarded", func() bool { got, _ := in.state(); return got == "typing" })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrames(t, c); len(got) != 1 || got[0].pipe != AttachPipeDone {
+		t.Errorf("got %v, want done", got)
+	}
+	if _, n := in.state(); n != 0 {
+		t.Errorf("CloseStdin called %d times by the server's own close", n)
+	}
+}
