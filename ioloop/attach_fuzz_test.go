@@ -13,8 +13,8 @@ import (
 
 // FuzzAttachSocket runs one client of a real attach socket: it sends
 // arbitrary stdin messages (in, cut into messages at the lengths in cuts;
-// a zero length is an empty message), ends its stdin by half-closing or
-// closing, while the container writes out, cut the same way and spread
+// a zero length is an empty message; at most a few after the first empty
+// one), ends its stdin by half-closing or closing, while the container writes out, cut the same way and spread
 // over stdout and stderr. flags bit 0 is stop-after-stdin-EOF, bit 1 a
 // full close instead of a half-close.
 //
@@ -47,9 +47,20 @@ func FuzzAttachSocket(f *testing.F) {
 		fuzzWait(t, "client registered", func() bool { return s.Stats().Clients == 1 })
 
 		// Stdin: the server reads messages until the first empty one.
+		// After it, the client sends at most afterEOF more: nobody reads
+		// them, and the kernel queues only a few (net.unix.max_dgram_qlen,
+		// 10 by default) before a write blocks.
+		const afterEOF = 8
 		var want []byte
-		eof := false
+		eof, extra := false, 0
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second)) // a blocked write fails the input
 		for _, m := range cutMessages(in, cuts) {
+			if eof {
+				if extra == afterEOF {
+					break
+				}
+				extra++
+			}
 			if _, err := c.Write(m); err != nil {
 				if errors.Is(err, unix.EMSGSIZE) {
 					continue // larger than the socket's send buffer: never sent
