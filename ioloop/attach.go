@@ -435,7 +435,7 @@ func (c *attachClient) shutdown(deadline time.Time) {
 	writerDone := c.writerDone
 	c.mu.Unlock()
 	if writerDone {
-		_ = c.conn.Close() // ends the reader
+		closeConn(c.conn, false) // ends the reader
 		return
 	}
 	c.poke()
@@ -496,7 +496,7 @@ func (s *AttachServer) writeLoop(c *attachClient) {
 	closing := c.closing
 	c.mu.Unlock()
 	if closing {
-		_ = c.conn.Close() // ends the reader
+		closeConn(c.conn, false) // ends the reader
 	}
 	s.release(c)
 }
@@ -577,7 +577,7 @@ func (s *AttachServer) release(c *attachClient) {
 	if !last {
 		return
 	}
-	_ = c.conn.Close() // both goroutines are done with it
+	closeConn(c.conn, true) // both goroutines are done with it
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
@@ -606,4 +606,46 @@ func peerHungUp(conn *net.UnixConn) bool {
 		}
 	})
 	return cerr != nil || hup
+}
+
+// closeConn closes an attach connection without resetting it. Closing a
+// unix socket whose receive queue still holds client messages (input sent
+// after the client's stdin EOF, or racing the close) makes the client's
+// next read fail with ECONNRESET before it sees the output and done
+// message already queued for it. So the queued input is discarded first.
+// When the reader is done too, our reading side is then shut down, so
+// later client writes fail (EPIPE) instead of queueing, and what slipped
+// in before that is discarded; a running reader would take that shutdown
+// for the client's stdin EOF.
+func closeConn(conn *net.UnixConn, readerDone bool) {
+	if rc, err := conn.SyscallConn(); err == nil {
+		_ = rc.Control(discardInput) // fails only when closed
+		if readerDone && conn.CloseRead() == nil {
+			_ = rc.Control(discardInput)
+		}
+	}
+	_ = conn.Close() // nothing to do on error: the connection is gone either way
+}
+
+// discardInput reads and drops the queued messages without waiting. A
+// one-byte buffer suffices: a seqpacket read drops the rest of its
+// message. An empty read is an empty message or the end of input (the
+// peer or we shut the direction down); it stops the loop unless bytes are
+// still queued. Empty messages at the very end of the queue can remain.
+func discardInput(fd uintptr) {
+	var b [1]byte
+	for {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return // EAGAIN: nothing queued
+		}
+		if n == 0 {
+			if queued, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err != nil || queued == 0 {
+				return
+			}
+		}
+	}
 }
