@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,10 @@ import (
 //     must not pile up telemetry for a dead collector);
 //   - spans still queued when Shutdown's context ends are counted as dropped;
 //   - the timer only runs while a batch is pending, so an idle daemon has no
-//     periodic wake-ups.
+//     periodic wake-ups;
+//   - a panic in the exporter (a bug, or a collector's answer that trips
+//     one) is recovered: the batch is dropped and counted, the panic is
+//     logged with its stack, and the goroutine carries on.
 type batcher struct {
 	exp          sdktrace.SpanExporter
 	queue        chan sdktrace.ReadOnlySpan
@@ -40,6 +44,7 @@ type batcher struct {
 
 	dropped  atomic.Uint64
 	exported atomic.Uint64
+	panics   atomic.Uint64
 }
 
 var _ sdktrace.SpanProcessor = (*batcher)(nil)
@@ -201,7 +206,7 @@ func (b *batcher) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) {
 		ctx, cancel = context.WithTimeout(ctx, b.exportTimout)
 		defer cancel()
 	}
-	err := b.exp.ExportSpans(ctx, batch)
+	err := b.callExporter(ctx, batch)
 	n := uint64(len(batch))
 	var partial *PartialSuccessError
 	switch {
@@ -218,4 +223,27 @@ func (b *batcher) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) {
 	if b.onError != nil {
 		b.onError(err)
 	}
+}
+
+// callExporter runs the exporter, turning a panic into an ExportPanicError:
+// a bug or a hostile collector must cost one batch, never the daemon.
+func (b *batcher) callExporter(ctx context.Context, batch []sdktrace.ReadOnlySpan) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			b.panics.Add(1)
+			err = &ExportPanicError{Value: v, Stack: string(debug.Stack())}
+		}
+	}()
+	return b.exp.ExportSpans(ctx, batch)
+}
+
+// ExportPanicError is a panic recovered from a span export; the batch was
+// dropped. Stack is the panicking goroutine's stack.
+type ExportPanicError struct {
+	Value any
+	Stack string
+}
+
+func (e *ExportPanicError) Error() string {
+	return fmt.Sprintf("span export panicked: %v", e.Value)
 }

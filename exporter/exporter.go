@@ -39,6 +39,30 @@
 // never waits for the network. When the queue is full or an export fails
 // (default timeout 5 s, no retries), the spans are dropped and counted
 // (Tracing.Dropped); errors are logged through the slog logger, rate limited.
+//
+// # Limits
+//
+// A broken or hostile collector costs at most one failed export per batch:
+// its spans are counted as dropped, and nothing it sends is buffered beyond
+// these bounds (exporter/LIMITS.md lists them with the rest):
+//
+//   - queued spans: Config.QueueSize (default 2048); spans per export:
+//     Config.BatchSize (default 512); a full queue drops new spans;
+//   - one export, dial included: Config.ExportTimeout (default 5 s);
+//   - OTLP/HTTP response head (status lines, headers, trailers):
+//     MaxHTTPResponseHead (64 KiB); one chunk-size line: 4 KiB;
+//   - response body (OTLP/HTTP) or gRPC response message: MaxResponseBody
+//     (1 MiB);
+//   - everything read from the collector for one export, framing included:
+//     MaxResponseBytes (4 MiB);
+//   - HTTP/2: frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE,
+//     read into one reused buffer), a header block and its decoded header
+//     list of at most 64 KiB (SETTINGS_MAX_HEADER_LIST_SIZE), at most 100
+//     SETTINGS and PING frames answered per export, flow-control windows
+//     above 2^31-1 refused;
+//   - a panic in the export path is recovered in the exporting goroutine:
+//     the batch is dropped and counted, the panic is logged at error level
+//     with its stack (at most once per 10 s), and export continues.
 package exporter
 
 import (
@@ -435,12 +459,14 @@ func orDuration(v, def time.Duration) time.Duration {
 }
 
 // errorHandler logs OTel errors at most once per interval, reporting how
-// many were suppressed in between.
+// many were suppressed in between. Export panics have their own interval,
+// so ordinary export errors never hide one.
 type errorHandler struct {
 	logger     *slog.Logger
 	interval   time.Duration
 	mu         sync.Mutex
-	last       time.Time
+	last       time.Time // +checklocks:mu
+	lastPanic  time.Time // +checklocks:mu
 	suppressed atomic.Uint64
 }
 
@@ -453,15 +479,27 @@ func (h *errorHandler) Handle(err error) {
 	if err == nil {
 		return
 	}
+	var panicked *ExportPanicError
+	isPanic := errors.As(err, &panicked)
 	now := time.Now()
 	h.mu.Lock()
-	if !h.last.IsZero() && now.Sub(h.last) < h.interval {
+	last := &h.last
+	if isPanic {
+		last = &h.lastPanic
+	}
+	if !last.IsZero() && now.Sub(*last) < h.interval {
 		h.mu.Unlock()
 		h.suppressed.Add(1)
 		return
 	}
-	h.last = now
+	*last = now
 	h.mu.Unlock()
+	if isPanic {
+		h.logger.LogAttrs(context.Background(), slog.LevelError, "span export panicked; batch dropped",
+			slog.String("panic", fmt.Sprint(panicked.Value)), slog.String("stack", panicked.Stack),
+			slog.Uint64("suppressed", h.suppressed.Swap(0)))
+		return
+	}
 	var partial *PartialSuccessError
 	level := slog.LevelWarn
 	if errors.As(err, &partial) {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2/hpack"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // hostileSent is how much junk a hostile collector sends: far more than any
@@ -384,6 +388,94 @@ func TestHostileGRPCCollector(t *testing.T) {
 }
 
 func slicesConcat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+// panicExporter panics on its first export and records the later ones.
+type panicExporter struct {
+	calls atomic.Int64
+	spans atomic.Int64
+}
+
+func (p *panicExporter) ExportSpans(_ context.Context, s []sdktrace.ReadOnlySpan) error {
+	if p.calls.Add(1) == 1 {
+		var m map[string]int
+		m["boom"]++ // a nil-map write: a runtime panic, like a decoder bug
+	}
+	p.spans.Add(int64(len(s)))
+	return nil
+}
+
+func (p *panicExporter) Shutdown(context.Context) error { return nil }
+
+// TestExportPanicRecovered: a panic in the exporter costs its batch, is
+// counted and reported with its stack, and the goroutine goes on exporting.
+func TestExportPanicRecovered(t *testing.T) {
+	exp := &panicExporter{}
+	var mu sync.Mutex
+	var errs []error
+	b := newBatcher(exp, 16, 4, time.Hour, time.Second, func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		errs = append(errs, err)
+	})
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(b))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+
+	emit(tp, 3, "first", 0)
+	if err := b.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	emit(tp, 2, "second", 0)
+	if err := b.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b.dropped.Load() != 3 || b.exported.Load() != 2 || b.panics.Load() != 1 || exp.spans.Load() != 2 {
+		t.Errorf("dropped/exported/panics/received = %d/%d/%d/%d, want 3/2/1/2",
+			b.dropped.Load(), b.exported.Load(), b.panics.Load(), exp.spans.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var pe *ExportPanicError
+	if len(errs) != 1 || !errors.As(errs[0], &pe) {
+		t.Fatalf("errors reported: %v, want one ExportPanicError", errs)
+	}
+	if !strings.Contains(pe.Stack, "panicExporter).ExportSpans") {
+		t.Errorf("panic stack does not show the panicking function:\n%s", pe.Stack)
+	}
+}
+
+// TestPanicLoggedDespiteRateLimit: an export error logged just before does
+// not suppress the panic's log record, which carries the stack.
+func TestPanicLoggedDespiteRateLimit(t *testing.T) {
+	var buf syncBuf
+	h := newErrorHandler(slog.New(slog.NewJSONHandler(&buf, nil)), time.Hour)
+	h.Handle(errors.New("collector down"))
+	h.Handle(errors.New("collector still down")) // suppressed
+	h.Handle(&ExportPanicError{Value: "boom", Stack: "goroutine 1 [running]:\nexporter.decode()"})
+	out := buf.String()
+	if !strings.Contains(out, `"level":"ERROR","msg":"span export panicked; batch dropped","panic":"boom","stack":"goroutine 1`) {
+		t.Errorf("panic not logged at error level with its stack:\n%s", out)
+	}
+	if strings.Contains(out, "still down") {
+		t.Errorf("rate limit lost:\n%s", out)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // TestGRPCTrailersOnlyAcrossContinuation: a trailers-only response whose
 // HEADERS carries END_STREAM but not END_HEADERS ends the stream only once
