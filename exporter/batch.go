@@ -23,6 +23,10 @@ import (
 //   - spans still queued when Shutdown's context ends are counted as dropped;
 //   - the timer only runs while a batch is pending, so an idle daemon has no
 //     periodic wake-ups;
+//   - FlushSoon asks for an export of everything queued without waiting
+//     for it (a container's spans when it exits, before the kubelet may
+//     SIGKILL the pod's processes); requests made while one is pending
+//     coalesce into it;
 //   - a panic in the exporter (a bug, or a collector's answer that trips
 //     one) is recovered: the batch is dropped and counted, the panic is
 //     logged with its stack, and the goroutine carries on.
@@ -35,6 +39,7 @@ type batcher struct {
 	onError      func(error)
 
 	flush    chan chan struct{}
+	kick     chan struct{} // FlushSoon; buffered 1 so requests coalesce
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
@@ -58,6 +63,7 @@ func newBatcher(exp sdktrace.SpanExporter, queueSize, maxBatch int, interval, ex
 		exportTimout: exportTimeout,
 		onError:      onError,
 		flush:        make(chan chan struct{}),
+		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
 	}
@@ -103,6 +109,16 @@ func (b *batcher) ForceFlush(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("flush spans: %w", ctx.Err())
+	}
+}
+
+// FlushSoon asks the goroutine to export everything queued now, without
+// waiting: it never blocks, whatever the collector does. The export starts
+// as soon as the one in flight (if any) ends.
+func (b *batcher) FlushSoon() {
+	select {
+	case b.kick <- struct{}{}:
+	default: // one is pending: it will take these spans too
 	}
 }
 
@@ -157,6 +173,8 @@ func (b *batcher) run() {
 		case <-timer.C:
 			armed = false
 			exportBatch(b.runCtx)
+		case <-b.kick:
+			b.drain(b.runCtx, &batch, exportBatch)
 		case ack := <-b.flush:
 			b.drain(b.runCtx, &batch, exportBatch)
 			close(ack)

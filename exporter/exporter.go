@@ -39,6 +39,8 @@
 // never waits for the network. When the queue is full or an export fails
 // (default timeout 5 s, no retries), the spans are dropped and counted
 // (Tracing.Dropped); errors are logged through the slog logger, rate limited.
+// FlushSoon (called by gomon when a container's exit is recorded) starts an
+// export of everything queued without waiting for the batch timer.
 //
 // # Limits
 //
@@ -295,6 +297,18 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 		}
 	})
 	return t.shutdownErr
+}
+
+// FlushSoon asks for every finished span to be exported now, without
+// waiting and without ever blocking (a dead collector costs the export's
+// own timeout, in the exporter's goroutine). Requests made while one is
+// pending coalesce. gomon calls it when a container's exit is recorded:
+// the kubelet may SIGKILL every process in the pod's cgroup a second or
+// two after the pod's last container stops, long before the batch timer.
+func (t *Tracing) FlushSoon() {
+	if t.batch != nil {
+		t.batch.FlushSoon()
+	}
 }
 
 // ForceFlush exports every finished span now, bounded by ctx.
