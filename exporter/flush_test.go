@@ -14,8 +14,10 @@ import (
 func TestFlushSoonExportsBeforeTheTimer(t *testing.T) {
 	c := &grpcCollector{}
 	ep := startGRPCCollector(t, c)
-	tr, err := Setup(context.Background(), Config{Mode: ModeOTLP, Endpoint: ep, SamplingRatePerMillion: 1_000_000,
-		LookupEnv: mapEnv(nil), BatchTimeout: time.Hour})
+	tr, err := Setup(context.Background(), Config{
+		Mode: ModeOTLP, Endpoint: ep, SamplingRatePerMillion: 1_000_000,
+		LookupEnv: mapEnv(nil), BatchTimeout: time.Hour,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +74,10 @@ func TestFlushSoonNeverBlocksAndCoalesces(t *testing.T) {
 		close(stop)
 		conns.Wait()
 	})
-	tr, err := Setup(context.Background(), Config{Mode: ModeOTLP, Endpoint: "http://" + l.Addr().String(),
-		SamplingRatePerMillion: 1_000_000, LookupEnv: mapEnv(nil), BatchTimeout: time.Hour, ExportTimeout: time.Second, BatchSize: DefaultQueueSize})
+	tr, err := Setup(context.Background(), Config{
+		Mode: ModeOTLP, Endpoint: "http://" + l.Addr().String(),
+		SamplingRatePerMillion: 1_000_000, LookupEnv: mapEnv(nil), BatchTimeout: time.Hour, ExportTimeout: time.Second, BatchSize: DefaultQueueSize,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

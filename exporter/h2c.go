@@ -91,8 +91,10 @@ func (e *grpcStatusError) Error() string {
 // negotiated if any) and returns the response message without its gRPC frame
 // header. The caller owns conn and its deadline.
 func h2call(conn io.ReadWriter, scheme, authority, path string, msg []byte, userAgent string) ([]byte, error) {
-	c := &h2conn{rw: conn, sendWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: h2DefaultMaxFrame, initWin: h2DefaultWindow,
-		readLeft: MaxResponseBytes}
+	c := &h2conn{
+		rw: conn, sendWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: h2DefaultMaxFrame, initWin: h2DefaultWindow,
+		readLeft: MaxResponseBytes,
+	}
 	c.dec = hpack.NewDecoder(4096, c.onField)
 	c.dec.SetMaxStringLength(h2MaxHeaderBlock)
 

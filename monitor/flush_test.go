@@ -104,8 +104,10 @@ func TestExitFlushesSpansPromptly(t *testing.T) {
 	})
 
 	// Wired as the daemon wires it.
-	m, err := New(Config{Runtime: runc, RuntimeRoot: t.TempDir(), Logger: testLogger(),
-		TracerProvider: tr.TracerProvider(), OnContainerExit: func(string) { tr.FlushSoon() }})
+	m, err := New(Config{
+		Runtime: runc, RuntimeRoot: t.TempDir(), Logger: testLogger(),
+		TracerProvider: tr.TracerProvider(), OnContainerExit: func(string) { tr.FlushSoon() },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
