@@ -35,9 +35,10 @@
 // CRI-O's and the kubelet's flag); spans with a parent follow the parent's
 // sampled flag, so a sampled-out caller yields no spans at all. Finished spans
 // go to a bounded queue (Config.QueueSize, default 2048) drained by one
-// goroutine in batches (default 512 spans or 5 s); span End never blocks and
-// never waits for the network. When the queue is full or an export fails
-// (default timeout 5 s, no retries), the spans are dropped and counted
+// goroutine in batches (default 512 spans or 5 s, OTEL_BSP_SCHEDULE_DELAY);
+// span End never blocks and never waits for the network. When the queue is
+// full or an export fails (default timeout 5 s, OTEL_BSP_EXPORT_TIMEOUT; no
+// retries), the spans are dropped and counted
 // (Tracing.Dropped); errors are logged through the slog logger, rate limited.
 // FlushSoon (called by gomon when a container's exit is recorded) starts an
 // export of everything queued without waiting for the batch timer.
@@ -167,9 +168,11 @@ type Config struct {
 	QueueSize int
 	// BatchSize is the maximum spans per export (default 512).
 	BatchSize int
-	// BatchTimeout is how long a partial batch waits before export (default 5 s).
+	// BatchTimeout is how long a partial batch waits before export; when
+	// zero, OTEL_BSP_SCHEDULE_DELAY (milliseconds), else 5 s.
 	BatchTimeout time.Duration
-	// ExportTimeout bounds one export, dial included (default 5 s).
+	// ExportTimeout bounds one export, dial included; when zero,
+	// OTEL_BSP_EXPORT_TIMEOUT (milliseconds), else 5 s.
 	ExportTimeout time.Duration
 }
 
@@ -205,6 +208,8 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.BatchTimeout = orEnvMillis(cfg.BatchTimeout, lookup, "OTEL_BSP_SCHEDULE_DELAY")
+	cfg.ExportTimeout = orEnvMillis(cfg.ExportTimeout, lookup, "OTEL_BSP_EXPORT_TIMEOUT")
 	if cfg.Mode == ModeOff {
 		tp := noop.NewTracerProvider()
 		otel.SetTracerProvider(tp)
@@ -463,6 +468,24 @@ func orInt(v, def int) int {
 		return v
 	}
 	return def
+}
+
+// orEnvMillis returns v if set, else the positive number of milliseconds
+// in env variable name, else 0 (the default applies); malformed values are
+// ignored, as the OTel SDK does.
+func orEnvMillis(v time.Duration, lookup func(string) (string, bool), name string) time.Duration {
+	if v > 0 {
+		return v
+	}
+	s, ok := lookup(name)
+	if !ok {
+		return 0
+	}
+	ms, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 func orDuration(v, def time.Duration) time.Duration {

@@ -105,3 +105,40 @@ func TestFlushSoonNeverBlocksAndCoalesces(t *testing.T) {
 		t.Errorf("dropped = %d, want 1001", tr.Dropped())
 	}
 }
+
+// TestBatchEnv: OTEL_BSP_SCHEDULE_DELAY and OTEL_BSP_EXPORT_TIMEOUT set the
+// batch timer and export timeout when Config leaves them zero; Config wins
+// over them, and malformed values leave the defaults.
+func TestBatchEnv(t *testing.T) {
+	tests := []struct {
+		name                string
+		cfgDelay            time.Duration
+		delay, timeout      string
+		wantDelay, wantTime time.Duration
+	}{
+		{name: "unset", wantDelay: DefaultBatchTimeout, wantTime: DefaultExportTimeout},
+		{name: "env", delay: "60000", timeout: "250", wantDelay: time.Minute, wantTime: 250 * time.Millisecond},
+		{name: "config wins", cfgDelay: time.Second, delay: "60000", wantDelay: time.Second, wantTime: DefaultExportTimeout},
+		{name: "malformed", delay: "soon", timeout: "-5", wantDelay: DefaultBatchTimeout, wantTime: DefaultExportTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{}
+			if tc.delay != "" {
+				env["OTEL_BSP_SCHEDULE_DELAY"] = tc.delay
+			}
+			if tc.timeout != "" {
+				env["OTEL_BSP_EXPORT_TIMEOUT"] = tc.timeout
+			}
+			var out syncBuf
+			tr, err := Setup(context.Background(), Config{Mode: ModeStdout, Out: &out, LookupEnv: mapEnv(env), BatchTimeout: tc.cfgDelay})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = tr.Shutdown(context.Background()) }()
+			if tr.batch.interval != tc.wantDelay || tr.batch.exportTimout != tc.wantTime {
+				t.Errorf("delay/timeout = %v/%v, want %v/%v", tr.batch.interval, tr.batch.exportTimout, tc.wantDelay, tc.wantTime)
+			}
+		})
+	}
+}
