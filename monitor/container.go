@@ -416,11 +416,17 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 // → cleanup command → release. exit comes from the one reaper; the pidfd
 // only serves to signal.
 //
-// ctx carries the wait_for_exit_code span, which ends here.
+// ctx carries the wait_for_exit_code span, which ends here; then
+// Config.OnContainerExit is told.
 func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEvent, oomw oomWatcher) {
 	defer m.waiters.Done()
 	span := trace.SpanFromContext(ctx)
-	defer span.End()
+	defer func() {
+		span.End()
+		if m.cfg.OnContainerExit != nil {
+			m.cfg.OnContainerExit(c.id) // after End, so this span is included
+		}
+	}()
 	ev := <-exit
 	st := ExitStatus{Code: ev.code(), Signal: ev.signal()}
 	c.logger.InfoContext(ctx, "container exited", "pid", ev.pid, "exit_code", st.Code)

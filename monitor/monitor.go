@@ -39,6 +39,13 @@ type Config struct {
 	// TracerProvider makes the monitor's spans; nil means the global one
 	// (a no-op unless package exporter installed an SDK).
 	TracerProvider trace.TracerProvider
+	// OnContainerExit, if set, is called with a container's ID once its
+	// exit is recorded: exit files written, its read_loop and
+	// wait_for_exit_code spans ended. It runs on the container's waiter
+	// goroutine and must not block. The daemon uses it to export the
+	// container's spans at once: the kubelet may SIGKILL every process in
+	// the pod's cgroup a second or two after the last container stops.
+	OnContainerExit func(id string)
 }
 
 // maxExited bounds how many exited containers are remembered for Wait.

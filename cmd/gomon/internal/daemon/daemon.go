@@ -253,6 +253,9 @@ func serve(opts Options, l net.Listener) error {
 		LogLevel:      slogLevel(opts.LogLevel),
 		CreateTimeout: opts.CreateTimeout,
 		Logger:        log,
+		// Export a container's spans as soon as it exits: the kubelet may
+		// SIGKILL the pod's processes, gomon included, soon after.
+		OnContainerExit: func(string) { tracing.FlushSoon() },
 	})
 	if err != nil {
 		_ = l.Close()
