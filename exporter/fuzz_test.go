@@ -134,7 +134,7 @@ func (c *collectorConn) checkMemory(t *testing.T, limit uint64) {
 
 // FuzzOTLPHTTPResponse feeds httpPost arbitrary collector answers: it must
 // not panic, must hold a bounded amount of memory whatever it is sent,
-// must return at most maxHTTPRespBody bytes, and, when net/http also reads
+// must return at most MaxResponseBody bytes, and, when net/http also reads
 // a complete 2xx response from the same bytes, must return the same body.
 // The request it wrote must be a well-formed POST of the body.
 func FuzzOTLPHTTPResponse(f *testing.F) {
@@ -149,8 +149,8 @@ func FuzzOTLPHTTPResponse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(got) > maxHTTPRespBody {
-			t.Fatalf("returned a body of %d bytes, limit %d", len(got), maxHTTPRespBody)
+		if len(got) > MaxResponseBody {
+			t.Fatalf("returned a body of %d bytes, limit %d", len(got), MaxResponseBody)
 		}
 		// Differential check against net/http on the bytes httpPost read.
 		served := conn.stream[:conn.served]
@@ -159,8 +159,8 @@ func FuzzOTLPHTTPResponse(f *testing.F) {
 			return // net/http is stricter about some heads
 		}
 		defer func() { _ = ref.Body.Close() }() // an in-memory body
-		want, rerr := io.ReadAll(io.LimitReader(ref.Body, maxHTTPRespBody+1))
-		if rerr != nil || len(want) > maxHTTPRespBody || ref.StatusCode/100 != 2 {
+		want, rerr := io.ReadAll(io.LimitReader(ref.Body, MaxResponseBody+1))
+		if rerr != nil || len(want) > MaxResponseBody || ref.StatusCode/100 != 2 {
 			return
 		}
 		if ref.ContentLength < 0 && len(ref.TransferEncoding) == 0 {
@@ -206,8 +206,8 @@ func FuzzOTLPGRPCResponse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(got) > h2MaxResponseBody {
-			t.Fatalf("returned a message of %d bytes, limit %d", len(got), h2MaxResponseBody)
+		if len(got) > MaxResponseBody {
+			t.Fatalf("returned a message of %d bytes, limit %d", len(got), MaxResponseBody)
 		}
 		if data == nil {
 			return // the frames read were not all valid HTTP/2: no reference
