@@ -4,20 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-)
-
-// Environment variable prefixes: CONMON_ for everything conmon-rs has,
-// GOMON_ for gomon's own additions.
-const (
-	envPrefix      = "CONMON_"
-	gomonEnvPrefix = "GOMON_"
 )
 
 // Defaults, as in conmon-rs where the flag exists there.
@@ -46,27 +38,6 @@ const (
 	// RuntimeRootMode is the mode runc itself uses when it creates its state
 	// root; the root holds per-container state that only root should list.
 	RuntimeRootMode fs.FileMode = 0o700
-)
-
-// File names inside the runtime dir that the conmon-rs Go client relies on.
-const (
-	SocketName   = "conmon.sock"
-	PidfileName  = "pidfile"
-	FDSocketName = "conmon-fd.sock"
-)
-
-// Log levels and drivers accepted by --log-level and --log-driver.
-const (
-	LogLevelTrace = "trace"
-	LogLevelDebug = "debug"
-	LogLevelInfo  = "info"
-	LogLevelWarn  = "warn"
-	LogLevelError = "error"
-	LogLevelOff   = "off"
-
-	LogDriverNone    = "none"
-	LogDriverStdout  = "stdout"
-	LogDriverSystemd = "systemd"
 )
 
 // Command is what the invocation asks gomon to do.
@@ -99,13 +70,11 @@ const (
 	VersionFull
 )
 
-// TraceMode is `gomon run --trace[=MODE]`.
+// TraceMode is `gomon run --trace[=MODE]`; "" when --trace is absent.
 type TraceMode string
 
 // The trace modes.
 const (
-	// TraceNone: --trace not given.
-	TraceNone TraceMode = ""
 	// TraceTree: bare --trace; print the span tree when the run ends.
 	TraceTree TraceMode = "tree"
 	// TraceOTLP: --trace=otlp; export spans to the tracing endpoint.
@@ -113,76 +82,39 @@ const (
 )
 
 // Config is everything gomon's command line and environment say, parsed and
-// checked by Parse. Fields are plain values; the zero value is not
-// meaningful, always start from Parse.
-//
-// How to add a flag:
-//  1. Add the field here with a comment naming the flag and its env var.
-//  2. Add an argSpec to the command in spec.go: long name, optional short
-//     letter, value name, kind (flag, single, optional, append), value type,
-//     default, env var (CONMON_* only for flags conmon-rs has; GOMON_* for
-//     gomon's own; OTEL_* stays with the exporter package) and help text.
-//  3. Copy the value into the field in Parse (or the subcommand's fill
-//     function); cross-field rules go in Validate, never in Parse.
-//  4. Add rows to the table tests: long, short and '=' forms, env var,
-//     precedence, and every error it can produce.
-//
-// How to deprecate a flag (model: --cgroup-manager):
-//  1. Keep accepting it with the same value syntax, so old clients still
-//     start gomon; mark its argSpec hidden so --help stops advertising it.
-//  2. Ignore the value (or translate it to its replacement in Parse) and
-//     record the flag name in DeprecatedFlags so main can log it once at
-//     debug level. Never fail on a deprecated flag.
-//  3. Say in the argSpec comment which client versions still send it; remove
-//     it only when none that gomon supports does.
+// checked by Parse; always start from Parse. Each field is the flag of the
+// same name; spec.go is the one place that lists their short forms,
+// variables, defaults and accepted values.
 type Config struct {
 	// Command selects the mode; see Command.
 	Command Command
 
-	// Version is -v/--version [default|full] (CONMON_VERSION).
-	Version VersionFormat
-	// VersionJSON is -j/--version-json/--vj [default|full]
-	// (CONMON_VERSION_JSON). When both are set, Version wins.
-	VersionJSON VersionFormat
-
-	// LogLevel is -l/--log-level: trace|debug|info|warn|error|off, default
-	// "info" (CONMON_LOG_LEVEL).
-	LogLevel string
-	// LogDriver is -d/--log-driver: none|stdout|systemd, default "systemd"
-	// (CONMON_LOG_DRIVER).
-	LogDriver string
-	// Runtime is -r/--runtime, the OCI runtime binary (CONMON_RUNTIME).
-	// Required in server mode; empty when not given.
-	Runtime string
-	// RuntimeDir is --runtime-dir, the directory for conmon.sock, pidfile and
-	// exec pidfiles (CONMON_RUNTIME_DIR). Required in server mode.
-	RuntimeDir string
-	// RuntimeRoot is --runtime-root, passed to the runtime as --root
-	// (CONMON_RUNTIME_ROOT). Empty when not given.
-	RuntimeRoot string
-	// SkipFork is --skip-fork (CONMON_SKIP_FORK): stay in the foreground and
-	// write no pidfile.
+	// Version and VersionJSON are --version and --version-json; when both
+	// are set, Version wins.
+	Version, VersionJSON VersionFormat
+	// LogLevel and LogDriver are --log-level and --log-driver (the monitor's
+	// own log).
+	LogLevel, LogDriver string
+	// Runtime (the OCI runtime binary) and RuntimeDir (for conmon.sock,
+	// pidfile and exec pidfiles) are required in server mode; RuntimeRoot is
+	// passed to the runtime as --root. Empty when not given.
+	Runtime, RuntimeDir, RuntimeRoot string
+	// SkipFork: stay in the foreground and write no pidfile.
 	SkipFork bool
-	// EnableTracing is -e/--enable-tracing (CONMON_ENABLE_TRACING).
-	EnableTracing bool
-	// TracingEndpoint is -t/--tracing-endpoint, the OTLP/gRPC collector URL,
-	// default "http://127.0.0.1:4317" (CONMON_TRACING_ENDPOINT).
+	// EnableTracing and TracingEndpoint (the OTLP/gRPC collector URL).
+	EnableTracing   bool
 	TracingEndpoint string
-	// TracingSamplingRatePerMillion is gomon's
-	// --tracing-sampling-rate-per-million (GOMON_TRACING_SAMPLING_RATE_PER_MILLION):
-	// root spans kept per million, 0..1000000, default 1000000. Spans with a
-	// parent follow the parent's sampled flag.
+	// TracingSamplingRatePerMillion is gomon's: root spans kept per million;
+	// spans with a parent follow the parent's sampled flag.
 	TracingSamplingRatePerMillion int
-	// CreateTimeout is gomon's --create-timeout SECONDS
-	// (GOMON_CREATE_TIMEOUT), default DefaultCreateTimeoutSeconds: how long
-	// a runtime create may run. A create goes on when its client hangs up,
-	// so that a container the runtime made is still monitored.
+	// CreateTimeout is gomon's: how long a runtime create may run. A create
+	// goes on when its client hangs up, so that a container the runtime made
+	// is still monitored.
 	CreateTimeout time.Duration
-	// CgroupManager is the hidden, ignored -c/--cgroup-manager VALUE that
-	// v0.x conmon-rs clients pass. Empty when not given.
-	CgroupManager string
-	// DeprecatedFlags lists deprecated flags present on the command line,
+	// CgroupManager is the hidden, ignored --cgroup-manager that v0.x
+	// conmon-rs clients pass; DeprecatedFlags lists such flags when given,
 	// e.g. "--cgroup-manager".
+	CgroupManager   string
 	DeprecatedFlags []string
 
 	// Pause holds the `pause` subcommand's arguments (CommandPause only).
@@ -209,16 +141,10 @@ type PauseConfig struct {
 // pause configuration, in the form conmon-rs uses to spawn itself.
 func (p PauseConfig) Args() []string {
 	args := []string{pauseCommand, "--base-path", p.BasePath, "--pod-id=" + p.PodID}
-	for _, f := range []struct {
-		on   bool
-		flag string
-	}{{p.IPC, "--ipc"}, {p.PID, "--pid"}, {p.Net, "--net"}, {p.UTS, "--uts"}} {
-		if f.on {
-			args = append(args, f.flag)
+	for i, on := range []bool{p.IPC, p.PID, p.Net, p.UTS, p.User} {
+		if on {
+			args = append(args, []string{"--ipc", "--pid", "--net", "--uts", "--user"}[i])
 		}
-	}
-	if p.User {
-		args = append(args, "--user")
 	}
 	// conmon-rs only sends mappings with --user; sending them whenever they
 	// are set keeps Args the exact inverse of Parse.
@@ -234,7 +160,8 @@ func (p PauseConfig) Args() []string {
 // RunConfig is `run [-r|--runtime PATH] [-t|--tty] [-i|--interactive]
 // [--log-path FILE] [--trace[=MODE]] -b|--bundle DIR ID`.
 type RunConfig struct {
-	// Runtime is -r/--runtime, default "runc"; see RuntimePath.
+	// Runtime is -r/--runtime, default "runc", looked up in PATH when it
+	// has no slash.
 	Runtime string
 	// TTY is -t/--tty.
 	TTY bool
@@ -251,68 +178,63 @@ type RunConfig struct {
 	ID string
 }
 
-// RuntimePath resolves Runtime: a name without a slash is looked up in PATH.
-func (r RunConfig) RuntimePath() (string, error) {
-	p, err := exec.LookPath(r.Runtime)
-	if err != nil {
-		return "", fmt.Errorf("look up runtime %q: %w", r.Runtime, err)
-	}
-	return p, nil
-}
-
 // DefaultCreateTimeoutSeconds bounds a runtime create: kubelet's runtime
 // request timeout is 2 minutes.
 const DefaultCreateTimeoutSeconds = 120
 
+// MaxCreateTimeoutSeconds is the largest --create-timeout: one day.
+const MaxCreateTimeoutSeconds = 86400
+
 // Parse parses args (os.Args[1:]) and the environment seen through
 // lookupEnv (os.LookupEnv; nil means an empty environment) into a Config.
 //
-// Errors: a *HelpError (errors.Is ErrHelp) for -h/--help/help, a *UsageError
-// for anything clap would reject. Parse does not touch the file system; call
-// Validate next.
+// Errors: a *HelpError (errors.Is ErrHelp) for -h/--help, a *UsageError for
+// a bad command line (errors.Is ErrUnknownArgument, ErrInvalidValue,
+// ErrRepeatedArgument or ErrMissingArgument). Parse does not touch the file
+// system; call Validate next.
 func Parse(args []string, lookupEnv func(string) (string, bool)) (*Config, error) {
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}
-	p := newParser(rootCommand(), lookupEnv)
-	if err := p.parse(args); err != nil {
+	m, err := rootCommand().parse(args, lookupEnv)
+	if err != nil {
 		return nil, err
 	}
-	m := p.m
-	rate, err := strconv.Atoi(m.value(idSamplingRate))
-	if err != nil {
-		// Unreachable: the value parser accepted it.
-		return nil, fmt.Errorf("read sampling rate: %w", err)
-	}
-	createTimeout, err := strconv.Atoi(m.value(idCreateTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("read create timeout: %w", err)
-	}
+	// Both numbers passed the value check, so Atoi cannot fail here.
+	rate, _ := strconv.Atoi(m.value("tracing-sampling-rate-per-million"))
+	createTimeout, _ := strconv.Atoi(m.value("create-timeout"))
 	cfg := &Config{
 		CreateTimeout:                 time.Duration(createTimeout) * time.Second,
-		Version:                       versionFormat(m, idVersion),
-		VersionJSON:                   versionFormat(m, idVersionJSON),
-		LogLevel:                      m.value(idLogLevel),
-		LogDriver:                     m.value(idLogDriver),
-		Runtime:                       m.value(idRuntime),
-		RuntimeDir:                    m.value(idRuntimeDir),
-		RuntimeRoot:                   m.value(idRuntimeRoot),
-		SkipFork:                      m.flag(idSkipFork),
-		EnableTracing:                 m.flag(idEnableTracing),
-		TracingEndpoint:               m.value(idTracingEndpoint),
+		Version:                       versionFormat(m.value("version")),
+		VersionJSON:                   versionFormat(m.value("version-json")),
+		LogLevel:                      m.value("log-level"),
+		LogDriver:                     m.value("log-driver"),
+		Runtime:                       m.value("runtime"),
+		RuntimeDir:                    m.value("runtime-dir"),
+		RuntimeRoot:                   m.value("runtime-root"),
+		SkipFork:                      m.flag("skip-fork"),
+		EnableTracing:                 m.flag("enable-tracing"),
+		TracingEndpoint:               m.value("tracing-endpoint"),
 		TracingSamplingRatePerMillion: rate,
-		CgroupManager:                 m.value(idCgroupManager),
+		CgroupManager:                 m.value("cgroup-manager"),
 	}
-	if m.has(idCgroupManager) {
-		cfg.DeprecatedFlags = append(cfg.DeprecatedFlags, "--"+idCgroupManager)
+	if m.has("cgroup-manager") {
+		cfg.DeprecatedFlags = append(cfg.DeprecatedFlags, "--cgroup-manager")
 	}
-	switch m.sub {
+	switch s := m.subRes; m.sub {
 	case pauseCommand:
 		cfg.Command = CommandPause
-		cfg.Pause = pauseConfig(m.subMatches)
+		cfg.Pause = PauseConfig{
+			BasePath: s.value("base-path"), PodID: s.value("pod-id"),
+			IPC: s.flag("ipc"), PID: s.flag("pid"), Net: s.flag("net"), User: s.flag("user"), UTS: s.flag("uts"),
+			UIDMappings: s.vals["uid-mappings"], GIDMappings: s.vals["gid-mappings"],
+		}
 	case runCommand:
 		cfg.Command = CommandRun
-		cfg.Run = runConfig(m.subMatches)
+		cfg.Run = RunConfig{
+			Runtime: s.value("runtime"), TTY: s.flag("tty"), Interactive: s.flag("interactive"),
+			LogPath: s.value("log-path"), Trace: TraceMode(s.value("trace")), Bundle: s.value("bundle"), ID: s.pos,
+		}
 	default:
 		cfg.Command = CommandServer
 	}
@@ -322,41 +244,10 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Config, error
 	return cfg, nil
 }
 
-func versionFormat(m *matches, id string) VersionFormat {
-	switch m.value(id) {
-	case "default":
-		return VersionDefault
-	case "full":
-		return VersionFull
-	default:
-		return VersionNone
-	}
-}
-
-func pauseConfig(m *matches) PauseConfig {
-	return PauseConfig{
-		BasePath:    m.value(idBasePath),
-		PodID:       m.value(idPodID),
-		IPC:         m.flag(idIPC),
-		PID:         m.flag(idPID),
-		Net:         m.flag(idNet),
-		User:        m.flag(idUser),
-		UTS:         m.flag(idUTS),
-		UIDMappings: m.values(idUIDMappings),
-		GIDMappings: m.values(idGIDMappings),
-	}
-}
-
-func runConfig(m *matches) RunConfig {
-	return RunConfig{
-		Runtime:     m.value(idRuntime),
-		TTY:         m.flag(idTTY),
-		Interactive: m.flag(idInteractive),
-		LogPath:     m.value(idLogPath),
-		Trace:       TraceMode(m.value(idTrace)),
-		Bundle:      m.value(idBundle),
-		ID:          m.value(idID),
-	}
+// versionFormat maps "" (absent), "default" and "full" to the VersionFormat
+// of the same order.
+func versionFormat(v string) VersionFormat {
+	return VersionFormat(slices.Index(verbosityValues, v) + 1)
 }
 
 // Validate checks what Parse cannot: for CommandServer, conmon-rs's checks
@@ -395,14 +286,12 @@ func (c *Config) validateServer() error {
 	if _, err := os.Stat(c.Runtime); err != nil {
 		return &configError{msg: fmt.Sprintf("--runtime '%s' does not exist", c.Runtime), cause: err}
 	}
-	if c.RuntimeRoot != "" {
-		// conmon-rs's message says "does not exist" for an existing
-		// non-directory; keep it word for word.
-		if fi, err := os.Stat(c.RuntimeRoot); err == nil && !fi.IsDir() {
-			return &configError{
-				msg:   fmt.Sprintf("--runtime-root '%s' does not exist", c.RuntimeRoot),
-				cause: fmt.Errorf("stat %s: %w", c.RuntimeRoot, errNotDir),
-			}
+	// conmon-rs's message says "does not exist" for an existing
+	// non-directory; keep it word for word. An unset root fails the stat.
+	if fi, err := os.Stat(c.RuntimeRoot); err == nil && !fi.IsDir() {
+		return &configError{
+			msg:   fmt.Sprintf("--runtime-root '%s' does not exist", c.RuntimeRoot),
+			cause: fmt.Errorf("stat %s: %w", c.RuntimeRoot, errNotDir),
 		}
 	}
 	return nil
@@ -411,7 +300,8 @@ func (c *Config) validateServer() error {
 var errNotDir = errors.New("not a directory")
 
 func (r RunConfig) validate() error {
-	if _, err := r.RuntimePath(); err != nil {
+	// A name without a slash is looked up in PATH.
+	if _, err := exec.LookPath(r.Runtime); err != nil {
 		return &configError{msg: fmt.Sprintf("--runtime '%s' not found", r.Runtime), cause: err}
 	}
 	fi, err := os.Stat(r.Bundle)
@@ -441,35 +331,4 @@ func (c *Config) Prepare() error {
 		}
 	}
 	return nil
-}
-
-// SocketPath is <runtime-dir>/conmon.sock, the RPC listener.
-func (c *Config) SocketPath() string { return filepath.Join(c.RuntimeDir, SocketName) }
-
-// PidfilePath is <runtime-dir>/pidfile, written by the forking parent.
-func (c *Config) PidfilePath() string { return filepath.Join(c.RuntimeDir, PidfileName) }
-
-// FDSocketPath is <runtime-dir>/conmon-fd.sock, the fd-passing socket.
-func (c *Config) FDSocketPath() string { return filepath.Join(c.RuntimeDir, FDSocketName) }
-
-// LevelTrace is the slog level gomon uses for conmon-rs's "trace".
-const LevelTrace = slog.LevelDebug - 4
-
-// SlogLevel maps a --log-level value to a slog level; enabled is false for
-// "off" (and for anything unknown, which Parse never returns).
-func SlogLevel(level string) (lvl slog.Level, enabled bool) {
-	switch level {
-	case LogLevelTrace:
-		return LevelTrace, true
-	case LogLevelDebug:
-		return slog.LevelDebug, true
-	case LogLevelInfo:
-		return slog.LevelInfo, true
-	case LogLevelWarn:
-		return slog.LevelWarn, true
-	case LogLevelError:
-		return slog.LevelError, true
-	default:
-		return 0, false
-	}
 }

@@ -1,30 +1,50 @@
 // Package cli turns gomon's argv and environment into one validated Config.
 //
-// The server mode (no subcommand) and the `pause` subcommand accept exactly
-// the command line of conmon-rs's `conmonrs` binary, which is built with clap
-// 4 (derive API). Clients such as CRI-O and the conmon-rs Go client only ever
-// see that surface, so this package reproduces the parts of clap's behaviour
-// that a caller can observe:
+// The server (no subcommand) and `pause` accept the command line of
+// conmon-rs's `conmonrs`. Its clients (the conmon-rs Go client, hence CRI-O)
+// observe only this contract, which the package keeps:
 //
-//   - `--flag value`, `--flag=value`, `-f value`, `-fvalue`, `-f=value` and
-//     clustered short flags (`-el debug`);
-//   - optional values (`--version [full]`): the next argument is taken as the
-//     value unless it starts with '-', and must then be a valid value;
-//   - every server flag can also come from its `CONMON_*` environment
-//     variable; a flag on the command line wins over the variable, which wins
-//     over the default. A variable that is set but empty counts as a value
-//     (and is then usually rejected), exactly like clap;
-//   - boolean flags take no value on the command line; from the environment
-//     only the literal strings "true" and "false" are accepted (clap's default
-//     bool value parser; conmon-rs does not select a lenient one);
-//   - a flag given twice is an error ("cannot be used multiple times"), except
-//     the repeatable `pause --uid-mappings/--gid-mappings`;
-//   - usage errors render like clap's (first line `error: ...`, then usage and
-//     "For more information, try '--help'.") and map to exit code 2; the Go
-//     client's Version() probe looks for "error: unexpected argument".
+//   - long flags as `--flag value` or `--flag=value`; short flags as
+//     `-f value`, `-fvalue` or `-f=value`; short flags cluster (`-el debug`:
+//     flags without a value, then at most one that takes the rest or the
+//     next word);
+//   - a separate value never starts with '-' (a lone "-" is a value), so
+//     `--runtime --runtime-dir d` is a missing value, not a runtime;
+//   - optional values (`--version [full]`, `--version-json [full]`): the
+//     next word is the value unless it starts with '-'; `run --trace` takes
+//     one only after '=' so it never swallows the container ID;
+//   - every flag with a variable (CONMON_* for conmon-rs's flags, GOMON_*
+//     for gomon's) reads it when the flag is absent: flag > env > default.
+//     A set but empty variable is a value (so usually rejected); boolean
+//     variables accept exactly "true" and "false"; values from the
+//     environment are checked like values from argv;
+//   - a flag given twice is refused, except pause's -u/-g mappings;
+//   - usage errors print `error: <what>` as the first line and exit 2; an
+//     unknown flag or stray word is `error: unexpected argument '<x>' found`,
+//     the text the Go client's Version() probe looks for. Callers classify
+//     them with errors.Is (ErrUnknownArgument, ErrInvalidValue,
+//     ErrRepeatedArgument, ErrMissingArgument), never by their text;
+//   - -h/--help prints every visible flag with its variable and exits 0;
+//   - --version or --version-json (or their variables) wins over any
+//     subcommand, as in conmon-rs, which checks them first.
 //
-// gomon adds the `run` subcommand (debug one container in the foreground) and
-// the `--tracing-sampling-rate-per-million` flag; both follow the same rules.
+// Validation (Config.Validate, exit 1) keeps conmon-rs's messages word for
+// word; see Validate.
+//
+// Dropped on purpose, because no client parses them: clap's usage lines in
+// error messages, its `tip:` hints, the `help` subcommand (`gomon help` is
+// an unexpected argument), the "unrecognized subcommand" wording, Rust's
+// integer-parse messages, clap's order of reporting two errors in one argv
+// (values are now checked as they are read) and clap's --help layout.
+//
+// gomon adds the `run` subcommand and the --tracing-sampling-rate-per-million
+// and --create-timeout flags; they follow the same rules.
+//
+// To add a flag: a Config field, an argSpec in spec.go (its variable is
+// CONMON_* only if conmon-rs has the flag), a line in Parse, and table-test
+// rows for its forms, variable, precedence and errors. To deprecate one
+// (model: --cgroup-manager): keep accepting its syntax, hide it from --help,
+// ignore or translate its value, record it in DeprecatedFlags, never fail.
 //
 // Nothing here touches the file system except Config.Validate (stat only) and
 // Config.Prepare (creates the run and runtime-root directories).

@@ -1,43 +1,47 @@
 package cli
 
-import (
-	"errors"
-	"strings"
-)
+import "errors"
 
-// Exit codes returned by ExitCode, matching clap (usage errors exit 2, help
-// exits 0) and conmon-rs (anything else exits 1).
-const (
-	ExitOK    = 0
-	ExitError = 1
-	ExitUsage = 2
-)
-
-// ErrHelp is matched (errors.Is) by the error Parse returns for -h, --help
-// and the `help` subcommand. The error's text is the requested help page;
-// main prints it on stdout and exits with ExitCode(err) == 0.
+// ErrHelp is matched (errors.Is) by the error Parse returns for -h and
+// --help. The error's text is the requested help page; main prints it on
+// stdout and exits with ExitCode(err) == 0.
 var ErrHelp = errors.New("help requested")
 
 // ErrInvalidConfig is matched (errors.Is) by every error Config.Validate
 // returns. The error text itself is conmon-rs's message, unchanged.
 var ErrInvalidConfig = errors.New("invalid configuration")
 
+// The kinds of usage error, matched with errors.Is on the error Parse
+// returns (a *UsageError unwraps to its Kind).
+var (
+	// ErrUnknownArgument: a flag the command does not define, or a word
+	// where no subcommand or positional argument fits.
+	ErrUnknownArgument = errors.New("unexpected argument")
+	// ErrInvalidValue: a missing, empty or malformed value, or a value
+	// given to a flag that takes none.
+	ErrInvalidValue = errors.New("invalid value")
+	// ErrRepeatedArgument: a single-occurrence flag given twice.
+	ErrRepeatedArgument = errors.New("argument used multiple times")
+	// ErrMissingArgument: a required flag or positional is absent.
+	ErrMissingArgument = errors.New("required argument missing")
+)
+
 // ExitCode maps an error from Parse, Validate or Prepare to the process exit
-// status gomon must use: 0 for ErrHelp, 2 for a *UsageError, 1 otherwise
-// (and 0 for a nil error).
+// status gomon must use: 0 for ErrHelp (and nil), 2 for a *UsageError (as
+// with clap), 1 otherwise (as with conmon-rs).
 func ExitCode(err error) int {
 	if err == nil || errors.Is(err, ErrHelp) {
-		return ExitOK
+		return 0
 	}
 	if _, ok := errors.AsType[*UsageError](err); ok {
-		return ExitUsage
+		return 2
 	}
-	return ExitError
+	return 1
 }
 
-// HelpError carries the help page requested with -h, --help or `help`.
+// HelpError carries the help page requested with -h or --help.
 type HelpError struct {
-	// Text is the rendered help page, without a trailing newline.
+	// Text is the rendered help page, ending in a newline.
 	Text string
 }
 
@@ -47,66 +51,22 @@ func (e *HelpError) Error() string { return e.Text }
 // Is reports whether target is ErrHelp.
 func (e *HelpError) Is(target error) bool { return target == ErrHelp }
 
-// ErrorKind classifies a UsageError, mirroring the clap error kinds that the
-// conmonrs command line can produce.
-type ErrorKind int
-
-// The usage error kinds.
-const (
-	// KindUnknownArgument: a flag (or, after a subcommand with positionals,
-	// an extra word) that the command does not define.
-	KindUnknownArgument ErrorKind = iota + 1
-	// KindUnrecognizedSubcommand: a bare word where only a subcommand fits.
-	KindUnrecognizedSubcommand
-	// KindInvalidValue: a value outside the allowed set, or an empty value
-	// where one is required.
-	KindInvalidValue
-	// KindValueValidation: a value that does not parse (numbers).
-	KindValueValidation
-	// KindArgumentConflict: a single-occurrence flag given twice.
-	KindArgumentConflict
-	// KindTooManyValues: a value attached to a flag that takes none.
-	KindTooManyValues
-	// KindMissingRequiredArgument: a required flag or positional is absent.
-	KindMissingRequiredArgument
-	// KindNoEquals: a flag that needs `=value` was given a separate value.
-	KindNoEquals
-)
-
-// UsageError is a command-line error, rendered the way clap renders it.
-// ExitCode maps it to 2.
+// UsageError is a command-line error; ExitCode maps it to 2.
 type UsageError struct {
-	// Kind says which rule was broken.
-	Kind ErrorKind
-	// Message is the first part of the text, after "error: ", possibly
-	// followed by an indented "[possible values: ...]" line.
+	// Kind is ErrUnknownArgument, ErrInvalidValue, ErrRepeatedArgument or
+	// ErrMissingArgument; Unwrap returns it.
+	Kind error
+	// Message follows "error: " on the first line of the text.
 	Message string
-	// Tips are extra hints, each printed as "  tip: <tip>".
-	Tips []string
-	// Usage is the "Usage: ..." line of the command, or empty when clap
-	// omits it for this kind of error.
-	Usage string
 }
 
-// Error renders the error as clap prints it (without the final newline).
+// Error renders "error: <Message>" and a pointer to --help.
 func (e *UsageError) Error() string {
-	var b strings.Builder
-	b.WriteString("error: ")
-	b.WriteString(e.Message)
-	if len(e.Tips) > 0 {
-		b.WriteString("\n")
-		for _, t := range e.Tips {
-			b.WriteString("\n  tip: ")
-			b.WriteString(t)
-		}
-	}
-	if e.Usage != "" {
-		b.WriteString("\n\n")
-		b.WriteString(e.Usage)
-	}
-	b.WriteString("\n\nFor more information, try '--help'.")
-	return b.String()
+	return "error: " + e.Message + "\n\nFor more information, try '--help'."
 }
+
+// Unwrap returns the Kind, so that errors.Is(err, ErrInvalidValue) works.
+func (e *UsageError) Unwrap() error { return e.Kind }
 
 // configError is a validation failure: its text is exactly conmon-rs's
 // message, it matches ErrInvalidConfig and unwraps to the underlying cause.

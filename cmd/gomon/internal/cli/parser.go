@@ -2,525 +2,317 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+	"text/tabwriter"
 )
 
-// source says where a value came from; command line beats env beats default.
-type source int
+// argKind says how a flag takes values.
+type argKind int
 
 const (
-	srcCLI source = iota + 1
-	srcEnv
-	srcDefault
+	kindFlag     argKind = iota + 1 // boolean: no value on the command line
+	kindSingle                      // exactly one value
+	kindOptional                    // an optional value (`--version [full]`)
+	kindAppend                      // one value per occurrence, repeatable
+	kindHelp                        // -h, --help: no value
 )
 
-// matched holds the values seen for one argument.
-type matched struct {
-	vals []string
-	src  source
+// valueType is the check applied to every value, from argv or environment.
+type valueType int
+
+const (
+	typeString valueType = iota // anything, even empty
+	typePath                    // not empty
+	typeEnum                    // one of argSpec.values
+	typeUint                    // decimal integer in 0..argSpec.max
+)
+
+// argSpec is one flag of one command.
+type argSpec struct {
+	long   string // the flag's name without "--"; also its key in result
+	alias  string // a second long name, without "--"
+	short  rune
+	kind   argKind
+	typ    valueType
+	values []string // typeEnum; kindFlag flags use boolValues
+	max    int      // typeUint
+	env    string   // the environment variable, or ""
+	def    string   // the default, or "" for none
+	// missing is what a bare kindOptional flag means.
+	missing string
+	// eqOnly makes a kindOptional flag take a value only after '=', so that
+	// it never swallows the next word.
+	eqOnly bool
+	// required says the flag must be given; requiredIf names a kindFlag
+	// flag that, when given, makes this one required.
+	required   bool
+	requiredIf string
+	hidden     bool // accepted but left out of --help
+	valueName  string
+	help       string
 }
 
-// matches is the parse result of one command.
-type matches struct {
-	args map[string]*matched
-	// order lists ids in the order they were first seen (clap's matcher is
-	// insertion-ordered; smart usage lines follow it).
-	order []string
-	// sub and subMatches are set when a subcommand was given.
-	sub        string
-	subMatches *matches
+// cmdSpec is a command: the server (root), `pause` or `run`.
+type cmdSpec struct {
+	name       string
+	usage      string // the "Usage:" line(s) of --help
+	about      string
+	args       []*argSpec
+	positional string // the name of the one positional argument, or ""
+	subs       []*cmdSpec
+	after      string // printed at the end of --help
 }
 
-func newMatches() *matches { return &matches{args: make(map[string]*matched)} }
+// result is what one command's arguments and environment said.
+type result struct {
+	vals   map[string][]string // by argSpec.long
+	pos    string
+	sub    string
+	subRes *result
+}
 
-func (m *matches) has(id string) bool { _, ok := m.args[id]; return ok }
+func (r *result) has(id string) bool  { _, ok := r.vals[id]; return ok }
+func (r *result) flag(id string) bool { return r.value(id) == "true" }
 
-// value returns the last value of id, or "" when absent.
-func (m *matches) value(id string) string {
-	if a, ok := m.args[id]; ok && len(a.vals) > 0 {
-		return a.vals[len(a.vals)-1]
+func (r *result) value(id string) string {
+	if v := r.vals[id]; len(v) > 0 {
+		return v[len(v)-1]
 	}
 	return ""
 }
 
-func (m *matches) values(id string) []string {
-	if a, ok := m.args[id]; ok {
-		return append([]string(nil), a.vals...)
+func usageErr(kind error, format string, args ...any) error {
+	return &UsageError{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+func unexpected(arg string) error {
+	return usageErr(ErrUnknownArgument, "unexpected argument '%s' found", arg)
+}
+
+func (a *argSpec) missingValue() error {
+	return usageErr(ErrInvalidValue, "a value is required for '--%s' but none was supplied", a.long)
+}
+
+// check applies the value type to v, wherever v came from.
+func (a *argSpec) check(v string) error {
+	switch {
+	case v == "" && a.typ != typeString:
+		return a.missingValue()
+	case a.typ == typeEnum && !slices.Contains(a.values, v):
+		return usageErr(ErrInvalidValue, "invalid value '%s' for '--%s' [possible values: %s]",
+			v, a.long, strings.Join(a.values, ", "))
+	case a.typ == typeUint:
+		if n, err := strconv.Atoi(v); err != nil || n < 0 || n > a.max {
+			return usageErr(ErrInvalidValue, "invalid value '%s' for '--%s': not an integer from 0 to %d", v, a.long, a.max)
+		}
 	}
 	return nil
 }
 
-func (m *matches) flag(id string) bool { return m.value(id) == "true" }
-
-// explicit reports whether id was given on the command line or in the
-// environment (not filled in from a default).
-func (m *matches) explicit(id string) bool {
-	a, ok := m.args[id]
-	return ok && a.src != srcDefault
-}
-
-// pendingArg is an option whose separate value has not been seen yet
-// (clap's "pending" argument). Its values are checked only when it is
-// resolved, which is why an unknown flag after `--log-level bogus` reports the
-// unknown flag, as clap does.
-type pendingArg struct {
-	spec *argSpec
-	vals []string
-}
-
-// parser parses the arguments of one command, following the algorithm of
-// clap 4's Parser::get_matches_with closely enough that the same input yields
-// the same result and the same first error.
-type parser struct {
-	cmd       *cmdSpec
-	lookupEnv func(string) (string, bool)
-	m         *matches
-	pending   *pendingArg
-}
-
-func newParser(cmd *cmdSpec, lookupEnv func(string) (string, bool)) *parser {
-	return &parser{cmd: cmd, lookupEnv: lookupEnv, m: newMatches()}
-}
-
-// parse consumes args (without the program or subcommand name), then applies
-// environment variables and defaults and checks required arguments.
-func (p *parser) parse(args []string) error {
-	// awaiting is the option whose value the next plain word becomes.
-	var awaiting *argSpec
-	trailing := false // after "--": only positionals follow
-	pos := 0
-	var sub *cmdSpec
+// parse reads args (after the command's own name), then the environment,
+// defaults and required arguments. A subcommand's name ends the command's
+// own arguments; the rest belongs to the subcommand.
+func (c *cmdSpec) parse(args []string, lookupEnv func(string) (string, bool)) (*result, error) {
+	r := &result{vals: make(map[string][]string)}
+	// next takes the word after args[i] as a separate value, unless it
+	// looks like a flag (a lone "-" is a value).
 	i := 0
-	for i < len(args) {
+	next := func() (string, bool) {
+		if i+1 < len(args) && (args[i+1] == "-" || !strings.HasPrefix(args[i+1], "-")) {
+			i++
+			return args[i], true
+		}
+		return "", false
+	}
+	trailing := false // after "--" every word is positional
+	for ; i < len(args); i++ {
 		arg := args[i]
-		i++
-		if !trailing {
-			// A word names a subcommand only when no option awaits a value:
-			// `--version pause` makes "pause" the (invalid) version value.
-			if awaiting == nil {
-				if s := p.cmd.findSub(arg); s != nil {
-					if s.name == helpCommand {
-						return p.helpSubcommand(args[i:])
-					}
-					sub = s
-					break
+		var err error
+		switch {
+		case trailing || arg == "-" || !strings.HasPrefix(arg, "-"):
+			if k := slices.IndexFunc(c.subs, func(s *cmdSpec) bool { return s.name == arg }); k >= 0 && !trailing {
+				if r.subRes, err = c.subs[k].parse(args[i+1:], lookupEnv); err != nil {
+					return nil, err
 				}
-			}
-			switch {
-			case arg == "--":
-				trailing = true
-				continue
-			case strings.HasPrefix(arg, "--"):
-				next, err := p.parseLong(arg[2:])
-				if err != nil {
-					return err
-				}
-				awaiting = next
-				continue
-			case strings.HasPrefix(arg, "-") && arg != "-":
-				next, err := p.parseShort(arg[1:])
-				if err != nil {
-					return err
-				}
-				awaiting = next
+				r.sub, i = arg, len(args)
 				continue
 			}
-			if awaiting != nil {
-				// Every option here takes at most one value per occurrence.
-				p.pending.vals = append(p.pending.vals, arg)
-				awaiting = nil
-				continue
+			if c.positional == "" || r.pos != "" {
+				return nil, unexpected(arg)
 			}
-		}
-		if pos < len(p.cmd.pos) {
-			spec := p.cmd.pos[pos]
-			if err := p.react(spec, []string{arg}, srcCLI); err != nil {
-				return err
+			r.pos = arg
+		case arg == "--":
+			trailing = true
+		case strings.HasPrefix(arg, "--"):
+			name, val, hasEq := strings.Cut(arg[2:], "=")
+			a := c.find(func(a *argSpec) bool { return a.long == name || (a.alias != "" && a.alias == name) })
+			if a == nil {
+				return nil, unexpected("--" + name)
 			}
-			pos++
-			awaiting = nil
-			continue
+			err = c.occur(r, a, val, hasEq, next)
+		default:
+			err = c.shortCluster(r, arg[1:], next)
 		}
-		_ = p.resolvePending() // clap reports the stray word, not this
-		return p.strayWordError(arg, trailing)
-	}
-
-	if sub != nil {
-		child := newParser(sub, p.lookupEnv)
-		if err := child.parse(args[i:]); err != nil {
-			return err
-		}
-		p.m.sub = sub.name
-		p.m.subMatches = child.m
-	}
-	if err := p.resolvePending(); err != nil {
-		return err
-	}
-	if err := p.addEnv(); err != nil {
-		return err
-	}
-	p.addDefaults()
-	return p.checkRequired()
-}
-
-// parseLong handles "--name" and "--name=value". It returns the option that
-// awaits a separate value, if any.
-func (p *parser) parseLong(body string) (*argSpec, error) {
-	name, val, hasEq := strings.Cut(body, "=")
-	spec := p.cmd.findLong(name)
-	if spec == nil {
-		_ = p.resolvePending()
-		e := p.unknownArgument("--"+name, p.cmd.hasPositionals())
-		e.Usage = p.smartUsage()
-		return nil, e
-	}
-	if spec.takesValue() {
-		var attached *string
-		if hasEq {
-			attached = &val
-		}
-		next, _, err := p.parseOptValue(spec, attached, hasEq)
-		return next, err
-	}
-	if hasEq {
-		_ = p.resolvePending()
-		return nil, &UsageError{
-			Kind:    KindTooManyValues,
-			Message: fmt.Sprintf("unexpected value '%s' for '%s' found; no more were expected", val, spec),
-			Usage:   p.smartUsage(spec),
-		}
-	}
-	return nil, p.react(spec, nil, srcCLI)
-}
-
-// parseShort handles a cluster of short flags such as "-e", "-ldebug",
-// "-l=debug" or "-el".
-func (p *parser) parseShort(body string) (*argSpec, error) {
-	for idx := 0; idx < len(body); {
-		c, size := utf8.DecodeRuneInString(body[idx:])
-		idx += size
-		spec := p.cmd.findShort(c)
-		if spec == nil {
-			_ = p.resolvePending()
-			return nil, p.unknownArgument("-"+string(c), p.cmd.hasPositionals())
-		}
-		if !spec.takesValue() {
-			if err := p.react(spec, nil, srcCLI); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		var attached *string
-		hasEq := false
-		if rest := body[idx:]; rest != "" {
-			if after, ok := strings.CutPrefix(rest, "="); ok {
-				rest, hasEq = after, true
-			}
-			attached = &rest
-		}
-		next, notConsumed, err := p.parseOptValue(spec, attached, hasEq)
 		if err != nil {
 			return nil, err
 		}
-		if notConsumed {
-			continue // the rest of the cluster is more flags
-		}
-		return next, nil
 	}
-	return nil, nil
+	return r, c.finish(r, lookupEnv)
 }
 
-// parseOptValue records an option occurrence. With no attached value the
-// option becomes pending and is returned as awaiting its value. notConsumed
-// reports that an attached short-cluster remainder was not taken as a value
-// (require-equals options).
-func (p *parser) parseOptValue(spec *argSpec, attached *string, hasEq bool) (awaiting *argSpec, notConsumed bool, err error) {
-	if spec.requireEquals && !hasEq {
-		if spec.minValues() == 0 {
-			if err := p.react(spec, nil, srcCLI); err != nil {
-				return nil, false, err
-			}
-			return nil, attached != nil, nil
+// shortCluster reads "-e", "-el", "-ldebug" or "-l=debug": flags without a
+// value, then at most one flag that takes the rest (or the next word).
+func (c *cmdSpec) shortCluster(r *result, body string, next func() (string, bool)) error {
+	for j, ch := range body {
+		a := c.find(func(a *argSpec) bool { return a.short != 0 && a.short == ch })
+		if a == nil {
+			return unexpected("-" + string(ch))
 		}
-		return nil, false, &UsageError{
-			Kind:    KindNoEquals,
-			Message: fmt.Sprintf("equal sign is needed when assigning values to '%s'", spec),
-			Usage:   p.cmd.usage(),
-		}
-	}
-	if attached != nil {
-		return nil, false, p.react(spec, []string{*attached}, srcCLI)
-	}
-	if err := p.resolvePending(); err != nil {
-		return nil, false, err
-	}
-	p.pending = &pendingArg{spec: spec}
-	return spec, false, nil
-}
-
-func (p *parser) resolvePending() error {
-	pa := p.pending
-	if pa == nil {
-		return nil
-	}
-	p.pending = nil
-	return p.react(pa.spec, pa.vals, srcCLI)
-}
-
-// react applies one occurrence of an argument with its raw values.
-func (p *parser) react(spec *argSpec, vals []string, src source) error {
-	if err := p.resolvePending(); err != nil {
-		return err
-	}
-	if spec.kind == kindHelp {
-		return &HelpError{Text: p.cmd.help()}
-	}
-	if src == srcCLI && spec.minValues() > 0 && len(vals) == 0 {
-		return p.invalidValue(spec, "")
-	}
-	if len(vals) == 0 {
-		switch spec.kind {
-		case kindOptional:
-			vals = []string{spec.missing}
-		case kindFlag:
-			vals = []string{"true"}
-		}
-	}
-	prior, seen := p.m.args[spec.id]
-	if seen && spec.kind != kindAppend {
-		return &UsageError{
-			Kind:    KindArgumentConflict,
-			Message: fmt.Sprintf("the argument '%s' cannot be used multiple times", spec),
-			Usage:   p.cmd.usage(),
-		}
-	}
-	if !seen {
-		// clap records the occurrence before parsing its values, so an
-		// argument with a bad value still counts as used in usage lines.
-		prior = &matched{src: src}
-		p.m.args[spec.id] = prior
-		p.m.order = append(p.m.order, spec.id)
-	}
-	for _, v := range vals {
-		if err := p.checkValue(spec, v); err != nil {
-			return err
-		}
-	}
-	prior.vals = append(prior.vals, vals...)
-	return nil
-}
-
-// checkValue is the value parser: clap's PathBuf, String, bool, ValueEnum
-// and ranged-integer parsers.
-func (p *parser) checkValue(spec *argSpec, v string) error {
-	switch spec.typ {
-	case typePath:
-		if v == "" {
-			return p.invalidValue(spec, "")
-		}
-	case typeEnum:
-		for _, ok := range spec.possible {
-			if v == ok {
-				return nil
-			}
-		}
-		return p.invalidValue(spec, v)
-	case typeBool:
-		if v != "true" && v != "false" {
-			return p.invalidValue(spec, v)
-		}
-	case typeUint:
-		return checkRange(spec, v)
-	case typeString:
-	}
-	return nil
-}
-
-// checkRange mirrors clap's ranged integer parser, including Rust's
-// integer-parse messages.
-func checkRange(spec *argSpec, v string) error {
-	n, err := strconv.ParseInt(v, 10, 64)
-	reason := ""
-	switch {
-	case v == "":
-		reason = "cannot parse integer from empty string"
-	case err != nil && strings.Contains(err.Error(), "out of range"):
-		reason = "number too large to fit in target type"
-	case err != nil:
-		reason = "invalid digit found in string"
-	case n < 0 || n > spec.max:
-		reason = fmt.Sprintf("%d is not in 0..=%d", n, spec.max)
-	default:
-		return nil
-	}
-	return &UsageError{
-		Kind:    KindValueValidation,
-		Message: fmt.Sprintf("invalid value '%s' for '%s': %s", v, spec, reason),
-	}
-}
-
-// invalidValue renders clap's InvalidValue error; an empty bad value reads
-// "a value is required ... but none was supplied".
-func (p *parser) invalidValue(spec *argSpec, bad string) error {
-	var msg string
-	if bad == "" {
-		msg = fmt.Sprintf("a value is required for '%s' but none was supplied", spec)
-	} else {
-		msg = fmt.Sprintf("invalid value '%s' for '%s'", bad, spec)
-	}
-	possible := spec.possible
-	if spec.typ == typeBool {
-		possible = []string{"true", "false"}
-	}
-	if len(possible) > 0 {
-		msg += "\n  [possible values: " + strings.Join(possible, ", ") + "]"
-	}
-	return &UsageError{Kind: KindInvalidValue, Message: msg}
-}
-
-func (p *parser) unknownArgument(arg string, suggestTrailing bool) *UsageError {
-	e := &UsageError{
-		Kind:    KindUnknownArgument,
-		Message: fmt.Sprintf("unexpected argument '%s' found", arg),
-		Usage:   p.cmd.usage(),
-	}
-	if suggestTrailing {
-		e.Tips = []string{fmt.Sprintf("to pass '%s' as a value, use '-- %s'", arg, arg)}
-	}
-	return e
-}
-
-// smartUsage renders the usage line clap prints for an unknown long flag, a
-// value given to a flag, or missing required arguments: when visible
-// arguments were given (or extra is set), it lists the command's required
-// arguments, then those arguments in order, then the positionals, with no
-// [OPTIONS] and no [COMMAND]; otherwise it is the plain usage line.
-func (p *parser) smartUsage(extra ...*argSpec) string {
-	var used []*argSpec
-	for _, id := range p.m.order {
-		a := p.cmd.argByID(id)
-		// Before addEnv runs only command-line values exist; afterwards
-		// clap counts env values as given too, defaults never.
-		if a == nil || a.hidden || p.m.args[id].src == srcDefault {
-			continue
-		}
-		used = append(used, a)
-	}
-	used = append(used, extra...)
-	if len(used) == 0 {
-		return p.cmd.usage()
-	}
-	parts := []string{"Usage:", p.cmd.path}
-	seen := make(map[string]bool)
-	add := func(a *argSpec) {
-		if s := a.String(); !seen[s] {
-			seen[s] = true
-			parts = append(parts, s)
-		}
-	}
-	for _, a := range p.cmd.args {
-		if a.required {
-			add(a)
-		}
-	}
-	for _, a := range used {
-		if !a.positional {
-			add(a)
-		}
-	}
-	for _, a := range p.cmd.pos {
-		add(a)
-	}
-	return strings.Join(parts, " ")
-}
-
-// strayWordError reports a word that is neither a flag, an option value, a
-// subcommand nor an expected positional.
-func (p *parser) strayWordError(arg string, trailing bool) error {
-	if trailing && p.cmd.findSub(arg) != nil {
-		return &UsageError{
-			Kind:    KindUnknownArgument,
-			Message: fmt.Sprintf("unexpected argument '%s' found", arg),
-			Tips:    []string{fmt.Sprintf("subcommand '%s' exists; to use it, remove the '--' before it", arg)},
-			Usage:   p.cmd.usage(),
-		}
-	}
-	if p.cmd.hasSubcommands() && !p.cmd.hasPositionals() {
-		return &UsageError{
-			Kind:    KindUnrecognizedSubcommand,
-			Message: fmt.Sprintf("unrecognized subcommand '%s'", arg),
-			Usage:   p.cmd.usage(),
-		}
-	}
-	return p.unknownArgument(arg, false)
-}
-
-// helpSubcommand implements clap's implicit `help [COMMAND]...`.
-func (p *parser) helpSubcommand(names []string) error {
-	cmd := p.cmd
-	for _, n := range names {
-		s := cmd.findSub(n)
-		if s == nil {
-			return &UsageError{
-				Kind:    KindUnrecognizedSubcommand,
-				Message: fmt.Sprintf("unrecognized subcommand '%s'", n),
-				Usage:   cmd.usage(),
-			}
-		}
-		if s.name == helpCommand {
-			break
-		}
-		cmd = s
-	}
-	return &HelpError{Text: cmd.help()}
-}
-
-// addEnv fills arguments absent from the command line from their variables.
-func (p *parser) addEnv() error {
-	for _, spec := range p.cmd.args {
-		if spec.env == "" || p.m.has(spec.id) {
-			continue
-		}
-		if v, ok := p.lookupEnv(spec.env); ok {
-			if err := p.react(spec, []string{v}, srcEnv); err != nil {
+		if a.kind == kindFlag || a.kind == kindHelp {
+			if err := c.occur(r, a, "", false, next); err != nil {
 				return err
 			}
+			continue
 		}
+		rest := body[j+len(string(ch)):]
+		val, hasEq := strings.CutPrefix(rest, "=")
+		return c.occur(r, a, val, hasEq || rest != "", next)
 	}
 	return nil
 }
 
-func (p *parser) addDefaults() {
-	for _, spec := range p.cmd.allArgs() {
-		if spec.hasDef && !p.m.has(spec.id) {
-			p.m.args[spec.id] = &matched{vals: []string{spec.def}, src: srcDefault}
-			p.m.order = append(p.m.order, spec.id)
+// occur records one occurrence of a on the command line; val is the value
+// attached with '=' (or to a short flag) when attached is set.
+func (c *cmdSpec) occur(r *result, a *argSpec, val string, attached bool, next func() (string, bool)) error {
+	if a.kind == kindHelp {
+		return &HelpError{Text: c.help()}
+	}
+	if r.has(a.long) && a.kind != kindAppend {
+		return usageErr(ErrRepeatedArgument, "the argument '--%s' cannot be used multiple times", a.long)
+	}
+	switch {
+	case a.kind == kindFlag && attached:
+		return usageErr(ErrInvalidValue, "unexpected value '%s' for '--%s' found; no more were expected", val, a.long)
+	case a.kind == kindFlag:
+		val = "true"
+	case attached:
+	case a.kind == kindOptional:
+		val = a.missing
+		if !a.eqOnly {
+			if v, ok := next(); ok {
+				val = v
+			}
+		}
+	default:
+		var ok bool
+		if val, ok = next(); !ok {
+			return a.missingValue()
 		}
 	}
+	if err := a.check(val); err != nil {
+		return err
+	}
+	r.vals[a.long] = append(r.vals[a.long], val)
+	return nil
 }
 
-func (p *parser) checkRequired() error {
-	var missing []*argSpec
-	for _, spec := range p.cmd.allArgs() {
-		if p.m.has(spec.id) {
-			continue
+// finish fills what the command line left out from the environment, then
+// from the defaults, and checks that required arguments are there.
+func (c *cmdSpec) finish(r *result, lookupEnv func(string) (string, bool)) error {
+	var missing []string
+	for _, a := range c.args {
+		if a.env != "" && !r.has(a.long) {
+			if v, ok := lookupEnv(a.env); ok {
+				if err := a.check(v); err != nil {
+					return err // an environment value is checked like a flag's
+				}
+				r.vals[a.long] = []string{v}
+			}
 		}
-		if spec.required || (spec.requiredIf != "" && p.m.explicit(spec.requiredIf) && p.m.flag(spec.requiredIf)) {
-			missing = append(missing, spec)
+		if a.def != "" && !r.has(a.long) {
+			r.vals[a.long] = []string{a.def}
+		}
+		if !r.has(a.long) && (a.required || (a.requiredIf != "" && r.flag(a.requiredIf))) {
+			missing = append(missing, "--"+a.long)
 		}
 	}
-	if len(missing) == 0 {
-		return nil
+	if c.positional != "" && r.pos == "" {
+		missing = append(missing, "<"+c.positional+">")
 	}
-	names := make([]string, len(missing))
-	for i, a := range missing {
-		names[i] = a.String()
+	if len(missing) > 0 {
+		return usageErr(ErrMissingArgument, "the following required arguments were not provided: %s",
+			strings.Join(missing, " "))
 	}
-	return &UsageError{
-		Kind:    KindMissingRequiredArgument,
-		Message: "the following required arguments were not provided:\n  " + strings.Join(names, "\n  "),
-		Usage:   p.smartUsage(missing...),
+	return nil
+}
+
+// find returns the flag that match accepts, or nil.
+func (c *cmdSpec) find(match func(*argSpec) bool) *argSpec {
+	if k := slices.IndexFunc(c.args, match); k >= 0 {
+		return c.args[k]
 	}
+	return nil
+}
+
+// Usage returns the server's help page (what `gomon --help` prints).
+func Usage() string { return rootCommand().help() }
+
+// help renders the command's --help page: every visible flag with its
+// environment variable, default and accepted values.
+func (c *cmdSpec) help() string {
+	// Tab-separated rows: the tabwriter aligns each block of them.
+	rows := c.about + "\n\nUsage: " + c.usage + "\n"
+	if len(c.subs) > 0 {
+		rows += "\nCommands:\n"
+		for _, s := range c.subs {
+			rows += "  " + s.name + "\t" + s.about + "\n"
+		}
+	}
+	rows += "\nFlags:\n"
+	for _, a := range c.args {
+		if !a.hidden {
+			rows += "  " + a.helpLine() + "\n"
+		}
+	}
+	if c.after != "" {
+		rows += "\n" + c.after + "\n"
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	_, _ = tw.Write([]byte(rows)) // writes to a strings.Builder cannot fail
+	_ = tw.Flush()
+	return b.String()
+}
+
+// helpLine renders one flag for --help: "-l, --log-level LEVEL", a tab,
+// then its help, variable, default and accepted values.
+func (a *argSpec) helpLine() string {
+	s := "    --" + a.long
+	if a.short != 0 {
+		s = "-" + string(a.short) + ", --" + a.long
+	}
+	switch {
+	case a.kind == kindOptional && a.eqOnly:
+		s += "[=" + a.valueName + "]"
+	case a.kind == kindOptional:
+		s += " [" + a.valueName + "]"
+	case a.kind == kindSingle || a.kind == kindAppend:
+		s += " " + a.valueName
+	}
+	if a.alias != "" {
+		s += ", --" + a.alias
+	}
+	s += "\t" + a.help
+	if a.env != "" {
+		s += " [env: " + a.env + "]"
+	}
+	if a.def != "" {
+		s += " [default: " + a.def + "]"
+	}
+	if a.typ == typeEnum && a.kind != kindFlag {
+		s += " [values: " + strings.Join(a.values, ", ") + "]"
+	}
+	return s
 }

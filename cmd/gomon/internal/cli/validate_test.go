@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -232,7 +231,7 @@ func TestExitCode(t *testing.T) {
 		{name: "nil", err: nil, want: 0},
 		{name: "help", err: &HelpError{Text: "x"}, want: 0},
 		{name: "wrapped help", err: fmt.Errorf("parse: %w", &HelpError{}), want: 0},
-		{name: "usage", err: &UsageError{Kind: KindUnknownArgument}, want: 2},
+		{name: "usage", err: &UsageError{Kind: ErrUnknownArgument}, want: 2},
 		{name: "wrapped usage", err: fmt.Errorf("parse: %w", &UsageError{}), want: 2},
 		{name: "validation", err: &configError{msg: "--runtime flag not set"}, want: 1},
 		{name: "other", err: errors.New("boom"), want: 1},
@@ -243,45 +242,5 @@ func TestExitCode(t *testing.T) {
 				t.Fatalf("ExitCode(%v) = %d, want %d", tt.err, got, tt.want)
 			}
 		})
-	}
-}
-
-func TestSlogLevel(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    slog.Level
-		enabled bool
-	}{
-		{"trace", LevelTrace, true},
-		{"debug", slog.LevelDebug, true},
-		{"info", slog.LevelInfo, true},
-		{"warn", slog.LevelWarn, true},
-		{"error", slog.LevelError, true},
-		{"off", 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, enabled := SlogLevel(tt.in)
-			if got != tt.want || enabled != tt.enabled {
-				t.Fatalf("SlogLevel(%q) = %v, %v; want %v, %v", tt.in, got, enabled, tt.want, tt.enabled)
-			}
-		})
-	}
-	if LevelTrace >= slog.LevelDebug {
-		t.Fatal("trace must be below debug")
-	}
-}
-
-func TestRuntimeDirPaths(t *testing.T) {
-	cfg := &Config{RuntimeDir: "/run/pod"}
-	tests := []struct{ got, want string }{
-		{cfg.SocketPath(), "/run/pod/conmon.sock"},
-		{cfg.PidfilePath(), "/run/pod/pidfile"},
-		{cfg.FDSocketPath(), "/run/pod/conmon-fd.sock"},
-	}
-	for _, tt := range tests {
-		if tt.got != tt.want {
-			t.Errorf("got %q, want %q", tt.got, tt.want)
-		}
 	}
 }
