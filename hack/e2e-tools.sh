@@ -27,6 +27,12 @@ JAEGER_VERSION=v1.76.0
 # k8s.io/<m> v0.<minor>.<patch>, so the build replaces every one of them with that version.
 KUBELET_VERSION=v1.34.4
 KUBE_STAGING_VERSION=v0.${KUBELET_VERSION#v1.}
+# What Kubernetes' own build stamps, so `kubelet --version` says v1.34.4 (not v0.0.0-master).
+KUBELET_LDFLAGS=
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	KUBELET_LDFLAGS+=" -X $p.gitVersion=$KUBELET_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$(cut -d. -f2 <<<"$KUBELET_VERSION")"
+	KUBELET_LDFLAGS+=" -X $p.gitTreeState=clean"
+done
 CRIO_TAGS="containers_image_openpgp containers_image_ostree_stub exclude_graphdriver_btrfs btrfs_noversion seccomp"
 APT_PACKAGES=(conmon umoci skopeo containernetworking-plugins libseccomp-dev gcc make pkg-config)
 
@@ -51,12 +57,13 @@ module_dir() {
 		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
 }
 
-# build_go_tool NAME MODULE VERSION PACKAGE TAGS CGO [STAGING] builds PACKAGE of MODULE@VERSION in a
-# temporary main module that requires MODULE, starts from MODULE's go.sum and copies MODULE's
-# replace directives, so the binary is built from the exact dependency versions MODULE pins. With
-# STAGING, a replace to ./staging/src/<m> becomes <m>@STAGING (Kubernetes' published staging modules).
+# build_go_tool NAME MODULE VERSION PACKAGE TAGS CGO [STAGING [LDFLAGS]] builds PACKAGE of
+# MODULE@VERSION in a temporary main module that requires MODULE, starts from MODULE's go.sum and
+# copies MODULE's replace directives, so the binary is built from the exact dependency versions
+# MODULE pins. With STAGING, a replace to ./staging/src/<m> becomes <m>@STAGING (Kubernetes'
+# published staging modules). LDFLAGS are added to the linker flags (version stamps).
 build_go_tool() {
-	local name=$1 mod=$2 ver=$3 pkg=$4 tags=$5 cgo=$6 staging=${7:-}
+	local name=$1 mod=$2 ver=$3 pkg=$4 tags=$5 cgo=$6 staging=${7:-} ldflags=${8:-}
 	local out=$E2E_CACHE/$name-$ver
 	[[ -f $out/.done ]] && { echo "$name cached"; return; }
 	local start=$SECONDS src tmp
@@ -81,7 +88,7 @@ build_go_tool() {
 			done
 		GOFLAGS=-mod=mod $GO get "$mod/$pkg@$ver" >&2
 		mkdir -p "$out"
-		CGO_ENABLED=$cgo $NICE $GO build -trimpath -tags "$tags" -ldflags "-s -w" -o "$out/$name" "$mod/$pkg" >&2
+		CGO_ENABLED=$cgo $NICE $GO build -trimpath -tags "$tags" -ldflags "-s -w $ldflags" -o "$out/$name" "$mod/$pkg" >&2
 	)
 	rm -rf "$tmp"
 	touch "$out/.done"
@@ -122,7 +129,7 @@ main() {
 		"build_pinns $CRIO_NEXT_VERSION" \
 		"build_go_tool crio github.com/cri-o/cri-o $CRIO_NEXT_VERSION cmd/crio '$CRIO_TAGS' 1" \
 		"build_go_tool jaeger github.com/jaegertracing/jaeger $JAEGER_VERSION cmd/jaeger '' 0" \
-		"build_go_tool kubelet k8s.io/kubernetes $KUBELET_VERSION cmd/kubelet '' 0 $KUBE_STAGING_VERSION"; do
+		"build_go_tool kubelet k8s.io/kubernetes $KUBELET_VERSION cmd/kubelet '' 0 $KUBE_STAGING_VERSION '$KUBELET_LDFLAGS'"; do
 		line=$(eval "$step") || { log "failed: $step"; exit 1; }
 		case ${line#* } in
 		cached) log "${line% *}: cached in $E2E_CACHE" ;;
