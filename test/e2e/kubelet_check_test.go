@@ -223,3 +223,17 @@ func TestPictureSpans(t *testing.T) {
 		t.Errorf("kept %v, want %s", ids, want)
 	}
 }
+
+func TestShortSpanName(t *testing.T) {
+	for in, want := range map[string]string{
+		"github.com/cri-o/cri-o/server.(*Server).runPodSandbox":          "server.(*Server).runPodSandbox",
+		"github.com/cri-o/cri-o/internal/oci.(*Runtime).CreateContainer": "oci.(*Runtime).CreateContainer",
+		"runtime.v1.RuntimeService/CreateContainer":                      "runtime.v1.RuntimeService/CreateContainer",
+		"/runtime.v1.RuntimeService/ExecSync":                            "/runtime.v1.RuntimeService/ExecSync",
+		"conmonrs-client: CreateContainer":                               "conmonrs-client: CreateContainer",
+	} {
+		if got := shortSpanName(in); got != want {
+			t.Errorf("shortSpanName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -17,7 +17,7 @@ import (
 )
 
 // The static pod of the kubelet e2e. exiter writes to stdout and stderr and exits 3 after
-// about four seconds, so restartPolicy Always restarts it through gomon; sleeper keeps running
+// about four seconds (or at once on SIGTERM), so restartPolicy Always restarts it through gomon; sleeper keeps running
 // and is probed with an exec liveness probe every two seconds (ExecSync through gomon).
 const (
 	kubeletNode    = "gomon-e2e-node"
@@ -27,7 +27,7 @@ const (
 	sleeperName    = "sleeper"
 	exiterExitCode = 3
 	exiterTicks    = 4
-	exiterScript   = `echo exiter-start; i=0; while [ $i -lt 4 ]; do echo exiter-tick-$i; i=$((i+1)); sleep 1; done; echo exiter-bye >&2; exit 3`
+	exiterScript   = `trap 'echo exiter-term; exit 3' TERM; echo exiter-start; i=0; while [ $i -lt 4 ]; do echo exiter-tick-$i; i=$((i+1)); sleep 1; done; echo exiter-bye >&2; exit 3`
 	sleeperScript  = `trap 'exit 0' TERM; echo sleeper-up; while true; do sleep 1; done`
 )
 
@@ -180,11 +180,13 @@ func TestKubelet(t *testing.T) {
 		t.Fatalf("place manifest: %v", err)
 	}
 
-	// Wait until exiter ran twice: it exited 3, was restarted through gomon, and exited 3
-	// again (restartCount 1, back-off running). Every exiter container ID is remembered.
-	exiterIDs := map[string]bool{}
+	// Wait until exiter's first run exited 3, the kubelet restarted it through gomon, and the
+	// second run is two ticks into its output. The manifest is then deleted: the kubelet stops
+	// the containers with SIGTERM, on which exiter also exits 3, and about a second after the
+	// last container stopped it SIGKILLs what is left in the pod's cgroup, gomon included. So
+	// exiter's last run ends with the pod, as close to gomon's death as a pod deletion allows.
 	var last podStatus
-	err := poll(3*time.Minute, 500*time.Millisecond, func() error {
+	err := poll(3*time.Minute, 200*time.Millisecond, func() error {
 		st, err := k.podStatus()
 		if err != nil {
 			return err
@@ -194,25 +196,19 @@ func TestKubelet(t *testing.T) {
 		if !ok {
 			return fmt.Errorf("no %s status yet (phase %q)", exiterName, st.Phase)
 		}
-		// Runs the kubelet saw end (with any exit code; the trace check wants 3 for each).
-		for _, id := range []string{ex.State.terminatedID(), ex.LastState.terminatedID()} {
-			if id != "" {
-				exiterIDs[id] = true
-			}
-		}
-		// Ended: terminated, or waiting out the back-off (a created, not yet started container
-		// also shows as waiting, with another reason).
-		ended := ex.State.Terminated != nil || ex.State.Waiting != nil && ex.State.Waiting.Reason == "CrashLoopBackOff"
-		if ex.RestartCount < 1 || !ended || ex.LastState.Terminated == nil {
+		if ex.RestartCount < 1 || ex.State.Running == nil || ex.LastState.Terminated == nil {
 			return fmt.Errorf("%s: restartCount %d, state %s, last state %s", exiterName, ex.RestartCount, ex.State, ex.LastState)
+		}
+		if out := k.logOf(t, ex.runningID()); !strings.Contains(out, "exiter-tick-1") {
+			return fmt.Errorf("%s's second run has not written exiter-tick-1 yet: %q", exiterName, out)
 		}
 		return nil
 	})
 	if err != nil {
 		k.dumpLog(t)
-		t.Fatalf("waiting for %s's second exit: %v", exiterName, err)
+		t.Fatalf("waiting for %s's second run: %v", exiterName, err)
 	}
-	t.Logf("exiter exited twice, %v after the manifest was written", time.Since(step).Round(time.Millisecond))
+	t.Logf("exiter exited 3, was restarted and is writing, %v after the manifest was written", time.Since(step).Round(time.Millisecond))
 
 	// The kubelet's own view, from its read-only /pods API.
 	ex, _ := last.container(exiterName)
@@ -220,22 +216,17 @@ func TestKubelet(t *testing.T) {
 	if got := ex.LastState.Terminated.ExitCode; got != exiterExitCode {
 		t.Errorf("kubelet /pods: %s last exit code %d, want %d", exiterName, got, exiterExitCode)
 	}
-	if ex.State.Terminated != nil && ex.State.Terminated.ExitCode != exiterExitCode {
-		t.Errorf("kubelet /pods: %s exit code %d, want %d", exiterName, ex.State.Terminated.ExitCode, exiterExitCode)
-	}
 	if !okSleeper || sl.State.Running == nil {
 		t.Errorf("kubelet /pods: %s is not running: %+v", sleeperName, sl)
 	}
 	if sl.RestartCount != 0 {
 		t.Errorf("kubelet /pods: %s restarted %d times (its liveness probe failed?)", sleeperName, sl.RestartCount)
 	}
-	lastExiter := ex.LastState.terminatedID()
-	if ex.State.Terminated != nil {
-		lastExiter = ex.State.terminatedID()
-	}
+	firstExiter, lastExiter := ex.LastState.terminatedID(), ex.runningID()
 	sleeperID := sl.runningID()
-	t.Logf("kubelet /pods: pod uid %s, %s restartCount %d last exit %d (%s), %s running (%s)",
-		last.UID, exiterName, ex.RestartCount, ex.LastState.Terminated.ExitCode, short(lastExiter), sleeperName, short(sleeperID))
+	t.Logf("kubelet /pods: pod uid %s, %s restartCount %d, last exit %d (%s), running again (%s); %s running (%s)",
+		last.UID, exiterName, ex.RestartCount, ex.LastState.Terminated.ExitCode, short(firstExiter), short(lastExiter),
+		sleeperName, short(sleeperID))
 
 	// The pod's sandbox and monitor, as CRI-O sees them.
 	pods := strings.Fields(s.crictlQuiet(t, "pods", "-q"))
@@ -250,8 +241,8 @@ func TestKubelet(t *testing.T) {
 	}
 	t.Logf("sandbox %s monitored by gomon pid %d", short(sandbox), monitors[0])
 
-	// The container's log, where the kubelet told CRI-O to write it.
-	k.checkExiterLog(t, last, lastExiter, ex.RestartCount)
+	// The first run's log, where the kubelet told CRI-O to write it.
+	k.checkExiterLog(t, last, firstExiter, ex.RestartCount-1)
 
 	// Remove the manifest right after exiter's last run ended: the kubelet kills the pod and,
 	// about a second after its last container stops, every process left in the pod's cgroup,
@@ -263,7 +254,7 @@ func TestKubelet(t *testing.T) {
 	var extraRuns []string
 	err = poll(3*time.Minute, 500*time.Millisecond, func() error {
 		for _, id := range strings.Fields(s.crictlQuiet(t, "ps", "-a", "-q", "--name", "^"+exiterName+"$")) {
-			if !exiterIDs[id] && !slices.Contains(extraRuns, id) {
+			if id != firstExiter && id != lastExiter && !slices.Contains(extraRuns, id) {
 				extraRuns = append(extraRuns, id) // a run the status read before the removal did not show
 			}
 		}
@@ -278,7 +269,7 @@ func TestKubelet(t *testing.T) {
 	}
 	t.Logf("pod removed by the kubelet %v after its manifest was deleted", time.Since(removed).Round(time.Millisecond))
 	if len(extraRuns) > 0 {
-		t.Logf("exiter runs seen by CRI-O only (started after the last status read): %v", extraRuns)
+		t.Errorf("exiter runs other than the two the test saw: %v (a restart after the deletion?)", extraRuns)
 	}
 
 	// Nothing left behind: no gomon, no runc container, no mount, no cgroup, no pod directory.
@@ -292,7 +283,7 @@ func TestKubelet(t *testing.T) {
 	}
 
 	// Traces.
-	want := kubeletWant{exiterRuns: sortedIDs(exiterIDs), lastExiter: lastExiter, sleeper: sleeperID}
+	want := kubeletWant{exiterRuns: []string{firstExiter, lastExiter}, lastExiter: lastExiter, sleeper: sleeperID}
 	k.checkTraces(t, want)
 }
 
@@ -308,15 +299,6 @@ func short(id string) string {
 		return id[:13]
 	}
 	return id
-}
-
-// keys returns m's keys.
-func keys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // crictlQuiet runs one untraced crictl call and returns its trimmed stdout, failing the test on error.
@@ -585,9 +567,21 @@ func (k *kubeletEnv) podStatus() (podStatus, error) {
 	return podStatus{}, fmt.Errorf("kubelet /pods: no pod %s-%s among %d", kubeletPod, kubeletNode, len(list.Items))
 }
 
-// checkExiterLog checks the log file of exiter's last run (the kubelet removes an older dead
-// instance, and its log, when a newer one exits): CRI-O reports its path, which must be in the
-// kubelet's pod log directory (<podLogsDir>/<namespace>_<pod>_<uid>/<container>/<restartCount>.log),
+// logOf returns the log file of container ctr as CRI-O reports its path ("" when unreadable).
+func (k *kubeletEnv) logOf(t *testing.T, ctr string) string {
+	t.Helper()
+	var insp struct {
+		Status struct {
+			LogPath string `json:"logPath"`
+		} `json:"status"`
+	}
+	k.s.inspectJSON(t, &insp, "inspect", ctr)
+	b, _ := os.ReadFile(insp.Status.LogPath)
+	return string(b)
+}
+
+// checkExiterLog checks the log file of exiter's finished first run (ctr, whose restart count
+// was restartCount): CRI-O reports its path, which must be in the kubelet's pod log directory (<podLogsDir>/<namespace>_<pod>_<uid>/<container>/<restartCount>.log),
 // and it must hold the run's output in CRI format.
 func (k *kubeletEnv) checkExiterLog(t *testing.T, st podStatus, ctr string, restartCount int) {
 	t.Helper()
@@ -601,7 +595,7 @@ func (k *kubeletEnv) checkExiterLog(t *testing.T, st podStatus, ctr string, rest
 		fmt.Sprintf("%d.log", restartCount))
 	p := insp.Status.LogPath
 	if p != want {
-		t.Errorf("exiter's last run logs to %q, want %q (the kubelet's pod log directory)", p, want)
+		t.Errorf("exiter's first run logs to %q, want %q (the kubelet's pod log directory)", p, want)
 	}
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -626,7 +620,7 @@ func (k *kubeletEnv) checkExiterLog(t *testing.T, st podStatus, ctr string, rest
 	if strings.Join(got, "\n") != strings.Join(wantLines, "\n") {
 		t.Errorf("exiter's log %s:\ngot  %q\nwant %q", p, got, wantLines)
 	} else {
-		t.Logf("exiter's last run's log %s holds its %d lines", p, len(wantLines))
+		t.Logf("exiter's first run's log %s holds its %d lines", p, len(wantLines))
 	}
 }
 
@@ -667,11 +661,4 @@ func (k *kubeletEnv) leftovers(uid, sandbox string, mountsBefore []string) error
 		return fmt.Errorf("left behind: %s", strings.Join(left, "; "))
 	}
 	return nil
-}
-
-// sortedIDs returns the IDs sorted.
-func sortedIDs(m map[string]bool) []string {
-	out := keys(m)
-	slices.Sort(out)
-	return out
 }

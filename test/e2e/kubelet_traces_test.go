@@ -15,8 +15,8 @@ import (
 
 // kubeletWant is what the kubelet test ran, for the trace check.
 type kubeletWant struct {
-	exiterRuns []string // exiter container IDs whose runs ended before the pod was deleted
-	lastExiter string   // the last of them: it ended just before the deletion
+	exiterRuns []string // exiter's container IDs: a run that exited 3, and the run the deletion ended
+	lastExiter string   // the run the deletion ended (it exits 3 on SIGTERM)
 	sleeper    string   // the container the liveness probe execs in
 }
 
@@ -165,7 +165,7 @@ func (f kubeletFound) problems(want kubeletWant) []string {
 		r := f.runs[id]
 		what := "exiter run " + short(id)
 		if id == want.lastExiter {
-			what = "exiter's LAST run " + short(id) + " (it ended just before the pod's deletion; its gomon was SIGKILLed by the kubelet's pod cleanup ~1-2 s after the last container stopped, so its spans reach Jaeger only if gomon flushes a finished container's spans promptly)"
+			what = "exiter's LAST run " + short(id) + " (it ended with the pod's deletion; the kubelet's pod cleanup SIGKILLs gomon ~1-2 s after the last container stopped, so unless gomon exports a finished container's spans at once they reach Jaeger only when a 5 s batch tick happens to fall in between)"
 		}
 		if r.readLoops == 0 {
 			out = append(out, what+": no read_loop span")
@@ -325,6 +325,22 @@ func fmtMicros(us int64) string {
 	}
 }
 
+// shortSpanName drops the package path of CRI-O's function spans
+// ("github.com/cri-o/cri-o/server.(*Server).runPodSandbox" becomes "server.(*Server).runPodSandbox").
+func shortSpanName(name string) string {
+	if !strings.HasPrefix(name, "github.com/") {
+		return name
+	}
+	head := name
+	if i := strings.Index(name, "("); i >= 0 {
+		head = name[:i]
+	}
+	if i := strings.LastIndex(head, "/"); i >= 0 {
+		return name[i+1:]
+	}
+	return name
+}
+
 // traceSVG draws tr as a waterfall like Jaeger's trace view: one row per span in depth-first
 // order (children by start time), indented by depth, a bar per span on a shared time axis,
 // coloured by service. Tags worth seeing (exit_code, stream) follow the span name.
@@ -409,7 +425,7 @@ func traceSVG(tr jaegerTrace, caption string) []byte {
 		if !ok {
 			color = "#888888"
 		}
-		label := r.sp.name
+		label := shortSpanName(r.sp.name)
 		if code, ok := tagInt(r.sp, "exit_code"); ok {
 			label += fmt.Sprintf(" exit_code=%d", code)
 		}
