@@ -43,7 +43,7 @@ run_e2e() {
 case $suite in
 crictl)
 	status=0
-	run_e2e "$CRIO" "$PINNS" 20m '^Test(CRIO|GomonSpanCheck|KubeletSpanCheck|TraceSVG)$' || status=1
+	run_e2e "$CRIO" "$PINNS" 20m '^Test(CRIO|GomonSpanCheck|KubeletSpanCheck|TraceSVG|PictureSpans|ShortSpanName)$' || status=1
 	run_e2e "$CRIO_NEXT" "$PINNS_NEXT" 20m '^TestCRIO$' || status=1
 	exit "$status"
 	;;

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -163,7 +164,7 @@ func TestTraceSVG(t *testing.T) {
 	inText := false
 	for {
 		tok, err := dec.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

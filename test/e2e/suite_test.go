@@ -36,6 +36,7 @@ type suite struct {
 	driver        string // storage driver: overlay when it works here, else vfs
 	cgroupParent  string // per-run cgroupfs parent of every pod
 	crioSock      string
+	crioMinor     int    // CRI-O's minor version (34 for v1.34.0), from `crictl version`
 	otlpAddr      string // Jaeger's OTLP gRPC receiver, host:port
 	queryURL      string // Jaeger's HTTP query API base URL
 	crioLog       string
