@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # e2e-tools.sh: install the apt packages and build the pinned tools the CRI-O end-to-end test
-# needs (CRI-O, pinns, crictl, Jaeger) into a cache outside the repository.
+# needs (CRI-O v1.34 and v1.36, their pinns, crictl, Jaeger, the kubelet) into a cache outside the
+# repository.
 #
 # Every tool lands in $E2E_CACHE/<tool>-<version>/ and is reused when its `.done` marker is
 # present, so only the first run on a machine pays for the builds. Heavy builds run under

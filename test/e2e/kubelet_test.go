@@ -244,8 +244,8 @@ func TestKubelet(t *testing.T) {
 	// The first run's log, where the kubelet told CRI-O to write it.
 	k.checkExiterLog(t, last, firstExiter, ex.RestartCount-1)
 
-	// Remove the manifest right after exiter's last run ended: the kubelet kills the pod and,
-	// about a second after its last container stops, every process left in the pod's cgroup,
+	// Delete the pod while exiter's second run writes: the kubelet stops both containers and,
+	// about a second after the last one stopped, kills every process left in the pod's cgroup,
 	// gomon included.
 	if err := os.Remove(manifest); err != nil {
 		t.Fatalf("remove manifest: %v", err)
