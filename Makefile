@@ -9,6 +9,8 @@ RUNC        ?= $(shell command -v runc || echo /usr/sbin/runc)
 DEMO_ARGS   ?= sh -c 'echo hello from gomon in a busybox container; uname -sr; id'
 E2E_CACHE   ?= /var/cache/gomon-e2e
 E2E_FLAGS   ?= -v
+# KUBELET_TRACE_SVG=docs/kubelet-trace.svg makes `make e2e-kubelet` redraw the README's picture.
+KUBELET_TRACE_SVG ?=
 
 GIT_TAG     := $(shell git describe --tags --always --dirty 2>/dev/null || echo none)
 BUILD_DATE  := $(shell date -u "+%Y-%m-%d %H:%M:%S")
@@ -18,7 +20,7 @@ LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
-.PHONY: help deps build test test-unit test-interop reliability fuzz generate check-generate lint demo bundle clean e2e
+.PHONY: help deps build test test-unit test-interop reliability fuzz generate check-generate lint demo bundle clean e2e e2e-kubelet
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,8 +93,12 @@ bundle: deps ## build a busybox-static OCI bundle in build/bundle
 demo: deps build bundle ## run a busybox container through gomon run
 	$(GOMON) run --runtime $(RUNC) --bundle build/bundle demo-$$$$
 
-e2e: build ## gomon as CRI-O's pod monitor with crictl, runc and Jaeger (root; tools cached in $(E2E_CACHE))
-	E2E_CACHE=$(E2E_CACHE) E2E_FLAGS='$(E2E_FLAGS)' GO=$(GO) hack/e2e.sh $(CURDIR)/$(GOMON)
+e2e: build ## gomon as CRI-O's pod monitor with crictl, runc and Jaeger, on CRI-O v1.34 and v1.36 (root; tools cached in $(E2E_CACHE))
+	E2E_SUITE=crictl E2E_CACHE=$(E2E_CACHE) E2E_FLAGS='$(E2E_FLAGS)' GO=$(GO) hack/e2e.sh $(CURDIR)/$(GOMON)
+
+e2e-kubelet: build ## a static pod run by a real standalone kubelet v1.34 on CRI-O with gomon, traced into Jaeger (root)
+	E2E_SUITE=kubelet E2E_CACHE=$(E2E_CACHE) E2E_FLAGS='$(E2E_FLAGS)' GO=$(GO) \
+		GOMON_E2E_TRACE_SVG=$(if $(KUBELET_TRACE_SVG),$(abspath $(KUBELET_TRACE_SVG))) hack/e2e.sh $(CURDIR)/$(GOMON)
 
 clean: ## remove build output
 	rm -rf $(BIN) build

@@ -223,7 +223,7 @@ func (s *suite) removeState(t *testing.T) {
 		}
 		if keepArtifacts && !e.IsDir() {
 			switch filepath.Ext(e.Name()) {
-			case ".log", ".txt", ".conf", ".yaml", ".json":
+			case ".log", ".txt", ".conf", ".yaml", ".json", ".svg":
 				continue
 			}
 		}

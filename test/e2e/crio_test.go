@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +264,24 @@ func (s *suite) startCRIO(t *testing.T) error {
 		if !strings.Contains(out, "cri-o") {
 			return fmt.Errorf("unexpected version output %q", out)
 		}
+		s.crioMinor = runtimeMinor(out)
 		return nil
 	})
+}
+
+// runtimeMinor returns the minor version from `crictl version` output ("RuntimeVersion:  1.36.3"
+// gives 36), 0 when there is none.
+func runtimeMinor(out string) int {
+	for line := range strings.SplitSeq(out, "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "RuntimeVersion:")
+		if !ok {
+			continue
+		}
+		parts := strings.Split(strings.TrimSpace(v), ".")
+		if len(parts) >= 2 {
+			n, _ := strconv.Atoi(parts[1])
+			return n
+		}
+	}
+	return 0
 }

@@ -192,7 +192,8 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 }
 
 // checkMonitor proves who monitors pod: for the gomon handler a process whose executable is
-// gomon and whose --runtime-dir belongs to the pod, in CRI-O's crio-conmon-<pod> cgroup. It
+// gomon and whose --runtime-dir belongs to the pod, in CRI-O's crio-conmon-<pod> cgroup (CRI-O
+// 1.34; 1.36 leaves it in CRI-O's own cgroups). It
 // returns the gomon PID (0 for the conmon handler).
 func (s *suite) checkMonitor(t *testing.T, handler, pod string) int {
 	t.Helper()
@@ -211,9 +212,20 @@ func (s *suite) checkMonitor(t *testing.T, handler, pod string) int {
 	pid := pids[0]
 	t.Logf("pod %s monitored by gomon pid %d: %s", pod[:12], pid, cmdline(pid))
 	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
+	switch {
+	case err != nil:
 		t.Errorf("read gomon's cgroup: %v", err)
-	} else if !strings.Contains(string(cg), "crio-conmon-"+pod) {
+	case s.crioMinor >= 36:
+		// CRI-O 1.36's cgroupfs manager no longer moves the monitor into
+		// crio-conmon-<pod> (it only applies workload CPU settings there), so the
+		// monitor stays in the cgroup of CRI-O that started it.
+		own, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", s.crio.Process.Pid))
+		if err != nil {
+			t.Errorf("read crio's cgroup: %v", err)
+		} else if string(cg) != string(own) {
+			t.Errorf("CRI-O 1.%d: gomon %d is not in CRI-O's own cgroups:\n%s\ncrio:\n%s", s.crioMinor, pid, cg, own)
+		}
+	case !strings.Contains(string(cg), "crio-conmon-"+pod):
 		t.Errorf("gomon %d is not in CRI-O's crio-conmon-%s cgroup:\n%s", pid, pod, cg)
 	}
 	return pid

@@ -36,6 +36,7 @@ type suite struct {
 	driver        string // storage driver: overlay when it works here, else vfs
 	cgroupParent  string // per-run cgroupfs parent of every pod
 	crioSock      string
+	crioMinor     int    // CRI-O's minor version (34 for v1.34.0), from `crictl version`
 	otlpAddr      string // Jaeger's OTLP gRPC receiver, host:port
 	queryURL      string // Jaeger's HTTP query API base URL
 	crioLog       string
@@ -53,46 +54,53 @@ type suite struct {
 // GOMON_REQUIRE_ROOT=1) when one is missing or the test is not running as root.
 func requireEnv(t *testing.T) tools {
 	t.Helper()
-	skip := func(format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("GOMON_REQUIRE_ROOT") == "1" {
-			t.Fatalf("GOMON_REQUIRE_ROOT=1 but %s", msg)
-		}
-		t.Skipf("SKIPPING the CRI-O end-to-end test: %s (run `sudo make e2e`)", msg)
-	}
-	if os.Geteuid() != 0 {
-		skip("not running as root")
-	}
-	get := func(name, def string) string {
-		v := os.Getenv(name)
-		if v == "" {
-			v = def
-		}
-		if v == "" {
-			skip("%s is not set", name)
-		}
-		p, err := exec.LookPath(v)
-		if err != nil {
-			skip("%s=%q is not an executable: %v", name, v, err)
-		}
-		abs, err := filepath.Abs(p)
-		if err == nil {
-			abs, err = filepath.EvalSymlinks(abs)
-		}
-		if err != nil {
-			skip("%s: %v", name, err)
-		}
-		return abs
-	}
 	return tools{
-		gomon:     get("GOMON_BINARY", ""),
-		crioBin:   get("CRIO", ""),
-		pinns:     get("PINNS", ""),
-		crictlBin: get("CRICTL", ""),
-		jaegerBin: get("JAEGER", ""),
-		runc:      get("RUNC", "/usr/sbin/runc"),
-		conmon:    get("CONMON", "/usr/bin/conmon"),
+		gomon:     toolFromEnv(t, "GOMON_BINARY", ""),
+		crioBin:   toolFromEnv(t, "CRIO", ""),
+		pinns:     toolFromEnv(t, "PINNS", ""),
+		crictlBin: toolFromEnv(t, "CRICTL", ""),
+		jaegerBin: toolFromEnv(t, "JAEGER", ""),
+		runc:      toolFromEnv(t, "RUNC", "/usr/sbin/runc"),
+		conmon:    toolFromEnv(t, "CONMON", "/usr/bin/conmon"),
 	}
+}
+
+// skipEnv skips the test, or fails it under GOMON_REQUIRE_ROOT=1, saying what is missing.
+func skipEnv(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("GOMON_REQUIRE_ROOT") == "1" {
+		t.Fatalf("GOMON_REQUIRE_ROOT=1 but %s", msg)
+	}
+	t.Skipf("SKIPPING the CRI-O end-to-end test: %s (run `sudo make e2e`)", msg)
+}
+
+// toolFromEnv returns the absolute path of the executable named by the environment variable
+// name (def when unset); it skips (see skipEnv) when not root or when there is none.
+func toolFromEnv(t *testing.T, name, def string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipEnv(t, "not running as root")
+	}
+	v := os.Getenv(name)
+	if v == "" {
+		v = def
+	}
+	if v == "" {
+		skipEnv(t, "%s is not set", name)
+	}
+	p, err := exec.LookPath(v)
+	if err != nil {
+		skipEnv(t, "%s=%q is not an executable: %v", name, v, err)
+	}
+	abs, err := filepath.Abs(p)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		skipEnv(t, "%s: %v", name, err)
+	}
+	return abs
 }
 
 // newSuite builds the image and starts Jaeger and CRI-O; t.Cleanup stops everything.

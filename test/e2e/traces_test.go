@@ -16,9 +16,10 @@ import (
 
 // Service names as they appear in Jaeger.
 const (
-	serviceCrictl = "cri-tools"
-	serviceCRIO   = "crio"
-	serviceGomon  = "gomon"
+	serviceCrictl  = "cri-tools"
+	serviceCRIO    = "crio"
+	serviceGomon   = "gomon"
+	serviceKubelet = "kubelet"
 )
 
 // jaegerTrace is the part of Jaeger's /api/traces JSON the checks read.
@@ -28,6 +29,8 @@ type jaegerTrace struct {
 		SpanID        string `json:"spanID"`
 		OperationName string `json:"operationName"`
 		ProcessID     string `json:"processID"`
+		StartTime     int64  `json:"startTime"` // µs since the epoch
+		Duration      int64  `json:"duration"`  // µs
 		References    []struct {
 			RefType string `json:"refType"`
 			SpanID  string `json:"spanID"`
@@ -52,7 +55,8 @@ type jaegerKV struct {
 type span struct {
 	id, parent, name, service string
 	tags                      map[string]any
-	logs                      int // span events (gomon's log records)
+	logs                      int   // span events (gomon's log records)
+	start, dur                int64 // µs: start since the epoch, duration
 }
 
 // spans flattens a trace.
@@ -60,7 +64,7 @@ func (tr jaegerTrace) spans() map[string]span {
 	m := make(map[string]span, len(tr.Spans))
 	for _, sp := range tr.Spans {
 		s := span{id: sp.SpanID, name: sp.OperationName, service: tr.Processes[sp.ProcessID].ServiceName,
-			tags: map[string]any{}, logs: len(sp.Logs)}
+			tags: map[string]any{}, logs: len(sp.Logs), start: sp.StartTime, dur: sp.Duration}
 		for _, kv := range sp.Tags {
 			s.tags[kv.Key] = kv.Value
 		}
