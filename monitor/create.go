@@ -27,6 +27,9 @@ const DefaultCreateTimeout = 2 * time.Minute
 // sigKill is SIGKILL as a unix.Signal.
 const sigKill = unix.SIGKILL
 
+// cleanupTimeout bounds the `runtime delete --force` after a failed create.
+const cleanupTimeout = 10 * time.Second
+
 // cleanup collects undo steps of a multi-step setup; run undoes them in
 // reverse unless release was called. Registering each step as soon as its
 // resource exists means a failure at any later step releases exactly what

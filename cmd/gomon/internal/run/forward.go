@@ -1,4 +1,4 @@
-package monitor
+package run
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/containerd/console"
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/monitor"
 )
 
 // forwardStopTimeout bounds how long stop waits for the input copier; one
@@ -46,8 +48,8 @@ type forwarder struct {
 
 // startForwarding sets up stdin forwarding and terminal resizing for Run.
 // On error nothing is left running.
-func startForwarding(ctx context.Context, m *Monitor, opts RunOptions) (f *forwarder, err error) {
-	f = &forwarder{log: m.log, quit: make(chan struct{}), closeIn: func() {}}
+func startForwarding(ctx context.Context, m *monitor.Monitor, opts Options, log *slog.Logger) (f *forwarder, err error) {
+	f = &forwarder{log: log, quit: make(chan struct{}), closeIn: func() {}}
 	defer func() {
 		if err != nil {
 			f.stop()
@@ -63,7 +65,7 @@ func startForwarding(ctx context.Context, m *Monitor, opts RunOptions) (f *forwa
 			return nil, fmt.Errorf("create attach dir: %w", err)
 		}
 		sock := filepath.Join(f.dir, "attach")
-		if err = m.Attach(ctx, AttachRequest{ID: opts.ID, SocketPath: sock, StopAfterStdinEOF: !opts.Terminal}); err != nil {
+		if err = m.Attach(ctx, monitor.AttachRequest{ID: opts.ID, SocketPath: sock, StopAfterStdinEOF: !opts.Terminal}); err != nil {
 			return nil, err
 		}
 		f.conn, err = net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
@@ -111,7 +113,7 @@ func findTerminal(candidates ...any) console.Console {
 }
 
 // resize sends the user's terminal size to the container's terminal.
-func (f *forwarder) resize(ctx context.Context, m *Monitor, id string) {
+func (f *forwarder) resize(ctx context.Context, m *monitor.Monitor, id string) {
 	ws, err := f.term.Size()
 	if err != nil {
 		f.log.Debug("get terminal size", "error", err)
@@ -212,5 +214,23 @@ func (f *forwarder) stop() {
 	}
 	if f.dir != "" {
 		_ = os.RemoveAll(f.dir) // best effort; the server removed the socket
+	}
+}
+
+// waitTimeout waits for wg up to d and reports whether it finished. On
+// timeout the helper goroutine stays until wg finishes.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	ch := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(ch)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
 	}
 }
