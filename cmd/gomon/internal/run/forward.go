@@ -42,7 +42,7 @@ type forwarder struct {
 	raw     bool            // term was put in raw mode
 	sigc    chan os.Signal
 	quit    chan struct{}
-	copier  sync.WaitGroup
+	copied  chan struct{} // closed when the input copier ended; nil if none
 	others  sync.WaitGroup
 }
 
@@ -80,7 +80,11 @@ func startForwarding(ctx context.Context, m *monitor.Monitor, opts Options, log 
 		}
 		f.in, f.closeIn = interruptible(opts.Input)
 		f.others.Go(f.discardOutput)
-		f.copier.Go(f.copyInput)
+		f.copied = make(chan struct{})
+		go func() { // owned by stop, which waits for it (bounded)
+			defer close(f.copied)
+			f.copyInput()
+		}()
 	}
 	if f.term != nil {
 		f.resize(ctx, m, opts.ID)
@@ -203,8 +207,14 @@ func (f *forwarder) stop() {
 		_ = f.conn.Close()
 	}
 	f.closeIn()
-	if !waitTimeout(&f.copier, forwardStopTimeout) {
-		f.log.Warn("stdin copier still blocked reading its input; it ends at the input's next read")
+	if f.copied != nil {
+		t := time.NewTimer(forwardStopTimeout)
+		select {
+		case <-f.copied:
+		case <-t.C:
+			f.log.Warn("stdin copier still blocked reading its input; it ends at the input's next read")
+		}
+		t.Stop()
 	}
 	f.others.Wait()
 	if f.raw {
@@ -214,23 +224,5 @@ func (f *forwarder) stop() {
 	}
 	if f.dir != "" {
 		_ = os.RemoveAll(f.dir) // best effort; the server removed the socket
-	}
-}
-
-// waitTimeout waits for wg up to d and reports whether it finished. On
-// timeout the helper goroutine stays until wg finishes.
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	ch := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(ch)
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ch:
-		return true
-	case <-t.C:
-		return false
 	}
 }
