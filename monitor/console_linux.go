@@ -141,3 +141,8 @@ func setONLCR(fd int) error {
 	}
 	return nil
 }
+
+// consoleSize is a WinSize of width columns and height rows.
+func consoleSize(width, height uint16) console.WinSize {
+	return console.WinSize{Width: width, Height: height}
+}

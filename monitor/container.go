@@ -108,18 +108,17 @@ type container struct {
 	// mu guards the fields below. Lock order: Monitor.mu before c.mu.
 	mu      sync.Mutex
 	state   containerState // guarded by mu
-	pid     int            // guarded by mu; 0 until running
-	pidfd   int            // guarded by mu; -1 when closed
+	init    *proc          // guarded by mu; nil until running
 	stdin   io.WriteCloser // guarded by mu; the container's stdin (pipe or pty), nil if none
 	console console.Console
 	status  ExitStatus // guarded by mu; valid in stateExited
 }
 
-// created moves the container to stateRunning with its init PID.
-func (c *container) created(pid, pidfd int) {
+// created moves the container to stateRunning with its init process.
+func (c *container) created(init *proc) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.state, c.pid, c.pidfd = stateRunning, pid, pidfd
+	c.state, c.init = stateRunning, init
 }
 
 // exited records the status, moves to stateExited and wakes Wait callers.
@@ -138,25 +137,15 @@ func (c *container) snapshot() (containerState, ExitStatus) {
 }
 
 // signal sends sig to the container's init through its pidfd, and first
-// to its process group when killGroup and the group is not ours.
+// to its process group when killGroup (as conmon-rs does, so children of
+// the init die too).
 func (c *container) signal(sig unix.Signal, killGroup bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stateRunning || c.pidfd < 0 {
+	if c.state != stateRunning {
 		return nil // nothing to signal (yet, or any more)
 	}
-	if killGroup {
-		// As conmon-rs: kill the whole group first so children of the init
-		// die too. Never our own group (a container created without a new
-		// session inherits it), or we would kill ourselves.
-		if pgid, err := unix.Getpgid(c.pid); err == nil && pgid > 1 && pgid != unix.Getpgrp() {
-			_ = unix.Kill(-pgid, sig) // best effort; the pidfd kill follows
-		}
-	}
-	if err := unix.PidfdSendSignal(c.pidfd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return err
-	}
-	return nil
+	return c.init.signal(sig, killGroup)
 }
 
 // startStream runs one read loop over r as stream s. Attach clients get
@@ -372,9 +361,8 @@ func (c *container) release() {
 		_ = c.stdin.Close()
 		c.stdin = nil
 	}
-	if c.pidfd >= 0 {
-		_ = unix.Close(c.pidfd)
-		c.pidfd = -1
+	if c.init != nil {
+		c.init.close()
 	}
 	c.mu.Unlock()
 	for _, f := range c.leak {

@@ -1,7 +1,6 @@
 package monitor
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -10,9 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/console"
@@ -23,14 +19,6 @@ import (
 	"github.com/gomon-dev/gomon/ioloop"
 )
 
-// consoleTimeout bounds the wait for the runtime to send the pty master.
-// conmon-rs waits forever; a hung RPC helps nobody. A variable only so
-// tests can shorten it.
-var consoleTimeout = 30 * time.Second
-
-// failedDrainTimeout bounds the wait for the output of a failed create.
-const failedDrainTimeout = 2 * time.Second
-
 // DefaultCreateTimeout bounds a runtime create that does not end by
 // itself (the client's deadline does not: see CreateContainer). CRI-O gives
 // up on a create after 4 minutes; kubelet's runtime request timeout is 2.
@@ -38,6 +26,9 @@ const DefaultCreateTimeout = 2 * time.Minute
 
 // sigKill is SIGKILL as a unix.Signal.
 const sigKill = unix.SIGKILL
+
+// cleanupTimeout bounds the `runtime delete --force` after a failed create.
+const cleanupTimeout = 10 * time.Second
 
 // cleanup collects undo steps of a multi-step setup; run undoes them in
 // reverse unless release was called. Registering each step as soon as its
@@ -89,7 +80,6 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		logger:   logger,
 		tracer:   m.tracer,
 		traceCtx: detached(ctx),
-		pidfd:    -1,
 		done:     make(chan struct{}),
 	}
 	c.attach = ioloop.NewAttachServer(ioloop.AttachOptions{Logger: logger, Stdin: containerStdin{c}})
@@ -136,11 +126,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	rctx, rspan := m.tracer.Start(ctx, "runtime_create", trace.WithAttributes(
 		attribute.String("container_id", req.ID), attribute.String("runtime.path", m.cfg.Runtime),
 		attribute.StringSlice("runtime.args", m.createArgs(req, "")), attribute.Bool("terminal", req.Terminal)))
-	if req.Terminal {
-		pid, err = m.createTerminal(rctx, c, extra, &undo)
-	} else {
-		pid, err = m.createPipes(rctx, c, extra, &undo)
-	}
+	pid, err = m.runCreate(rctx, c, extra, &undo)
 	rspan.SetAttributes(attribute.Int("pid", pid))
 	endSpan(rspan, err)
 	if err != nil && c.runtimeSpawned && !refusedByRuntime(err) {
@@ -157,27 +143,22 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	// The init was re-parented to us when the runtime exited, and may
 	// already have exited and been reaped. Note the time, then prove it
 	// alive with a pidfd: an early exit reaped after this moment is its.
-	openedAt := time.Now()
-	pidfd, perr := unix.PidfdOpen(pid, 0)
-	alive := perr == nil
-	if !alive {
-		pidfd = -1
-		logger.Debug("container init already gone at create", "pid", pid, "error", perr)
-	}
-	exit := m.reaper.subscribePID(pid, openedAt, alive)
+	initProc := m.reaper.adopt(pid)
 	var oomw oomWatcher
-	if alive {
+	if initProc.alive() {
 		if oomw, err = watchOOM(pid, logger); err != nil {
 			logger.Warn("no OOM detection for container", "pid", pid, "error", err)
 			oomw = nil
 		}
+	} else {
+		logger.Debug("container init already gone at create", "pid", pid)
 	}
-	c.created(pid, pidfd)
+	c.created(initProc)
 	// The waiter outlives this call; its span is a child of the create.
 	wctx, _ := m.tracer.Start(detached(ctx), "wait_for_exit_code", trace.WithAttributes(
 		attribute.String("container_id", req.ID), attribute.Int("pid", pid)))
 	m.waiters.Add(1)
-	go m.waitExit(wctx, c, exit, oomw)
+	go m.waitExit(wctx, c, initProc.exit, oomw)
 	undo.release()
 	logger.InfoContext(ctx, "container created", "pid", pid)
 	return uint32(pid), nil
@@ -274,59 +255,6 @@ func (m *Monitor) takeFDs(slots []uint64) ([]*os.File, error) {
 	return files, nil
 }
 
-// closeFiles closes fs, ignoring errors (they are our copies).
-func closeFiles(fs []*os.File) {
-	for _, f := range fs {
-		_ = f.Close()
-	}
-}
-
-// pipePair is one stdio pipe: the runtime's end and ours.
-type pipePair struct{ theirs, ours *os.File }
-
-// newPipe returns a pipe; forRead means we read (stdout, stderr).
-func newPipe(forRead bool) (pipePair, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return pipePair{}, fmt.Errorf("create pipe: %w", err)
-	}
-	if forRead {
-		return pipePair{theirs: w, ours: r}, nil
-	}
-	return pipePair{theirs: r, ours: w}, nil
-}
-
-// capture keeps what the runtime wrote to the container's stderr pipe
-// while `runtime create` ran, for the error message (the pipe is both the
-// runtime's stderr and the container's). It stops keeping at stop().
-type capture struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer // guarded by mu
-	done bool         // guarded by mu
-}
-
-// Write keeps p until stop or the bound is reached; it never fails.
-func (c *capture) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.done && c.buf.Len() < maxRuntimeStderr {
-		c.buf.Write(p[:min(len(p), maxRuntimeStderr-c.buf.Len())])
-	}
-	return len(p), nil
-}
-
-func (c *capture) stop() {
-	c.mu.Lock()
-	c.done = true
-	c.mu.Unlock()
-}
-
-func (c *capture) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.TrimSpace(c.buf.String())
-}
-
 // teeFor returns the read-loop tee writers for a stream.
 func teeFor(w io.Writer, more ...io.Writer) []io.Writer {
 	var out []io.Writer
@@ -336,177 +264,57 @@ func teeFor(w io.Writer, more ...io.Writer) []io.Writer {
 	return append(out, more...)
 }
 
-// createPipes runs `runtime create` for a non-terminal container: the
-// runtime's stdout, stderr (and stdin iff req.Stdin) are pipes that the
-// container inherits, so the read loops start right away.
-func (m *Monitor) createPipes(ctx context.Context, c *container, extra []*os.File, undo *cleanup) (int, error) {
+// runCreate runs `runtime create` with the container's stdio (see
+// runtimeIO): without a terminal, the read loops start on the pipes right
+// away; with one, the pty master's one read loop logs everything as
+// stdout, and the master is the container's stdin when it has one.
+func (m *Monitor) runCreate(ctx context.Context, c *container, extra []*os.File, undo *cleanup) (int, error) {
 	req := c.req
-	var theirs []*os.File
-	defer func() { closeFiles(theirs) }() // the runtime holds its own copies
-
-	stdout, err := newPipe(true)
+	rio, err := newRuntimeIO(req.Terminal, req.Stdin)
 	if err != nil {
 		return 0, err
 	}
-	theirs = append(theirs, stdout.theirs)
-	stderr, err := newPipe(true)
-	if err != nil {
-		_ = stdout.ours.Close()
-		return 0, err
-	}
-	theirs = append(theirs, stderr.theirs)
-	c.readEnds = []io.Closer{stdout.ours, stderr.ours}
-	// Undo of the read loops: once the runtime is gone, its (and the
-	// failed container's) ends are closed, so the loops reach EOF; the
-	// drain bound covers a straggler holding them.
-	undo.add(func() { c.drain(failedDrainTimeout) })
-
-	stdin, err := os.Open(os.DevNull)
-	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", os.DevNull, err)
-	}
-	theirs = append(theirs, stdin)
-	if req.Stdin {
-		p, err := newPipe(false)
-		if err != nil {
-			return 0, err
+	defer rio.close()
+	var stdin io.WriteCloser // what Input is copied to
+	if !req.Terminal {
+		c.readEnds = []io.Closer{rio.stdout, rio.stderr}
+		// Undo of the read loops: once the runtime is gone, its (and the
+		// failed container's) ends are closed, so the loops reach EOF; the
+		// drain bound covers a straggler holding them.
+		undo.add(func() { c.drain(failedDrainTimeout) })
+		if rio.stdinW != nil {
+			c.stdin, stdin = rio.stdinW, rio.stdinW
+			undo.add(c.closeStdin)
 		}
-		theirs = append(theirs, p.theirs)
-		stdin = p.theirs
-		c.stdin = p.ours
-		undo.add(c.closeStdin)
+		c.startStream(rio.stdout, ioloop.Stdout, teeFor(req.Stdout)...)
+		c.startStream(rio.stderr, ioloop.Stderr, teeFor(req.Stderr, rio.diag)...)
+		rio.readers = &c.streams
 	}
-
-	diag := &capture{}
-	c.startStream(stdout.ours, ioloop.Stdout, teeFor(req.Stdout)...)
-	c.startStream(stderr.ours, ioloop.Stderr, teeFor(req.Stderr, diag)...)
-
-	cmd := m.runtimeCmd(m.createArgs(req, ""), withTraceEnv(ctx, req.Env))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout.theirs, stderr.theirs
-	cmd.ExtraFiles = extra
-	ch, err := m.reaper.start(cmd, false)
-	if err != nil {
-		return 0, fmt.Errorf("spawn child process: {}: %w", err)
-	}
-	c.runtimeSpawned = true
-	closeFiles(theirs)
-	theirs = nil
-
-	ev, err := awaitChild(ctx, ch)
-	if err == nil && ev.code() != 0 {
-		// Let the read loops see everything the runtime wrote before it
-		// exited; a failed create leaves nobody holding the pipes.
-		waitTimeout(&c.streams, failedDrainTimeout)
-		err = &RuntimeError{Code: ev.code(), Signal: ev.signal(), Stderr: diag.String()}
-	}
-	diag.stop()
-	if err != nil {
-		return 0, err
-	}
-	if req.Stdin && req.Input != nil {
-		c.startInput(req.Input, c.stdin, true)
-	}
-	return readPIDFile(req.BundlePath)
-}
-
-// createTerminal runs `runtime create` for a terminal container: the
-// runtime connects to a console socket and sends the pty master, whose one
-// read loop logs everything as stdout. The runtime's own stderr goes to a
-// scratch file for the error message.
-func (m *Monitor) createTerminal(ctx context.Context, c *container, extra []*os.File, undo *cleanup) (int, error) {
-	req := c.req
-	sock, err := newConsoleSocket()
-	if err != nil {
-		return 0, err
-	}
-	defer sock.close()
-
-	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", os.DevNull, err)
-	}
-	defer func() { _ = devNull.Close() }()
-	errFile, err := newScratchFile()
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = errFile.Close() }()
-
-	cmd := m.runtimeCmd(m.createArgs(req, sock.path), withTraceEnv(ctx, req.Env))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, errFile, errFile
-	cmd.ExtraFiles = extra
-	ch, err := m.reaper.start(cmd, false)
-	if err != nil {
-		return 0, fmt.Errorf("spawn child process: {}: %w", err)
-	}
-	c.runtimeSpawned = true
-	// From here on the runtime must be awaited on every path.
-	var (
-		ev      exitEvent
-		exited  bool
-		waitErr error
-	)
-	awaitRuntime := func() {
-		if !exited {
-			ev, waitErr = awaitChild(ctx, ch)
-			exited = true
-		}
-	}
-	defer awaitRuntime()
-
-	bound := consoleTimeout
-	deadline := time.Now().Add(bound)
-	timer := time.NewTimer(bound)
-	defer timer.Stop()
-	var con console.Console
-	select {
-	case r := <-sock.accepted:
-		if r.err != nil {
-			return 0, fmt.Errorf("wait for terminal socket connection: %w", r.err)
-		}
-		con, err = receiveConsole(r.conn, deadline)
-		_ = r.conn.Close() // one message per connection
-		if err != nil {
-			return 0, fmt.Errorf("wait for terminal socket connection: %w", err)
-		}
-	case e := <-ch.exit:
-		_ = ch.cmd.Process.Release()
-		ev, exited = e, true
-		if ev.code() != 0 {
-			return 0, &RuntimeError{Code: ev.code(), Signal: ev.signal(), Stderr: readScratch(errFile)}
-		}
-		return 0, errors.New("wait for terminal socket connection: runtime exited without connecting")
-	case <-timer.C:
-		_ = ch.cmd.Process.Kill() // awaited by the deferred awaitRuntime
-		return 0, fmt.Errorf("wait for terminal socket connection: no connection within %s", bound)
-	case <-ctx.Done():
-		return 0, fmt.Errorf("wait for terminal socket connection: %w", context.Cause(ctx))
-	}
-
-	c.mu.Lock()
-	c.console = con
-	if req.Stdin {
-		c.stdin = con
-	}
-	c.mu.Unlock()
-	c.readEnds = []io.Closer{con}
-	undo.add(func() {
-		c.drain(failedDrainTimeout)
+	rio.onConsole = func(con console.Console) {
 		c.mu.Lock()
-		c.console, c.stdin = nil, nil
+		c.console, stdin = con, con
+		if req.Stdin {
+			c.stdin = con
+		}
 		c.mu.Unlock()
-	})
-	c.startStream(con, ioloop.Stdout, teeFor(req.Stdout)...)
-
-	awaitRuntime()
-	if waitErr != nil {
-		return 0, waitErr
+		c.readEnds = []io.Closer{con}
+		undo.add(func() {
+			c.drain(failedDrainTimeout)
+			c.mu.Lock()
+			c.console, c.stdin = nil, nil
+			c.mu.Unlock()
+		})
+		c.startStream(con, ioloop.Stdout, teeFor(req.Stdout)...)
 	}
-	if ev.code() != 0 {
-		return 0, &RuntimeError{Code: ev.code(), Signal: ev.signal(), Stderr: readScratch(errFile)}
+	cmd := m.runtimeCmd(m.createArgs(req, rio.socketPath()), withTraceEnv(ctx, req.Env))
+	cmd.ExtraFiles = extra
+	err = rio.run(ctx, m.reaper, cmd)
+	c.runtimeSpawned = rio.spawned
+	if err != nil {
+		return 0, err
 	}
 	if req.Stdin && req.Input != nil {
-		c.startInput(req.Input, con, false)
+		c.startInput(req.Input, stdin, !req.Terminal)
 	}
 	return readPIDFile(req.BundlePath)
 }
@@ -514,32 +322,6 @@ func (m *Monitor) createTerminal(ctx context.Context, c *container, extra []*os.
 // readPIDFile reads the init PID the runtime wrote to <bundle>/pidfile.
 func readPIDFile(bundle string) (int, error) {
 	return readPIDPath(filepath.Join(bundle, "pidfile"))
-}
-
-// readPIDPath reads a PID the runtime wrote to the pidfile p.
-func readPIDPath(p string) (int, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0, fmt.Errorf("grandchild pid read error %s: %w", p, err)
-	}
-	// conmon-rs parses without trimming; runc writes no newline, but a
-	// trailing newline from another runtime is harmless.
-	pid, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 31)
-	if err != nil || pid == 0 {
-		if err == nil {
-			err = errZeroPID
-		}
-		return 0, fmt.Errorf("grandchild pid parse error %s: %w", p, err)
-	}
-	if err := checkOwnChild(int(pid)); err != nil {
-		return 0, fmt.Errorf("grandchild pid %s: %w", p, err)
-	}
-	return int(pid), nil
-}
-
-// consoleSize is a WinSize of width columns and height rows.
-func consoleSize(width, height uint16) console.WinSize {
-	return console.WinSize{Width: width, Height: height}
 }
 
 // refusedByRuntime reports whether err is the runtime failing a create on

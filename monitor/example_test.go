@@ -47,14 +47,3 @@ func Example() {
 		log.Fatal(err)
 	}
 }
-
-// ExampleRun is what `gomon run` does: one container in the foreground.
-func ExampleRun() {
-	code, err := monitor.Run(context.Background(), monitor.RunOptions{
-		Bundle: "/tmp/gomon-demo-bundle",
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	os.Exit(code)
-}

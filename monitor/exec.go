@@ -7,15 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/containerd/console"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/monitor/internal/uuid"
@@ -76,8 +74,7 @@ type execRun struct {
 	pidfile string
 
 	stdout, stderr execCapture
-	loops          sync.WaitGroup // read loops
-	readEnds       []io.Closer    // closed by finishOutput
+	out            outputs // the collectors
 }
 
 // ExecSync runs req.Command in the running container req.ID and returns
@@ -115,21 +112,12 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 	}
 	defer done()
 
-	id := uuid.New()
-	dir := m.cfg.RunDir
-	if dir == "" {
-		dir = os.TempDir()
+	id, pidfile, err := m.newExecPidfile("exec_sync")
+	if err != nil {
+		return ExecSyncResult{}, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return ExecSyncResult{}, fmt.Errorf("create run dir: %w", err)
-	}
-	x := &execRun{
-		m: m, req: req, logger: c.logger.With("exec_id", id),
-		pidfile: filepath.Join(dir, "exec_sync"+id+"pid"),
-	}
-	// conmon-rs never deletes exec pidfiles; nothing reads them after
-	// the exec, so gomon does not let them pile up in the run dir.
-	defer func() { _ = os.Remove(x.pidfile) }()
+	defer func() { _ = os.Remove(pidfile) }()
+	x := &execRun{m: m, req: req, logger: c.logger.With("exec_id", id), pidfile: pidfile}
 	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(
 		attribute.String("container_id", req.ID), attribute.String("exec_id", id),
 		attribute.StringSlice("command", req.Command), attribute.Bool("terminal", req.Terminal)))
@@ -151,64 +139,82 @@ func (m *Monitor) execArgs(req ExecSyncRequest, consoleSock, pidfile string) []s
 	return append(args, req.Command...)
 }
 
+// newExecPidfile returns a new exec's ID and the path of its pidfile,
+// <run dir>/<kind><id>pid as conmon-rs names it, and makes sure the run dir
+// exists. conmon-rs never deletes exec pidfiles; nothing reads them after
+// the exec, so the caller removes it rather than let them pile up.
+func (m *Monitor) newExecPidfile(kind string) (id, path string, err error) {
+	id = uuid.New()
+	dir := m.cfg.RunDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("create run dir: %w", err)
+	}
+	return id, filepath.Join(dir, kind+id+"pid"), nil
+}
+
+// errExecNoPID: `runtime exec` succeeded but left no usable pidfile.
+var errExecNoPID = errors.New("runtime exec left no usable pidfile")
+
+// startExec runs `runtime exec -d` for req (its Env, TimeoutSec ignored)
+// with rio as the process's stdio, in a new process group: the exec'd
+// process inherits it (unless it gets a terminal, which makes it a session
+// leader), so a kill reaches its children too, and never our own group.
+// It returns the exec'd process, adopted. On error the output in out is
+// finished (bounded) and a process the runtime may have left is killed.
+func (m *Monitor) startExec(ctx context.Context, req ExecSyncRequest, pidfile string, rio *runtimeIO, out *outputs) (*proc, error) {
+	cmd := m.runtimeCmd(m.execArgs(req, rio.socketPath(), pidfile), withTraceEnv(ctx, req.Env))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := rio.run(ctx, m.reaper, cmd); err != nil {
+		killPidfileProcess(pidfile)
+		out.finish(failedDrainTimeout)
+		return nil, err
+	}
+	pid, err := readPIDPath(pidfile)
+	if err != nil {
+		out.finish(failedDrainTimeout)
+		return nil, fmt.Errorf("%w: %w", errExecNoPID, err)
+	}
+	return m.reaper.adopt(pid), nil
+}
+
 // run executes the exec; see ExecSync.
 func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
-	var (
-		failed bool
-		diag   string
-		err    error
-	)
-	if x.req.Terminal {
-		failed, diag, err = x.execTerminal(ctx)
-	} else {
-		failed, err = x.execPipes(ctx)
-	}
-	returnedAt := time.Now()
+	rio, err := newRuntimeIO(x.req.Terminal, false)
 	if err != nil {
-		x.killFromPidfile()
-		x.finishOutput(failedDrainTimeout)
 		return ExecSyncResult{}, err
 	}
-	if failed {
-		x.finishOutput(failedDrainTimeout)
-		if !x.req.Terminal {
+	defer rio.close()
+	if !x.req.Terminal {
+		x.collect(rio.stdout, ioloop.Stdout, &x.stdout)
+		x.collect(rio.stderr, ioloop.Stderr, &x.stderr)
+	}
+	// A terminal's output is all on stdout.
+	rio.onConsole = func(con console.Console) { x.collect(con, ioloop.Stdout, &x.stdout) }
+	p, err := x.m.startExec(ctx, x.req, x.pidfile, rio, &x.out)
+	returnedAt := time.Now()
+	var re *RuntimeError
+	switch {
+	case errors.Is(err, errExecNoPID):
+		x.logger.Warn("runtime exec left no usable pidfile", "error", err)
+		return ExecSyncResult{ExitCode: ExitRuntimeFailed, Stderr: []byte(err.Error())}, nil
+	case errors.As(err, &re) || errors.Is(err, errNoConsole):
+		// A runtime failure is the result, not an error.
+		diag := err.Error()
+		switch {
+		case re != nil && x.req.Terminal:
+			diag = re.Stderr
+		case re != nil:
 			diag = string(x.stderr.buf) // the runtime's stderr is the pipe
 		}
 		x.logger.Debug("runtime exec failed", "stderr", diag)
 		return ExecSyncResult{ExitCode: ExitRuntimeFailed, Stderr: []byte(diag)}, nil
+	case err != nil:
+		return ExecSyncResult{}, err
 	}
-	pid, err := readPIDPath(x.pidfile)
-	if err != nil {
-		x.finishOutput(failedDrainTimeout)
-		x.logger.Warn("runtime exec left no usable pidfile", "error", err)
-		return ExecSyncResult{ExitCode: ExitRuntimeFailed, Stderr: []byte(err.Error())}, nil
-	}
-
-	// As for a container's init (CreateContainer): note the time, prove
-	// the process alive, then subscribe; an exit reaped after openedAt is
-	// this process's.
-	openedAt := time.Now()
-	pidfd, perr := unix.PidfdOpen(pid, 0)
-	alive := perr == nil
-	exit := x.m.reaper.subscribePID(pid, openedAt, alive)
-	pgid := 0
-	if alive {
-		defer func() { _ = unix.Close(pidfd) }()
-		if g, err := unix.Getpgid(pid); err == nil {
-			pgid = g
-		}
-	}
-	kill := func() {
-		if !alive {
-			return
-		}
-		// The group first, so children of the command die too; never our
-		// own group. Then the process itself, by pidfd (no PID reuse).
-		if pgid > 1 && pgid != unix.Getpgrp() {
-			_ = unix.Kill(-pgid, unix.SIGKILL) // best effort
-		}
-		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) // ESRCH: gone already
-	}
+	defer p.close()
 
 	var deadline time.Time
 	var timeout <-chan time.Time
@@ -220,21 +226,21 @@ func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
 	}
 	res := ExecSyncResult{}
 	select {
-	case ev := <-exit:
+	case ev := <-p.exit:
 		res.ExitCode = int32(ev.code())
 	case <-timeout:
-		x.logger.Debug("exec timed out, killing it", "pid", pid, "timeout_sec", x.req.TimeoutSec)
-		kill()
-		if !x.awaitKilled(pid, exit) {
-			x.logger.Warn("killed exec not reaped in time", "pid", pid)
+		x.logger.Debug("exec timed out, killing it", "pid", p.pid, "timeout_sec", x.req.TimeoutSec)
+		p.killGroup()
+		if !p.await(execKillWait) {
+			x.logger.Warn("killed exec not reaped in time", "pid", p.pid)
 		}
 		res.TimedOut, res.ExitCode = true, ExitTimedOut
-		x.finishOutput(failedDrainTimeout)
+		x.out.finish(failedDrainTimeout)
 		return x.result(res), nil
 	case <-ctx.Done():
-		kill()
-		x.awaitKilled(pid, exit)
-		x.finishOutput(failedDrainTimeout)
+		p.killGroup()
+		p.await(execKillWait)
+		x.out.finish(failedDrainTimeout)
 		return ExecSyncResult{}, fmt.Errorf("exec sync: %w", context.Cause(ctx))
 	}
 
@@ -244,8 +250,8 @@ func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
 	if !deadline.IsZero() {
 		drain = min(drain, max(time.Until(deadline), 0))
 	}
-	if !x.finishOutput(drain) {
-		x.logger.Debug("exec output still open after the process exited; closed it", "pid", pid)
+	if !x.out.finish(drain) {
+		x.logger.Debug("exec output still open after the process exited; closed it", "pid", p.pid)
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			res.TimedOut = true
 		}
@@ -263,178 +269,10 @@ func (x *execRun) result(res ExecSyncResult) ExecSyncResult {
 	return res
 }
 
-// awaitKilled waits, bounded, for the reaper to report the killed process.
-// On timeout the subscription is dropped (a later exit is kept by the
-// reaper for a while and then forgotten).
-func (x *execRun) awaitKilled(pid int, exit <-chan exitEvent) bool {
-	t := time.NewTimer(execKillWait)
-	defer t.Stop()
-	select {
-	case <-exit:
-		return true
-	case <-t.C:
-		x.m.reaper.unsubscribe(pid)
-		return false
-	}
-}
-
-// killFromPidfile kills the exec'd process, if the runtime got as far as
-// writing its pidfile, when the call is abandoned before the process was
-// subscribed. The reaper reaps it (as an unknown process).
-func (x *execRun) killFromPidfile() { killPidfileProcess(x.pidfile) }
-
-// killPidfileProcess SIGKILLs, by pidfd, the process a runtime named in
-// the pidfile p, best effort: nothing is there when the runtime never wrote
-// it or the process is gone.
-func killPidfileProcess(p string) {
-	pid, err := readPIDPath(p)
-	if err != nil {
-		return
-	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return
-	}
-	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) // best effort
-	_ = unix.Close(fd)
-}
-
-// startLoop collects r into w until EOF.
-func (x *execRun) startLoop(r io.Reader, s ioloop.Stream, w *execCapture) {
-	x.loops.Add(1)
-	go func() {
-		defer x.loops.Done()
+// collect collects r into w until EOF.
+func (x *execRun) collect(r io.ReadCloser, s ioloop.Stream, w *execCapture) {
+	x.out.start(r, func() {
 		stats, err := ioloop.ReadLoop(r, s, nil, x.logger, w)
 		x.logger.Debug("exec read loop ended", "stream", s, "bytes", stats.Bytes, "error", err)
-	}()
-}
-
-// finishOutput waits up to d for the read loops to reach EOF, then closes
-// the read ends (ending loops still blocked) and waits for them. It
-// reports whether they finished on their own.
-func (x *execRun) finishOutput(d time.Duration) bool {
-	ok := waitTimeout(&x.loops, d)
-	for _, r := range x.readEnds {
-		_ = r.Close() // read ends: nothing to flush
-	}
-	x.loops.Wait()
-	return ok
-}
-
-// runtimeExecCmd builds the runtime command in a new process group: the
-// exec'd process inherits it (unless it gets a terminal, which makes it a
-// session leader), so a timeout kill reaches its children too, and never
-// our own group.
-func (x *execRun) runtimeExecCmd(ctx context.Context, consoleSock string) *exec.Cmd {
-	cmd := x.m.runtimeCmd(x.m.execArgs(x.req, consoleSock, x.pidfile), withTraceEnv(ctx, x.req.Env))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	return cmd
-}
-
-// execPipes runs the runtime with pipes as the process's stdout and
-// stderr (stdin is /dev/null) and waits for it. failed reports a runtime
-// that exited non-zero; err a spawn failure or ctx ending.
-func (x *execRun) execPipes(ctx context.Context) (failed bool, err error) {
-	var theirs []*os.File
-	defer func() { closeFiles(theirs) }() // the runtime holds its own copies
-	stdout, err := newPipe(true)
-	if err != nil {
-		return false, err
-	}
-	theirs = append(theirs, stdout.theirs)
-	x.readEnds = append(x.readEnds, stdout.ours)
-	stderr, err := newPipe(true)
-	if err != nil {
-		return false, err
-	}
-	theirs = append(theirs, stderr.theirs)
-	x.readEnds = append(x.readEnds, stderr.ours)
-	devNull, err := os.Open(os.DevNull)
-	if err != nil {
-		return false, fmt.Errorf("open %s: %w", os.DevNull, err)
-	}
-	theirs = append(theirs, devNull)
-
-	x.startLoop(stdout.ours, ioloop.Stdout, &x.stdout)
-	x.startLoop(stderr.ours, ioloop.Stderr, &x.stderr)
-	cmd := x.runtimeExecCmd(ctx, "")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, stdout.theirs, stderr.theirs
-	ch, err := x.m.reaper.start(cmd, false)
-	if err != nil {
-		return false, fmt.Errorf("spawn child process: {}: %w", err)
-	}
-	closeFiles(theirs) // now only the runtime and the process hold them
-	theirs = nil
-	ev, err := awaitChild(ctx, ch)
-	if err != nil {
-		return false, err
-	}
-	return ev.code() != 0, nil
-}
-
-// execTerminal runs the runtime with a console socket: it sends the pty
-// master, whose one read loop collects everything as stdout. The runtime's
-// own stderr goes to a scratch file, returned as diag when it failed.
-func (x *execRun) execTerminal(ctx context.Context) (failed bool, diag string, err error) {
-	sock, err := newConsoleSocket()
-	if err != nil {
-		return false, "", err
-	}
-	defer sock.close()
-	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return false, "", fmt.Errorf("open %s: %w", os.DevNull, err)
-	}
-	defer func() { _ = devNull.Close() }()
-	errFile, err := newScratchFile()
-	if err != nil {
-		return false, "", err
-	}
-	defer func() { _ = errFile.Close() }()
-
-	cmd := x.runtimeExecCmd(ctx, sock.path)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, errFile, errFile
-	ch, err := x.m.reaper.start(cmd, false)
-	if err != nil {
-		return false, "", fmt.Errorf("spawn child process: {}: %w", err)
-	}
-	timer := time.NewTimer(consoleTimeout)
-	defer timer.Stop()
-	connectErr := ""
-	select {
-	case r := <-sock.accepted:
-		if r.err != nil {
-			connectErr = r.err.Error()
-			break
-		}
-		con, err := receiveConsole(r.conn, time.Now().Add(consoleTimeout))
-		_ = r.conn.Close() // one message per connection
-		if err != nil {
-			connectErr = err.Error()
-			break
-		}
-		x.readEnds = append(x.readEnds, con)
-		x.startLoop(con, ioloop.Stdout, &x.stdout)
-	case ev := <-ch.exit:
-		_ = ch.cmd.Process.Release()
-		if ev.code() == 0 {
-			return true, "runtime exited without connecting to the console socket", nil
-		}
-		return true, readScratch(errFile), nil
-	case <-timer.C:
-		_ = ch.cmd.Process.Kill() // awaited below
-		connectErr = fmt.Sprintf("no console connection within %s", consoleTimeout)
-	case <-ctx.Done():
-		// awaitChild below kills the runtime and returns the error.
-	}
-	ev, err := awaitChild(ctx, ch)
-	switch {
-	case err != nil:
-		return false, "", err
-	case connectErr != "":
-		return true, "wait for terminal socket connection: " + connectErr, nil
-	case ev.code() != 0:
-		return true, readScratch(errFile), nil
-	}
-	return false, "", nil
+	})
 }

@@ -129,7 +129,7 @@ func (m *Monitor) runRuntime(ctx context.Context, args []string) (err error) {
 		return err
 	}
 	if ev.code() != 0 {
-		return &RuntimeError{Code: ev.code(), Signal: ev.signal(), Stderr: readScratch(errFile)}
+		return runtimeFailure(ev, readScratch(errFile))
 	}
 	return nil
 }

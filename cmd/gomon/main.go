@@ -21,6 +21,7 @@ import (
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo"
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/cli"
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/daemon"
+	gomonrun "github.com/gomon-dev/gomon/cmd/gomon/internal/run"
 	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/monitor"
 )
@@ -134,7 +135,7 @@ func runOne(cfg *cli.Config) int {
 	}
 	ctx, span := tracing.TracerProvider().Tracer("gomon").Start(ctx, "gomon_run",
 		trace.WithAttributes(attribute.String("bundle", cfg.Run.Bundle)))
-	code, err := monitor.Run(ctx, monitor.RunOptions{
+	code, err := gomonrun.Run(ctx, gomonrun.Options{
 		Runtime:  cfg.Run.Runtime,
 		Bundle:   cfg.Run.Bundle,
 		ID:       cfg.Run.ID,
@@ -157,7 +158,7 @@ func runOne(cfg *cli.Config) int {
 			fmt.Fprintf(os.Stderr, "gomon: draw span tree: %v\n", rerr)
 		}
 	}
-	if errors.Is(err, monitor.ErrOutputClosed) {
+	if errors.Is(err, gomonrun.ErrOutputClosed) {
 		// The reader of the output went away (`gomon run … | head`): exit
 		// the way a program killed by SIGPIPE does, for pipefail users.
 		fmt.Fprintf(os.Stderr, "gomon: %v\n", err)

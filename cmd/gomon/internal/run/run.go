@@ -1,7 +1,13 @@
-package monitor
+// Package run is `gomon run`: one container in the foreground, for
+// debugging and demos. It is built only on monitor's public API, as any Go
+// program embedding the monitor would be, and holds the terminal front-end
+// (raw mode, SIGWINCH) that the engine does not have.
+package run
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,11 +18,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/monitor"
 )
 
-// RunOptions configures Run, the engine of "gomon run": one container in
-// the foreground, for debugging and demos.
-type RunOptions struct {
+// Options configures Run.
+type Options struct {
 	Runtime string // OCI runtime binary; default "runc" from $PATH
 	// RuntimeRoot is the runtime's state dir (--root). Empty means a fresh
 	// temporary directory, removed afterwards, so a run never collides with
@@ -43,7 +52,7 @@ type RunOptions struct {
 	Logger *slog.Logger
 }
 
-// cleanupTimeout bounds delete and shutdown at the end of Run.
+// cleanupTimeout bounds the kill, delete and shutdown at the end of Run.
 const cleanupTimeout = 10 * time.Second
 
 // ErrOutputClosed: Run's Stdout or Stderr is a pipe whose reader went away
@@ -60,26 +69,26 @@ var ErrOutputClosed = errors.New("output closed")
 // like the writer of a shell pipeline, the container stops once nobody
 // reads its output, and it is not left running without its monitor. Other
 // write errors (a full disk) only drop output, counted by the read loop.
-func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
+func Run(ctx context.Context, opts Options) (exitCode int, err error) {
 	if opts.Bundle == "" {
-		return ExitUnknown, fmt.Errorf("bundle is required: %w", ErrInvalidArgument)
+		return monitor.ExitUnknown, fmt.Errorf("bundle is required: %w", monitor.ErrInvalidArgument)
 	}
 	// CreateContainer takes absolute paths only (a daemon's working
 	// directory means nothing to its client); a run is in-process, so a
 	// relative path means what the caller's shell meant.
 	if opts.Bundle, err = filepath.Abs(opts.Bundle); err != nil {
-		return ExitUnknown, fmt.Errorf("bundle path: %w", err)
+		return monitor.ExitUnknown, fmt.Errorf("bundle path: %w", err)
 	}
 	if opts.LogPath != "" {
 		if opts.LogPath, err = filepath.Abs(opts.LogPath); err != nil {
-			return ExitUnknown, fmt.Errorf("log path: %w", err)
+			return monitor.ExitUnknown, fmt.Errorf("log path: %w", err)
 		}
 	}
 	if opts.Runtime == "" {
 		opts.Runtime = "runc"
 	}
 	if opts.ID == "" {
-		opts.ID = "gomon-run-" + randomSuffix()[:12]
+		opts.ID = "gomon-run-" + randomID()
 	}
 	if opts.Stdout == nil {
 		opts.Stdout = os.Stdout
@@ -89,6 +98,9 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	}
 	if opts.Stdin && opts.Input == nil {
 		opts.Input = os.Stdin
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	// waitCtx ends the wait for the container when the output goes away;
 	// create and start are left to finish (the container is killed and
@@ -102,17 +114,17 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	if root == "" {
 		root, err = os.MkdirTemp("", "gomon-run-root-")
 		if err != nil {
-			return ExitUnknown, fmt.Errorf("create runtime root: %w", err)
+			return monitor.ExitUnknown, fmt.Errorf("create runtime root: %w", err)
 		}
 		defer func() { _ = os.RemoveAll(root) }() // best effort after delete
 	}
 	runtime, err := lookRuntime(opts.Runtime)
 	if err != nil {
-		return ExitUnknown, err
+		return monitor.ExitUnknown, err
 	}
-	m, err := New(Config{Runtime: runtime, RuntimeRoot: root, Logger: opts.Logger})
+	m, err := monitor.New(monitor.Config{Runtime: runtime, RuntimeRoot: root, Logger: opts.Logger})
 	if err != nil {
-		return ExitUnknown, err
+		return monitor.ExitUnknown, err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -120,23 +132,23 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 		err = errors.Join(err, m.Shutdown(sctx))
 	}()
 
-	req := CreateRequest{
+	req := monitor.CreateRequest{
 		ID:         opts.ID,
 		BundlePath: opts.Bundle,
 		Terminal:   opts.Terminal,
 		Stdin:      opts.Stdin,
-		Cgroup:     Cgroupfs,
+		Cgroup:     monitor.Cgroupfs,
 		Stdout:     stdout,
 		Stderr:     stderr,
 	}
 	if opts.SystemdCgroup {
-		req.Cgroup = Systemd
+		req.Cgroup = monitor.Systemd
 	}
 	if opts.LogPath != "" {
-		req.LogDrivers = []LogDriver{{Type: LogCRI, Path: opts.LogPath}}
+		req.LogDrivers = []monitor.LogDriver{{Type: monitor.LogCRI, Path: opts.LogPath}}
 	}
 	if _, err := m.CreateContainer(ctx, req); err != nil {
-		return ExitUnknown, err
+		return monitor.ExitUnknown, err
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -148,13 +160,13 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	// is missed (the output itself comes losslessly through Stdout and
 	// Stderr, not through the attach socket, which may drop for a slow
 	// reader).
-	fwd, err := startForwarding(ctx, m, opts)
+	fwd, err := startForwarding(ctx, m, opts, opts.Logger)
 	if err != nil {
-		return ExitUnknown, err
+		return monitor.ExitUnknown, err
 	}
 	defer fwd.stop()
 	if err := m.Start(ctx, opts.ID); err != nil {
-		return ExitUnknown, err
+		return monitor.ExitUnknown, err
 	}
 	st, werr := m.Wait(waitCtx, opts.ID)
 	if werr == nil {
@@ -162,12 +174,12 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	}
 	// ctx ended or the output went away: kill the container and report
 	// how it ended anyway.
-	_ = m.Kill(context.WithoutCancel(ctx), opts.ID, sigKill)
+	_ = m.Kill(context.WithoutCancel(ctx), opts.ID, unix.SIGKILL)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	st, err = m.Wait(wctx, opts.ID)
 	if err != nil {
-		return ExitUnknown, err
+		return monitor.ExitUnknown, err
 	}
 	return st.Code, fmt.Errorf("run interrupted: %w", context.Cause(waitCtx))
 }
@@ -204,4 +216,11 @@ func lookRuntime(name string) (string, error) {
 		return "", fmt.Errorf("find runtime %s: %w", name, err)
 	}
 	return p, nil
+}
+
+// randomID returns 12 random hex digits for a container ID.
+func randomID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b) // never fails on Linux
+	return hex.EncodeToString(b)
 }

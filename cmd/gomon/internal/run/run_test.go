@@ -1,4 +1,4 @@
-package monitor
+package run
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func TestRun(t *testing.T) {
 			logPath := filepath.Join(t.TempDir(), "run.log")
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			code, err := Run(ctx, RunOptions{
+			code, err := Run(ctx, Options{
 				Runtime: runc, Bundle: monitortest.NewBundle(t, tt.opts), Terminal: tt.terminal,
 				LogPath: logPath, Stdout: &stdout, Stderr: &stderr, Logger: testLogger(),
 			})
@@ -61,7 +61,7 @@ func TestRunRelativePaths(t *testing.T) {
 	var stdout syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code, err := Run(ctx, RunOptions{
+	code, err := Run(ctx, Options{
 		Runtime: runc, Bundle: filepath.Base(bundle), LogPath: "run.log",
 		Stdout: &stdout, Stderr: &stdout, Logger: testLogger(),
 	})
@@ -106,7 +106,7 @@ func TestRunInteractive(t *testing.T) {
 			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			code, err := Run(ctx, RunOptions{
+			code, err := Run(ctx, Options{
 				Runtime: runc, Bundle: monitortest.NewBundle(t, monitortest.BundleOptions{Args: []string{"sh"}, Terminal: tt.terminal}),
 				Terminal: tt.terminal, Stdin: true, Input: r, Stdout: &stdout, Stderr: &stderr, Logger: testLogger(),
 			})
@@ -121,45 +121,6 @@ func TestRunInteractive(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestNoFDLeak runs good and failing creates and checks the process holds
-// no more fds afterwards.
-func TestNoFDLeak(t *testing.T) {
-	runc := monitortest.Runc(t)
-	good := monitortest.Bundle(t, "echo", "hi")
-	bad := monitortest.Bundle(t, "does-not-exist")
-	round := func() {
-		m, err := New(Config{Runtime: runc, RuntimeRoot: t.TempDir(), Logger: testLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := newPaths(t)
-		runToExit(t, m, p.request("fd-good", good))
-		if _, err := m.CreateContainer(context.Background(), p.request("fd-bad", bad)); err == nil {
-			t.Fatal("bad create succeeded")
-		}
-		tty := p.request("fd-tty", monitortest.NewBundle(t, monitortest.BundleOptions{Args: []string{"true"}, Terminal: true}))
-		tty.Terminal = true
-		runToExit(t, m, tty)
-		if err := m.Shutdown(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	round() // warm up: the runtime's poller and the like open fds once
-	before := countFDs(t)
-	round()
-	if after := countFDs(t); after != before {
-		t.Errorf("fds: %d before, %d after", before, after)
-	}
-}
-
-func countFDs(t *testing.T) int {
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
 }
 
 // TestRunUserTerminal runs with a pty as the user's terminal: it is raw
@@ -198,7 +159,7 @@ func TestRunUserTerminal(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		code, err := Run(ctx, RunOptions{
+		code, err := Run(ctx, Options{
 			Runtime: runc, Bundle: bundle, Terminal: true, Stdin: true, Input: slave, Stdout: &stdout, Logger: testLogger(),
 		})
 		res <- result{code, err}
@@ -251,7 +212,7 @@ func TestRunOutputClosed(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			root := t.TempDir()
-			code, err := Run(ctx, RunOptions{
+			code, err := Run(ctx, Options{
 				Runtime: runc, RuntimeRoot: root, Bundle: bundle, ID: "epipe", Terminal: terminal,
 				Stdout: w, Stderr: w, Logger: testLogger(),
 			})

@@ -1,4 +1,4 @@
-package monitor
+package run
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/containerd/console"
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/monitor"
 )
 
 // forwardStopTimeout bounds how long stop waits for the input copier; one
@@ -40,14 +42,14 @@ type forwarder struct {
 	raw     bool            // term was put in raw mode
 	sigc    chan os.Signal
 	quit    chan struct{}
-	copier  sync.WaitGroup
+	copied  chan struct{} // closed when the input copier ended; nil if none
 	others  sync.WaitGroup
 }
 
 // startForwarding sets up stdin forwarding and terminal resizing for Run.
 // On error nothing is left running.
-func startForwarding(ctx context.Context, m *Monitor, opts RunOptions) (f *forwarder, err error) {
-	f = &forwarder{log: m.log, quit: make(chan struct{}), closeIn: func() {}}
+func startForwarding(ctx context.Context, m *monitor.Monitor, opts Options, log *slog.Logger) (f *forwarder, err error) {
+	f = &forwarder{log: log, quit: make(chan struct{}), closeIn: func() {}}
 	defer func() {
 		if err != nil {
 			f.stop()
@@ -63,7 +65,7 @@ func startForwarding(ctx context.Context, m *Monitor, opts RunOptions) (f *forwa
 			return nil, fmt.Errorf("create attach dir: %w", err)
 		}
 		sock := filepath.Join(f.dir, "attach")
-		if err = m.Attach(ctx, AttachRequest{ID: opts.ID, SocketPath: sock, StopAfterStdinEOF: !opts.Terminal}); err != nil {
+		if err = m.Attach(ctx, monitor.AttachRequest{ID: opts.ID, SocketPath: sock, StopAfterStdinEOF: !opts.Terminal}); err != nil {
 			return nil, err
 		}
 		f.conn, err = net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
@@ -78,7 +80,11 @@ func startForwarding(ctx context.Context, m *Monitor, opts RunOptions) (f *forwa
 		}
 		f.in, f.closeIn = interruptible(opts.Input)
 		f.others.Go(f.discardOutput)
-		f.copier.Go(f.copyInput)
+		f.copied = make(chan struct{})
+		go func() { // owned by stop, which waits for it (bounded)
+			defer close(f.copied)
+			f.copyInput()
+		}()
 	}
 	if f.term != nil {
 		f.resize(ctx, m, opts.ID)
@@ -111,7 +117,7 @@ func findTerminal(candidates ...any) console.Console {
 }
 
 // resize sends the user's terminal size to the container's terminal.
-func (f *forwarder) resize(ctx context.Context, m *Monitor, id string) {
+func (f *forwarder) resize(ctx context.Context, m *monitor.Monitor, id string) {
 	ws, err := f.term.Size()
 	if err != nil {
 		f.log.Debug("get terminal size", "error", err)
@@ -201,8 +207,14 @@ func (f *forwarder) stop() {
 		_ = f.conn.Close()
 	}
 	f.closeIn()
-	if !waitTimeout(&f.copier, forwardStopTimeout) {
-		f.log.Warn("stdin copier still blocked reading its input; it ends at the input's next read")
+	if f.copied != nil {
+		t := time.NewTimer(forwardStopTimeout)
+		select {
+		case <-f.copied:
+		case <-t.C:
+			f.log.Warn("stdin copier still blocked reading its input; it ends at the input's next read")
+		}
+		t.Stop()
 	}
 	f.others.Wait()
 	if f.raw {
