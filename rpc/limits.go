@@ -79,17 +79,13 @@ type LimitStats struct {
 type limitState struct {
 	tooLarge, stalled, silent atomic.Int64
 
-	mu sync.Mutex
-	// +checklocks:mu
-	limiters []*netguard.Limiter
-	// +checklocks:mu
-	retries []*netguard.AcceptRetry
-	// +checklocks:mu
-	reclaim *time.Timer
-	// +checklocks:mu
-	lastLog map[error]time.Time
-	// +checklocks:mu
-	suppressed map[error]int
+	// mu guards the fields below.
+	mu         sync.Mutex
+	limiters   []*netguard.Limiter
+	retries    []*netguard.AcceptRetry
+	reclaim    *time.Timer         // nil until the first reclaim
+	lastLog    map[error]time.Time // by limit error: when last logged
+	suppressed map[error]int       // by limit error: not logged since
 }
 
 // LimitStats returns the counters of every listener served so far.
@@ -298,12 +294,12 @@ func (c *codec) readErr(err error) error {
 // number left unlogged) a connection ended by a limit, and returns err.
 func (c *codec) limitErr(kind, err error) error {
 	s := c.s
-	switch kind {
-	case ErrMessageTooLarge:
+	switch {
+	case errors.Is(kind, ErrMessageTooLarge):
 		s.lim.tooLarge.Add(1)
-	case ErrMessageStalled:
+	case errors.Is(kind, ErrMessageStalled):
 		s.lim.stalled.Add(1)
-	case ErrSilentConn:
+	case errors.Is(kind, ErrSilentConn):
 		s.lim.silent.Add(1)
 	}
 	s.lim.mu.Lock()

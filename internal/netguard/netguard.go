@@ -123,15 +123,14 @@ type Limiter struct {
 	log  *slog.Logger
 	what string
 
-	mu sync.Mutex
-	// +checklocks:mu
-	live int
-	// +checklocks:mu
-	quiet list.List // of *Conn, oldest first
-	// +checklocks:mu
-	flooding bool
-	// +checklocks:mu
-	episodeRejected, episodeEvicted int
+	// mu guards the fields below and the elem and released fields of
+	// every Conn.
+	mu              sync.Mutex
+	live            int       // admitted, not yet closed
+	quiet           list.List // of *Conn not yet active, oldest first
+	flooding        bool      // the limit was reached, not yet relieved
+	episodeRejected int       // in this flood
+	episodeEvicted  int       // in this flood
 
 	rejected, evicted atomic.Int64
 }
@@ -147,12 +146,10 @@ func NewLimiter(limit int, what string, log *slog.Logger) *Limiter {
 // Conn is an admitted connection. Closing it frees its place.
 type Conn struct {
 	net.Conn
-	l      *Limiter
-	active atomic.Bool
-	// +checklocks:l.mu
-	elem *list.Element // in l.quiet while quiet
-	// +checklocks:l.mu
-	released bool
+	l        *Limiter
+	active   atomic.Bool
+	elem     *list.Element // guarded by l.mu; in l.quiet while quiet
+	released bool          // guarded by l.mu
 }
 
 // Admit takes c in, or closes it and returns nil when the socket is full
@@ -191,8 +188,7 @@ func (l *Limiter) Admit(c net.Conn) *Conn {
 	return lc
 }
 
-// releaseLocked frees c's place once.
-// +checklocks:l.mu
+// releaseLocked frees c's place once. Called with l.mu held.
 func (l *Limiter) releaseLocked(c *Conn) {
 	if c.released {
 		return

@@ -1,0 +1,169 @@
+package rpc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
+
+	"github.com/gomon-dev/gomon/rpc/proto"
+)
+
+// flakyListener fails its first accepts with the errors in fails, then
+// accepts from the real listener.
+type flakyListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails []error
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if len(l.fails) > 0 {
+		err := l.fails[0]
+		l.fails = l.fails[1:]
+		l.mu.Unlock()
+		return nil, err
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesAcceptErrors: accept errors such as EMFILE used to end
+// Serve, and with it the daemon and its pod.
+func TestServeSurvivesAcceptErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "conmon.sock")
+	inner, err := net.Listen("unix", sock)
+	must(t, err)
+	emfile := &net.OpError{Op: "accept", Net: "unix", Err: syscall.EMFILE}
+	l := &flakyListener{Listener: inner, fails: []error{emfile, emfile, emfile, &net.OpError{Op: "accept", Err: syscall.ENOBUFS}}}
+	s := NewServer(&recorder{}, testInfo, nil)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	t.Cleanup(func() {
+		must(t, s.Close())
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+
+	c, err := net.Dial("unix", sock)
+	must(t, err)
+	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(c), nil)
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, rel := proto.Conmon(conn.Bootstrap(ctx)).Version(ctx, nil)
+	defer rel()
+	if _, err := f.Struct(); err != nil {
+		t.Fatalf("Version after accept errors: %v", err)
+	}
+	if got := s.LimitStats().AcceptErrors; got != 4 {
+		t.Errorf("AcceptErrors = %d, want 4", got)
+	}
+}
+
+// header is a one-segment stream header announcing words words.
+func header(words uint32) []byte {
+	h := make([]byte, 8)
+	binary.LittleEndian.PutUint32(h[4:], words)
+	return h
+}
+
+// TestOversizedMessageRefused: a message announced over MaxMessageSize
+// ends its connection at once, without the allocation; the server goes
+// on serving.
+func TestOversizedMessageRefused(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "conmon.sock")
+	l, err := net.Listen("unix", sock)
+	must(t, err)
+	s := NewServer(&recorder{}, testInfo, nil)
+	go func() { _ = s.Serve(l) }() // ends with Close below
+	t.Cleanup(func() { must(t, s.Close()) })
+
+	for _, tt := range []struct {
+		name string
+		hdr  []byte
+	}{
+		{"just over the limit", header(MaxMessageSize/8 - 1 + 1)},
+		{"capnp-go's default", header(64<<20/8 - 1)},
+		{"too many segments", []byte{0xff, 0xff, 0, 0, 1, 0, 0, 0}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("unix", sock)
+			must(t, err)
+			defer func() { _ = c.Close() }()
+			_, err = c.Write(tt.hdr)
+			must(t, err)
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Fatalf("connection not closed by the server: %v", err)
+			}
+		})
+	}
+	if got := s.LimitStats().TooLarge; got != 3 {
+		t.Errorf("TooLarge = %d, want 3", got)
+	}
+
+	// A legitimate large request (1 MiB of metadata) is served.
+	c, err := net.Dial("unix", sock)
+	must(t, err)
+	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(c), nil)
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, rel := proto.Conmon(conn.Bootstrap(ctx)).Version(ctx, func(p proto.Conmon_version_Params) error {
+		r, err := p.NewRequest()
+		if err != nil {
+			return err
+		}
+		md, err := r.NewMetadata(1)
+		if err != nil {
+			return err
+		}
+		if err := md.At(0).SetKey("baggage"); err != nil {
+			return err
+		}
+		return md.At(0).SetValue(strings.Repeat("x", 1<<20))
+	})
+	defer rel()
+	if _, err := f.Struct(); err != nil {
+		t.Fatalf("Version with 1 MiB of metadata: %v", err)
+	}
+}
+
+// TestMessageGrowsWithWhatArrives: a peer announcing a large message and
+// sending little costs the server little, and its partial message is
+// read correctly when the rest comes.
+func TestMessageGrowsWithWhatArrives(t *testing.T) {
+	a, b := net.Pipe()
+	defer func() { _ = a.Close() }()
+	s := NewServer(&recorder{}, testInfo, nil)
+	cd := &codec{conn: b, s: s}
+	const words = 1 << 18 // 2 MiB
+	msg := make([]byte, 8+8*words)
+	copy(msg, header(words))
+	go func() {
+		// In pieces, as a slow peer would send it.
+		for off := 0; off < len(msg); off += 100 << 10 {
+			_, _ = a.Write(msg[off:min(off+100<<10, len(msg))])
+		}
+	}()
+	m, err := cd.Decode()
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if size, err := m.TotalSize(); err != nil || size != 8+8*words {
+		t.Errorf("decoded message of %d bytes (%v), want %d", size, err, 8+8*words)
+	}
+}
