@@ -112,6 +112,7 @@ func (s *Server) LimitStats() LimitStats {
 func (s *Server) guardListener(l net.Listener) (*netguard.Limiter, *netguard.AcceptRetry) {
 	what := l.Addr().String()
 	lim := netguard.NewLimiter(MaxConns, what, s.log)
+	lim.OnFloodOver = s.reclaimSoon
 	retry := &netguard.AcceptRetry{Log: s.log, What: what}
 	s.lim.mu.Lock()
 	s.lim.limiters = append(s.lim.limiters, lim)
@@ -123,7 +124,10 @@ func (s *Server) guardListener(l net.Listener) (*netguard.Limiter, *netguard.Acc
 // acceptLoop accepts on l until Close, retrying every error but a closed
 // listener with a bounded backoff: the containers of the pod must not
 // depend on accept(2) succeeding (EMFILE can be caused by anyone who can
-// open connections to the streaming port).
+// open connections to the streaming port). There is no spare fd to
+// accept-and-close with under EMFILE: the backoff already keeps the loop
+// from spinning, and a client waiting in the backlog (CRI-O's next call)
+// is better served late than refused.
 func (s *Server) acceptLoop(l net.Listener) error {
 	lim, retry := s.guardListener(l)
 	for {
@@ -319,8 +323,8 @@ func (c *codec) limitErr(kind, err error) error {
 	return err
 }
 
-// reclaimSoon hands the memory of discarded partial messages back to the
-// OS once a flood of them is over. The daemon is mostly idle, so without
+// reclaimSoon hands the memory of discarded partial messages, or of the
+// connections of a flood, back to the OS once the flood is over. The daemon is mostly idle, so without
 // this the Go runtime would keep the memory until its next periodic
 // collection, minutes later, and scavenge it slowly after that.
 func (s *Server) reclaimSoon() {

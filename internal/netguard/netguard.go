@@ -122,6 +122,11 @@ type Limiter struct {
 	max  int
 	log  *slog.Logger
 	what string
+	// OnFloodOver, if set before the first Admit, is called (without
+	// locks held, on the goroutine that closed the connection) when a
+	// flood has ended, e.g. to hand the memory its connections used back
+	// to the OS.
+	OnFloodOver func()
 
 	// mu guards the fields below and the elem and released fields of
 	// every Conn.
@@ -160,7 +165,7 @@ func (l *Limiter) Admit(c net.Conn) *Conn {
 	if l.live >= l.max {
 		if front := l.quiet.Front(); front != nil {
 			evict = front.Value.(*Conn)
-			l.releaseLocked(evict)
+			l.releaseLocked(evict) // cannot end the flood: the socket is full
 			l.evicted.Add(1)
 			l.episodeEvicted++
 		} else {
@@ -188,10 +193,11 @@ func (l *Limiter) Admit(c net.Conn) *Conn {
 	return lc
 }
 
-// releaseLocked frees c's place once. Called with l.mu held.
-func (l *Limiter) releaseLocked(c *Conn) {
+// releaseLocked frees c's place once and reports whether that ended a
+// flood. Called with l.mu held.
+func (l *Limiter) releaseLocked(c *Conn) (floodOver bool) {
 	if c.released {
-		return
+		return false
 	}
 	c.released = true
 	if c.elem != nil {
@@ -206,7 +212,9 @@ func (l *Limiter) releaseLocked(c *Conn) {
 		l.log.Info("connection flood over", "socket", l.what,
 			"rejected", l.episodeRejected, "evicted", l.episodeEvicted)
 		l.episodeRejected, l.episodeEvicted = 0, 0
+		return true
 	}
+	return false
 }
 
 // Active marks c as served: it no longer gives way to newcomers. Cheap
@@ -226,8 +234,11 @@ func (c *Conn) Active() {
 // Close closes the connection and frees its place. It is idempotent.
 func (c *Conn) Close() error {
 	c.l.mu.Lock()
-	c.l.releaseLocked(c)
+	over := c.l.releaseLocked(c)
 	c.l.mu.Unlock()
+	if over && c.l.OnFloodOver != nil {
+		c.l.OnFloodOver()
+	}
 	return c.Conn.Close()
 }
 

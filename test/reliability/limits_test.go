@@ -297,6 +297,20 @@ func waitClosed(t *testing.T, c net.Conn, limit time.Duration, what string) time
 	return time.Since(start)
 }
 
+// settledRSS polls pid's VmRSS until it is below want or hangGuard has
+// passed, and returns the last value.
+func settledRSS(t *testing.T, pid int, want int64) int64 {
+	t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for {
+		rss := procStatus(t, pid, "VmRSS")
+		if rss < want || time.Now().After(deadline) {
+			return rss
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // TestCapnpHostilePeers sends conmon.sock oversized and stalled messages
 // and a connection flood. Each gets a clear close, memory stays bounded
 // and returns, and CRI-O-style calls are served throughout.
@@ -373,15 +387,7 @@ func TestCapnpHostilePeers(t *testing.T) {
 			waitClosed(t, conn, rpcMessageTimeout+hangGuard, "stalled message")
 		}
 		// The memory of the dropped messages goes back to the OS.
-		var rss int64
-		deadline := time.Now().Add(hangGuard)
-		for {
-			rss = procStatus(t, s.pid, "VmRSS")
-			if rss-rss0 < 16<<20 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		rss := settledRSS(t, s.pid, rss0+16<<20)
 		t.Logf("VmRSS %d KiB before, %d KiB with 20 stalled 3 MiB messages, %d KiB after they were dropped",
 			rss0>>10, peak>>10, rss>>10)
 		if rss-rss0 >= 16<<20 {
@@ -405,8 +411,14 @@ func TestCapnpHostilePeers(t *testing.T) {
 			mustFreshVersion(t, s, "during the flood")
 		}
 		s.alive(t)
+		during := procStatus(t, s.pid, "VmRSS")
 		stop()
 		mustFreshVersion(t, s, "after the flood")
+		after := settledRSS(t, s.pid, rss0+8<<20)
+		t.Logf("VmRSS %d KiB at the start, %d KiB during the flood, %d KiB after", rss0>>10, during>>10, after>>10)
+		if after-rss0 >= 8<<20 {
+			t.Errorf("VmRSS still %d MiB above the start after the flood", (after-rss0)>>20)
+		}
 	})
 
 	t.Run("silent", func(t *testing.T) {
