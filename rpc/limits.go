@@ -42,14 +42,23 @@ const (
 	// and idle between calls).
 	MessageTimeout = 10 * time.Second
 
+	// MaxPendingBytes bounds, per server, the memory of messages over 64
+	// KiB that are being received: a message that would take more ends
+	// its connection. Without it, stalled messages near the size limit
+	// on every allowed connection could hold MaxConns × MaxMessageSize
+	// (512 MiB); with it the worst case is MaxConns × 64 KiB plus this.
+	// Real requests are far smaller than 64 KiB, so they never need it.
+	MaxPendingBytes = 64 << 20
+
 	// maxSegments bounds the segment table of a message, as capnp-go
 	// does; a legitimate message has one or a few segments.
 	maxSegments = 512
-	// firstRead is the largest buffer allocated before the bytes to fill
-	// it have arrived; beyond it the buffer grows with what is received,
-	// so a peer that announces a large message and sends little costs
-	// little.
-	firstRead = 64 << 10
+	// smallMessage is the largest message read into one buffer allocated
+	// at its header; a larger one is read in chunks of chunkSize
+	// allocated as its bytes arrive (readLarge), so a peer that announces
+	// a large message and sends little costs little.
+	smallMessage = 64 << 10
+	chunkSize    = 256 << 10
 	// reclaimAfter is the size of a discarded partial message from which
 	// its memory is handed back to the OS soon (see reclaimSoon).
 	reclaimAfter = 1 << 20
@@ -62,6 +71,7 @@ var (
 	ErrMessageTooLarge = errors.New("message too large")
 	ErrMessageStalled  = errors.New("message stalled")
 	ErrSilentConn      = errors.New("connection sent nothing")
+	ErrServerBusy      = errors.New("too many large messages arriving at once")
 )
 
 // LimitStats counts what the limits refused.
@@ -72,12 +82,14 @@ type LimitStats struct {
 	TooLarge     int64 // messages over MaxMessageSize
 	Stalled      int64 // messages not complete within MessageTimeout
 	Silent       int64 // connections silent for FirstMessageTimeout
+	Busy         int64 // messages refused for MaxPendingBytes
 }
 
 // limitState is the Server's share of the limits: counters, the
 // limiters and accept retries of its listeners, and the reclaim timer.
 type limitState struct {
-	tooLarge, stalled, silent atomic.Int64
+	tooLarge, stalled, silent, busy atomic.Int64
+	pending                         atomic.Int64 // bytes charged to MaxPendingBytes
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -94,6 +106,7 @@ func (s *Server) LimitStats() LimitStats {
 		TooLarge: s.lim.tooLarge.Load(),
 		Stalled:  s.lim.stalled.Load(),
 		Silent:   s.lim.silent.Load(),
+		Busy:     s.lim.busy.Load(),
 	}
 	s.lim.mu.Lock()
 	defer s.lim.mu.Unlock()
@@ -220,21 +233,17 @@ func (c *codec) Decode() (*capnp.Message, error) {
 		return nil, c.limitErr(ErrMessageTooLarge,
 			fmt.Errorf("%w: %d bytes announced, limit %d", ErrMessageTooLarge, size, MaxMessageSize))
 	}
-	buf := make([]byte, hdrSize, min(size, firstRead))
-	copy(buf, hdr)
-	for uint64(len(buf)) < size {
-		if len(buf) == cap(buf) {
-			grown := make([]byte, len(buf), min(size, 2*uint64(cap(buf))))
-			copy(grown, buf)
-			buf = grown
+	var buf []byte
+	if size <= smallMessage {
+		buf = make([]byte, size)
+		copy(buf, hdr)
+		if err := c.readFull(buf[hdrSize:]); err != nil {
+			return nil, err
 		}
-		n, err := c.conn.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err != nil && uint64(len(buf)) < size {
-			if len(buf) >= reclaimAfter {
-				c.s.reclaimSoon()
-			}
-			return nil, c.readErr(err)
+	} else {
+		var err error
+		if buf, err = c.readLarge(hdr, size); err != nil {
+			return nil, err
 		}
 	}
 	_ = c.conn.SetReadDeadline(time.Time{}) // idle until the next message
@@ -243,6 +252,40 @@ func (c *codec) Decode() (*capnp.Message, error) {
 		return nil, fmt.Errorf("decode message: %w", err)
 	}
 	return msg, nil
+}
+
+// readLarge reads the body of a message of size bytes (header hdr
+// included) in chunks allocated as the bytes come, charged to
+// MaxPendingBytes until the message is complete, so a peer that stalls
+// holds no more memory than it sent. The chunks are joined at the end.
+func (c *codec) readLarge(hdr []byte, size uint64) ([]byte, error) {
+	var charged int64
+	defer func() { c.s.lim.pending.Add(-charged) }()
+	chunks := make([][]byte, 0, (size+chunkSize-1)/chunkSize)
+	for left := size - uint64(len(hdr)); left > 0; {
+		n := min(left, chunkSize)
+		if c.s.lim.pending.Add(int64(n)) > MaxPendingBytes {
+			c.s.lim.pending.Add(-int64(n))
+			return nil, c.limitErr(ErrServerBusy, fmt.Errorf("%w: %d bytes pending, limit %d",
+				ErrServerBusy, c.s.lim.pending.Load(), MaxPendingBytes))
+		}
+		charged += int64(n)
+		chunk := make([]byte, n)
+		if err := c.readFull(chunk); err != nil {
+			if charged >= reclaimAfter {
+				c.s.reclaimSoon()
+			}
+			return nil, err
+		}
+		chunks = append(chunks, chunk)
+		left -= n
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, hdr...)
+	for _, ch := range chunks {
+		buf = append(buf, ch...)
+	}
+	return buf, nil
 }
 
 // readStart reads the first byte of a message (and what else is there,
@@ -305,6 +348,8 @@ func (c *codec) limitErr(kind, err error) error {
 		s.lim.stalled.Add(1)
 	case errors.Is(kind, ErrSilentConn):
 		s.lim.silent.Add(1)
+	case errors.Is(kind, ErrServerBusy):
+		s.lim.busy.Add(1)
 	}
 	s.lim.mu.Lock()
 	defer s.lim.mu.Unlock()

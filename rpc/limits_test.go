@@ -142,9 +142,8 @@ func TestOversizedMessageRefused(t *testing.T) {
 	}
 }
 
-// TestMessageGrowsWithWhatArrives: a peer announcing a large message and
-// sending little costs the server little, and its partial message is
-// read correctly when the rest comes.
+// TestMessageGrowsWithWhatArrives: a large message sent in pieces, as a
+// slow peer would, is read in chunks and joined correctly.
 func TestMessageGrowsWithWhatArrives(t *testing.T) {
 	a, b := net.Pipe()
 	defer func() { _ = a.Close() }()
@@ -165,5 +164,34 @@ func TestMessageGrowsWithWhatArrives(t *testing.T) {
 	}
 	if size, err := m.TotalSize(); err != nil || size != 8+8*words {
 		t.Errorf("decoded message of %d bytes (%v), want %d", size, err, 8+8*words)
+	}
+}
+
+// TestPendingBytesBounded: when other connections already hold
+// MaxPendingBytes of partial messages, a large message is refused, and a
+// small one (under 64 KiB) is still read.
+func TestPendingBytesBounded(t *testing.T) {
+	s := NewServer(&recorder{}, testInfo, nil)
+	s.lim.pending.Store(MaxPendingBytes) // what stalled peers hold
+	decode := func(words uint32) error {
+		a, b := net.Pipe()
+		defer func() { _, _ = a.Close(), b.Close() }()
+		msg := make([]byte, 8+8*int(words))
+		copy(msg, header(words))
+		go func() { _, _ = a.Write(msg) }() // ends when b is closed
+		_, err := (&codec{conn: b, s: s}).Decode()
+		return err
+	}
+	if err := decode(1 << 17); !errors.Is(err, ErrServerBusy) { // 1 MiB
+		t.Errorf("1 MiB message with the budget spent: %v, want ErrServerBusy", err)
+	}
+	if err := decode(1 << 10); err != nil { // 8 KiB
+		t.Errorf("8 KiB message with the budget spent: %v", err)
+	}
+	if got := s.LimitStats().Busy; got != 1 {
+		t.Errorf("Busy = %d, want 1", got)
+	}
+	if got := s.lim.pending.Load(); got != MaxPendingBytes {
+		t.Errorf("pending %d after both decodes, want %d (nothing leaked)", got, MaxPendingBytes)
 	}
 }
