@@ -39,7 +39,8 @@ const (
 	// first byte has come: a local client writes a whole message at once,
 	// so only a stalled or hostile peer takes longer. An idle connection
 	// between messages has no deadline (the CRI-O client keeps one open
-	// and idle between calls).
+	// and idle between calls). It also bounds the sending of a message
+	// to a peer that does not read.
 	MessageTimeout = 10 * time.Second
 
 	// MaxPendingBytes bounds, per server, the memory of messages over 64
@@ -187,10 +188,11 @@ func (s *Server) newTransport(c net.Conn) transport.Transport {
 
 // codec frames messages on a stream as capnp-go's stream transport does
 // (the standard, unpacked framing), but refuses messages over
-// MaxMessageSize before allocating them, grows its buffer with the bytes
-// that arrive rather than with the size announced, and bounds the time a
-// started message may take. Encode and Decode run on different
-// goroutines; each uses only its own fields.
+// MaxMessageSize before allocating them, reads large ones in chunks as
+// their bytes arrive rather than allocating the size announced, and
+// bounds the time a started message may take to arrive or to be taken by
+// the peer. Encode and Decode run on different goroutines; each uses only
+// its own fields (and its own deadline).
 type codec struct {
 	conn   net.Conn
 	enc    *capnp.Encoder
@@ -199,7 +201,16 @@ type codec struct {
 	spoke  bool   // Decode's: a first byte has arrived
 }
 
-func (c *codec) Encode(m *capnp.Message) error { return c.enc.Encode(m) }
+// Encode sends m. A peer that stops reading makes the write fail after
+// MessageTimeout, which ends the connection instead of holding it and
+// its goroutines for good.
+func (c *codec) Encode(m *capnp.Message) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(MessageTimeout)) // a closed conn fails the write
+	if err := c.enc.Encode(m); err != nil {
+		return fmt.Errorf("send message: %w", err)
+	}
+	return nil
+}
 
 func (c *codec) Close() error { return c.conn.Close() }
 
@@ -207,12 +218,13 @@ func (c *codec) Close() error { return c.conn.Close() }
 // between messages.
 func (c *codec) Decode() (*capnp.Message, error) {
 	var word [8]byte
-	if err := c.readStart(word[:]); err != nil {
+	n, err := c.readStart(word[:])
+	if err != nil {
 		return nil, err
 	}
 	// From the first byte on, the rest must come within MessageTimeout.
 	_ = c.conn.SetReadDeadline(time.Now().Add(MessageTimeout)) // a closed conn fails the read below
-	if err := c.readFull(word[1:]); err != nil {
+	if err := c.readFull(word[n:]); err != nil {
 		return nil, err
 	}
 	segs := uint64(binary.LittleEndian.Uint32(word[0:4])) + 1
@@ -288,12 +300,12 @@ func (c *codec) readLarge(hdr []byte, size uint64) ([]byte, error) {
 	return buf, nil
 }
 
-// readStart reads the first byte of a message (and what else is there,
-// up to len(p)), waiting without a deadline except on a connection that
-// has not spoken yet.
-func (c *codec) readStart(p []byte) error {
+// readStart reads the start of a message into p: at least one byte, at
+// most what has arrived. It waits without a deadline, except on a
+// connection that has not spoken yet.
+func (c *codec) readStart(p []byte) (int, error) {
 	for {
-		n, err := c.conn.Read(p[:1])
+		n, err := c.conn.Read(p)
 		if n > 0 {
 			if !c.spoke {
 				c.spoke = true
@@ -301,18 +313,18 @@ func (c *codec) readStart(p []byte) error {
 					c.active()
 				}
 			}
-			return nil
+			return n, nil
 		}
 		if err == nil {
 			continue
 		}
 		if errors.Is(err, io.EOF) {
-			return io.EOF
+			return 0, io.EOF
 		}
 		if !c.spoke && errors.Is(err, os.ErrDeadlineExceeded) {
-			return c.limitErr(ErrSilentConn, fmt.Errorf("%w within %v", ErrSilentConn, FirstMessageTimeout))
+			return 0, c.limitErr(ErrSilentConn, fmt.Errorf("%w within %v", ErrSilentConn, FirstMessageTimeout))
 		}
-		return fmt.Errorf("read message: %w", err)
+		return 0, fmt.Errorf("read message: %w", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
 
 	"github.com/gomon-dev/gomon/rpc/proto"
@@ -193,5 +195,24 @@ func TestPendingBytesBounded(t *testing.T) {
 	}
 	if got := s.lim.pending.Load(); got != MaxPendingBytes {
 		t.Errorf("pending %d after both decodes, want %d (nothing leaked)", got, MaxPendingBytes)
+	}
+}
+
+// TestSendToNonReaderEnds: a peer that does not read its answers makes
+// the send fail after MessageTimeout instead of blocking for good.
+func TestSendToNonReaderEnds(t *testing.T) {
+	a, b := net.Pipe() // unbuffered: nothing is taken unless a reads
+	defer func() { _, _ = a.Close(), b.Close() }()
+	cd := &codec{conn: b, enc: capnp.NewEncoder(b), s: NewServer(&recorder{}, testInfo, nil)}
+	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	must(t, err)
+	_, err = capnp.NewRootStruct(seg, capnp.ObjectSize{DataSize: 8})
+	must(t, err)
+	start := time.Now()
+	if err := cd.Encode(msg); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Encode to a peer that does not read: %v, want a deadline error", err)
+	}
+	if d := time.Since(start); d < MessageTimeout/2 {
+		t.Errorf("send abandoned after %v, before the %v deadline", d, MessageTimeout)
 	}
 }
