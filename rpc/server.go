@@ -106,14 +106,18 @@ func (s *Server) ServeConn(c net.Conn) {
 		return
 	}
 	s.conns[conn] = struct{}{}
+	// Counted under mu, so a Close that has seen this connection also
+	// waits for its watcher.
+	s.wg.Add(1)
 	s.mu.Unlock()
 
-	s.wg.Go(func() {
+	go func() {
+		defer s.wg.Done()
 		<-conn.Done()
 		s.mu.Lock()
 		delete(s.conns, conn)
 		s.mu.Unlock()
-	})
+	}()
 }
 
 // Close stops every listener and connection and waits for them to go. Calls
