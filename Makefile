@@ -18,7 +18,7 @@ LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
-.PHONY: help deps build test test-unit test-interop reliability generate check-generate lint demo bundle clean e2e
+.PHONY: help deps build test test-unit test-interop reliability fuzz generate check-generate lint demo bundle clean e2e
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,8 +45,28 @@ test-interop: build ## interop tests through the conmon-rs Go clients v0.7.3 and
 	cd test/interop/v101 && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
 	cd test/streaming && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
 
-reliability: build ## faults, killed clients, full/deleted logs, leaks, bad input, security (root + runc)
+reliability: build ## faults, killed clients, full/deleted logs, leaks, bad input, security (root + runc); then fuzz
 	cd test/reliability && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 -timeout 15m ./...
+	cd test/reliability/firstcall && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 -timeout 10m ./...
+	$(MAKE) fuzz
+
+# Every native fuzz target of the main module, as <package dir>:<name>,
+# found in the sources so a new target cannot be left out. `go test -fuzz`
+# runs one target per invocation. Seed corpora are in each package's
+# testdata/fuzz/<name>/ (plain `go test` runs them too); a failing input
+# is written there. FUZZTIME=1m for a longer run, FUZZ_FLAGS=-parallel=1
+# on a busy machine.
+FUZZTIME    ?= 15s
+FUZZ_FLAGS  ?=
+FUZZ_TARGETS = $(shell git grep -o -E '^func Fuzz[A-Za-z0-9_]+' -- '*_test.go' ':!test/' ':!bench/' | \
+	sed -E 's|^(.*)/[^/]*:func (Fuzz.*)$$|\1:\2|')
+
+fuzz: ## run every fuzz target for FUZZTIME (15s) each
+	@test -n "$(FUZZ_TARGETS)" || { echo "no fuzz targets found"; exit 1; }
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} in ./$${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) $(FUZZ_FLAGS) ./$${t%%:*}; \
+	done
 
 $(BIN)/capnpc-go: go.mod
 	$(GO) build -o $@ capnproto.org/go/capnp/v3/capnpc-go

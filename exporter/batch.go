@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,14 @@ import (
 //     must not pile up telemetry for a dead collector);
 //   - spans still queued when Shutdown's context ends are counted as dropped;
 //   - the timer only runs while a batch is pending, so an idle daemon has no
-//     periodic wake-ups.
+//     periodic wake-ups;
+//   - FlushSoon asks for an export of everything queued without waiting
+//     for it (a container's spans when it exits, before the kubelet may
+//     SIGKILL the pod's processes); requests made while one is pending
+//     coalesce into it;
+//   - a panic in the exporter (a bug, or a collector's answer that trips
+//     one) is recovered: the batch is dropped and counted, the panic is
+//     logged with its stack, and the goroutine carries on.
 type batcher struct {
 	exp          sdktrace.SpanExporter
 	queue        chan sdktrace.ReadOnlySpan
@@ -31,6 +39,7 @@ type batcher struct {
 	onError      func(error)
 
 	flush    chan chan struct{}
+	kick     chan struct{} // FlushSoon; buffered 1 so requests coalesce
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
@@ -40,6 +49,7 @@ type batcher struct {
 
 	dropped  atomic.Uint64
 	exported atomic.Uint64
+	panics   atomic.Uint64
 }
 
 var _ sdktrace.SpanProcessor = (*batcher)(nil)
@@ -53,6 +63,7 @@ func newBatcher(exp sdktrace.SpanExporter, queueSize, maxBatch int, interval, ex
 		exportTimout: exportTimeout,
 		onError:      onError,
 		flush:        make(chan chan struct{}),
+		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
 	}
@@ -98,6 +109,16 @@ func (b *batcher) ForceFlush(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("flush spans: %w", ctx.Err())
+	}
+}
+
+// FlushSoon asks the goroutine to export everything queued now, without
+// waiting: it never blocks, whatever the collector does. The export starts
+// as soon as the one in flight (if any) ends.
+func (b *batcher) FlushSoon() {
+	select {
+	case b.kick <- struct{}{}:
+	default: // one is pending: it will take these spans too
 	}
 }
 
@@ -152,6 +173,8 @@ func (b *batcher) run() {
 		case <-timer.C:
 			armed = false
 			exportBatch(b.runCtx)
+		case <-b.kick:
+			b.drain(b.runCtx, &batch, exportBatch)
 		case ack := <-b.flush:
 			b.drain(b.runCtx, &batch, exportBatch)
 			close(ack)
@@ -201,7 +224,7 @@ func (b *batcher) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) {
 		ctx, cancel = context.WithTimeout(ctx, b.exportTimout)
 		defer cancel()
 	}
-	err := b.exp.ExportSpans(ctx, batch)
+	err := b.callExporter(ctx, batch)
 	n := uint64(len(batch))
 	var partial *PartialSuccessError
 	switch {
@@ -218,4 +241,27 @@ func (b *batcher) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) {
 	if b.onError != nil {
 		b.onError(err)
 	}
+}
+
+// callExporter runs the exporter, turning a panic into an ExportPanicError:
+// a bug or a hostile collector must cost one batch, never the daemon.
+func (b *batcher) callExporter(ctx context.Context, batch []sdktrace.ReadOnlySpan) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			b.panics.Add(1)
+			err = &ExportPanicError{Value: v, Stack: string(debug.Stack())}
+		}
+	}()
+	return b.exp.ExportSpans(ctx, batch)
+}
+
+// ExportPanicError is a panic recovered from a span export; the batch was
+// dropped. Stack is the panicking goroutine's stack.
+type ExportPanicError struct {
+	Value any
+	Stack string
+}
+
+func (e *ExportPanicError) Error() string {
+	return fmt.Sprintf("span export panicked: %v", e.Value)
 }

@@ -5,8 +5,8 @@
 //
 // # Why a hand-written OTLP exporter
 //
-// gomon runs once per pod, so resident memory is a feature (DESIGN.md,
-// performance budget). The OTel SDK's sdk/trace is used as is (provider,
+// gomon runs once per pod, so resident memory is a feature (docs/architecture.md,
+// "Performance budgets"). The OTel SDK's sdk/trace is used as is (provider,
 // samplers, span recording), but the stock OTLP exporters are not: the stock
 // otlptracegrpc exporter (grpc-go plus the generated OTLP protobuf types) added
 // about 8.6 MiB VmRSS to a small test program after exporting a few spans, and
@@ -35,10 +35,37 @@
 // CRI-O's and the kubelet's flag); spans with a parent follow the parent's
 // sampled flag, so a sampled-out caller yields no spans at all. Finished spans
 // go to a bounded queue (Config.QueueSize, default 2048) drained by one
-// goroutine in batches (default 512 spans or 5 s); span End never blocks and
-// never waits for the network. When the queue is full or an export fails
-// (default timeout 5 s, no retries), the spans are dropped and counted
+// goroutine in batches (default 512 spans or 5 s, OTEL_BSP_SCHEDULE_DELAY);
+// span End never blocks and never waits for the network. When the queue is
+// full or an export fails (default timeout 5 s, OTEL_BSP_EXPORT_TIMEOUT; no
+// retries), the spans are dropped and counted
 // (Tracing.Dropped); errors are logged through the slog logger, rate limited.
+// FlushSoon (called by gomon when a container's exit is recorded) starts an
+// export of everything queued without waiting for the batch timer.
+//
+// # Limits
+//
+// A broken or hostile collector costs at most one failed export per batch:
+// its spans are counted as dropped, and nothing it sends is buffered beyond
+// these bounds (exporter/LIMITS.md lists them with the rest):
+//
+//   - queued spans: Config.QueueSize (default 2048); spans per export:
+//     Config.BatchSize (default 512); a full queue drops new spans;
+//   - one export, dial included: Config.ExportTimeout (default 5 s);
+//   - OTLP/HTTP response head (status lines, headers, trailers):
+//     MaxHTTPResponseHead (64 KiB); one chunk-size line: 4 KiB;
+//   - response body (OTLP/HTTP) or gRPC response message: MaxResponseBody
+//     (1 MiB);
+//   - everything read from the collector for one export, framing included:
+//     MaxResponseBytes (4 MiB);
+//   - HTTP/2: frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE,
+//     read into one reused buffer), a header block and its decoded header
+//     list of at most 64 KiB (SETTINGS_MAX_HEADER_LIST_SIZE), at most 100
+//     SETTINGS and PING frames answered per export, flow-control windows
+//     above 2^31-1 refused;
+//   - a panic in the export path is recovered in the exporting goroutine:
+//     the batch is dropped and counted, the panic is logged at error level
+//     with its stack (at most once per 10 s), and export continues.
 package exporter
 
 import (
@@ -141,9 +168,11 @@ type Config struct {
 	QueueSize int
 	// BatchSize is the maximum spans per export (default 512).
 	BatchSize int
-	// BatchTimeout is how long a partial batch waits before export (default 5 s).
+	// BatchTimeout is how long a partial batch waits before export; when
+	// zero, OTEL_BSP_SCHEDULE_DELAY (milliseconds), else 5 s.
 	BatchTimeout time.Duration
-	// ExportTimeout bounds one export, dial included (default 5 s).
+	// ExportTimeout bounds one export, dial included; when zero,
+	// OTEL_BSP_EXPORT_TIMEOUT (milliseconds), else 5 s.
 	ExportTimeout time.Duration
 }
 
@@ -179,6 +208,8 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.BatchTimeout = orEnvMillis(cfg.BatchTimeout, lookup, "OTEL_BSP_SCHEDULE_DELAY")
+	cfg.ExportTimeout = orEnvMillis(cfg.ExportTimeout, lookup, "OTEL_BSP_EXPORT_TIMEOUT")
 	if cfg.Mode == ModeOff {
 		tp := noop.NewTracerProvider()
 		otel.SetTracerProvider(tp)
@@ -271,6 +302,18 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 		}
 	})
 	return t.shutdownErr
+}
+
+// FlushSoon asks for every finished span to be exported now, without
+// waiting and without ever blocking (a dead collector costs the export's
+// own timeout, in the exporter's goroutine). Requests made while one is
+// pending coalesce. gomon calls it when a container's exit is recorded:
+// the kubelet may SIGKILL every process in the pod's cgroup a second or
+// two after the pod's last container stops, long before the batch timer.
+func (t *Tracing) FlushSoon() {
+	if t.batch != nil {
+		t.batch.FlushSoon()
+	}
 }
 
 // ForceFlush exports every finished span now, bounded by ctx.
@@ -427,6 +470,24 @@ func orInt(v, def int) int {
 	return def
 }
 
+// orEnvMillis returns v if set, else the positive number of milliseconds
+// in env variable name, else 0 (the default applies); malformed values are
+// ignored, as the OTel SDK does.
+func orEnvMillis(v time.Duration, lookup func(string) (string, bool), name string) time.Duration {
+	if v > 0 {
+		return v
+	}
+	s, ok := lookup(name)
+	if !ok {
+		return 0
+	}
+	ms, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
 func orDuration(v, def time.Duration) time.Duration {
 	if v > 0 {
 		return v
@@ -435,12 +496,14 @@ func orDuration(v, def time.Duration) time.Duration {
 }
 
 // errorHandler logs OTel errors at most once per interval, reporting how
-// many were suppressed in between.
+// many were suppressed in between. Export panics have their own interval,
+// so ordinary export errors never hide one.
 type errorHandler struct {
 	logger     *slog.Logger
 	interval   time.Duration
 	mu         sync.Mutex
-	last       time.Time
+	last       time.Time // +checklocks:mu
+	lastPanic  time.Time // +checklocks:mu
 	suppressed atomic.Uint64
 }
 
@@ -453,15 +516,27 @@ func (h *errorHandler) Handle(err error) {
 	if err == nil {
 		return
 	}
+	var panicked *ExportPanicError
+	isPanic := errors.As(err, &panicked)
 	now := time.Now()
 	h.mu.Lock()
-	if !h.last.IsZero() && now.Sub(h.last) < h.interval {
+	last := &h.last
+	if isPanic {
+		last = &h.lastPanic
+	}
+	if !last.IsZero() && now.Sub(*last) < h.interval {
 		h.mu.Unlock()
 		h.suppressed.Add(1)
 		return
 	}
-	h.last = now
+	*last = now
 	h.mu.Unlock()
+	if isPanic {
+		h.logger.LogAttrs(context.Background(), slog.LevelError, "span export panicked; batch dropped",
+			slog.String("panic", fmt.Sprint(panicked.Value)), slog.String("stack", panicked.Stack),
+			slog.Uint64("suppressed", h.suppressed.Swap(0)))
+		return
+	}
 	var partial *PartialSuccessError
 	level := slog.LevelWarn
 	if errors.As(err, &partial) {

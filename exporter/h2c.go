@@ -20,6 +20,12 @@ import (
 // SETTINGS, one request stream with HEADERS + DATA under the peer's flow
 // control windows, and a response of HEADERS, DATA and trailing HEADERS.
 // PING is answered, SETTINGS acknowledged, GOAWAY and RST_STREAM end the call.
+// Everything the server sends is bounded: frames by the default 16 KiB
+// SETTINGS_MAX_FRAME_SIZE (read into one reused buffer), the header list by
+// SETTINGS_MAX_HEADER_LIST_SIZE, the response message by MaxResponseBody,
+// the whole answer by MaxResponseBytes, and the frames that need a reply
+// (SETTINGS, PING) by h2MaxControlFrames, so a hostile server costs one
+// failed export.
 // No goroutine is started: the exporter goroutine drives the connection and
 // closes it when the call ends. One connection per export batch costs a TCP
 // handshake every few seconds at most, and keeps the idle daemon free of a
@@ -44,15 +50,27 @@ const (
 	flagPadded     = 0x8
 	flagPriority   = 0x20
 
-	settingEnablePush     = 0x2
-	settingInitialWindow  = 0x4
-	settingMaxFrameSize   = 0x5
-	settingMaxHeaderList  = 0x6
-	h2DefaultWindow       = 65535
-	h2DefaultMaxFrame     = 16384
-	h2MaxReadFrame        = 1 << 20 // we advertise this SETTINGS_MAX_FRAME_SIZE
-	h2MaxResponseBody     = 1 << 20
-	h2MaxHeaderBlock      = 64 << 10
+	settingEnablePush    = 0x2
+	settingInitialWindow = 0x4
+	settingMaxFrameSize  = 0x5
+	settingMaxHeaderList = 0x6
+	h2DefaultWindow      = 65535
+	h2DefaultMaxFrame    = 16384
+	h2MaxWindow          = 1<<31 - 1
+	// h2MaxReadFrame is the largest frame payload accepted: the default
+	// SETTINGS_MAX_FRAME_SIZE, which gomon does not raise.
+	h2MaxReadFrame = h2DefaultMaxFrame
+	// h2MaxHeaderBlock bounds one response header block (HEADERS plus
+	// CONTINUATION payloads) and, as SETTINGS_MAX_HEADER_LIST_SIZE, its
+	// decoded size (names, values and 32 bytes per field, RFC 9113 6.5.2).
+	h2MaxHeaderBlock = 64 << 10
+	// h2MaxControlFrames bounds the SETTINGS and PING frames one call
+	// answers; a server sending more is flooding.
+	h2MaxControlFrames = 100
+	// h2MaxDebugText bounds the GOAWAY debug data and grpc-message kept
+	// for an error.
+	h2MaxDebugText = 256
+
 	grpcServicePath       = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 	grpcHeaderLen         = 5
 	h2RequestStream       = 1
@@ -73,8 +91,11 @@ func (e *grpcStatusError) Error() string {
 // negotiated if any) and returns the response message without its gRPC frame
 // header. The caller owns conn and its deadline.
 func h2call(conn io.ReadWriter, scheme, authority, path string, msg []byte, userAgent string) ([]byte, error) {
-	c := &h2conn{rw: conn, sendWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: h2DefaultMaxFrame, initWin: h2DefaultWindow}
-	c.dec = hpack.NewDecoder(4096, nil)
+	c := &h2conn{
+		rw: conn, sendWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: h2DefaultMaxFrame, initWin: h2DefaultWindow,
+		readLeft: MaxResponseBytes,
+	}
+	c.dec = hpack.NewDecoder(4096, c.onField)
 	c.dec.SetMaxStringLength(h2MaxHeaderBlock)
 
 	// Preface, our SETTINGS, then the request HEADERS, in one write.
@@ -127,15 +148,23 @@ type h2conn struct {
 	initWin   int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
 	maxFrame  int   // peer's SETTINGS_MAX_FRAME_SIZE
 	hdr       [9]byte
+	payload   [h2MaxReadFrame]byte // every frame's payload, reused
+	readLeft  int64                // bytes the server may still send
+	control   int                  // SETTINGS and PING frames answered
 
 	// response state
-	headerBlock []byte
-	gotHeaders  bool
-	status      string
-	grpcStatus  int
-	grpcMessage string
-	respBody    []byte
-	streamDone  bool
+	headerBlock  []byte
+	inHeaders    bool // a header block awaits CONTINUATION
+	endAfterHdrs bool // that block's HEADERS had END_STREAM
+	gotHeaders   bool
+	firstBlock   bool // the block being decoded is the response headers
+	listSize     int  // decoded size of the block being decoded
+	fieldErr     error
+	status       string
+	grpcStatus   int
+	grpcMessage  string
+	respBody     []byte
+	streamDone   bool
 }
 
 func (c *h2conn) appendFrameHeader(b *bytes.Buffer, length int, typ, flags byte, stream uint32) {
@@ -165,7 +194,7 @@ func (c *h2conn) writeFrame(typ, flags byte, stream uint32, payload []byte) erro
 // WINDOW_UPDATEs when the peer's flow-control windows are exhausted.
 func (c *h2conn) sendData(body []byte) error {
 	for {
-		n := min(int64(len(body)), c.sendWin, c.streamWin, int64(c.maxFrame))
+		n := max(min(int64(len(body)), c.sendWin, c.streamWin, int64(c.maxFrame)), 0)
 		if n > 0 || len(body) == 0 {
 			var flags byte
 			if int64(len(body)) == n {
@@ -226,7 +255,7 @@ func (c *h2conn) result() error {
 	case errGRPCStatusNotFound:
 		return errors.New("grpc response without grpc-status")
 	default:
-		return &grpcStatusError{code: c.grpcStatus, msg: c.grpcMessage}
+		return &grpcStatusError{code: c.grpcStatus, msg: truncate(c.grpcMessage, h2MaxDebugText)}
 	}
 }
 
@@ -238,26 +267,47 @@ func (c *h2conn) readFrame() error {
 	typ, flags := c.hdr[3], c.hdr[4]
 	stream := binary.BigEndian.Uint32(c.hdr[5:]) & 0x7fffffff
 	if length > h2MaxReadFrame {
-		return fmt.Errorf("frame of %d bytes exceeds limit", length)
+		return fmt.Errorf("frame of %d bytes exceeds SETTINGS_MAX_FRAME_SIZE %d", length, h2MaxReadFrame)
 	}
-	payload := make([]byte, length)
+	c.readLeft -= int64(len(c.hdr) + length)
+	if c.readLeft < 0 {
+		return fmt.Errorf("server sent more than %d bytes: %w", MaxResponseBytes, errResponseTooLarge)
+	}
+	payload := c.payload[:length]
 	if _, err := io.ReadFull(c.rw, payload); err != nil {
 		return fmt.Errorf("read frame payload: %w", err)
 	}
+	// A header block is contiguous: only CONTINUATION of our stream may
+	// follow a HEADERS without END_HEADERS (RFC 9113 6.10).
+	if c.inHeaders != (typ == frameContinuation) || (typ == frameContinuation && stream != h2RequestStream) {
+		return errors.New("protocol error: interleaved or stray CONTINUATION")
+	}
 	switch typ {
 	case frameSettings:
+		if stream != 0 {
+			return errors.New("protocol error: SETTINGS on a stream")
+		}
 		if flags&flagAck != 0 {
 			return nil
 		}
 		if length%6 != 0 {
 			return errors.New("malformed SETTINGS frame")
 		}
+		if err := c.countControl(); err != nil {
+			return err
+		}
 		for p := payload; len(p) >= 6; p = p[6:] {
 			id, v := binary.BigEndian.Uint16(p), binary.BigEndian.Uint32(p[2:])
 			switch id {
 			case settingInitialWindow:
+				if v > h2MaxWindow {
+					return fmt.Errorf("flow-control error: SETTINGS_INITIAL_WINDOW_SIZE %d", v)
+				}
 				c.streamWin += int64(v) - c.initWin
 				c.initWin = int64(v)
+				if c.streamWin > h2MaxWindow {
+					return errors.New("flow-control error: stream window overflow")
+				}
 			case settingMaxFrameSize:
 				c.maxFrame = int(min(max(v, h2DefaultMaxFrame), 1<<24-1))
 			}
@@ -266,6 +316,9 @@ func (c *h2conn) readFrame() error {
 	case framePing:
 		if flags&flagAck != 0 || length != 8 {
 			return nil
+		}
+		if err := c.countControl(); err != nil {
+			return err
 		}
 		return c.writeFrame(framePing, flagAck, 0, payload)
 	case frameWindowUpdate:
@@ -279,6 +332,9 @@ func (c *h2conn) readFrame() error {
 		case h2RequestStream:
 			c.streamWin += inc
 		}
+		if c.sendWin > h2MaxWindow || c.streamWin > h2MaxWindow {
+			return errors.New("flow-control error: window overflow")
+		}
 		return nil
 	case frameGoAway:
 		if length < 8 {
@@ -287,23 +343,24 @@ func (c *h2conn) readFrame() error {
 		last := binary.BigEndian.Uint32(payload) & 0x7fffffff
 		code := binary.BigEndian.Uint32(payload[4:])
 		if last < h2RequestStream || code != 0 {
-			return fmt.Errorf("server sent GOAWAY (code %d): %s", code, payload[8:])
+			return fmt.Errorf("server sent GOAWAY (code %d): %q", code, truncate(string(payload[8:]), h2MaxDebugText))
 		}
 		return nil // graceful: our stream is still served
 	case frameRSTStream:
+		if length != 4 {
+			return errors.New("malformed RST_STREAM frame")
+		}
 		if stream == h2RequestStream {
-			code := uint32(0)
-			if length >= 4 {
-				code = binary.BigEndian.Uint32(payload)
-			}
-			return fmt.Errorf("server reset the stream (code %d)", code)
+			return fmt.Errorf("server reset the stream (code %d)", binary.BigEndian.Uint32(payload))
 		}
 		return nil
 	case framePushPromise:
 		return errors.New("unexpected PUSH_PROMISE")
 	case frameHeaders, frameContinuation:
+		// The server cannot open streams (push is off), and skipping a
+		// block would desynchronise the HPACK state.
 		if stream != h2RequestStream {
-			return nil
+			return fmt.Errorf("protocol error: header block on stream %d", stream)
 		}
 		if typ == frameHeaders {
 			var err error
@@ -316,26 +373,28 @@ func (c *h2conn) readFrame() error {
 				}
 				payload = payload[5:]
 			}
-			c.streamDone = c.streamDone || flags&flagEndStream != 0
+			c.endAfterHdrs = flags&flagEndStream != 0
 		}
 		if len(c.headerBlock)+len(payload) > h2MaxHeaderBlock {
-			return errors.New("response header block too large")
+			return fmt.Errorf("response header block: %w", errResponseTooLarge)
 		}
 		c.headerBlock = append(c.headerBlock, payload...)
-		if flags&flagEndHeaders != 0 {
-			return c.decodeHeaders()
+		c.inHeaders = flags&flagEndHeaders == 0
+		if c.inHeaders {
+			return nil
 		}
-		return nil
+		c.streamDone = c.streamDone || c.endAfterHdrs
+		return c.decodeHeaders()
 	case frameData:
 		if stream != h2RequestStream {
-			return nil
+			return fmt.Errorf("protocol error: DATA on stream %d", stream)
 		}
 		data, err := stripPadding(payload, flags)
 		if err != nil {
 			return err
 		}
-		if len(c.respBody)+len(data) > h2MaxResponseBody {
-			return errors.New("grpc response too large")
+		if len(c.respBody)+len(data) > MaxResponseBody {
+			return fmt.Errorf("grpc response: %w", errResponseTooLarge)
 		}
 		c.respBody = append(c.respBody, data...)
 		c.streamDone = c.streamDone || flags&flagEndStream != 0
@@ -345,6 +404,15 @@ func (c *h2conn) readFrame() error {
 	default:
 		return nil // PRIORITY and unknown frame types are ignored
 	}
+}
+
+// countControl counts a frame that needs a reply and fails past the bound.
+func (c *h2conn) countControl() error {
+	c.control++
+	if c.control > h2MaxControlFrames {
+		return fmt.Errorf("server sent more than %d SETTINGS and PING frames", h2MaxControlFrames)
+	}
+	return nil
 }
 
 func stripPadding(p []byte, flags byte) ([]byte, error) {
@@ -357,38 +425,60 @@ func stripPadding(p []byte, flags byte) ([]byte, error) {
 	return p[1 : len(p)-int(p[0])], nil
 }
 
+// decodeHeaders decodes the complete header block. Fields are handled as
+// they are decoded (onField), so nothing but the few gomon reads is kept,
+// and the decoded size is bounded even when the block references large
+// dynamic-table entries many times.
 func (c *h2conn) decodeHeaders() error {
-	fields, err := c.dec.DecodeFull(c.headerBlock)
+	c.firstBlock = !c.gotHeaders
+	c.gotHeaders = true
+	if c.firstBlock {
+		c.grpcStatus = errGRPCStatusNotFound
+	}
+	c.listSize, c.fieldErr = 0, nil
+	_, err := c.dec.Write(c.headerBlock)
+	if err == nil {
+		err = c.dec.Close()
+	}
 	c.headerBlock = c.headerBlock[:0]
+	if c.fieldErr != nil {
+		return c.fieldErr
+	}
 	if err != nil {
 		return fmt.Errorf("decode response headers: %w", err)
 	}
-	first := !c.gotHeaders
-	c.gotHeaders = true
-	if first {
-		c.grpcStatus = errGRPCStatusNotFound
+	return nil
+}
+
+// onField is the HPACK decoder's emit function.
+func (c *h2conn) onField(f hpack.HeaderField) {
+	if c.fieldErr != nil {
+		return
 	}
-	for _, f := range fields {
-		switch f.Name {
-		case ":status":
-			if first {
-				c.status = f.Value
-			}
-		case "grpc-status":
-			code, err := strconv.Atoi(f.Value)
-			if err != nil {
-				return fmt.Errorf("bad grpc-status %q: %w", f.Value, err)
-			}
-			c.grpcStatus = code
-		case "grpc-message":
-			if m, err := url.PathUnescape(f.Value); err == nil {
-				c.grpcMessage = m
-			} else {
-				c.grpcMessage = f.Value
-			}
+	c.listSize += len(f.Name) + len(f.Value) + 32
+	if c.listSize > h2MaxHeaderBlock {
+		c.fieldErr = fmt.Errorf("decoded response headers: %w", errResponseTooLarge)
+		return
+	}
+	switch f.Name {
+	case ":status":
+		if c.firstBlock {
+			c.status = f.Value
+		}
+	case "grpc-status":
+		code, err := strconv.Atoi(f.Value)
+		if err != nil {
+			c.fieldErr = fmt.Errorf("bad grpc-status %q", truncate(f.Value, 16))
+			return
+		}
+		c.grpcStatus = code
+	case "grpc-message":
+		if m, err := url.PathUnescape(f.Value); err == nil {
+			c.grpcMessage = m
+		} else {
+			c.grpcMessage = f.Value
 		}
 	}
-	return nil
 }
 
 // hostPort returns u's host:port, adding def when the URL has no port.

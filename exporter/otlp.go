@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -37,9 +36,23 @@ func (p Protocol) String() string {
 	return "grpc"
 }
 
+const maxKeptBuffer = 64 << 10 // encode buffers above this are not kept between exports
+
+// Limits on what a collector's answer may cost. A response beyond one of
+// them fails the export (its spans are counted as dropped); nothing a
+// collector sends is buffered beyond them.
 const (
-	maxKeptBuffer   = 64 << 10 // encode buffers above this are not kept between exports
-	maxHTTPRespBody = 1 << 20
+	// MaxHTTPResponseHead bounds an OTLP/HTTP response's status lines,
+	// header lines and trailers together.
+	MaxHTTPResponseHead = 64 << 10
+	// MaxResponseBody bounds a response body (OTLP/HTTP) or gRPC response
+	// message (OTLP/gRPC, DATA payloads together).
+	MaxResponseBody = 1 << 20
+	// MaxResponseBytes bounds everything read from the collector for one
+	// export, framing included (chunk-size lines, HTTP/2 frames on any stream).
+	MaxResponseBytes = 4 << 20
+	// maxChunkLine bounds one chunk-size line (with its extensions).
+	maxChunkLine = 4 << 10
 )
 
 // PartialSuccessError reports spans the collector accepted the request for
@@ -187,7 +200,9 @@ func (e *otlpExporter) Shutdown(context.Context) error {
 }
 
 // httpPost sends one OTLP/HTTP request over conn and returns the response
-// body of a 2xx answer.
+// body of a 2xx answer. Everything read from the collector is bounded (see
+// the limits in the package doc): a broken or hostile collector costs one
+// failed export, never unbounded memory.
 func httpPost(conn io.ReadWriter, host, path string, body []byte, userAgent string) ([]byte, error) {
 	var req strings.Builder
 	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n", path, host, userAgent)
@@ -198,43 +213,138 @@ func httpPost(conn io.ReadWriter, host, path string, body []byte, userAgent stri
 	if _, err := conn.Write(body); err != nil {
 		return nil, fmt.Errorf("write request body: %w", err)
 	}
-	br := bufio.NewReaderSize(conn, 4096)
-	tp := textproto.NewReader(br)
-	line, err := tp.ReadLine()
-	if err != nil {
-		return nil, fmt.Errorf("read status line: %w", err)
-	}
-	proto, rest, _ := strings.Cut(line, " ")
-	codeText, reason, _ := strings.Cut(rest, " ")
-	code, err := strconv.Atoi(codeText)
-	if !strings.HasPrefix(proto, "HTTP/1.") || err != nil {
-		return nil, fmt.Errorf("malformed status line %q", line)
-	}
-	hdr, err := tp.ReadMIMEHeader()
-	if err != nil {
-		return nil, fmt.Errorf("read response headers: %w", err)
+	return readHTTPResponse(conn)
+}
+
+// readHTTPResponse reads one HTTP/1.1 response from r and returns the body
+// of a 2xx answer. Interim 1xx responses are skipped.
+func readHTTPResponse(r io.Reader) ([]byte, error) {
+	br := bufio.NewReaderSize(&capReader{r: r, left: MaxResponseBytes}, 4096)
+	headBudget := MaxHTTPResponseHead // status lines, headers and trailers together
+	var h httpHead
+	for {
+		var err error
+		if h, err = readHTTPHead(br, &headBudget); err != nil {
+			return nil, err
+		}
+		if h.code/100 != 1 || h.code == 101 {
+			break
+		}
 	}
 	var respBody []byte
+	var err error
 	switch {
-	case strings.EqualFold(hdr.Get("Transfer-Encoding"), "chunked"):
-		respBody, err = readChunked(br, maxHTTPRespBody)
-	case hdr.Get("Content-Length") != "":
-		n, perr := strconv.ParseInt(hdr.Get("Content-Length"), 10, 64)
-		if perr != nil || n < 0 || n > maxHTTPRespBody {
-			return nil, fmt.Errorf("bad content-length %q", hdr.Get("Content-Length"))
+	case h.chunked:
+		respBody, err = readChunked(br, MaxResponseBody, &headBudget)
+	case h.contentLength != "":
+		n, perr := strconv.ParseInt(h.contentLength, 10, 64)
+		if perr != nil || n < 0 {
+			return nil, fmt.Errorf("bad content-length %q", truncate(h.contentLength, 64))
+		}
+		if n > MaxResponseBody {
+			return nil, fmt.Errorf("response body of %d bytes: %w", n, errResponseTooLarge)
 		}
 		respBody = make([]byte, n)
 		_, err = io.ReadFull(br, respBody)
 	default:
-		respBody, err = io.ReadAll(io.LimitReader(br, maxHTTPRespBody))
+		// Delimited by the end of the connection.
+		respBody, err = io.ReadAll(io.LimitReader(br, MaxResponseBody+1))
+		if err == nil && len(respBody) > MaxResponseBody {
+			err = errResponseTooLarge
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read response body: %w", err)
 	}
-	if code/100 != 2 {
-		return nil, fmt.Errorf("http status %d %s: %s", code, reason, errorDetail(hdr.Get("Content-Type"), respBody))
+	if h.code/100 != 2 {
+		return nil, fmt.Errorf("http status %d %s: %s", h.code, truncate(h.reason, 64), errorDetail(h.contentType, respBody))
 	}
 	return respBody, nil
+}
+
+// errResponseTooLarge: the collector sent more than a limit allows.
+var errResponseTooLarge = errors.New("collector response exceeds limit")
+
+// httpHead is what gomon uses of a response head.
+type httpHead struct {
+	code          int
+	reason        string
+	contentType   string
+	contentLength string
+	chunked       bool
+}
+
+// readHTTPHead reads a status line and the header lines up to the blank
+// line, charging every byte to *budget.
+func readHTTPHead(br *bufio.Reader, budget *int) (httpHead, error) {
+	var h httpHead
+	line, err := readLine(br, budget)
+	if err != nil {
+		return h, fmt.Errorf("read status line: %w", err)
+	}
+	proto, rest, _ := strings.Cut(line, " ")
+	codeText, reason, _ := strings.Cut(rest, " ")
+	code, err := strconv.Atoi(codeText)
+	if !strings.HasPrefix(proto, "HTTP/1.") || err != nil || code < 100 || code > 999 {
+		return h, fmt.Errorf("malformed status line %q", truncate(line, 64))
+	}
+	h.code, h.reason = code, reason
+	for {
+		line, err := readLine(br, budget)
+		if err != nil {
+			return h, fmt.Errorf("read response headers: %w", err)
+		}
+		if line == "" {
+			return h, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			continue // obsolete line folding: no header gomon reads is folded
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			return h, fmt.Errorf("malformed header line %q", truncate(line, 64))
+		}
+		value = strings.TrimSpace(value)
+		switch {
+		case strings.EqualFold(name, "Content-Type"):
+			h.contentType = value
+		case strings.EqualFold(name, "Content-Length"):
+			if h.contentLength != "" && h.contentLength != value {
+				return h, errors.New("conflicting content-length headers")
+			}
+			h.contentLength = value
+		case strings.EqualFold(name, "Transfer-Encoding"):
+			// chunked is the last coding when present (RFC 9112 6.1).
+			codings := strings.Split(value, ",")
+			h.chunked = strings.EqualFold(strings.TrimSpace(codings[len(codings)-1]), "chunked")
+		}
+	}
+}
+
+// readLine reads one CRLF- or LF-terminated line without its terminator,
+// charging its length to *budget and failing once the budget is spent, so
+// an endless line costs at most the budget plus the reader's buffer.
+func readLine(br *bufio.Reader, budget *int) (string, error) {
+	var long []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		*budget -= len(frag)
+		if *budget < 0 {
+			return "", fmt.Errorf("response line or head: %w", errResponseTooLarge)
+		}
+		switch {
+		case err == nil:
+			if long != nil {
+				frag = append(long, frag...)
+			}
+			line := strings.TrimSuffix(string(frag[:len(frag)-1]), "\r")
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			long = append(long, frag...)
+		default:
+			return "", err
+		}
+	}
 }
 
 // errorDetail extracts a human-readable message from an OTLP/HTTP error
@@ -261,37 +371,72 @@ func errorDetail(contentType string, body []byte) string {
 }
 
 // readChunked decodes a chunked HTTP/1.1 body of at most limit bytes.
-func readChunked(br *bufio.Reader, limit int) ([]byte, error) {
+// Chunk-size lines are bounded by maxChunkLine each, trailers by *budget.
+func readChunked(br *bufio.Reader, limit int, budget *int) ([]byte, error) {
 	var out []byte
 	for {
-		line, err := br.ReadString('\n')
+		lineBudget := maxChunkLine
+		line, err := readLine(br, &lineBudget)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read chunk size: %w", err)
 		}
 		sizeText, _, _ := strings.Cut(strings.TrimSpace(line), ";")
 		size, err := strconv.ParseInt(sizeText, 16, 64)
 		if err != nil || size < 0 {
-			return nil, fmt.Errorf("bad chunk size %q", sizeText)
+			return nil, fmt.Errorf("bad chunk size %q", truncate(sizeText, 64))
 		}
 		if size == 0 {
 			// Trailers, up to the blank line.
 			for {
-				l, err := br.ReadString('\n')
-				if err != nil || strings.TrimSpace(l) == "" {
+				l, err := readLine(br, budget)
+				if err != nil {
+					return nil, fmt.Errorf("read trailers: %w", err)
+				}
+				if l == "" {
 					return out, nil
 				}
 			}
 		}
-		if len(out)+int(size) > limit {
-			return nil, errors.New("response body too large")
+		// Compare in int64 before converting: a size near MaxInt64 must
+		// not wrap around the check.
+		if size > int64(limit-len(out)) {
+			return nil, fmt.Errorf("chunk of %d bytes after %d: %w", size, len(out), errResponseTooLarge)
 		}
 		start := len(out)
 		out = append(out, make([]byte, size)...)
 		if _, err := io.ReadFull(br, out[start:]); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read chunk: %w", err)
 		}
-		if _, err := br.Discard(2); err != nil { // CRLF after the chunk
-			return nil, err
+		lineBudget = maxChunkLine
+		if l, err := readLine(br, &lineBudget); err != nil || l != "" {
+			return nil, fmt.Errorf("chunk not followed by CRLF (%w)", err)
 		}
 	}
+}
+
+// capReader fails reads once left bytes have been read: the total a
+// collector may send for one export.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, fmt.Errorf("more than %d bytes: %w", MaxResponseBytes, errResponseTooLarge)
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// truncate bounds collector-supplied text copied into an error.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Attach socket protocol (CONTRACT.md §2.8), as conmon-rs and C conmon speak
+// Attach socket protocol (docs/contract.md, "Attach socket"), as conmon-rs and C conmon speak
 // it over an AF_UNIX SOCK_SEQPACKET socket:
 //
 //   - server → client: one message per chunk, byte 0 the pipe id
@@ -86,7 +86,7 @@ type AttachOptions struct {
 // concurrent use.
 //
 // Output is live only (no replay). The read loop is never blocked by a
-// client (DESIGN.md invariant 5): each client has a bounded queue (see
+// client (docs/architecture.md, "The read loop never blocks the container"): each client has a bounded queue (see
 // AttachOptions.QueueBytes) drained by its own writer goroutine; a chunk
 // that does not fit is dropped for that client only, counted and reported
 // when the client goes away. Dropping whole chunks rather than
@@ -116,11 +116,11 @@ type AttachServer struct {
 
 	// mu guards the fields below. Lock order: mu before attachClient.mu.
 	mu        sync.Mutex
-	listeners map[string]*attachListener // +checklocks:mu; by path
-	clients   map[*attachClient]struct{} // +checklocks:mu
-	streams   int                        // +checklocks:mu; registered
-	open      int                        // +checklocks:mu; registered, not ended
-	closed    bool                       // +checklocks:mu
+	listeners map[string]*attachListener // guarded by mu; by path
+	clients   map[*attachClient]struct{} // guarded by mu
+	streams   int                        // guarded by mu; registered
+	open      int                        // guarded by mu; registered, not ended
+	closed    bool                       // guarded by mu
 }
 
 // NewAttachServer returns an AttachServer without listeners.
@@ -236,7 +236,7 @@ func (s *AttachServer) endStream() {
 }
 
 // outputEndedLocked reports whether all registered streams have ended.
-// +checklocks:s.mu
+// Called with s.mu held.
 func (s *AttachServer) outputEndedLocked() bool { return s.streams > 0 && s.open == 0 }
 
 // Listen makes sure a SOCK_SEQPACKET listener serves path: when this
@@ -380,16 +380,16 @@ type attachClient struct {
 
 	// mu guards the fields below.
 	mu         sync.Mutex
-	queue      []attachMsg // +checklocks:mu
-	queued     int         // +checklocks:mu; payload bytes in queue
-	doneQueued bool        // +checklocks:mu; nothing is queued after done
-	closing    bool        // +checklocks:mu; server closing: flush, then close
-	gone       bool        // +checklocks:mu; the peer hung up: stop writing
-	writerDone bool        // +checklocks:mu
-	refs       int         // +checklocks:mu; running goroutines (reader, writer)
-	dropped    uint64      // +checklocks:mu; chunks dropped (queue full)
-	droppedB   uint64      // +checklocks:mu; bytes dropped
-	sent       uint64      // +checklocks:mu; chunks written
+	queue      []attachMsg // guarded by mu
+	queued     int         // guarded by mu; payload bytes in queue
+	doneQueued bool        // guarded by mu; nothing is queued after done
+	closing    bool        // guarded by mu; server closing: flush, then close
+	gone       bool        // guarded by mu; the peer hung up: stop writing
+	writerDone bool        // guarded by mu
+	refs       int         // guarded by mu; running goroutines (reader, writer)
+	dropped    uint64      // guarded by mu; chunks dropped (queue full)
+	droppedB   uint64      // guarded by mu; bytes dropped
+	sent       uint64      // guarded by mu; chunks written
 }
 
 // enqueue queues m unless the client is past done or its queue is full
@@ -435,7 +435,7 @@ func (c *attachClient) shutdown(deadline time.Time) {
 	writerDone := c.writerDone
 	c.mu.Unlock()
 	if writerDone {
-		_ = c.conn.Close() // ends the reader
+		closeConn(c.conn, false) // ends the reader
 		return
 	}
 	c.poke()
@@ -496,7 +496,7 @@ func (s *AttachServer) writeLoop(c *attachClient) {
 	closing := c.closing
 	c.mu.Unlock()
 	if closing {
-		_ = c.conn.Close() // ends the reader
+		closeConn(c.conn, false) // ends the reader
 	}
 	s.release(c)
 }
@@ -577,7 +577,7 @@ func (s *AttachServer) release(c *attachClient) {
 	if !last {
 		return
 	}
-	_ = c.conn.Close() // both goroutines are done with it
+	closeConn(c.conn, true) // both goroutines are done with it
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
@@ -606,4 +606,46 @@ func peerHungUp(conn *net.UnixConn) bool {
 		}
 	})
 	return cerr != nil || hup
+}
+
+// closeConn closes an attach connection without resetting it. Closing a
+// unix socket whose receive queue still holds client messages (input sent
+// after the client's stdin EOF, or racing the close) makes the client's
+// next read fail with ECONNRESET before it sees the output and done
+// message already queued for it. So the queued input is discarded first.
+// When the reader is done too, our reading side is then shut down, so
+// later client writes fail (EPIPE) instead of queueing, and what slipped
+// in before that is discarded; a running reader would take that shutdown
+// for the client's stdin EOF.
+func closeConn(conn *net.UnixConn, readerDone bool) {
+	if rc, err := conn.SyscallConn(); err == nil {
+		_ = rc.Control(discardInput) // fails only when closed
+		if readerDone && conn.CloseRead() == nil {
+			_ = rc.Control(discardInput)
+		}
+	}
+	_ = conn.Close() // nothing to do on error: the connection is gone either way
+}
+
+// discardInput reads and drops the queued messages without waiting. A
+// one-byte buffer suffices: a seqpacket read drops the rest of its
+// message. An empty read is an empty message or the end of input (the
+// peer or we shut the direction down); it stops the loop unless bytes are
+// still queued. Empty messages at the very end of the queue can remain.
+func discardInput(fd uintptr) {
+	var b [1]byte
+	for {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return // EAGAIN: nothing queued
+		}
+		if n == 0 {
+			if queued, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err != nil || queued == 0 {
+				return
+			}
+		}
+	}
 }

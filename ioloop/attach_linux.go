@@ -47,7 +47,7 @@ func (l *attachListener) close() {
 
 // listenSeqpacket binds and listens on an AF_UNIX SOCK_SEQPACKET socket at
 // path. It binds through /proc/self/fd/<dirfd>/<name>, so paths longer
-// than sun_path (108 bytes) work (STYLE 25), and sets mode 0600 before
+// than sun_path (108 bytes) work (docs/architecture.md, "Long socket paths"), and sets mode 0600 before
 // listen, so there is no moment a client could connect to a socket with
 // looser permissions.
 func listenSeqpacket(path string) (*attachListener, error) {

@@ -320,3 +320,66 @@ func TestAttachCloseEndsClients(t *testing.T) {
 		t.Errorf("read after done = %d, %v; want EOF", n, err)
 	}
 }
+
+// TestAttachUnreadInputKeepsOutput: input the server no longer reads
+// (sent after the client's stdin EOF) must not cost the client its
+// output. Closing a unix socket with unread data makes the peer's next
+// read fail with ECONNRESET before it sees what was already queued for it,
+// so the client lost its last output and the done message.
+func TestAttachUnreadInputKeepsOutput(t *testing.T) {
+	for _, serverClose := range []bool{false, true} {
+		t.Run(map[bool]string{false: "output ends", true: "server closes"}[serverClose], func(t *testing.T) {
+			s, path := newTestServer(t, AttachOptions{})
+			out := s.Stream(Stdout)
+			c := dial(t, path)
+			waitUntil(t, "client registered", func() bool { return s.Stats().Clients == 1 })
+			// An empty message is stdin EOF: the server stops reading.
+			for _, m := range []string{"", "typed after EOF"} {
+				if _, err := c.Write([]byte(m)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _ = out.Write([]byte("bye"))
+			want := []frame{{AttachPipeStdout, "bye"}, {AttachPipeDone, ""}}
+			if serverClose {
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				_ = out.Close()
+			}
+			// Read only once the server has closed its end.
+			waitUntil(t, "server closed the connection", func() bool { return peerHungUp(c) })
+			if got := readFrames(t, c); len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+				t.Errorf("client got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestAttachCloseIsNoStdinEOF: the server closing a client whose stdin is
+// still open is not that client's stdin EOF, even with stop-after-EOF.
+func TestAttachCloseIsNoStdinEOF(t *testing.T) {
+	in := &fakeStdin{}
+	s := NewAttachServer(AttachOptions{Stdin: in})
+	_ = s.Stream(Stdout) // never ends
+	path := filepath.Join(t.TempDir(), "attach")
+	if err := s.Listen(path, true); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, path)
+	waitUntil(t, "client registered", func() bool { return s.Stats().Clients == 1 })
+	if _, err := c.Write([]byte("typing")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "stdin forwarded", func() bool { got, _ := in.state(); return got == "typing" })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrames(t, c); len(got) != 1 || got[0].pipe != AttachPipeDone {
+		t.Errorf("got %v, want done", got)
+	}
+	if _, n := in.state(); n != 0 {
+		t.Errorf("CloseStdin called %d times by the server's own close", n)
+	}
+}

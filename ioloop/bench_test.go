@@ -43,7 +43,8 @@ func benchCRIWrite(b *testing.B, lineLen int) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*lines), "ns/line")
 }
 
-// BenchmarkCRIWrite100B: 100-byte lines, the DESIGN.md logging yardstick.
+// BenchmarkCRIWrite100B: 100-byte lines, the logging yardstick of
+// docs/architecture.md, "Performance budgets".
 func BenchmarkCRIWrite100B(b *testing.B) { benchCRIWrite(b, 100) }
 
 // BenchmarkCRIWrite2B: "x\n" lines, the worst case for per-record overhead.

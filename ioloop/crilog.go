@@ -10,7 +10,7 @@ import (
 //
 //	<timestamp> <stdout|stderr> <F|P> <content>
 //
-// as kubelet reads them (CONTRACT.md §5.1). Every chunk is cut after each
+// as kubelet reads them (docs/contract.md, "CRI log"). Every chunk is cut after each
 // '\n'; each complete line (with its '\n') becomes an F record, a trailing
 // piece without '\n' becomes a P record with a '\n' appended. Nothing is
 // buffered across chunks.
@@ -42,7 +42,9 @@ const criOverhead = 10
 
 // OpenCRILog opens (creating or truncating, mode 0600) the CRI log file at
 // path. maxSize > 0 makes the file truncate in place whenever the next record
-// would push it past maxSize bytes; 0 means unlimited.
+// would push it past maxSize bytes; 0 means unlimited. A path that names a
+// symbolic link or anything but a regular file of one link is refused with
+// ErrUnsafeLogPath; its directory is resolved once, here, for every Reopen.
 func OpenCRILog(path string, maxSize uint64) (*CRILog, error) {
 	f, err := openLogFile(path, 0o600)
 	if err != nil {
@@ -94,7 +96,7 @@ func (c *CRILog) WriteChunk(s Stream, p []byte) error {
 			// Truncate in place before this record. Records still in buf
 			// would be cut away by the truncation anyway: drop them.
 			buf = buf[:0]
-			if err := c.file.reopen(); err != nil {
+			if err := c.file.truncate(); err != nil {
 				c.written = committed
 				*bp = buf
 				return fmt.Errorf("truncate cri log at max size: %w", err)
@@ -131,9 +133,10 @@ func (c *CRILog) WriteChunk(s Stream, p []byte) error {
 	return nil
 }
 
-// Reopen fsyncs the file and opens its path again with create+truncate, for
-// log rotation (rename, then Reopen). The size counter is not reset, as in
-// conmon-rs. If opening fails, writes keep going to the old file.
+// Reopen fsyncs the file and opens its name again with create+truncate, in
+// the directory resolved by OpenCRILog, for log rotation (rename, then
+// Reopen). The size counter is not reset, as in conmon-rs. If opening fails
+// (also with ErrUnsafeLogPath), writes keep going to the old file.
 func (c *CRILog) Reopen() error {
 	if err := c.file.reopen(); err != nil {
 		return fmt.Errorf("reopen cri log: %w", err)

@@ -14,7 +14,7 @@
 //     Log serialises all of that behind one mutex, so sinks need not be safe
 //     for concurrent use and each chunk's records land contiguously.
 //   - A Sink turns chunks into records. CRILog and JSONLog split every chunk
-//     into lines exactly as conmon-rs v1.0 does (CONTRACT.md §5): no
+//     into lines exactly as conmon-rs v1.0 does (docs/contract.md, "Container logs"): no
 //     buffering across chunks, so a long line becomes P…P F records and output
 //     ending without a newline ends with a P record.
 //   - AttachServer serves a container's attach sockets (SOCK_SEQPACKET,
@@ -24,7 +24,7 @@
 //     container's stdin.
 //
 // The read loop never stops draining the container because a sink failed
-// (DESIGN.md invariant 5): the failed write is counted in Stats and logged
+// (docs/architecture.md, "The read loop never blocks the container"): the failed write is counted in Stats and logged
 // once per burst, and the sink gets the next chunk again. A slow but working
 // sink does apply back-pressure; the bounded buffer is the kernel's pipe (or
 // pty) buffer, as in conmon and conmon-rs, because the log file must not drop

@@ -14,4 +14,8 @@ var (
 	// ErrMalformedLog: ParseCRILog met a record that is not in the CRI format
 	// gomon writes.
 	ErrMalformedLog = errors.New("malformed CRI log")
+	// ErrUnsafeLogPath: a log file's path names a symbolic link, a FIFO, a
+	// device or another file that is not a plain regular file of its own;
+	// gomon refuses to open, truncate or write it.
+	ErrUnsafeLogPath = errors.New("unsafe log path")
 )

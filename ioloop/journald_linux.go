@@ -36,7 +36,7 @@ const journalSendTimeout = 2 * time.Second
 //	SYSLOG_IDENTIFIER  gomon
 //	PRIORITY           6 (info) for stdout, 3 (err) for stderr
 //
-// This deliberately differs from conmon-rs (CONTRACT.md §5.3), which sends
+// This deliberately differs from conmon-rs (docs/contract.md, "journald"), which sends
 // only MESSAGE (with the '\n') and PRIORITY=5, so entries of different
 // containers and streams cannot be told apart, and which stops the stream's
 // read loop on non-UTF-8 output. maxSize and Reopen do not apply to the
@@ -173,6 +173,38 @@ func (j *Journald) send(b []byte) error {
 	}
 	return nil
 }
+
+// JournalSender sends ready-made native-protocol entries (built with
+// AppendJournalField) to journald, through the same unconnected socket and
+// memfd fallback as Journald: the daemon's own log uses it. Not safe for
+// concurrent use.
+type JournalSender struct{ j *Journald }
+
+// NewJournalSender returns a sender to the journald socket at path. It
+// fails with an error wrapping ErrNoJournal when path is not a socket; a
+// socket nobody listens on is only noticed when Send fails.
+func NewJournalSender(path string) (*JournalSender, error) {
+	j, err := newJournald("", path, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &JournalSender{j: j}, nil
+}
+
+// Send sends one entry, waiting for a congested journald until deadline
+// at most.
+func (s *JournalSender) Send(entry []byte, deadline time.Time) error {
+	if s.j.conn == nil {
+		return fmt.Errorf("send journal entry: %w", ErrClosed)
+	}
+	if err := s.j.conn.SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("send journal entry: %w", err)
+	}
+	return s.j.send(entry)
+}
+
+// Close closes the socket; a second Close does nothing.
+func (s *JournalSender) Close() error { return s.j.Close() }
 
 // Reopen does nothing: the journal has no file to rotate.
 func (j *Journald) Reopen() error { return nil }

@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 )
 
-// JSONLog is the JSON log driver of conmon-rs v1.0 (CONTRACT.md §5.2): one
+// JSONLog is the JSON log driver of conmon-rs v1.0 (docs/contract.md, "JSON log"): one
 // object per line,
 //
 //	{"timestamp":<unix seconds>,"pipe":"stdout","message":"<text>"}
@@ -38,7 +38,8 @@ var _ Sink = (*JSONLog)(nil)
 // OpenJSONLog opens (creating or truncating) the JSON log file at path with
 // mode 0666 filtered by the process umask (0644 with the usual 022), as
 // conmon-rs does. maxSize > 0 makes the file truncate in place once the
-// counted size exceeds it; 0 means unlimited.
+// counted size exceeds it; 0 means unlimited. Paths are checked as in
+// OpenCRILog.
 func OpenJSONLog(path string, maxSize uint64) (*JSONLog, error) {
 	f, err := openLogFile(path, 0o666)
 	if err != nil {
@@ -85,7 +86,7 @@ func (j *JSONLog) WriteChunk(s Stream, p []byte) error {
 		if carry != 0 || (j.maxSize > 0 && next > j.maxSize) {
 			n := copy(buf, buf[start:]) // earlier entries would be truncated away
 			buf = buf[:n]
-			if err := j.file.reopen(); err != nil {
+			if err := j.file.truncate(); err != nil {
 				j.written = committed
 				*bp = buf
 				return fmt.Errorf("truncate json log at max size: %w", err)
@@ -111,8 +112,8 @@ func (j *JSONLog) WriteChunk(s Stream, p []byte) error {
 	return nil
 }
 
-// Reopen fsyncs the file and opens its path again with create+truncate. The
-// size counter is not reset.
+// Reopen fsyncs the file and opens its name again with create+truncate, in
+// the directory resolved at open. The size counter is not reset.
 func (j *JSONLog) Reopen() error {
 	if err := j.file.reopen(); err != nil {
 		return fmt.Errorf("reopen json log: %w", err)

@@ -30,9 +30,9 @@ type Sink interface {
 // between two chunks: no byte is lost or written twice across a rotation.
 type Log struct {
 	mu sync.Mutex
-	// sinks are only used with mu held. +checklocks:mu
+	// sinks are only used with mu held.
 	sinks []Sink
-	// closed is set by Close, after which sinks are not used. +checklocks:mu
+	// closed is set by Close, after which sinks are not used.
 	closed bool
 }
 

@@ -29,14 +29,29 @@ type Stats struct {
 	// when the Log failed (some sinks may still have it), the unwritten
 	// rest when a tee writer failed.
 	DroppedBytes uint64
+	// UnreadBytes counts bytes still in the stream when its owner stopped
+	// the loop with a read deadline: read and discarded, never handed to
+	// a destination.
+	UnreadBytes uint64
 }
+
+// maxUnread bounds how much a loop stopped by a read deadline reads and
+// discards to count what was left: a pipe holds at most pipeSize, more
+// comes only from a writer still running, whose output after the stop is
+// not waited for.
+const maxUnread = 4 * pipeSize
 
 // ReadLoop reads r (a pipe or a pty master; EIO, which a pty master returns
 // once the terminal's last slave fd is closed, means EOF) until EOF or error
 // and hands every chunk to log (may be nil) and then to each writer in tee
 // (e.g. a terminal for `gomon run`; may be empty). At EOF it returns a nil
 // error; otherwise the read error, wrapped. Closing r is how its owner stops
-// it early (the error then wraps os.ErrClosed for an *os.File).
+// it early (the error then wraps os.ErrClosed for an *os.File); what the
+// pipe still held is then lost uncounted. Setting a read deadline on r (an
+// *os.File) stops it instead at its next read, counting: the loop reads
+// and discards what is left (UnreadBytes, up to maxUnread), logs it, and
+// returns an error wrapping os.ErrDeadlineExceeded. A loop in the middle
+// of a slow write finishes that write first.
 //
 // It never stops reading because a destination failed: a failing write is
 // counted (WriteErrors, DroppedBytes), logged through logger once per failure
@@ -89,6 +104,13 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 		}
 		for i := range dests {
 			dests[i].finish(logger, destName(i))
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			st.UnreadBytes = cr.discard()
+			if st.UnreadBytes > 0 {
+				logger.Warn("output stream stopped with output left unread, dropping it",
+					"unread_bytes", st.UnreadBytes)
+			}
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, unix.EIO) {
 			return st, nil
@@ -265,6 +287,9 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 		return true
 	})
 	if werr != nil {
+		if errors.Is(werr, os.ErrDeadlineExceeded) {
+			return nil, 0, werr, true // the owner stops the loop: see ReadLoop
+		}
 		return nil, 0, nil, false
 	}
 	switch {
@@ -278,4 +303,29 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 		return nil, 0, io.EOF, true
 	}
 	return bp, n, nil, true
+}
+
+// discard reads what is left in the stream without waiting, up to
+// maxUnread bytes, and returns how much it read. Only a pollable stream
+// (read without blocking) can be emptied; for others it returns 0.
+func (cr *chunkReader) discard() uint64 {
+	if cr.rc == nil {
+		return 0
+	}
+	bp := getReadBuf()
+	defer putReadBuf(bp)
+	var total uint64
+	_ = cr.rc.Control(func(fd uintptr) {
+		for total < maxUnread {
+			n, err := unix.Read(int(fd), *bp)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil || n <= 0 {
+				return // EAGAIN: empty; 0: EOF
+			}
+			total += uint64(n)
+		}
+	})
+	return total
 }

@@ -13,7 +13,7 @@ import (
 // Unix sockets at paths longer than sun_path (108 bytes): CRI-O's run
 // directories are. Binding and dialling go through
 // /proc/self/fd/<dirfd>/<name>, a short alias of the same directory entry,
-// as the conmon-rs client does (STYLE 25).
+// as the conmon-rs client does (docs/architecture.md, "Long socket paths").
 
 // ListenUnix binds and listens on a unix socket of network ("unix" or
 // "unixpacket") at path, which may be longer than sun_path, with the given

@@ -9,13 +9,13 @@ import (
 )
 
 // Attach makes sure an attach socket listens at req.SocketPath for the
-// container req.ID (CONTRACT.md §2.8): clients that connect (unixpacket)
-// receive the container's output live, framed by pipe id, and what they
-// write goes to the container's stdin (discarded when it has none). With
-// StopAfterStdinEOF a client's stdin EOF closes a non-terminal
-// container's stdin. The socket is listening when Attach returns; it and
-// its connections are closed when the container exits (after the done
-// message) or the monitor shuts down.
+// container req.ID (docs/contract.md, "Attach socket"): clients that
+// connect (unixpacket) receive the container's output live, framed by
+// pipe id, and what they write goes to the container's stdin (discarded
+// when it has none). With StopAfterStdinEOF a client's stdin EOF closes
+// a non-terminal container's stdin. The socket is listening when Attach
+// returns; it and its connections are closed when the container exits
+// (after the done message) or the monitor shuts down.
 //
 // Exec sessions are never attach targets: conmon-rs registers exec
 // children under the container's ID, so an attach during an exec could

@@ -28,7 +28,7 @@ type consoleSocket struct {
 
 // newConsoleSocket listens at $TMPDIR/gomon-term-<random>.sock. It binds
 // through /proc/self/fd/<dirfd>/<name> so a long TMPDIR beyond the 108-byte
-// sun_path limit still works (STYLE 25); the runtime connects by the real
+// sun_path limit still works (docs/architecture.md, "Long socket paths"); the runtime connects by the real
 // path, which runc also shortens the same way.
 func newConsoleSocket() (*consoleSocket, error) {
 	dir := os.TempDir()

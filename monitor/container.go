@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/console"
@@ -33,10 +34,29 @@ const (
 	stateExited                         // exit files written, resources released
 )
 
-// drainTimeout bounds how long the waiter waits, after the container's
-// init exited, for its output streams to reach EOF. A leaked grandchild
-// can hold the pipes open forever.
-const drainTimeout = 5 * time.Second
+// The drain policy: after the container's init exited, the waiter lets
+// each output stream run to EOF before it writes the exit files, so the
+// log is complete when CRI-O sees the exit.
+//
+//   - drainTimeout bounds the time a stream may sit with nothing in its
+//     pipe and no EOF: a leftover process (a leaked grandchild) holds the
+//     write end. Time while the pipe holds data does not count: the read
+//     loop is busy, or stuck in a slow log write (NFS, an fsync storm,
+//     journald at its deadline), and that output is the container's.
+//   - drainLimit bounds the whole drain: a stream still running then is
+//     stopped (what its pipe still holds is read, counted and reported as
+//     unread), and the exit files are written without waiting for a log
+//     write that is stuck for good. The streams' ends are closed only
+//     after their loops ended.
+//
+// Streams are stopped with a read deadline, so the loop counts what it
+// leaves; a stream that cannot take a deadline is closed, after counting
+// what its pipe holds.
+const (
+	drainTimeout = 5 * time.Second
+	drainLimit   = time.Minute
+	drainPoll    = 50 * time.Millisecond
+)
 
 // oomVerdictTimeout bounds the OOM watcher's final check.
 const oomVerdictTimeout = 5 * time.Second
@@ -49,7 +69,9 @@ const oomVerdictTimeout = 5 * time.Second
 // goroutine (in Monitor.waiters). The waiter is the only code that moves
 // it to stateExited: after the reaper reported the init's exit, the
 // streams drained and the exit files were written. Only then is c.done
-// closed, so Wait returning means the exit files exist.
+// closed, so Wait returning means the exit files exist (unless their
+// filesystem refused them: those are retried in the background, see
+// retryExitFiles).
 //
 // Thread safety: the immutable fields are set before the container is
 // published in Monitor.containers; the rest is guarded by mu.
@@ -71,20 +93,26 @@ type container struct {
 	// create` is running; read only by that goroutine.
 	runtimeSpawned bool
 
-	streams  sync.WaitGroup // read loops
-	readEnds []io.Closer    // pipe read ends or the console, closed after drain
-	leak     []*os.File     // leakFds, held until exit
-	input    sync.WaitGroup // the Input copier, if any
-	done     chan struct{}  // closed on the move to stateExited
+	streams sync.WaitGroup // read loops
+	// loops are the read loops' streams, appended by startStream in the
+	// create goroutine before the waiter starts; read by drainOutput.
+	loops    []streamLoop
+	readEnds []io.Closer // pipe read ends or the console, closed after drain
+	leak     []*os.File  // leakFds, held until exit
+	// exitFiles are the exit paths with the space reserved for them; set
+	// by the create, then used only by the waiter.
+	exitFiles []exitFile
+	input     sync.WaitGroup // the Input copier, if any
+	done      chan struct{}  // closed on the move to stateExited
 
 	// mu guards the fields below. Lock order: Monitor.mu before c.mu.
 	mu      sync.Mutex
-	state   containerState // +checklocks:mu
-	pid     int            // +checklocks:mu; 0 until running
-	pidfd   int            // +checklocks:mu; -1 when closed
-	stdin   io.WriteCloser // +checklocks:mu; the container's stdin (pipe or pty), nil if none
+	state   containerState // guarded by mu
+	pid     int            // guarded by mu; 0 until running
+	pidfd   int            // guarded by mu; -1 when closed
+	stdin   io.WriteCloser // guarded by mu; the container's stdin (pipe or pty), nil if none
 	console console.Console
-	status  ExitStatus // +checklocks:mu; valid in stateExited
+	status  ExitStatus // guarded by mu; valid in stateExited
 }
 
 // created moves the container to stateRunning with its init PID.
@@ -137,9 +165,12 @@ func (c *container) signal(sig unix.Signal, killGroup bool) error {
 func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) {
 	as := c.attach.Stream(s)
 	tee = append([]io.Writer{as}, tee...)
+	ended := make(chan struct{})
+	c.loops = append(c.loops, streamLoop{r: r, ended: ended})
 	c.streams.Add(1)
 	go func() {
 		defer c.streams.Done()
+		defer close(ended)
 		defer func() { _ = as.Close() }() // never fails
 		ctx, span := c.tracer.Start(c.traceCtx, "read_loop", trace.WithAttributes(
 			attribute.String("container_id", c.id), attribute.String("stream", s.String())))
@@ -150,13 +181,21 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 			attribute.Int64("lines", int64(stats.Lines)),
 			attribute.Int64("partials", int64(stats.Partials)),
 			attribute.Int64("write_errors", int64(stats.WriteErrors)),
-			attribute.Int64("dropped_bytes", int64(stats.DroppedBytes)))
-		if errors.Is(err, os.ErrClosed) {
-			err = nil // the drain bound closed the read end: a normal stop
+			attribute.Int64("dropped_bytes", int64(stats.DroppedBytes)),
+			attribute.Int64("unread_bytes", int64(stats.UnreadBytes)))
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+			err = nil // the drain policy stopped the stream: a normal stop
 		}
 		c.logger.DebugContext(ctx, "read loop ended", "stream", s, "stats", stats, "error", err)
 		endSpan(span, err)
 	}()
+}
+
+// streamLoop is one read loop: its stream and a channel closed when it
+// ended.
+type streamLoop struct {
+	r     io.Reader
+	ended chan struct{}
 }
 
 // containerStdin is the attach server's view of the container's stdin.
@@ -208,17 +247,118 @@ func (c *container) closeStdin() {
 	}
 }
 
-// drain waits for the read loops to reach EOF, bounded by timeout; then it
-// closes the read ends (which ends loops still blocked) and waits for them.
-func (c *container) drain(timeout time.Duration) {
-	if !waitTimeout(&c.streams, timeout) {
-		c.logger.Warn("container output not drained, closing its streams (a leftover process may still hold them)",
-			"timeout", timeout)
+// drain runs the drain policy (see drainTimeout) with idle as the bound
+// for a stream held open, then closes the streams' read ends.
+func (c *container) drain(idle time.Duration) {
+	c.drainOutput(idle, drainLimit)
+	c.closeStreams()
+}
+
+// drainOutput waits for the read loops to reach EOF under the drain
+// policy. It reports whether they all ended; false means drainLimit passed
+// with a loop still in a log write (each has been told to stop).
+func (c *container) drainOutput(idle, limit time.Duration) bool {
+	ended := make(chan struct{})
+	go func() { // ends with the loops, which the code below stops
+		c.streams.Wait()
+		close(ended)
+	}()
+	empty := make([]time.Duration, len(c.loops)) // time seen with an empty pipe
+	stopped := make([]bool, len(c.loops))
+	start := time.Now()
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ended:
+			return true
+		case <-tick.C:
+		}
+		over := time.Since(start) >= limit
+		for i, l := range c.loops {
+			if stopped[i] {
+				continue
+			}
+			select {
+			case <-l.ended:
+				stopped[i] = true
+				continue
+			default:
+			}
+			queued, known := pipeQueued(l.r)
+			if !known || queued == 0 {
+				empty[i] += drainPoll
+			}
+			switch {
+			case over:
+				c.logger.Warn("container output still draining at the drain limit, stopping it; what is left is counted as unread",
+					"limit", limit, "queued_bytes", queued)
+			case empty[i] >= idle:
+				c.logger.Warn("container output open but idle after the container exited, stopping it (a leftover process holds it)",
+					"idle", idle)
+			default:
+				continue
+			}
+			stopped[i] = true
+			c.stopStream(l.r, queued)
+		}
+		if over {
+			select {
+			case <-ended:
+				return true
+			case <-time.After(drainPoll):
+				c.logger.Warn("container output not drained: a log write is stuck; exit files are written first")
+				return false
+			}
+		}
 	}
-	for _, r := range c.readEnds {
-		_ = r.Close() // read ends: no buffered data to lose
+}
+
+// stopStream makes the read loop of r stop at its next read, counting
+// what is left; a read end without deadlines is closed, which loses the
+// queued bytes, reported here.
+func (c *container) stopStream(r io.Reader, queued int) {
+	if d, ok := r.(interface{ SetReadDeadline(time.Time) error }); ok {
+		if err := d.SetReadDeadline(time.Now()); err == nil {
+			return
+		}
 	}
+	if queued > 0 {
+		c.logger.Warn("container output closed with output left unread", "unread_bytes", queued)
+	}
+	if cl, ok := r.(io.Closer); ok {
+		_ = cl.Close() // a read end: the loop then ends with os.ErrClosed
+	}
+}
+
+// pipeQueued reports how many bytes wait to be read in r (FIONREAD, which
+// pipes and terminals answer), and whether that could be learnt.
+func pipeQueued(r io.Reader) (int, bool) {
+	var (
+		n   int
+		err = errors.ErrUnsupported
+	)
+	switch f := r.(type) {
+	case syscall.Conn: // an *os.File: not Fd, which would make it blocking
+		rc, cerr := f.SyscallConn()
+		if cerr != nil {
+			return 0, false
+		}
+		if cerr := rc.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); cerr != nil {
+			return 0, false
+		}
+	case interface{ Fd() uintptr }: // the console
+		n, err = unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ)
+	}
+	return n, err == nil
+}
+
+// closeStreams waits for the read loops and closes the read ends.
+func (c *container) closeStreams() {
 	c.streams.Wait()
+	for _, r := range c.readEnds {
+		_ = r.Close() // read ends: their loops have ended
+	}
 }
 
 // release closes what the container held: stdin, the pidfd, leaked fds,
@@ -276,17 +416,23 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 // → cleanup command → release. exit comes from the one reaper; the pidfd
 // only serves to signal.
 //
-// ctx carries the wait_for_exit_code span, which ends here.
+// ctx carries the wait_for_exit_code span, which ends here; then
+// Config.OnContainerExit is told.
 func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEvent, oomw oomWatcher) {
 	defer m.waiters.Done()
 	span := trace.SpanFromContext(ctx)
-	defer span.End()
+	defer func() {
+		span.End()
+		if m.cfg.OnContainerExit != nil {
+			m.cfg.OnContainerExit(c.id) // after End, so this span is included
+		}
+	}()
 	ev := <-exit
 	st := ExitStatus{Code: ev.code(), Signal: ev.signal()}
 	c.logger.InfoContext(ctx, "container exited", "pid", ev.pid, "exit_code", st.Code)
 
-	c.drain(drainTimeout)
-	span.AddEvent("output drained")
+	drained := c.drainOutput(drainTimeout, drainLimit)
+	span.AddEvent("output drained", trace.WithAttributes(attribute.Bool("complete", drained)))
 
 	if oomw != nil {
 		octx, ospan := m.tracer.Start(ctx, "oom_handling")
@@ -310,12 +456,23 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 			}
 		}
 	}
-	for _, p := range c.req.ExitPaths {
-		if err := writeExitFile(p, st.Code); err != nil {
-			c.logger.ErrorContext(fctx, "write exit file", "path", p, "error", err)
+	var retry []string
+	for i := range c.exitFiles {
+		if err := c.exitFiles[i].write(st.Code); err != nil {
+			c.logger.ErrorContext(fctx, "write exit file, retrying in the background", "path", c.exitFiles[i].path,
+				"exit_code", st.Code, "error", err)
+			retry = append(retry, c.exitFiles[i].path)
 		}
 	}
+	if len(retry) > 0 {
+		// Not here: Wait and the cleanup command must not wait for a
+		// full disk to get space back.
+		m.retryExitFiles(c.logger, retry, st.Code)
+	}
 	fspan.End()
+	// A log write stuck past drainLimit: its loop was told to stop and
+	// ends when the write returns; the log is closed only after that.
+	c.closeStreams()
 	if len(c.req.CleanupCmd) > 0 {
 		m.startCleanup(c)
 	}

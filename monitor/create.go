@@ -39,8 +39,10 @@ const DefaultCreateTimeout = 2 * time.Minute
 // sigKill is SIGKILL as a unix.Signal.
 const sigKill = unix.SIGKILL
 
-// cleanup collects undo steps of a multi-step setup (STYLE 10); run undoes
-// them in reverse unless release was called.
+// cleanup collects undo steps of a multi-step setup; run undoes them in
+// reverse unless release was called. Registering each step as soon as its
+// resource exists means a failure at any later step releases exactly what
+// was acquired (docs/architecture.md, "Undo steps").
 type cleanup struct{ fns []func() }
 
 func (c *cleanup) add(f func()) { c.fns = append(c.fns, f) }
@@ -98,6 +100,13 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	defer undo.run()
 	undo.add(func() { m.forget(c) })
 	undo.add(func() { _ = c.attach.Close() }) // runs after the streams' undo
+
+	c.exitFiles = reserveExitFiles(req.ExitPaths, logger)
+	undo.add(func() {
+		for i := range c.exitFiles {
+			c.exitFiles[i].release()
+		}
+	})
 
 	l, err := openLog(req.LogDrivers, req.ID, logger)
 	if err != nil {
@@ -292,8 +301,8 @@ func newPipe(forRead bool) (pipePair, error) {
 // runtime's stderr and the container's). It stops keeping at stop().
 type capture struct {
 	mu   sync.Mutex
-	buf  bytes.Buffer // +checklocks:mu
-	done bool         // +checklocks:mu
+	buf  bytes.Buffer // guarded by mu
+	done bool         // guarded by mu
 }
 
 // Write keeps p until stop or the bound is reached; it never fails.

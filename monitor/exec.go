@@ -21,7 +21,7 @@ import (
 	"github.com/gomon-dev/gomon/monitor/internal/uuid"
 )
 
-// Exec sync (CONTRACT.md §2.7).
+// Exec sync (docs/contract.md, "ExecSyncContainer").
 //
 // Order: `runtime exec -d --pid-file=<runDir>/exec_sync<uuid>pid <id>
 // <cmd…>` runs through the one reaper (never exec.Cmd.Wait) with its stdio

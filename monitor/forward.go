@@ -78,7 +78,7 @@ func startForwarding(ctx context.Context, m *Monitor, opts RunOptions) (f *forwa
 		}
 		f.in, f.closeIn = interruptible(opts.Input)
 		f.others.Go(f.discardOutput)
-		f.copier.Go(func() { f.copyInput(opts.Terminal) })
+		f.copier.Go(f.copyInput)
 	}
 	if f.term != nil {
 		f.resize(ctx, m, opts.ID)
@@ -146,7 +146,7 @@ func interruptible(in io.Reader) (io.Reader, func()) {
 // copyInput copies the input to the attach socket in messages of at most
 // forwardChunk bytes. At EOF it shuts down the writing side (stdin EOF for
 // the server: it closes a non-terminal container's stdin).
-func (f *forwarder) copyInput(terminal bool) {
+func (f *forwarder) copyInput() {
 	buf := make([]byte, forwardChunk)
 	for {
 		n, err := f.in.Read(buf)

@@ -39,6 +39,13 @@ type Config struct {
 	// TracerProvider makes the monitor's spans; nil means the global one
 	// (a no-op unless package exporter installed an SDK).
 	TracerProvider trace.TracerProvider
+	// OnContainerExit, if set, is called with a container's ID once its
+	// exit is recorded: exit files written, its read_loop and
+	// wait_for_exit_code spans ended. It runs on the container's waiter
+	// goroutine and must not block. The daemon uses it to export the
+	// container's spans at once: the kubelet may SIGKILL every process in
+	// the pod's cgroup a second or two after the last container stops.
+	OnContainerExit func(id string)
 }
 
 // maxExited bounds how many exited containers are remembered for Wait.
@@ -63,6 +70,11 @@ type Monitor struct {
 	opCtx     context.Context
 	cancelOps context.CancelFunc
 
+	// retries holds the goroutines retrying exit files that could not
+	// be written (retryExitFiles); stopRetries makes them try a last time.
+	retries     sync.WaitGroup
+	stopRetries chan struct{}
+
 	shutdownOnce sync.Once
 	closed       chan struct{} // closed when Shutdown has finished
 
@@ -70,9 +82,9 @@ type Monitor struct {
 	mu sync.Mutex
 	// containers maps IDs to containers in stateCreating or stateRunning,
 	// and to recently exited ones (also listed in exited, oldest first).
-	containers map[string]*container // +checklocks:mu
-	exited     []*container          // +checklocks:mu
-	shutdown   bool                  // +checklocks:mu; no new work
+	containers map[string]*container // guarded by mu
+	exited     []*container          // guarded by mu
+	shutdown   bool                  // guarded by mu; no new work
 
 	pod    podServices   // the pause process and the fd socket
 	stream streamService // the streaming server (stream.go)
@@ -97,14 +109,15 @@ func New(cfg Config) (*Monitor, error) {
 		tp = otel.GetTracerProvider()
 	}
 	m := &Monitor{
-		cfg:        cfg,
-		log:        log,
-		reaper:     r,
-		tracer:     tp.Tracer(tracerName),
-		opCtx:      ctx,
-		cancelOps:  cancel,
-		closed:     make(chan struct{}),
-		containers: make(map[string]*container),
+		cfg:         cfg,
+		log:         log,
+		reaper:      r,
+		tracer:      tp.Tracer(tracerName),
+		opCtx:       ctx,
+		cancelOps:   cancel,
+		closed:      make(chan struct{}),
+		stopRetries: make(chan struct{}),
+		containers:  make(map[string]*container),
 	}
 	if m.cfg.FDs == nil {
 		m.cfg.FDs = &m.pod
@@ -263,6 +276,8 @@ func (m *Monitor) finishShutdown() {
 		_ = c.signal(sigKill, true) // no-op for exited ones
 	}
 	m.waiters.Wait()
+	close(m.stopRetries)
+	m.retries.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), podStopTimeout)
 	if err := m.stream.stop(ctx); err != nil {
 		m.log.Warn("stop streaming server", "error", err)

@@ -32,8 +32,8 @@ var ErrNoPodID = pause.ErrNoPodID
 // podServices holds the pod-wide singletons.
 type podServices struct {
 	mu    sync.Mutex
-	pause *pause.Instance // +checklocks:mu; nil until CreateNamespaces
-	fds   *fdstore.Server // +checklocks:mu; nil until StartFdSocket
+	pause *pause.Instance // guarded by mu; nil until CreateNamespaces
+	fds   *fdstore.Server // guarded by mu; nil until StartFdSocket
 }
 
 // CreateNamespaces starts the pod's pause process in the requested

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The single reaper (DESIGN invariant 1, STYLE 16/17).
+// The single reaper (docs/architecture.md, "One reaper").
 //
 // gomon is a child subreaper: when the OCI runtime exits, the container's
 // init process is re-parented to us. Exactly one goroutine in the whole
@@ -128,7 +128,9 @@ func acquireReaper(log *slog.Logger) (*reaper, error) {
 		subs:  make(map[int]chan exitEvent),
 		early: make(map[int]exitEvent),
 	}
-	// Registered before the first child of this reaper starts (STYLE 19).
+	// Registered before the first child of this reaper starts, so no
+	// SIGCHLD is missed: an exit signalled before Notify would sit unreaped
+	// until the next one.
 	signal.Notify(r.sigc, unix.SIGCHLD)
 	go r.loop()
 	sharedReaper, sharedReaperRefs = r, 1
@@ -197,7 +199,7 @@ func (r *reaper) reapOne() bool {
 }
 
 // dispatchLocked hands ev to its subscriber or keeps it for a late one.
-// +checklocks:r.mu
+// Called with r.mu held.
 func (r *reaper) dispatchLocked(ev exitEvent) {
 	ch, ok := r.subs[ev.pid]
 	if ok {
@@ -222,7 +224,7 @@ func (r *reaper) dispatchLocked(ev exitEvent) {
 }
 
 // expireLocked drops early exits older than earlyExitTTL.
-// +checklocks:r.mu
+// Called with r.mu held.
 func (r *reaper) expireLocked(now time.Time) {
 	n := 0
 	for _, pid := range r.earlyOrder {
@@ -241,7 +243,7 @@ func (r *reaper) expireLocked(now time.Time) {
 }
 
 // takeEarlyLocked removes and returns the early exit of pid.
-// +checklocks:r.mu
+// Called with r.mu held.
 func (r *reaper) takeEarlyLocked(pid int) (exitEvent, bool) {
 	ev, ok := r.early[pid]
 	if ok {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -44,10 +46,20 @@ type RunOptions struct {
 // cleanupTimeout bounds delete and shutdown at the end of Run.
 const cleanupTimeout = 10 * time.Second
 
+// ErrOutputClosed: Run's Stdout or Stderr is a pipe whose reader went away
+// (`gomon run … | head`), so Run killed the container.
+var ErrOutputClosed = errors.New("output closed")
+
 // Run creates, starts and waits for one container, streaming its output,
 // then deletes it. It returns the container's exit code (128+signal when
 // killed, e.g. 137). Cancelling ctx kills the container (SIGKILL); Run
 // still cleans up and returns its exit code with ctx's error.
+//
+// A write to Stdout or Stderr failing with EPIPE (the reader of a pipe went
+// away) ends the run the same way, with an error wrapping ErrOutputClosed:
+// like the writer of a shell pipeline, the container stops once nobody
+// reads its output, and it is not left running without its monitor. Other
+// write errors (a full disk) only drop output, counted by the read loop.
 func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	if opts.Bundle == "" {
 		return ExitUnknown, fmt.Errorf("bundle is required: %w", ErrInvalidArgument)
@@ -78,6 +90,14 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	if opts.Stdin && opts.Input == nil {
 		opts.Input = os.Stdin
 	}
+	// waitCtx ends the wait for the container when the output goes away;
+	// create and start are left to finish (the container is killed and
+	// deleted after), so no runtime is interrupted halfway.
+	waitCtx, endRun := context.WithCancelCause(ctx)
+	defer endRun(nil)
+	outputGone := func() { endRun(ErrOutputClosed) }
+	stdout := &pipeOutput{w: opts.Stdout, gone: outputGone}
+	stderr := &pipeOutput{w: opts.Stderr, gone: outputGone}
 	root := opts.RuntimeRoot
 	if root == "" {
 		root, err = os.MkdirTemp("", "gomon-run-root-")
@@ -106,8 +126,8 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 		Terminal:   opts.Terminal,
 		Stdin:      opts.Stdin,
 		Cgroup:     Cgroupfs,
-		Stdout:     opts.Stdout,
-		Stderr:     opts.Stderr,
+		Stdout:     stdout,
+		Stderr:     stderr,
 	}
 	if opts.SystemdCgroup {
 		req.Cgroup = Systemd
@@ -136,11 +156,12 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	if err := m.Start(ctx, opts.ID); err != nil {
 		return ExitUnknown, err
 	}
-	st, werr := m.Wait(ctx, opts.ID)
+	st, werr := m.Wait(waitCtx, opts.ID)
 	if werr == nil {
 		return st.Code, nil
 	}
-	// ctx ended: kill the container and report how it ended anyway.
+	// ctx ended or the output went away: kill the container and report
+	// how it ended anyway.
 	_ = m.Kill(context.WithoutCancel(ctx), opts.ID, sigKill)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -148,7 +169,32 @@ func Run(ctx context.Context, opts RunOptions) (exitCode int, err error) {
 	if err != nil {
 		return ExitUnknown, err
 	}
-	return st.Code, fmt.Errorf("run interrupted: %w", ctx.Err())
+	return st.Code, fmt.Errorf("run interrupted: %w", context.Cause(waitCtx))
+}
+
+// pipeOutput is one of Run's outputs: once a write fails with EPIPE it
+// calls gone and stops writing there (later writes fail at once, counted
+// as dropped by the read loop).
+type pipeOutput struct {
+	w    io.Writer
+	gone func()
+
+	mu     sync.Mutex // guards closed; writes of one stream come from its read loop
+	closed bool
+}
+
+func (p *pipeOutput) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, ErrOutputClosed
+	}
+	n, err := p.w.Write(b)
+	if errors.Is(err, syscall.EPIPE) {
+		p.closed = true
+		p.gone()
+	}
+	return n, err
 }
 
 // lookRuntime resolves the runtime binary like a shell would.

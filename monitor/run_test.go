@@ -2,7 +2,9 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -223,5 +225,45 @@ func TestRunUserTerminal(t *testing.T) {
 	}
 	if after.Lflag != before.Lflag || after.Iflag != before.Iflag || after.Oflag != before.Oflag {
 		t.Errorf("terminal not restored: lflag %#x→%#x iflag %#x→%#x", before.Lflag, after.Lflag, before.Iflag, after.Iflag)
+	}
+}
+
+// TestRunOutputClosed: when the reader of Run's output pipe goes away, Run
+// kills the container (which would otherwise print for ever), deletes it
+// and reports ErrOutputClosed; a terminal's output is handled alike.
+func TestRunOutputClosed(t *testing.T) {
+	runc := monitortest.Runc(t)
+	for _, terminal := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pipes", true: "terminal"}[terminal], func(t *testing.T) {
+			bundle := monitortest.NewBundle(t, monitortest.BundleOptions{
+				Args: []string{"sh", "-c", "while :; do echo line; done"}, Terminal: terminal,
+			})
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = w.Close() }()
+			go func() { // read a little, like `head -n 1`, then go away
+				buf := make([]byte, 16)
+				_, _ = r.Read(buf)
+				_ = r.Close()
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			root := t.TempDir()
+			code, err := Run(ctx, RunOptions{
+				Runtime: runc, RuntimeRoot: root, Bundle: bundle, ID: "epipe", Terminal: terminal,
+				Stdout: w, Stderr: w, Logger: testLogger(),
+			})
+			if !errors.Is(err, ErrOutputClosed) || code != 128+int(unix.SIGKILL) {
+				t.Fatalf("Run = %d, %v; want 137 and ErrOutputClosed", code, err)
+			}
+			if ctx.Err() != nil {
+				t.Fatal("Run ended only with its context")
+			}
+			if out, err := exec.Command(runc, "--root", root, "state", "epipe").CombinedOutput(); err == nil {
+				t.Errorf("container still known to runc after Run: %s", out)
+			}
+		})
 	}
 }

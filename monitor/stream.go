@@ -9,7 +9,7 @@ import (
 	"github.com/gomon-dev/gomon/monitor/internal/stream"
 )
 
-// Streaming (CONTRACT.md §2.13): ServeExec, ServeAttach and
+// Streaming (docs/contract.md, "Streaming"): ServeExec, ServeAttach and
 // ServePortForward register a single-use session with the monitor's
 // streaming server and return its URL; the client (CRI-O hands the URL to
 // the kubelet's client) then connects over WebSocket. The server binds
@@ -23,7 +23,7 @@ import (
 // streamService holds the monitor's streaming server.
 type streamService struct {
 	mu  sync.Mutex
-	srv *stream.Server // +checklocks:mu; nil until first use
+	srv *stream.Server // guarded by mu; nil until first use
 }
 
 // streamServer returns the streaming server, creating it on first use.

@@ -13,7 +13,7 @@ import (
 
 // Tracing. The monitor uses only the OTel API: package exporter installs
 // the SDK. With no provider configured every span is a no-op, so tracing
-// costs nothing when off (DESIGN invariant 6). Spans are per operation,
+// costs nothing when off (docs/architecture.md, "Tracing costs nothing when off"). Spans are per operation,
 // never per chunk: a read loop is one span whose counters are set at its
 // end.
 

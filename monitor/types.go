@@ -109,7 +109,7 @@ func (e *RuntimeError) Error() string {
 }
 
 // FDSource hands out file descriptors that a client stored in slots
-// beforehand (conmon-rs's fd socket, CONTRACT.md §2.12). Take removes the
+// beforehand (conmon-rs's fd socket, docs/contract.md, "StartFdSocket"). Take removes the
 // fd from its slot; the caller owns and closes it. Take must be safe for
 // concurrent use.
 type FDSource interface {

@@ -33,14 +33,11 @@ type Server struct {
 	log     *slog.Logger
 	tracer  trace.Tracer
 
-	mu sync.Mutex
-	// +checklocks:mu
-	listeners map[net.Listener]struct{}
-	// +checklocks:mu
-	conns map[*capnprpc.Conn]struct{}
-	// +checklocks:mu
-	closed bool
-	done   chan struct{} // closed by Close
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}   // guarded by mu
+	conns     map[*capnprpc.Conn]struct{} // guarded by mu
+	closed    bool                        // guarded by mu
+	done      chan struct{}               // closed by Close
 
 	lim limitState
 
@@ -94,7 +91,7 @@ func (s *Server) Serve(l net.Listener) error {
 // the server closes. It does not block.
 func (s *Server) ServeConn(c net.Conn) {
 	boot := capnp.Client(proto.Conmon_ServerToClient(&adapter{s: s}))
-	conn := capnprpc.NewConn(s.newTransport(c), &capnprpc.Options{
+	conn := capnprpc.NewConn(newBootstrapGate(s.newTransport(c), bootstrapHold), &capnprpc.Options{
 		BootstrapClient: boot,
 		Logger:          capnpLogger{s.log.With("component", "capnp")},
 	})

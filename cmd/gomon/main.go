@@ -30,6 +30,7 @@ func main() {
 }
 
 func run() int {
+	survivePipes()
 	cfg, err := cli.Parse(os.Args[1:], os.LookupEnv)
 	if errors.Is(err, cli.ErrHelp) {
 		fmt.Print(err.Error())
@@ -83,6 +84,17 @@ func run() int {
 	return 0
 }
 
+// survivePipes makes a write to a pipe whose reader went away fail with
+// EPIPE instead of killing gomon: Go's runtime exits on SIGPIPE from a
+// write to stdout or stderr unless SIGPIPE is handled, and the daemon (with
+// --log-driver stdout) and `gomon run` write there while they monitor
+// containers. The signal is handled (and dropped when the channel is full),
+// not ignored: an ignored SIGPIPE would be inherited by the runtime and
+// every container, while a handled one is reset to the default at exec.
+func survivePipes() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+}
+
 func printVersion(cfg *cli.Config) int {
 	if cfg.VersionJSON != cli.VersionNone {
 		out, err := buildinfo.JSON(cfg.VersionJSON == cli.VersionFull)
@@ -97,7 +109,9 @@ func printVersion(cfg *cli.Config) int {
 }
 
 func runOne(cfg *cli.Config) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// A hangup (the terminal closed) ends the run like Ctrl-C: the
+	// container is killed and deleted rather than left unmonitored.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 
 	// --trace draws the span tree at the end; --trace=otlp exports to the
@@ -142,6 +156,12 @@ func runOne(cfg *cli.Config) int {
 		if rerr := exporter.RenderTree(os.Stderr, tracing.Spans()); rerr != nil {
 			fmt.Fprintf(os.Stderr, "gomon: draw span tree: %v\n", rerr)
 		}
+	}
+	if errors.Is(err, monitor.ErrOutputClosed) {
+		// The reader of the output went away (`gomon run … | head`): exit
+		// the way a program killed by SIGPIPE does, for pipefail users.
+		fmt.Fprintf(os.Stderr, "gomon: %v\n", err)
+		return 128 + int(syscall.SIGPIPE)
 	}
 	if err != nil {
 		return fail(err)

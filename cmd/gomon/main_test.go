@@ -19,6 +19,7 @@ import (
 
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
 
+	"github.com/gomon-dev/gomon/monitor/monitortest"
 	"github.com/gomon-dev/gomon/rpc/proto"
 )
 
@@ -332,5 +333,238 @@ func BenchmarkStartup(b *testing.B) {
 		}
 		pid := versionPID(b, filepath.Join(dir, "conmon.sock"))
 		_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	}
+}
+
+// launch runs the launcher with args and the given stdout and stderr (nil
+// means /dev/null, as the conmon-rs client leaves them for the systemd log
+// driver) and returns the daemon's PID, killed at the end of the test.
+func launch(t *testing.T, argv0 string, env []string, stdout, stderr *os.File, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(argv0, args...)
+	cmd.Env = append(os.Environ(), env...)
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	if stderr != nil {
+		cmd.Stderr = stderr
+	}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("launcher: %v", err)
+	}
+	dir := ""
+	for i, a := range args {
+		if a == "--runtime-dir" {
+			dir = args[i+1]
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "pidfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	return pid
+}
+
+// waitForContent waits until the file at path contains all of want.
+func waitForContent(t *testing.T, path string, want ...string) string {
+	t.Helper()
+	var got []byte
+	for range 200 {
+		got, _ = os.ReadFile(path)
+		ok := true
+		for _, w := range want {
+			ok = ok && bytes.Contains(got, []byte(w))
+		}
+		if ok {
+			return string(got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never held %q; it has %q", path, want, got)
+	return ""
+}
+
+// TestDaemonSurvivesClosedStdout: with --log-driver stdout, the reader of
+// the daemon's stdout and stderr going away must not kill it (SIGPIPE);
+// its log continues in <run-dir>/gomon.log.
+func TestDaemonSurvivesClosedStdout(t *testing.T) {
+	dir := t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := launch(t, gomonBin, nil, w, w, "--runtime", "/bin/true", "--runtime-dir", dir,
+		"--log-level", "debug", "--log-driver", "stdout")
+	_ = w.Close()
+	// Wait for the start-up record, then make the pipe's reader go away.
+	buf := make([]byte, 64<<10)
+	var seen []byte
+	for !bytes.Contains(seen, []byte("gomon starting")) {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("read daemon stdout: %v (got %q)", err, seen)
+		}
+		seen = append(seen, buf[:n]...)
+	}
+	_ = r.Close()
+
+	// SIGUSR1 makes the daemon log a goroutine dump: a write to the
+	// broken pipe. Twice, so a second write follows the first failure.
+	for range 2 {
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := versionPID(t, filepath.Join(dir, "conmon.sock")); got != uint32(pid) {
+		t.Fatalf("Version answered by %d, want %d", got, pid)
+	}
+	log := waitForContent(t, filepath.Join(dir, "gomon.log"), "log output closed (broken pipe)", "goroutine dump")
+	if strings.Count(log, "log output closed") != 1 {
+		t.Errorf("the switch to gomon.log is noted %d times", strings.Count(log, "log output closed"))
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	waitForContent(t, filepath.Join(dir, "gomon.log"), "shutdown complete")
+}
+
+// staleJournalSocket leaves a datagram socket file with nobody listening,
+// as a dead journald leaves /run/systemd/journal/socket.
+func staleJournalSocket(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "journal.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close() // a datagram socket's file stays behind
+	return sock
+}
+
+// TestDaemonLogWithStaleJournalSocket: --log-driver systemd with a journal
+// socket file that nobody listens on, and the launcher's stdio on
+// /dev/null (what the conmon-rs client does): the daemon's log goes to
+// <run-dir>/gomon.log, which says why once.
+func TestDaemonLogWithStaleJournalSocket(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"_GOMON_TEST_JOURNAL_SOCKET=" + staleJournalSocket(t)}
+	pid := launch(t, gomonBin, env, nil, nil, "--runtime", "/bin/true", "--runtime-dir", dir,
+		"--log-level", "debug", "--log-driver", "systemd")
+	versionPID(t, filepath.Join(dir, "conmon.sock"))
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	log := waitForContent(t, filepath.Join(dir, "gomon.log"), "gomon starting", "shutdown complete")
+	if n := strings.Count(log, "no systemd journal reachable"); n != 1 || !strings.Contains(log, "connection refused") {
+		t.Errorf("gomon.log notes the fallback %d times (want once, with the reason):\n%s", n, log)
+	}
+}
+
+// TestDaemonKeepsInvokedName: started through a symlink named conmonrs
+// (as distributions install it), the daemon's comm (ps, journald's _COMM)
+// is conmonrs and its argv[0] the path it was invoked as.
+func TestDaemonKeepsInvokedName(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(t.TempDir(), "conmonrs")
+	if err := os.Symlink(gomonBin, link); err != nil {
+		t.Fatal(err)
+	}
+	pid := launch(t, link, nil, nil, nil, "--runtime", "/bin/true", "--runtime-dir", dir, "--log-driver", "none")
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+	if string(comm) != "conmonrs\n" || argv0 != link {
+		t.Errorf("comm %q argv[0] %q; want conmonrs and %s", comm, argv0, link)
+	}
+	// Still the same binary, serving.
+	if got := versionPID(t, filepath.Join(dir, "conmon.sock")); got != uint32(pid) {
+		t.Errorf("Version answered by %d, want %d", got, pid)
+	}
+}
+
+// processesWith returns the PIDs whose command line contains token.
+func processesWith(token string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && bytes.Contains(b, []byte(token)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestRunClosedStdout: `gomon run … | head`: once the reader of its output
+// is gone, gomon run kills and deletes the container, instead of dying of
+// SIGPIPE and leaving it running unmonitored, and exits 141 (128+SIGPIPE)
+// like the writer of a pipeline.
+func TestRunClosedStdout(t *testing.T) {
+	runc := monitortest.Runc(t)
+	token := fmt.Sprintf("gomon-run-epipe-%d", os.Getpid())
+	bundle := monitortest.NewBundle(t, monitortest.BundleOptions{
+		Args: []string{"sh", "-c", "while :; do echo line; done # " + token},
+	})
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gomonBin, "run", "--runtime", runc, "--bundle", bundle, token)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	t.Cleanup(func() {
+		for _, pid := range processesWith(token) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Read like `head -n 3`, then go away.
+	buf := make([]byte, 64)
+	var got []byte
+	for bytes.Count(got, []byte("\n")) < 3 {
+		n, err := r.Read(buf)
+		if err != nil {
+			// <-done is received before stderr is read (left to right).
+			t.Fatalf("read: %v (gomon run: %v, stderr %s)", err, <-done, stderr.String())
+		}
+		got = append(got, buf[:n]...)
+	}
+	_ = r.Close()
+
+	select {
+	case err := <-done:
+		t.Logf("gomon run: %v", err)
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("gomon run still running 30 s after its output closed (%v): %s", <-done, stderr.String())
+	}
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() || ws.ExitStatus() != 128+int(syscall.SIGPIPE) {
+		t.Errorf("gomon run ended with %v, want exit 141; stderr %s", cmd.ProcessState, stderr.String())
+	}
+	if left := processesWith(token); len(left) > 0 {
+		t.Errorf("container processes %v left running after gomon run ended", left)
 	}
 }

@@ -19,8 +19,8 @@ const (
 	lTrace  = "gomon+tracing"
 )
 
-// target is a DESIGN.md budget applied to one number, with an optional
-// stricter aim.
+// target is a budget of docs/architecture.md ("Performance budgets")
+// applied to one number, with an optional stricter aim.
 type target struct {
 	text string
 	ok   func(v float64) bool
@@ -177,7 +177,7 @@ func (r *Results) latencySection() report.Section {
 		},
 		Notes: []string{
 			"From \"ask the monitor to create\" (gomon CreateContainer RPC; conmon process start; `runc create`) to `runc state` = running after `runc start`.",
-			"Target: DESIGN.md \"create-to-running within 5% of bare runc\".",
+			"Target (docs/architecture.md, Performance budgets): create-to-running within 5% of bare runc.",
 			fmt.Sprintf("Not in the row above: starting a gomon pod (client.New: spawn, daemonise, first Version) took %s ms median, %s ms p90 over %d pods; conmon and runc have no per-pod process.",
 				num(med(r.PodStart)), num(p90(r.PodStart)), len(r.PodStart)),
 		},
@@ -196,7 +196,7 @@ func (r *Results) execSection() report.Section {
 		},
 		Notes: []string{
 			"gomon: ExecSyncContainer RPC (timeout 10 s); conmon: `conmon -e --sync --exec-process-spec … -T 10`, output read back from its k8s-file log, as CRI-O does; runc: foreground `runc exec`. Output checked every time.",
-			"Target: DESIGN.md \"exec sync within 5% of bare runc\".",
+			"Target (docs/architecture.md, Performance budgets): exec sync within 5% of bare runc.",
 		},
 	}
 	for name, why := range r.ExecNA {
@@ -259,7 +259,7 @@ func (r *Results) memorySection() report.Section {
 	}
 	s.Notes = []string{
 		"Containers run `sleep 3600`; figures read after 2 s idle from /proc/<pid>/status (VmRSS, RssAnon) and smaps_rollup (PSS; USS = Private_Clean + Private_Dirty). gomon: one daemon per pod; conmon: one process per container, summed.",
-		"Targets: DESIGN.md \"one gomon … under 10 MiB VmRSS (aim 5.5 MiB); private memory grows by under 100 KiB per extra container\". The per-pod VmRSS budget is checked against the largest pod. conmon's RSS sum counts its shared pages once per process; PSS is the fair total, though conmon's shared libraries (glib, libc, libsystemd, …) are also shared with every other process on the machine, which lowers its PSS further (gomon is static).",
+		"Targets (docs/architecture.md, Performance budgets): one gomon … under 10 MiB VmRSS (aim 5.5 MiB); private memory grows by under 100 KiB per extra container. The per-pod VmRSS budget is checked against the largest pod. conmon's RSS sum counts its shared pages once per process; PSS is the fair total, though conmon's shared libraries (glib, libc, libsystemd, …) are also shared with every other process on the machine, which lowers its PSS further (gomon is static).",
 	}
 	return s
 }
@@ -329,7 +329,7 @@ func (r *Results) logSection() report.Section {
 	s.Notes = append(s.Notes,
 		"Patterns: lines100 = 100-byte lines; longline = no newline at all (one endless line); lines2 = 2-byte lines. The writer is a static Go helper in the rootfs writing 64 KiB at a time.",
 		"Time: `runc start` to the exit file; both monitors drain the log first. conmon as CRI-O runs it by default also fsyncs the log before writing the exit file (in its time and CPU); `conmon --no-sync-log` (CRI-O's no_sync_log = true) does not, like gomon and conmon-rs. CPU: delta of the monitor process(es)' run time, summed over threads from /proc/<pid>/task/*/schedstat (ns precision), with utime+stime from /proc/<pid>/stat (10 ms ticks) as a cross-check; conmon's final figures are read from its zombie before it is reaped. runc: the container writes straight to a file in its rootfs (upper bound; no monitor, so no CPU figure).",
-		"Targets (lines100 only): DESIGN.md \"at least 2x C conmon's MB/s and at most half its CPU per GB on 100-byte lines\", met only when met against both conmons.",
+		"Targets (lines100 only) (docs/architecture.md, Performance budgets): at least 2x C conmon's MB/s and at most half its CPU per GB on 100-byte lines, met only when met against both conmons.",
 	)
 	return s
 }

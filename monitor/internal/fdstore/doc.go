@@ -1,4 +1,4 @@
-// Package fdstore is the server behind StartFdSocket (CONTRACT.md §2.12): a
+// Package fdstore is the server behind StartFdSocket (docs/contract.md, "StartFdSocket"): a
 // SOCK_SEQPACKET unix socket that receives file descriptors from a client
 // and parks each in a numbered slot until CreateContainer takes it.
 //

@@ -49,9 +49,9 @@ type Server struct {
 	// until its goroutine has released its slots; closed is set once, by
 	// Close, after which no connection is added and no slot filled.
 	mu     sync.Mutex
-	slots  store                      // +checklocks:mu
-	conns  map[*net.UnixConn]struct{} // +checklocks:mu
-	closed bool                       // +checklocks:mu
+	slots  store                      // guarded by mu
+	conns  map[*net.UnixConn]struct{} // guarded by mu
+	closed bool                       // guarded by mu
 }
 
 // parked is a slot filled by one connection, remembered so the connection

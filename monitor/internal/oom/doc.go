@@ -1,5 +1,5 @@
 // Package oom tells whether a container process was killed by the kernel's
-// OOM killer (CONTRACT.md §6.2).
+// OOM killer (docs/contract.md, "OOM files").
 //
 // The monitor calls [Watch] as soon as it knows a container's (or exec
 // session's) PID, and [Watcher.Stop] once it has reaped that process. Stop

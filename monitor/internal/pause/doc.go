@@ -1,5 +1,5 @@
 // Package pause holds a pod's namespaces for CreateNamespaces
-// (CONTRACT.md §1.2, §2.11): a small "pause" process lives in the new
+// (docs/contract.md, "CreateNamespaces" and "gomon pause"): a small "pause" process lives in the new
 // namespaces, and each of its five namespaces (ipc, pid, net, user, uts) is
 // bind-mounted onto an empty file under the base path, in the layout pinns
 // uses: <base>/<ns>ns/<podID>. Namespaces not selected are the daemon's own.

@@ -51,7 +51,7 @@ type Reaper interface {
 }
 
 // Options configures a pause instance. The fields mirror the arguments of
-// `conmonrs pause` (CONTRACT.md §1.2).
+// `conmonrs pause` (docs/contract.md, "gomon pause").
 type Options struct {
 	// Binary is the gomon executable to start as `<Binary> pause …`.
 	// Default: os.Executable().
@@ -87,9 +87,9 @@ type Instance struct {
 	// mu serializes Stop and guards the cleanup progress below, so that a
 	// Stop cut short by its context can be retried.
 	mu           sync.Mutex
-	filesRemoved bool // +checklocks:mu
-	reaped       bool // +checklocks:mu
-	exitCode     int  // +checklocks:mu
+	filesRemoved bool // guarded by mu
+	reaped       bool // guarded by mu
+	exitCode     int  // guarded by mu
 }
 
 // Create starts a pause process holding the selected namespaces and pins
@@ -242,7 +242,7 @@ func (i *Instance) kill() error {
 	return i.killLocked()
 }
 
-// +checklocks:i.mu
+// killLocked kills the pause process; called with i.mu held.
 func (i *Instance) killLocked() error {
 	if i.reaped {
 		return nil
@@ -277,7 +277,7 @@ func (i *Instance) waitExit(d time.Duration) int {
 	return i.exitCode
 }
 
-// +checklocks:i.mu
+// recordExit records the pause process's exit; called with i.mu held.
 func (i *Instance) recordExit(code int, ok bool) {
 	if !ok {
 		code = exitUnknown
@@ -342,7 +342,7 @@ func (o *Options) selected() []Namespace {
 }
 
 // args returns the pause command line, in the form conmon-rs spawns itself
-// with (CONTRACT.md §2.11).
+// with (docs/contract.md, "CreateNamespaces").
 func (o *Options) args() []string {
 	args := []string{o.Binary, "pause", "--base-path", o.BasePath, "--pod-id=" + o.PodID}
 	for _, f := range []struct {

@@ -1,4 +1,4 @@
-// Package stream is gomon's streaming server (CONTRACT.md §2.13): a
+// Package stream is gomon's streaming server (docs/contract.md, "Streaming"): a
 // loopback HTTP/1.1 server that hands out single-use session URLs and
 // serves them over WebSocket.
 //

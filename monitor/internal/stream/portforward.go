@@ -42,7 +42,7 @@ type forwarder struct {
 	wg    sync.WaitGroup // forward goroutines
 
 	mu    sync.Mutex
-	pairs map[string]*streamPair // +checklocks:mu; incomplete pairs by requestID
+	pairs map[string]*streamPair // guarded by mu; incomplete pairs by requestID
 }
 
 // streamPair is the two streams of one forwarded connection.

@@ -77,10 +77,10 @@ type Server struct {
 
 	// mu guards the fields below.
 	mu     sync.Mutex
-	ln     net.Listener          // +checklocks:mu; nil until started
-	base   string                // +checklocks:mu; "http://127.0.0.1:<port>"
-	open   map[net.Conn]struct{} // +checklocks:mu; live connections
-	closed bool                  // +checklocks:mu
+	ln     net.Listener          // guarded by mu; nil until started
+	base   string                // guarded by mu; "http://127.0.0.1:<port>"
+	open   map[net.Conn]struct{} // guarded by mu; live connections
+	closed bool                  // guarded by mu
 }
 
 // New returns a Server; nothing listens until the first Add call.
@@ -208,7 +208,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		go func() {
 			defer s.conns.Done()
 			defer s.untrack(conn)
-			s.serveConn(conn, conn.Active)
+			s.serveConn(conn)
 		}()
 	}
 }

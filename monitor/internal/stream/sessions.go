@@ -38,8 +38,8 @@ type sessionStore struct {
 	now func() time.Time
 
 	mu     sync.Mutex
-	byTok  map[string]*session // +checklocks:mu
-	oldest *list.List          // +checklocks:mu; of *session, oldest first
+	byTok  map[string]*session // guarded by mu
+	oldest *list.List          // guarded by mu; of *session, oldest first
 }
 
 func newSessionStore(max int, ttl time.Duration, now func() time.Time) *sessionStore {
@@ -63,7 +63,7 @@ func (st *sessionStore) add(s *session) string {
 
 // peek returns the live session of kind k with token tok, leaving it in
 // place.
-func (st *sessionStore) peek(k kind, tok string) (*session, bool) {
+func (st *sessionStore) peek(k kind, tok string) (*session, bool) { //nolint:unparam // the twin of take; callers so far only need ok
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.expireLocked()
@@ -97,7 +97,7 @@ func (st *sessionStore) len() int {
 }
 
 // expireLocked drops sessions older than ttl (they are oldest first).
-// +checklocks:st.mu
+// Called with st.mu held.
 func (st *sessionStore) expireLocked() {
 	now := st.now()
 	for e := st.oldest.Front(); e != nil; e = st.oldest.Front() {
@@ -109,7 +109,7 @@ func (st *sessionStore) expireLocked() {
 	}
 }
 
-// +checklocks:st.mu
+// removeLocked forgets s; called with st.mu held.
 func (st *sessionStore) removeLocked(s *session) {
 	st.oldest.Remove(s.elem)
 	delete(st.byTok, s.token)

@@ -19,7 +19,7 @@ type tunnelConn struct {
 	ws *websocket.Conn
 
 	rmu sync.Mutex // one reader at a time
-	cur io.Reader  // +checklocks:rmu; the message being read
+	cur io.Reader  // guarded by rmu; the message being read
 
 	wmu       sync.Mutex // one writer at a time
 	closeOnce sync.Once

@@ -1,7 +1,7 @@
 package interop
 
 // AttachContainer and SetWindowSizeContainer through the real client
-// (CONTRACT.md §2.8, §2.10). Shared with test/interop/v073, where
+// (docs/contract.md, "Attach socket" and "SetWindowSizeContainer"). Shared with test/interop/v073, where
 // it is a symlink.
 
 import (

@@ -100,7 +100,8 @@ func TestCreateContainerBusybox(t *testing.T) {
 				}
 			}
 
-			// The exit file is written after the log is drained (DESIGN.md).
+			// The exit file is written after the log is drained
+			// (docs/architecture.md, "A container's exit code is never lost").
 			records, err := readCRILog(logPath)
 			if err != nil {
 				t.Fatalf("read CRI log: %v", err)

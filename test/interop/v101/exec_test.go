@@ -1,6 +1,6 @@
 package interop
 
-// ExecSyncContainer through the real client (CONTRACT.md §2.7): concurrent
+// ExecSyncContainer through the real client (docs/contract.md, "ExecSyncContainer"): concurrent
 // calls, the daemon's memory over many calls, timeouts, failing commands,
 // terminals, the 16 MiB output cap and unknown containers. Shared with test/interop/v073, where
 // it is a symlink.
@@ -183,7 +183,7 @@ func nsProcesses(t *testing.T, pid uint32, argv ...string) []int {
 }
 
 // TestExecSyncTimeout: a command outliving its timeout is reported as
-// timed out (exit code -3, CONTRACT.md §2.7) and is gone when the call
+// timed out (exit code -3, docs/contract.md, "Exit codes") and is gone when the call
 // returns. The process is first seen running, so the final check can fail.
 func TestExecSyncTimeout(t *testing.T) {
 	requireRoot(t)

@@ -134,8 +134,8 @@ func runcPath(t *testing.T) string {
 	return abs
 }
 
-// serverConfig is the ConmonServerConfig CRI-O builds for a pod (CONTRACT.md
-// §1.3 and §11), pointed at gomon and at a fresh runtime root.
+// serverConfig is the ConmonServerConfig CRI-O builds for a pod (docs/contract.md,
+// "How CRI-O starts gomon"), pointed at gomon and at a fresh runtime root.
 func serverConfig(t *testing.T, runDir string) *client.ConmonServerConfig {
 	t.Helper()
 	logger := logrus.New()

@@ -20,7 +20,7 @@ import (
 )
 
 // minServerVersion is the lowest version v0.x clients accept for
-// CreateNamespaces; gomon promises at least this (CONTRACT.md §3).
+// CreateNamespaces; gomon promises at least this (docs/contract.md, "Version").
 var minServerVersion = semver.MustParse("0.5.0")
 
 // versionFields is the part of a version answer common to the RPC
@@ -29,7 +29,8 @@ type versionFields struct {
 	Version, Tag, Commit, BuildDate, Target, RustVersion, CargoVersion, CargoTree string
 }
 
-// checkVersionFields applies CONTRACT.md §3 to one version answer.
+// checkVersionFields checks one version answer against docs/contract.md,
+// "Version".
 func checkVersionFields(t *testing.T, v versionFields, verbose bool) {
 	t.Helper()
 	parsed, err := semver.Parse(v.Version)
@@ -68,7 +69,7 @@ func TestVersion(t *testing.T) {
 		t.Errorf("/proc/%d/exe = %q, want the gomon binary %q", s.pid, exe, gomonPath)
 	}
 	if _, err := os.Stat(filepath.Join(s.runDir, "pidfile")); !errors.Is(err, os.ErrNotExist) {
-		// The client deletes it once the server answers (CONTRACT.md §1.4).
+		// The client deletes it once the server answers (docs/contract.md, "Start-up handshake").
 		t.Errorf("pidfile still present after client.New (stat err: %v)", err)
 	}
 
@@ -124,7 +125,7 @@ func TestReuseRunningServer(t *testing.T) {
 }
 
 // TestLongRunDir: conmon.sock paths longer than sun_path (108 bytes) must
-// work, as CRI-O's run dirs are (CONTRACT.md §1.4, §11).
+// work, as CRI-O's run dirs are (docs/contract.md, "Long socket paths").
 func TestLongRunDir(t *testing.T) {
 	checkNoLeftovers(t)
 	runDir := t.TempDir()
@@ -312,7 +313,7 @@ func TestUnimplementedOrUnknown(t *testing.T) {
 			return cl.SetWindowSizeContainer(ctx, &client.SetWindowSizeContainerConfig{ID: missing, Size: &resize.TerminalSize{Width: 80, Height: 24}})
 		},
 	}, {
-		// A failing `runc exec` is not an RPC error: exit code -2 (CONTRACT.md §2.7).
+		// A failing `runc exec` is not an RPC error: exit code -2 (docs/contract.md, "Exit codes").
 		name: "ExecSyncContainer unknown container",
 		call: func(ctx context.Context, cl *client.ConmonClient) error {
 			res, err := cl.ExecSyncContainer(ctx, &client.ExecSyncConfig{ID: missing, Command: []string{"true"}, Timeout: 5})

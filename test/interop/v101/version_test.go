@@ -11,5 +11,5 @@ import "github.com/containers/conmon-rs/pkg/client"
 const clientGeneration = "v1.0.1"
 
 // serverLogDriver is the --log-driver CRI-O main passes by default ("none"),
-// see CONTRACT.md §1.3.
+// see docs/contract.md, "How CRI-O starts gomon".
 const serverLogDriver = client.LogDriverNone

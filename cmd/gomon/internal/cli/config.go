@@ -76,7 +76,7 @@ type Command int
 const (
 	// CommandServer is the conmonrs-compatible pod monitor (no subcommand).
 	CommandServer Command = iota
-	// CommandPause is the internal pause helper (`pause`), see CONTRACT §1.2.
+	// CommandPause is the internal pause helper (`pause`), see docs/contract.md, "gomon pause".
 	CommandPause
 	// CommandRun runs one container in the foreground (`run`).
 	CommandRun
@@ -360,7 +360,7 @@ func runConfig(m *matches) RunConfig {
 }
 
 // Validate checks what Parse cannot: for CommandServer, conmon-rs's checks
-// in its order and with its messages (CONTRACT §1.1):
+// in its order and with its messages (docs/contract.md, "Validation"):
 //
 //	--runtime flag not set
 //	--runtime-dir flag not set

@@ -2,7 +2,7 @@
 // directory, daemonizes the way the conmon-rs Go client expects, and serves
 // the Cap'n Proto API until SIGINT or SIGTERM.
 //
-// Start-up, as the client sees it (CONTRACT.md §1.5–1.6):
+// Start-up, as the client sees it (docs/contract.md, "Start-up handshake"):
 //
 //	launcher (started by the client)          daemon (re-exec of the same binary)
 //	validate, create dirs, remove stale sockets
@@ -137,16 +137,20 @@ func launch(opts Options, l *net.UnixListener) error {
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
-	cmd := exec.Command(self, opts.Args...)
+	cmd := exec.Command(invokedPath(self), opts.Args...)
+	// argv[0] as we were given it, as a forking daemon keeps it.
+	cmd.Args[0] = os.Args[0]
 	cmd.Env = append(os.Environ(), daemonEnv+"=3")
 	cmd.ExtraFiles = []*os.File{lf} // fd 3
 	// With the stdout driver the daemon logs to the client's stdout and
 	// stderr; otherwise it holds none of the launcher's stdio, so a caller
 	// waiting for those pipes to close is not kept waiting by the daemon.
-	// systemd falls back to stderr when there is no journal.
+	// systemd falls back to stderr when no journal is reachable (a
+	// socket file nobody listens on counts as none), or to
+	// <run-dir>/gomon.log when stderr is /dev/null.
 	if opts.LogDriver == "stdout" {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	} else if opts.LogDriver == "systemd" && !journalAvailable() {
+	} else if opts.LogDriver == "systemd" && journalReachable() != nil {
 		cmd.Stderr = os.Stderr
 	}
 	if err := cmd.Start(); err != nil {
@@ -160,6 +164,30 @@ func launch(opts Options, l *net.UnixListener) error {
 		return err
 	}
 	return nil
+}
+
+// invokedPath returns the path gomon was started through when it is the
+// running binary, else self (the binary itself, from /proc/self/exe).
+// Executing that path keeps the daemon's name what the user started: the
+// kernel takes a process's comm (ps, /proc/<pid>/comm, journald's _COMM)
+// from the basename of the path given to execve, so a gomon installed as
+// a conmonrs symlink stays "conmonrs", like a forking daemon would. The
+// path is checked to be the same file as self, so the daemon is the same
+// binary as the launcher.
+func invokedPath(self string) string {
+	p, err := exec.LookPath(os.Args[0]) // as a shell found it; a path with a slash is taken as is
+	if err != nil {
+		return self
+	}
+	pi, err := os.Stat(p)
+	if err != nil {
+		return self
+	}
+	si, err := os.Stat(self)
+	if err != nil || !os.SameFile(pi, si) {
+		return self
+	}
+	return p
 }
 
 // writePidfile writes pid in decimal without a newline (the client parses
@@ -193,7 +221,7 @@ func serve(opts Options, l net.Listener) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel)
+	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel, opts.RunDir)
 	defer closeLog()
 	log.Info("gomon starting", "version", opts.Version.Version, "pid", os.Getpid(),
 		"runtime", opts.Runtime, "run_dir", opts.RunDir, "tracing", opts.EnableTracing)
@@ -225,6 +253,9 @@ func serve(opts Options, l net.Listener) error {
 		LogLevel:      slogLevel(opts.LogLevel),
 		CreateTimeout: opts.CreateTimeout,
 		Logger:        log,
+		// Export a container's spans as soon as it exits: the kubelet may
+		// SIGKILL the pod's processes, gomon included, soon after.
+		OnContainerExit: func(string) { tracing.FlushSoon() },
 	})
 	if err != nil {
 		_ = l.Close()

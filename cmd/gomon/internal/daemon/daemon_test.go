@@ -3,14 +3,18 @@ package daemon
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestWritePidfile(t *testing.T) {
@@ -93,7 +97,7 @@ func TestJournalHandlerNativeProtocol(t *testing.T) {
 	journalSocket = sock
 	defer func() { journalSocket = old }()
 
-	log, closeLog := newLogger("systemd", "debug")
+	log, closeLog := newLogger("systemd", "debug", t.TempDir())
 	defer closeLog()
 	log.With("container_id", "abc").Warn("two\nlines", "pid", 7)
 
@@ -123,7 +127,7 @@ func TestLoggerFallsBackToStderrWithoutJournal(t *testing.T) {
 	old := journalSocket
 	journalSocket = filepath.Join(t.TempDir(), "missing")
 	defer func() { journalSocket = old }()
-	if journalAvailable() {
+	if journalReachable() == nil {
 		t.Fatal("journal reported available")
 	}
 	r, w, err := os.Pipe()
@@ -132,7 +136,7 @@ func TestLoggerFallsBackToStderrWithoutJournal(t *testing.T) {
 	}
 	stderr := os.Stderr
 	os.Stderr = w
-	log, closeLog := newLogger("systemd", "info")
+	log, closeLog := newLogger("systemd", "info", t.TempDir())
 	log.Info("hello")
 	os.Stderr = stderr
 	closeLog()
@@ -154,8 +158,246 @@ func TestLevels(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tt.in, got, tt.want)
 		}
 	}
-	log, _ := newLogger("stdout", "off")
+	log, _ := newLogger("stdout", "off", t.TempDir())
 	if log.Enabled(t.Context(), slog.LevelError) {
 		t.Error("--log-level off still logs errors")
+	}
+}
+
+// stalledJournal binds a datagram socket that nobody reads, with the
+// smallest receive buffer, at a path of its own and points journalSocket
+// at it: journald that has stopped taking records.
+func stalledJournal(t *testing.T) *net.UnixConn {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "journal.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if err := conn.SetReadBuffer(1); err != nil {
+		t.Fatal(err)
+	}
+	old := journalSocket
+	journalSocket = sock
+	t.Cleanup(func() { journalSocket = old })
+	return conn
+}
+
+// journalMessages reads datagrams until the socket has been quiet for
+// quiet, and returns their MESSAGE fields and the sum of the
+// GOMON_DROPPED_RECORDS fields.
+func journalMessages(t *testing.T, conn *net.UnixConn, quiet time.Duration) (msgs []string, dropped int) {
+	t.Helper()
+	buf := make([]byte, 1<<16)
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(quiet))
+		n, err := conn.Read(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return msgs, dropped
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if v, ok := strings.CutPrefix(line, "MESSAGE="); ok {
+				msgs = append(msgs, v)
+			}
+			if v, ok := strings.CutPrefix(line, "GOMON_DROPPED_RECORDS="); ok {
+				d, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatalf("GOMON_DROPPED_RECORDS=%q", v)
+				}
+				dropped += d
+			}
+		}
+	}
+}
+
+// TestJournalLoggingNeverBlocks: with journald stalled, logging returns at
+// once; what journald could not take is dropped, counted, and reported by
+// the first record after it takes records again, so that every record is
+// either delivered or counted.
+func TestJournalLoggingNeverBlocks(t *testing.T) {
+	conn := stalledJournal(t)
+	log, closeLog := newLogger("systemd", "debug", t.TempDir())
+	defer closeLog()
+
+	const stalled = 500
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range stalled {
+			log.Info("while stalled", "i", i)
+		}
+	}()
+	// The old handler waited for journald in each call: the first records
+	// fill the socket's queue, the next call waits for as long as journald
+	// stalls. This bound is only a hang guard: nothing here waits on journald.
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("logging blocked on a stalled journald")
+	}
+
+	// Keep journald stalled until the sender has given up on a record
+	// (after journalSendTimeout).
+	q := log.Handler().(*journalHandler).q
+	for deadline := time.Now().Add(10 * journalSendTimeout); ; {
+		q.mu.Lock()
+		n := q.dropped
+		q.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing dropped while journald stalled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// journald recovers: the next record gets through, then the report.
+	msgs, dropped := journalMessages(t, conn, 200*time.Millisecond)
+	log.Info("after the stall")
+	more, moreDropped := journalMessages(t, conn, time.Second)
+	msgs, dropped = append(msgs, more...), dropped+moreDropped
+	closeLog()
+	rest, restDropped := journalMessages(t, conn, 100*time.Millisecond)
+	msgs, dropped = append(msgs, rest...), dropped+restDropped
+
+	delivered, reports := 0, 0
+	for _, m := range msgs {
+		switch {
+		case strings.HasPrefix(m, "while stalled"):
+			delivered++
+		case strings.Contains(m, "records dropped"):
+			reports++
+		}
+	}
+	if dropped == 0 || reports == 0 {
+		t.Fatalf("no drop report: %d delivered, %d messages", delivered, len(msgs))
+	}
+	if delivered+dropped != stalled {
+		t.Errorf("%d delivered + %d reported dropped != %d logged", delivered, dropped, stalled)
+	}
+	if !slices.Contains(msgs, "after the stall") {
+		t.Errorf("record after the stall not delivered (%d messages)", len(msgs))
+	}
+	t.Logf("%d records delivered, %d dropped and reported in %d report(s)", delivered, dropped, reports)
+}
+
+// staleJournal leaves a socket file at a path of its own with nobody
+// listening (journald died) and points journalSocket at it.
+func staleJournal(t *testing.T) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "journal.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close()
+	old := journalSocket
+	journalSocket = sock
+	t.Cleanup(func() { journalSocket = old })
+}
+
+// TestLoggerFallsBackToRunDirFile: with a stale journald socket and stderr
+// on /dev/null (as the conmon-rs client leaves it), the log goes to
+// <run-dir>/gomon.log, which says once why.
+func TestLoggerFallsBackToRunDirFile(t *testing.T) {
+	staleJournal(t)
+	if journalReachable() == nil {
+		t.Fatal("stale journal socket reported reachable")
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = null.Close() }()
+	stderr := os.Stderr
+	os.Stderr = null
+	defer func() { os.Stderr = stderr }()
+
+	dir := t.TempDir()
+	log, closeLog := newLogger("systemd", "info", dir)
+	os.Stderr = stderr
+	log.Info("first")
+	log.With("container_id", "c1").Warn("second")
+	closeLog()
+	out, err := os.ReadFile(filepath.Join(dir, fallbackLogName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if strings.Count(s, "no systemd journal reachable") != 1 || !strings.Contains(s, "msg=first") ||
+		!strings.Contains(s, "msg=second container_id=c1") || !strings.Contains(s, "connection refused") {
+		t.Errorf("gomon.log %q: want one notice (with the reason), then the records", s)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, fallbackLogName)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("gomon.log mode %v %v", fi.Mode(), err)
+	}
+}
+
+// TestLogOutputSwitchesOnBrokenPipe: when the reader of the log's pipe goes
+// away, the records that follow go to <run-dir>/gomon.log after one notice.
+func TestLogOutputSwitchesOnBrokenPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Close() }()
+	dir := t.TempDir()
+	o := newLogOutput(w, "stdout", dir)
+	defer o.close()
+	log := slog.New(slog.NewTextHandler(o, nil))
+	log.Info("to the pipe")
+	_ = r.Close()
+	log.Info("after the reader left")
+	log.Info("and again")
+	out, err := os.ReadFile(filepath.Join(dir, fallbackLogName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if strings.Count(s, "log output closed (broken pipe)") != 1 || !strings.Contains(s, "previous=stdout") ||
+		!strings.Contains(s, `msg="after the reader left"`) || !strings.Contains(s, `msg="and again"`) ||
+		strings.Contains(s, "to the pipe") {
+		t.Errorf("gomon.log %q", s)
+	}
+}
+
+// TestRotatingFile: the fallback log stays under two files of at most max
+// bytes, and never follows a symlink at its path.
+func TestRotatingFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "gomon.log")
+	f, err := openRotatingFile(p, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte(strings.Repeat("x", 29) + "\n")
+	for range 18 { // 6 files' worth: the last two are full
+		if _, err := f.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = f.close()
+	for _, name := range []string{p, p + ".1"} {
+		fi, err := os.Stat(name)
+		if err != nil || fi.Size() != 90 {
+			t.Errorf("%s: %v %v, want 90 bytes", name, fi, err)
+		}
+	}
+
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openRotatingFile(link, 100); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("opened through a symlink: %v", err)
 	}
 }
