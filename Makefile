@@ -18,7 +18,7 @@ LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
-.PHONY: help deps build test test-unit test-interop reliability generate check-generate lint demo bundle clean e2e
+.PHONY: help deps build test test-unit test-interop reliability soak generate check-generate lint demo bundle clean e2e
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,12 @@ test-interop: build ## interop tests through the conmon-rs Go clients v0.7.3 and
 reliability: build ## faults, killed clients, full/deleted logs, leaks, bad input, security (root + runc)
 	cd test/reliability && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 -timeout 15m ./...
 	cd test/reliability/firstcall && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 -timeout 10m ./...
+
+# The soak is not part of `make reliability` (nor CI): it runs for minutes.
+SOAK_DURATION ?= 5m
+
+soak: build ## a pod logging for SOAK_DURATION (default 5m) under random faults; checks exit codes, bytes, fds, threads, RSS (root + runc)
+	cd test/reliability && GOMON_BINARY=$(CURDIR)/$(GOMON) GOMON_SOAK=$(SOAK_DURATION) GOMON_REQUIRE_ROOT=1 $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 2h .
 
 $(BIN)/capnpc-go: go.mod
 	$(GO) build -o $@ capnproto.org/go/capnp/v3/capnpc-go

@@ -43,7 +43,7 @@ const (
 
 	// Bounds on the daemon's growth between the end of the warm-up and
 	// the end of the soak, both measured with no container running,
-	// no fault active and no client connected. Threads: Go keeps an OS
+	// no fault active and only the soak's own clients connected (idle). Threads: Go keeps an OS
 	// thread it created for a blocking syscall, so a new peak of blocked
 	// syscalls (e.g. more log writes stuck on a full disk at once than
 	// during the warm-up) may add a few for good.
@@ -105,6 +105,9 @@ type soak struct {
 	work    string
 	runc    string
 	hostile bool
+	// clients[slot] serves that slot, clients[soakSlots] the exec target
+	// and its exec syncs.
+	clients []*client.ConmonClient
 
 	rtEpoch atomic.Int64 // odd while a runtime fault is set
 	seq     atomic.Int64
@@ -198,6 +201,22 @@ func TestSoak(t *testing.T) {
 	cfg.Tracing = &client.Tracing{Enabled: true, Endpoint: "http://" + k.col.addr}
 	k.s = startGomon(t, cfg)
 	k.s.alive(t)
+	// The conmon-rs client shares one connection among its callers and
+	// closes it when any call returns an error (resetConn), which fails
+	// every other call in flight on it with "rpc: connection closed". The
+	// injected create failures would then fail unrelated exec syncs: each
+	// slot and the exec loop get a client (a connection) of their own.
+	k.clients = make([]*client.ConmonClient, soakSlots+1)
+	for i := range k.clients {
+		cl, err := client.New(cfg) // finds the running daemon
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		if int(cl.PID()) != k.s.pid {
+			t.Fatalf("client %d talks to pid %d, want %d", i, cl.PID(), k.s.pid)
+		}
+		k.clients[i] = cl
+	}
 	t.Cleanup(k.keepJournal)
 
 	warm := total / 5
@@ -235,7 +254,7 @@ func (k *soak) phase(d time.Duration) {
 	target := k.newCtr(-1, 0)
 	target.args = []string{"sh", "-c", fmt.Sprintf("while [ ! -e %s ]; do usleep 100000; done; exit 42", strings.TrimPrefix(stopFile, rootfsDir))}
 	target.code, target.lines = 42, 0
-	if err := k.start(target); err != nil {
+	if err := k.start(target, k.clients[soakSlots]); err != nil {
 		t.Fatalf("exec target: %v", err)
 	}
 	k.mu.Lock()
@@ -332,7 +351,7 @@ func writeBundle(dir string, args []string) error {
 // start creates (through the fault wrapper) and starts (with the real
 // runc) c. A create that fails while a runtime fault is set is counted and
 // retried under a new ID; any other failure is returned.
-func (k *soak) start(c *soakCtr) error {
+func (k *soak) start(c *soakCtr, cl *client.ConmonClient) error {
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			c.id = fmt.Sprintf("soak-%d-%d", os.Getpid(), k.seq.Add(1))
@@ -350,7 +369,7 @@ func (k *soak) start(c *soakCtr) error {
 		}
 		e0 := k.rtEpoch.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-		resp, err := k.s.client.CreateContainer(ctx, req)
+		resp, err := cl.CreateContainer(ctx, req)
 		cancel()
 		e1 := k.rtEpoch.Load()
 		if err == nil {
@@ -396,7 +415,7 @@ func (k *soak) finish(c *soakCtr) {
 func (k *soak) slot(ctx context.Context, slot int) {
 	for gen := 0; ctx.Err() == nil; gen++ {
 		c := k.newCtr(slot, gen)
-		if err := k.start(c); err != nil {
+		if err := k.start(c, k.clients[slot]); err != nil {
 			k.errorf("slot %d: %v", slot, err)
 			return
 		}
@@ -416,7 +435,7 @@ func (k *soak) execSyncs(ctx context.Context, target *soakCtr) {
 	for i := 0; sleepCtx(ctx, randDur(100*time.Millisecond, 400*time.Millisecond)); i++ {
 		want, code := strconv.Itoa(i), rand.IntN(3)
 		cctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-		res, err := k.s.client.ExecSyncContainer(cctx, &client.ExecSyncConfig{
+		res, err := k.clients[soakSlots].ExecSyncContainer(cctx, &client.ExecSyncConfig{
 			ID: target.id, Command: []string{"sh", "-c", "echo " + want + "; exit " + strconv.Itoa(code)}, Timeout: 20,
 		})
 		cancel()
