@@ -311,7 +311,7 @@ func (c *fakeCollector) close() {
 
 // fillFS writes path until its filesystem refuses (ENOSPC).
 func fillFS(path string) error {
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create filler: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -114,7 +115,7 @@ type soak struct {
 
 	mu      sync.Mutex
 	counts  map[string]int
-	events  []string // timed fault injections and errors, for keepJournal
+	events  []string         // timed fault injections and errors, for keepJournal
 	current map[int]*soakCtr // running slot containers
 	pending []*soakCtr       // exited, summary not seen yet
 	totals  soakTotals
@@ -769,6 +770,9 @@ func (k *soak) report(elapsed time.Duration, warm, end usage) {
 		if strings.HasPrefix(m, "output stream stopped with output left unread") {
 			k.reasons["output left unread at the drain limit"]++
 		}
+		if strings.HasPrefix(m, "tracing error") {
+			k.reasons["span export failed (\"tracing error\", rate-limited)"]++
+		}
 	}
 	if len(bad) != 0 {
 		k.errorf("%d journal datagrams did not parse, e.g. %q", len(bad), bad[0])
@@ -793,8 +797,8 @@ func (k *soak) report(elapsed time.Duration, warm, end usage) {
 	fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %d | %d | %d |\n", tot.containers, tot.written, tot.logged, tot.dropped, tot.unread,
 		tot.lost, tot.overcounted, tot.unverified)
 	b.WriteString("\n| drop reason reported by gomon | times |\n|---|---|\n")
-	for r, n := range k.reasons {
-		fmt.Fprintf(&b, "| %s | %d |\n", r, n)
+	for _, r := range slices.Sorted(maps.Keys(k.reasons)) {
+		fmt.Fprintf(&b, "| %s | %d |\n", r, k.reasons[r])
 	}
 	b.WriteString("\n| daemon | fds | threads | VmRSS KiB |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| after warm-up | %d | %d | %d |\n| at the end | %d | %d | %d |\n| bound on growth | +%d | +%d | +%d |\n",
