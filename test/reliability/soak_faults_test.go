@@ -163,7 +163,7 @@ const (
 	collectorDown
 	collectorSlow        // hostile: answers after the exporter's 5 s timeout
 	collectorGarbage     // hostile: answers with bytes that are not HTTP
-	collectorHugeChunk   // hostile: a chunk size near MaxInt64
+	collectorHugeChunk   // hostile: a chunk size near MaxInt64 after a small chunk
 	collectorEndlessHead // hostile: a header line that never ends (cut at 64 MiB)
 )
 
@@ -258,7 +258,9 @@ func (c *fakeCollector) handle(conn net.Conn, mode int) {
 			_, _ = conn.Write(junk)
 			return
 		case collectorHugeChunk:
-			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7ffffffffffffff0\r\n")
+			// A small chunk first, so that the size read so far plus the
+			// next one overflows an int.
+			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n7ffffffffffffffc\r\n")
 			_, _ = conn.Write(make([]byte, 64<<10))
 			return
 		case collectorEndlessHead:
