@@ -628,11 +628,21 @@ var readLoopEnded = regexp.MustCompile(`^read loop ended container_id=(\S+) .*st
 // failing, and the one for output left unread.
 var dropReason = regexp.MustCompile(`^output destination failing, dropping output until it recovers .*error=.*: ([^:]+)$`)
 
-// summaries parses the read-loop summaries in the daemon's log so far.
-func (k *soak) summaries() (map[string]map[string]soakStats, int) {
+// failingFor matches the warning that starts a burst of failed writes,
+// which names the container and carries the error (the drop's reason).
+var failingFor = regexp.MustCompile(`^output destination failing, dropping output until it recovers container_id=(\S+) .*error=\S`)
+
+// summaries parses the read-loop summaries in the daemon's log so far,
+// and notes the containers for which a failing destination was reported.
+func (k *soak) summaries() (map[string]map[string]soakStats, map[string]bool, int) {
 	msgs, dropped, _, _ := k.j.snapshot()
 	out := map[string]map[string]soakStats{}
+	reasoned := map[string]bool{}
 	for _, m := range msgs {
+		if g := failingFor.FindStringSubmatch(m); g != nil {
+			reasoned[g[1]] = true
+			continue
+		}
 		g := readLoopEnded.FindStringSubmatch(m)
 		if g == nil {
 			continue
@@ -643,14 +653,14 @@ func (k *soak) summaries() (map[string]map[string]soakStats, int) {
 		}
 		out[g[1]][g[2]] = soakStats{bytes: num(3), dropped: num(8), unread: num(9)}
 	}
-	return out, dropped
+	return out, reasoned, dropped
 }
 
 // verifyPending checks every exited container whose read-loop summaries
 // arrived; with final, those without are reported (as failures unless
 // gomon reported dropping daemon log records) and forgotten.
 func (k *soak) verifyPending(final bool) {
-	sums, droppedRecords := k.summaries()
+	sums, reasoned, droppedRecords := k.summaries()
 	k.mu.Lock()
 	pending := k.pending
 	k.pending = nil
@@ -673,7 +683,7 @@ func (k *soak) verifyPending(final bool) {
 			}
 			continue
 		}
-		k.verify(c, st["stdout"], st["stderr"])
+		k.verify(c, st["stdout"], st["stderr"], reasoned[c.id])
 	}
 	k.mu.Lock()
 	k.pending = append(k.pending, keep...)
@@ -681,8 +691,9 @@ func (k *soak) verifyPending(final bool) {
 }
 
 // verify checks one container's log against what it wrote and the
-// summaries, then removes its files.
-func (k *soak) verify(c *soakCtr, out, errStream soakStats) {
+// summaries (reasoned: gomon warned of a failing destination for it),
+// then removes its files.
+func (k *soak) verify(c *soakCtr, out, errStream soakStats, reasoned bool) {
 	want := c.written()
 	w := int64(len(want))
 	recs, err := readCRILog(c.logPath)
@@ -720,6 +731,9 @@ func (k *soak) verify(c *soakCtr, out, errStream soakStats) {
 	if missing > 0 {
 		k.errorf("container %s: wrote %d bytes, %d in the log, %d counted dropped, %d unread: %d bytes lost silently",
 			c.id, w, logged, out.dropped, out.unread, missing)
+	}
+	if out.dropped > 0 && !reasoned {
+		k.errorf("container %s: %d bytes counted dropped, but no warning gave the reason", c.id, out.dropped)
 	}
 	if logged > out.bytes {
 		k.errorf("container %s: log holds %d bytes, more than the %d gomon read", c.id, logged, out.bytes)
