@@ -20,7 +20,7 @@ LDFLAGS     := -s -w \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
 	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(GIT_COMMIT)'
 
-.PHONY: help deps build test test-unit test-interop reliability fuzz generate check-generate lint demo bundle clean e2e e2e-kubelet
+.PHONY: help deps build test test-unit test-interop reliability fuzz soak generate check-generate lint demo bundle clean e2e e2e-kubelet
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,12 @@ fuzz: ## run every fuzz target for FUZZTIME (15s) each
 		echo "fuzz $${t#*:} in ./$${t%%:*} for $(FUZZTIME)"; \
 		$(GO) test -run='^$$' -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) $(FUZZ_FLAGS) ./$${t%%:*}; \
 	done
+
+# The soak is not part of `make reliability` (nor CI): it runs for minutes.
+SOAK_DURATION ?= 5m
+
+soak: build ## a pod logging for SOAK_DURATION (default 5m) under random faults; checks exit codes, bytes, fds, threads, RSS (root + runc)
+	cd test/reliability && GOMON_BINARY=$(CURDIR)/$(GOMON) GOMON_SOAK=$(SOAK_DURATION) GOMON_REQUIRE_ROOT=1 $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 2h .
 
 $(BIN)/capnpc-go: go.mod
 	$(GO) build -o $@ capnproto.org/go/capnp/v3/capnpc-go
