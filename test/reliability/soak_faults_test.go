@@ -396,7 +396,7 @@ func nsProcs(pid uint32, argv ...string) ([]int, error) {
 // flood dials n connections to sock at once, writes a few bytes of junk
 // on every other one, holds them for hold and closes them. It returns how
 // many dials succeeded.
-func flood(sock string, n int, hold time.Duration) (int, error) {
+func soakFlood(sock string, n int, hold time.Duration) (int, error) {
 	var mu sync.Mutex
 	var conns []net.Conn
 	var firstErr error

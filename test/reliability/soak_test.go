@@ -610,7 +610,7 @@ func (k *soak) clientKills(ctx context.Context) {
 func (k *soak) floods(ctx context.Context) {
 	sock := filepath.Join(k.s.runDir, "conmon.sock")
 	for sleepCtx(ctx, randDur(3*time.Second, 12*time.Second)) {
-		n, err := flood(sock, soakFloodSize, randDur(500*time.Millisecond, 2*time.Second))
+		n, err := soakFlood(sock, soakFloodSize, randDur(500*time.Millisecond, 2*time.Second))
 		if err != nil {
 			k.errorf("connection flood: %v", err)
 		}
