@@ -393,7 +393,7 @@ func nsProcs(pid uint32, argv ...string) ([]int, error) {
 	return out, nil
 }
 
-// flood dials n connections to sock at once, writes a few bytes of junk
+// soakFlood dials n connections to sock at once, writes a few bytes of junk
 // on every other one, holds them for hold and closes them. It returns how
 // many dials succeeded.
 func soakFlood(sock string, n int, hold time.Duration) (int, error) {
