@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -167,7 +168,15 @@ var errExecNoPID = errors.New("runtime exec left no usable pidfile")
 func (m *Monitor) startExec(ctx context.Context, req ExecSyncRequest, pidfile string, rio *runtimeIO, out *outputs) (*proc, error) {
 	cmd := m.runtimeCmd(m.execArgs(req, rio.socketPath(), pidfile), withTraceEnv(ctx, req.Env))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := rio.run(ctx, m.reaper, cmd); err != nil {
+	// The runtime outlives its caller by up to execCancelGrace: killed
+	// between starting the process and writing the pidfile, it would leave
+	// the exec'd process running where nothing can find it (runc makes
+	// that process a session leader, so no group kill reaches it). Once the
+	// runtime is done the pidfile names the process, and the caller's
+	// cancellation kills it through the handle (or killPidfileProcess).
+	runCtx, stop := withGrace(ctx, execCancelGrace)
+	defer stop()
+	if err := rio.run(runCtx, m.reaper, cmd); err != nil {
 		killPidfileProcess(pidfile)
 		out.finish(failedDrainTimeout)
 		return nil, err
@@ -178,6 +187,34 @@ func (m *Monitor) startExec(ctx context.Context, req ExecSyncRequest, pidfile st
 		return nil, fmt.Errorf("%w: %w", errExecNoPID, err)
 	}
 	return m.reaper.adopt(pid), nil
+}
+
+// execCancelGrace bounds how long `runtime exec` may run on after its
+// caller went away (see startExec).
+const execCancelGrace = 5 * time.Second
+
+// withGrace returns a context that ends grace after ctx does, with ctx's
+// cause, or when stop is called.
+func withGrace(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	gctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	var timer *time.Timer
+	var mu sync.Mutex
+	unhook := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if gctx.Err() == nil {
+			timer = time.AfterFunc(grace, func() { cancel(context.Cause(ctx)) })
+		}
+	})
+	return gctx, func() {
+		unhook()
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
+		cancel(context.Canceled)
+	}
 }
 
 // run executes the exec; see ExecSync.

@@ -197,3 +197,31 @@ func nsProcesses(t *testing.T, pid uint32, argv ...string) []int {
 	}
 	return out
 }
+
+// TestClientKilledBeforeExecPidfile: the client dies after the runtime
+// started the exec'd process but before it wrote the pidfile (found by
+// make soak). The exec'd process must not be left running.
+func TestClientKilledBeforeExecPidfile(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	fr := newFaultRuntime(t)
+	s := startGomon(t, serverConfig(t, fr.path))
+	c := running(t, s, nil, "sleep", "1000")
+	fr.set(t, "exec", "slowpid")
+	h := startHelper(t, helperCfg{Mode: "exec", RunDir: s.runDir,
+		Exec: &client.ExecSyncConfig{ID: c.id, Command: []string{"sleep", "778"}}})
+	deadline := time.Now().Add(hangGuard)
+	for len(nsProcesses(t, c.pid, "sleep", "778")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the helper's exec never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	killHelper(t, h)
+	time.Sleep(8 * time.Second)
+	if p := nsProcesses(t, c.pid, "sleep", "778"); len(p) != 0 {
+		t.Errorf("the exec of the killed client still runs in the container 8 s later: pids %v", p)
+	}
+	c.runc(t, s, "kill", c.id, "KILL")
+	c.exitCode(t)
+}

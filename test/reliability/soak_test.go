@@ -30,8 +30,9 @@ import (
 const (
 	// soakEnv turns the soak on: GOMON_SOAK=<duration> (e.g. 5m).
 	soakEnv = "GOMON_SOAK"
-	// soakHostileEnv=1 adds hostile collector answers (slow, garbage, a
-	// huge chunk size, an endless header line) to the collector faults.
+	// Hostile collector answers (slow, garbage, a huge chunk size, an
+	// endless header line) are among the collector faults unless
+	// soakHostileEnv=0.
 	soakHostileEnv = "GOMON_SOAK_HOSTILE_COLLECTOR"
 
 	soakSlots     = 4        // containers of the pod logging at any time
@@ -153,7 +154,7 @@ func (k *soak) errorf(format string, args ...any) {
 // target that takes exec syncs all along. Meanwhile, each on a goroutine
 // of its own and at random: the pod's log and exit directory (a tmpfs)
 // is filled and freed; the OTLP/HTTP collector goes down and comes back
-// (and turns hostile with GOMON_SOAK_HOSTILE_COLLECTOR=1); the daemon's
+// (or turns hostile, unless GOMON_SOAK_HOSTILE_COLLECTOR=0); the daemon's
 // journald stops reading for a while; the runtime fails creates and
 // execs; a client is SIGKILLed in the middle of an exec sync or an
 // attach; conmon.sock is flooded with soakFloodSize connections.
@@ -179,7 +180,7 @@ func TestSoak(t *testing.T) {
 	requireRoot(t)
 	checkNoLeftovers(t)
 	k := &soak{
-		t: t, runc: runcPath(t), work: t.TempDir(), hostile: os.Getenv(soakHostileEnv) == "1",
+		t: t, runc: runcPath(t), work: t.TempDir(), hostile: os.Getenv(soakHostileEnv) != "0",
 		counts: map[string]int{}, current: map[int]*soakCtr{}, reasons: map[string]int{},
 	}
 	makeBundle(t, nil, "true") // builds the shared rootfs and reads the base spec

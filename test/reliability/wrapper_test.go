@@ -267,6 +267,23 @@ func runtimeWrapperMain() int {
 			return 3
 		}
 		return code
+	case "slowpid":
+		// runc starts the process, the pidfile appears only 3 s later
+		// (a runtime slowed down between the two).
+		real := pidFileArg(args)
+		tmp := real + ".slow"
+		for i, a := range args {
+			if a == "--pid-file="+real {
+				args[i] = "--pid-file=" + tmp
+			}
+			if a == "--pid-file" && i+1 < len(args) {
+				args[i+1] = tmp
+			}
+		}
+		code := runReal()
+		time.Sleep(3 * time.Second)
+		_ = os.Rename(tmp, real)
+		return code
 	case "nopid":
 		return 0
 	case "garbagepid", "decoypid":
