@@ -1,6 +1,15 @@
 package monitor
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/gomon-dev/gomon/monitor/internal/pause"
+)
+
+// DefaultPauseBasePath is where the namespace files and the pause PID file
+// go when a NamespacesRequest's or PauseOptions' BasePath is empty, as in
+// conmon-rs; `gomon pause --base-path` defaults to it too.
+const DefaultPauseBasePath = pause.DefaultBasePath
 
 // Namespace is a Linux namespace a pod's pause process can hold.
 type Namespace uint8

@@ -17,7 +17,6 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogDriver       = "systemd"
 	DefaultTracingEndpoint = "http://127.0.0.1:4317"
-	DefaultPauseBasePath   = "/var/run"
 	// DefaultRunRuntime is `gomon run`'s runtime, looked up in PATH.
 	DefaultRunRuntime = "runc"
 	// DefaultSamplingRatePerMillion samples every root span, which is what

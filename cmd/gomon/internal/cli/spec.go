@@ -1,6 +1,10 @@
 package cli
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/gomon-dev/gomon/monitor"
+)
 
 // Subcommand names.
 const (
@@ -96,7 +100,7 @@ func pauseCommandSpec() *cmdSpec {
 		usage: "gomon pause [FLAGS] --pod-id POD_ID",
 		about: "Pin the pod's namespaces under the base path (the helper behind CreateNamespaces).",
 		args: []*argSpec{
-			valueArg("base-path", 'p', typePath, "PATH", "CONMON_PAUSE_BASE_PATH", DefaultPauseBasePath, "The base path for pinning the namespaces"),
+			valueArg("base-path", 'p', typePath, "PATH", "CONMON_PAUSE_BASE_PATH", monitor.DefaultPauseBasePath, "The base path for pinning the namespaces"),
 			podID,
 			boolArg("ipc", 0, "", "Unshare the IPC namespace"),
 			boolArg("pid", 0, "", "Unshare the PID namespace"),

@@ -24,13 +24,14 @@ import (
 // gomon's own log goes, never anything a container writes.
 const journalSocketEnv = "_GOMON_TEST_JOURNAL_SOCKET"
 
-// journalSocket is where systemd-journald takes native-protocol datagrams.
-// A variable so tests can point it at a socket of their own.
+// journalSocket is where the daemon's own log goes with the systemd
+// driver: ioloop.JournalSocket, or journalSocketEnv when set. A variable so
+// tests can point it at a socket of their own.
 var journalSocket = func() string {
 	if p := os.Getenv(journalSocketEnv); p != "" {
 		return p
 	}
-	return "/run/systemd/journal/socket"
+	return ioloop.JournalSocket
 }()
 
 // Limits of the daemon's own journald logging. Logging never waits for
