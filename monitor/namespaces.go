@@ -38,20 +38,6 @@ type NamespacePath struct {
 	Path string
 }
 
-// ServeExecRequest asks for a streaming exec session URL.
-type ServeExecRequest struct {
-	ID                         string
-	Command                    []string
-	TTY, Stdin, Stdout, Stderr bool
-	Cgroup                     CgroupManager
-}
-
-// ServeAttachRequest asks for a streaming attach session URL.
-type ServeAttachRequest struct {
-	ID                    string
-	Stdin, Stdout, Stderr bool
-}
-
 // PauseOptions are the arguments of `gomon pause` (see PauseMain).
 type PauseOptions struct {
 	BasePath                 string
