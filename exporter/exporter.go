@@ -502,8 +502,8 @@ type errorHandler struct {
 	logger     *slog.Logger
 	interval   time.Duration
 	mu         sync.Mutex
-	last       time.Time // +checklocks:mu
-	lastPanic  time.Time // +checklocks:mu
+	last       time.Time // guarded by mu
+	lastPanic  time.Time // guarded by mu
 	suppressed atomic.Uint64
 }
 

@@ -10,7 +10,6 @@ package rpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -39,6 +38,9 @@ type Server struct {
 	listeners map[net.Listener]struct{}   // guarded by mu
 	conns     map[*capnprpc.Conn]struct{} // guarded by mu
 	closed    bool                        // guarded by mu
+	done      chan struct{}               // closed by Close
+
+	lim limitState
 
 	wg sync.WaitGroup // one per connection watcher
 }
@@ -56,14 +58,17 @@ func NewServer(backend Backend, info VersionInfo, log *slog.Logger) *Server {
 		tracer:    otel.GetTracerProvider().Tracer("github.com/gomon-dev/gomon/rpc"),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*capnprpc.Conn]struct{}),
+		done:      make(chan struct{}),
 	}
 }
 
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("rpc server closed")
 
-// Serve accepts connections on l until Close, serving each concurrently.
-// It closes l on return.
+// Serve accepts connections on l until Close, serving each concurrently,
+// within the limits of limits.go. Accept errors are retried (see
+// acceptLoop); Serve returns early only if l is closed under it. It closes
+// l on return.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -80,26 +85,14 @@ func (s *Server) Serve(l net.Listener) error {
 		_ = l.Close()
 	}()
 
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		s.ServeConn(c)
-	}
+	return s.acceptLoop(l)
 }
 
 // ServeConn serves one established connection until the peer hangs up or
 // the server closes. It does not block.
 func (s *Server) ServeConn(c net.Conn) {
 	boot := capnp.Client(proto.Conmon_ServerToClient(&adapter{s: s}))
-	conn := capnprpc.NewConn(newBootstrapGate(capnprpc.NewStreamTransport(c), bootstrapHold), &capnprpc.Options{
+	conn := capnprpc.NewConn(newBootstrapGate(s.newTransport(c), bootstrapHold), &capnprpc.Options{
 		BootstrapClient: boot,
 		Logger:          capnpLogger{s.log.With("component", "capnp")},
 	})
@@ -111,14 +104,18 @@ func (s *Server) ServeConn(c net.Conn) {
 		return
 	}
 	s.conns[conn] = struct{}{}
+	// Counted under mu, so a Close that has seen this connection also
+	// waits for its watcher.
+	s.wg.Add(1)
 	s.mu.Unlock()
 
-	s.wg.Go(func() {
+	go func() {
+		defer s.wg.Done()
 		<-conn.Done()
 		s.mu.Lock()
 		delete(s.conns, conn)
 		s.mu.Unlock()
-	})
+	}()
 }
 
 // Close stops every listener and connection and waits for them to go. Calls
@@ -126,6 +123,9 @@ func (s *Server) ServeConn(c net.Conn) {
 // backend. Close is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.done)
+	}
 	s.closed = true
 	var errs []error
 	for l := range s.listeners {
@@ -145,6 +145,7 @@ func (s *Server) Close() error {
 		_ = c.Close()
 	}
 	s.wg.Wait()
+	s.stopReclaim()
 	return errors.Join(errs...)
 }
 

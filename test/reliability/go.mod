@@ -3,6 +3,7 @@ module github.com/gomon-dev/gomon/test/reliability
 go 1.26.3
 
 require (
+	capnproto.org/go/capnp/v3 v3.1.0-alpha.2
 	github.com/containers/conmon-rs v1.0.1
 	github.com/sirupsen/logrus v1.9.4
 	go.opentelemetry.io/otel v1.43.0
@@ -11,7 +12,6 @@ require (
 )
 
 require (
-	capnproto.org/go/capnp/v3 v3.1.0-alpha.2 // indirect
 	github.com/blang/semver/v4 v4.0.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/colega/zeropool v0.0.0-20230505084239-6fb4a4f75381 // indirect

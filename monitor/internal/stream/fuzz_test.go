@@ -34,12 +34,12 @@ import (
 type fuzzConn struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
-	in       []byte       // +checklocks:mu
-	later    []byte       // +checklocks:mu; sent once out is not empty
-	off      int          // +checklocks:mu
-	deadline bool         // +checklocks:mu; a read deadline is set
-	closed   bool         // +checklocks:mu
-	out      bytes.Buffer // +checklocks:mu
+	in       []byte       // guarded by mu
+	later    []byte       // guarded by mu; sent once out is not empty
+	off      int          // guarded by mu
+	deadline bool         // guarded by mu; a read deadline is set
+	closed   bool         // guarded by mu
+	out      bytes.Buffer // guarded by mu
 	// hangUp makes a read past the input io.EOF at once (the client
 	// hung up after sending) instead of waiting.
 	hangUp bool

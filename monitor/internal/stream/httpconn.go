@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/gomon-dev/gomon/internal/netguard"
 )
 
 // maxHeaderBytes bounds a request's head; upgrade requests are small.
@@ -17,7 +19,9 @@ const maxHeaderBytes = 16 << 10
 // serveConn reads one HTTP/1.1 request from conn and hands it to the mux.
 // A handler either upgrades (hijacks) the connection and runs the session
 // on it, or answers; the connection is closed afterwards either way (no
-// keep-alive: every client here makes one request).
+// keep-alive: every client here makes one request). Once the request head
+// has been read, an admitted connection is marked active: from then on it
+// is no longer one that a newcomer may replace at the connection limit.
 func (s *Server) serveConn(conn net.Conn) {
 	_ = conn.SetReadDeadline(time.Now().Add(handshakeTimeout)) // fails only on a closed conn
 	lc := &limitedConn{Conn: conn, left: maxHeaderBytes}
@@ -28,6 +32,9 @@ func (s *Server) serveConn(conn net.Conn) {
 		_ = conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 		_, _ = conn.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")) // closing anyway
 		return
+	}
+	if lc, ok := conn.(*netguard.Conn); ok {
+		lc.Active()
 	}
 	req = req.WithContext(s.ctx)
 	req.RemoteAddr = conn.RemoteAddr().String()

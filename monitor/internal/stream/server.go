@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gomon-dev/gomon/internal/netguard"
 )
 
 const (
@@ -20,12 +22,15 @@ const (
 	DefaultMaxSessions = 256
 	// DefaultSessionTTL is how long an unused session URL stays valid.
 	DefaultSessionTTL = time.Hour
+	// DefaultMaxConns bounds the connections the streaming port holds at
+	// once, sessions included. The port is open to every local user, so
+	// without a bound a flood of connections exhausts the daemon's fds.
+	// Each session is one kubectl exec, attach or port-forward of this
+	// pod (a port-forward carries all its streams on one connection).
+	DefaultMaxConns = 64
 	// handshakeTimeout bounds reading a request and the WebSocket
 	// handshake, so an idle or slow client cannot hold a connection.
 	handshakeTimeout = 10 * time.Second
-	// acceptRetryDelay paces the accept loop after an error such as
-	// EMFILE, so it cannot spin.
-	acceptRetryDelay = 100 * time.Millisecond
 )
 
 // ErrClosed is returned by the Add methods after Close.
@@ -43,6 +48,10 @@ type Options struct {
 	SessionTTL  time.Duration
 	// Now is the clock of session expiry; nil means time.Now.
 	Now func() time.Time
+	// MaxConns bounds the connections held at once; zero means
+	// DefaultMaxConns. At the bound a new connection replaces the oldest
+	// one still sending its request head, or is closed if there is none.
+	MaxConns int
 }
 
 // Server is the streaming HTTP server. It binds its listener on the first
@@ -60,6 +69,7 @@ type Server struct {
 	addr     string
 	sessions *sessionStore
 	mux      *http.ServeMux
+	limiter  *netguard.Limiter
 
 	ctx    context.Context // ended by Close: ends every session
 	cancel context.CancelFunc
@@ -95,10 +105,15 @@ func New(opts Options) *Server {
 	if now == nil {
 		now = time.Now
 	}
+	maxConns := opts.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		log: log, addr: addr, sessions: newSessionStore(max, ttl, now),
-		ctx: ctx, cancel: cancel, open: make(map[net.Conn]struct{}),
+		limiter: netguard.NewLimiter(maxConns, "streaming", log),
+		ctx:     ctx, cancel: cancel, open: make(map[net.Conn]struct{}),
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/exec/{token}", s.handle(kindExec))
@@ -164,22 +179,27 @@ func (s *Server) start() (string, error) {
 	return s.base, nil
 }
 
-// acceptLoop accepts connections until the listener is closed.
+// acceptLoop accepts connections until the listener is closed, within
+// the connection limit. Accept errors (EMFILE, ...) are retried with a
+// bounded backoff and logged once per run of them.
 func (s *Server) acceptLoop(ln net.Listener) {
 	defer s.conns.Done()
+	retry := netguard.AcceptRetry{Log: s.log, What: "streaming"}
 	for {
-		conn, err := ln.Accept()
+		raw, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.log.Warn("accept streaming connection", "error", err)
-			select {
-			case <-s.ctx.Done():
+			if !retry.Failed(err, s.ctx.Done()) {
 				return
-			case <-time.After(acceptRetryDelay):
 			}
 			continue
+		}
+		retry.Succeeded()
+		conn := s.limiter.Admit(raw)
+		if conn == nil {
+			continue // refused and closed: the port is full of sessions
 		}
 		if !s.track(conn) {
 			_ = conn.Close() // raced with Close
