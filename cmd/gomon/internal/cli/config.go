@@ -136,26 +136,6 @@ type PauseConfig struct {
 	UIDMappings, GIDMappings []string
 }
 
-// Args returns the argv (after the program name) that makes gomon run this
-// pause configuration, in the form conmon-rs uses to spawn itself.
-func (p PauseConfig) Args() []string {
-	args := []string{pauseCommand, "--base-path", p.BasePath, "--pod-id=" + p.PodID}
-	for i, on := range []bool{p.IPC, p.PID, p.Net, p.UTS, p.User} {
-		if on {
-			args = append(args, []string{"--ipc", "--pid", "--net", "--uts", "--user"}[i])
-		}
-	}
-	// conmon-rs only sends mappings with --user; sending them whenever they
-	// are set keeps Args the exact inverse of Parse.
-	for _, m := range p.UIDMappings {
-		args = append(args, "--uid-mappings="+m)
-	}
-	for _, m := range p.GIDMappings {
-		args = append(args, "--gid-mappings="+m)
-	}
-	return args
-}
-
 // RunConfig is `run [-r|--runtime PATH] [-t|--tty] [-i|--interactive]
 // [--log-path FILE] [--trace[=MODE]] -b|--bundle DIR ID`.
 type RunConfig struct {
