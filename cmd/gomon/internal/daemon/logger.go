@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gomon-dev/gomon/cmd/gomon/internal/cli"
 	"github.com/gomon-dev/gomon/ioloop"
 )
 
@@ -72,22 +73,11 @@ func journalReachable() error {
 	return nil
 }
 
-// levelTrace is below slog's Debug, for conmon-rs's "trace".
-const levelTrace = slog.LevelDebug - 4
+// levelTrace is conmon-rs's "trace", below slog's Debug.
+const levelTrace = cli.LevelTrace
 
-func slogLevel(s string) slog.Level {
-	switch s {
-	case "trace":
-		return levelTrace
-	case "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error", "off":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
-}
+// slogLevel is the level of the daemon's own log for a --log-level name.
+func slogLevel(s string) slog.Level { return cli.SlogLevel(s) }
 
 // newLogger builds the server's own logger for --log-driver and
 // --log-level: "none" and "off" discard; "stdout" writes text lines with
