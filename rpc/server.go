@@ -2,7 +2,8 @@
 //
 // The adapter decodes each request (either wire generation, see decode.go),
 // releases the connection with call.Go() before anything that can wait, calls
-// the Backend, and encodes the answer. Errors become exceptions in one place,
+// the Backend, and encodes the answer; handle (handle.go) runs these steps
+// for every method. Errors become exceptions in one place,
 // toException. The Server owns the accept loop and every live connection so
 // that Close can end them.
 package rpc
