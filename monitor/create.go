@@ -178,7 +178,8 @@ func (m *Monitor) reserve(c *container) error {
 // error: the container runs without that sink.
 func openLog(drivers []LogDriver, id string, logger interface {
 	Warn(string, ...any)
-}) (*ioloop.Log, error) {
+},
+) (*ioloop.Log, error) {
 	var sinks []ioloop.Sink
 	fail := func(err error) (*ioloop.Log, error) {
 		for _, s := range sinks {
