@@ -11,9 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// journalSocket is where systemd-journald listens for native-protocol
-// datagrams.
-const journalSocket = "/run/systemd/journal/socket"
+// JournalSocket is where systemd-journald listens for native-protocol
+// datagrams: the containers' journald sink sends there, and the daemon's
+// own log by default.
+const JournalSocket = "/run/systemd/journal/socket"
+
+// journalSocket is the path NewJournald uses (JournalSocket).
+const journalSocket = JournalSocket
 
 // journalSendTimeout bounds how long one chunk may wait for a congested
 // journald before the write fails (and is counted by ReadLoop) instead of

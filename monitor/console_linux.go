@@ -1,6 +1,8 @@
 package monitor
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -145,4 +147,11 @@ func setONLCR(fd int) error {
 // consoleSize is a WinSize of width columns and height rows.
 func consoleSize(width, height uint16) console.WinSize {
 	return console.WinSize{Width: width, Height: height}
+}
+
+// randomSuffix returns 16 random hex digits for a unique socket name.
+func randomSuffix() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
 }

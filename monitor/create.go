@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/undo"
 )
 
 // DefaultCreateTimeout bounds a runtime create that does not end by
@@ -29,21 +30,6 @@ const sigKill = unix.SIGKILL
 
 // cleanupTimeout bounds the `runtime delete --force` after a failed create.
 const cleanupTimeout = 10 * time.Second
-
-// cleanup collects undo steps of a multi-step setup; run undoes them in
-// reverse unless release was called. Registering each step as soon as its
-// resource exists means a failure at any later step releases exactly what
-// was acquired (docs/architecture.md, "Undo steps").
-type cleanup struct{ fns []func() }
-
-func (c *cleanup) add(f func()) { c.fns = append(c.fns, f) }
-func (c *cleanup) release()     { c.fns = nil }
-func (c *cleanup) run() {
-	for i := len(c.fns) - 1; i >= 0; i-- {
-		c.fns[i]()
-	}
-	c.fns = nil
-}
 
 // CreateContainer creates a container with the runtime and monitors it. It
 // returns the container's init PID once the runtime's create has finished
@@ -86,13 +72,13 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	if err := m.reserve(c); err != nil {
 		return 0, err
 	}
-	var undo cleanup
-	defer undo.run()
-	undo.add(func() { m.forget(c) })
-	undo.add(func() { _ = c.attach.Close() }) // runs after the streams' undo
+	var undo undo.Stack
+	defer undo.Run()
+	undo.Add(func() { m.forget(c) })
+	undo.Add(func() { _ = c.attach.Close() }) // runs after the streams' undo
 
 	c.exitFiles = reserveExitFiles(req.ExitPaths, logger)
-	undo.add(func() {
+	undo.Add(func() {
 		for i := range c.exitFiles {
 			c.exitFiles[i].release()
 		}
@@ -103,7 +89,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		return 0, err
 	}
 	c.log = l
-	undo.add(func() { _ = l.Close() })
+	undo.Add(func() { _ = l.Close() })
 
 	extra, err := m.takeFDs(req.AdditionalFDs)
 	if err != nil {
@@ -115,11 +101,11 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		return 0, err
 	}
 	c.leak = leak
-	undo.add(func() { closeFiles(leak) })
+	undo.Add(func() { closeFiles(leak) })
 
 	// A stale pidfile from an earlier create in this bundle must not be
 	// mistaken for this one's (the runtime replaces it on success).
-	if err := os.Remove(filepath.Join(req.BundlePath, "pidfile")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(bundlePidfile(req.BundlePath)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("remove stale pidfile: %w", err)
 	}
 	var pid int
@@ -159,7 +145,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		attribute.String("container_id", req.ID), attribute.Int("pid", pid)))
 	m.waiters.Add(1)
 	go m.waitExit(wctx, c, initProc.exit, oomw)
-	undo.release()
+	undo.Release()
 	logger.InfoContext(ctx, "container created", "pid", pid)
 	return uint32(pid), nil
 }
@@ -192,7 +178,8 @@ func (m *Monitor) reserve(c *container) error {
 // error: the container runs without that sink.
 func openLog(drivers []LogDriver, id string, logger interface {
 	Warn(string, ...any)
-}) (*ioloop.Log, error) {
+},
+) (*ioloop.Log, error) {
 	var sinks []ioloop.Sink
 	fail := func(err error) (*ioloop.Log, error) {
 		for _, s := range sinks {
@@ -268,7 +255,7 @@ func teeFor(w io.Writer, more ...io.Writer) []io.Writer {
 // runtimeIO): without a terminal, the read loops start on the pipes right
 // away; with one, the pty master's one read loop logs everything as
 // stdout, and the master is the container's stdin when it has one.
-func (m *Monitor) runCreate(ctx context.Context, c *container, extra []*os.File, undo *cleanup) (int, error) {
+func (m *Monitor) runCreate(ctx context.Context, c *container, extra []*os.File, undo *undo.Stack) (int, error) {
 	req := c.req
 	rio, err := newRuntimeIO(req.Terminal, req.Stdin)
 	if err != nil {
@@ -281,10 +268,10 @@ func (m *Monitor) runCreate(ctx context.Context, c *container, extra []*os.File,
 		// Undo of the read loops: once the runtime is gone, its (and the
 		// failed container's) ends are closed, so the loops reach EOF; the
 		// drain bound covers a straggler holding them.
-		undo.add(func() { c.drain(failedDrainTimeout) })
+		undo.Add(func() { c.drain(failedDrainTimeout) })
 		if rio.stdinW != nil {
 			c.stdin, stdin = rio.stdinW, rio.stdinW
-			undo.add(c.closeStdin)
+			undo.Add(c.closeStdin)
 		}
 		c.startStream(rio.stdout, ioloop.Stdout, teeFor(req.Stdout)...)
 		c.startStream(rio.stderr, ioloop.Stderr, teeFor(req.Stderr, rio.diag)...)
@@ -298,7 +285,7 @@ func (m *Monitor) runCreate(ctx context.Context, c *container, extra []*os.File,
 		}
 		c.mu.Unlock()
 		c.readEnds = []io.Closer{con}
-		undo.add(func() {
+		undo.Add(func() {
 			c.drain(failedDrainTimeout)
 			c.mu.Lock()
 			c.console, c.stdin = nil, nil
@@ -319,9 +306,13 @@ func (m *Monitor) runCreate(ctx context.Context, c *container, extra []*os.File,
 	return readPIDFile(req.BundlePath)
 }
 
-// readPIDFile reads the init PID the runtime wrote to <bundle>/pidfile.
+// bundlePidfile is where `runtime create` writes the container's init PID,
+// <bundle>/pidfile, as conmon-rs asks it to; CRI-O reads it there too.
+func bundlePidfile(bundle string) string { return filepath.Join(bundle, "pidfile") }
+
+// readPIDFile reads the init PID the runtime wrote to bundlePidfile.
 func readPIDFile(bundle string) (int, error) {
-	return readPIDPath(filepath.Join(bundle, "pidfile"))
+	return readPIDPath(bundlePidfile(bundle))
 }
 
 // refusedByRuntime reports whether err is the runtime failing a create on

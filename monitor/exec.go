@@ -146,10 +146,7 @@ func (m *Monitor) execArgs(req ExecSyncRequest, consoleSock, pidfile string) []s
 // the exec, so the caller removes it rather than let them pile up.
 func (m *Monitor) newExecPidfile(kind string) (id, path string, err error) {
 	id = uuid.New()
-	dir := m.cfg.RunDir
-	if dir == "" {
-		dir = os.TempDir()
-	}
+	dir := m.runDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("create run dir: %w", err)
 	}

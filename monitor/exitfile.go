@@ -1,55 +1,24 @@
 package monitor
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/internal/atomicfile"
 )
 
-// writeFileAtomic replaces path with data: it writes a new file next to it
-// (O_EXCL, so nothing existing is ever truncated in place), fsyncs it and
-// renames it over path (docs/architecture.md, "A container's exit code is
-// never lost"). A reader sees either the old file or
-// the complete new one, never a partial exit code.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	tmp := tempName(path)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, perm)
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename to %s: %w", path, err)
-	}
-	return nil
-}
-
 // writeExitFile writes code as decimal ASCII without a newline, the format
-// CRI-O and conmon-rs use.
+// CRI-O and conmon-rs use, atomically: a reader sees no exit file or the
+// whole code (docs/architecture.md, "A container's exit code is never
+// lost").
 func writeExitFile(path string, code int) error {
-	return writeFileAtomic(path, []byte(strconv.Itoa(code)), 0o644)
+	return atomicfile.WriteFile(path, []byte(strconv.Itoa(code)), 0o644)
 }
 
 // exitFileReserve is the space reserved for each exit file at create: more
@@ -97,7 +66,7 @@ func reserveExitFiles(paths []string, logger *slog.Logger) []exitFile {
 // reserveFile creates an exclusive temporary file next to path holding
 // exitFileReserve allocated bytes and returns its name.
 func reserveFile(path string) (string, error) {
-	tmp := tempName(path)
+	tmp := atomicfile.TempName(path)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("create temporary file: %w", err)
@@ -142,7 +111,7 @@ func (e *exitFile) release() {
 func (e *exitFile) write(code int) error {
 	data := []byte(strconv.Itoa(code))
 	if e.tmp == "" {
-		return writeFileAtomic(e.path, data, 0o644)
+		return atomicfile.WriteFile(e.path, data, 0o644)
 	}
 	tmp := e.tmp
 	e.tmp = ""
@@ -151,7 +120,7 @@ func (e *exitFile) write(code int) error {
 		return nil
 	}
 	_ = os.Remove(tmp)
-	if err := writeFileAtomic(e.path, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(e.path, data, 0o644); err != nil {
 		return errors.Join(rerr, err)
 	}
 	return nil
@@ -237,20 +206,4 @@ func writeOOMFile(path string) error {
 		return fmt.Errorf("sync oom file %s: %w", path, err)
 	}
 	return nil
-}
-
-// tempName returns a new hidden temporary name in path's directory.
-func tempName(path string) string {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	return filepath.Join(dir, "."+base+".tmp-"+randomSuffix())
-}
-
-// randomSuffix returns 16 random hex digits for temporary names.
-func randomSuffix() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
-	return hex.EncodeToString(b[:])
 }

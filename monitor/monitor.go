@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"sync"
 	"time"
@@ -22,7 +23,7 @@ import (
 type Config struct {
 	Runtime     string       // path of the OCI runtime binary (runc, crun)
 	RuntimeRoot string       // passed as --root=; empty for the runtime's default
-	RunDir      string       // state directory: exec pidfiles and sockets
+	RunDir      string       // state directory: exec pidfiles and sockets; "" is os.TempDir()
 	LogLevel    slog.Level   // the server's log level; mapped to crun's --log-level
 	Logger      *slog.Logger // nil discards
 	Env         []string     // base environment of runtime processes; nil = os.Environ()
@@ -123,6 +124,15 @@ func New(cfg Config) (*Monitor, error) {
 		m.cfg.FDs = &m.pod
 	}
 	return m, nil
+}
+
+// runDir is the directory of exec pidfiles and sockets: Config.RunDir, or
+// the temporary directory when that is empty.
+func (m *Monitor) runDir() string {
+	if m.cfg.RunDir == "" {
+		return os.TempDir()
+	}
+	return m.cfg.RunDir
 }
 
 // beginOp registers an operation unless shutting down. The returned

@@ -104,7 +104,7 @@ func (m *Monitor) StartFdSocket(ctx context.Context) (string, error) {
 	m.pod.mu.Lock()
 	defer m.pod.mu.Unlock()
 	if m.pod.fds == nil {
-		s, err := fdstore.Listen(filepath.Join(m.cfg.RunDir, FDSocketName), m.log.With("component", "fd_socket"))
+		s, err := fdstore.Listen(filepath.Join(m.runDir(), FDSocketName), m.log.With("component", "fd_socket"))
 		if err != nil {
 			return "", fmt.Errorf("start fd socket: %w", err)
 		}

@@ -51,7 +51,7 @@ func (m *Monitor) globalArgs(id string, cg CgroupManager, extra []string) []stri
 func (m *Monitor) createArgs(req CreateRequest, consoleSock string) []string {
 	args := m.globalArgs(req.ID, req.Cgroup, req.GlobalArgs)
 	args = append(args, "create", "--bundle", req.BundlePath,
-		"--pid-file", filepath.Join(req.BundlePath, "pidfile"))
+		"--pid-file", bundlePidfile(req.BundlePath))
 	args = append(args, req.CommandArgs...)
 	if consoleSock != "" {
 		args = append(args, "--console-socket="+consoleSock)

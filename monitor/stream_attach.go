@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 
@@ -26,10 +25,7 @@ import (
 // streamAttachPath is the container's streaming attach socket: in the run
 // directory, named by a hash of the ID so any ID makes a valid name.
 func (m *Monitor) streamAttachPath(id string) string {
-	dir := m.cfg.RunDir
-	if dir == "" {
-		dir = os.TempDir()
-	}
+	dir := m.runDir()
 	sum := sha256.Sum256([]byte(id))
 	return filepath.Join(dir, "streaming-attach-"+hex.EncodeToString(sum[:8]))
 }

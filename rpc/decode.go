@@ -234,6 +234,23 @@ func decodeServeAttach(r proto.Conmon_ServeAttachContainerRequest) (monitor.Serv
 
 // decoder reads fields and keeps the first error, so a decode function
 // reads as a plain list of fields.
+// decodeStartFdSocket reads StartFdSocket's request, which holds only
+// metadata.
+func decodeStartFdSocket(r proto.Conmon_StartFdSocketRequest) (none, Metadata, error) {
+	d := decoder{}
+	md := d.textMap("metadata", r.Metadata)
+	return none{}, md, d.err
+}
+
+// decodeServePortForward reads ServePortForwardContainer's request: the
+// pod's network namespace path.
+func decodeServePortForward(r proto.Conmon_ServePortForwardContainerRequest) (string, Metadata, error) {
+	d := decoder{}
+	path := d.text("netNsPath", r.NetNsPath)
+	md := d.textMap("metadata", r.Metadata)
+	return path, md, d.err
+}
+
 type decoder struct{ err error }
 
 func (d *decoder) fail(name string, err error) {

@@ -2,7 +2,8 @@
 //
 // The adapter decodes each request (either wire generation, see decode.go),
 // releases the connection with call.Go() before anything that can wait, calls
-// the Backend, and encodes the answer. Errors become exceptions in one place,
+// the Backend, and encodes the answer; handle (handle.go) runs these steps
+// for every method. Errors become exceptions in one place,
 // toException. The Server owns the accept loop and every live connection so
 // that Close can end them.
 package rpc
@@ -23,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gomon-dev/gomon/monitor"
 	"github.com/gomon-dev/gomon/rpc/proto"
 )
 
@@ -174,228 +176,140 @@ func fail(span trace.Span, err error) error {
 func containerID(id string) attribute.KeyValue { return attribute.String("container_id", id) }
 
 func (a *adapter) Version(ctx context.Context, call proto.Conmon_version) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
+	decode := func(r proto.Conmon_VersionRequest) (versionRequest, Metadata, error) {
+		v, err := decodeVersion(r)
+		return v, v.metadata, err
 	}
-	r, err := decodeVersion(req)
-	if err != nil {
-		return toException(err)
-	}
-	_, span := a.start(ctx, "version", r.metadata)
-	defer span.End()
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	info := a.s.info
-	resp.SetProcessId(uint32(os.Getpid()))
-	tree := ""
-	if r.verbose {
-		tree = info.CargoTree
-	}
-	for _, f := range []struct {
-		set func(string) error
-		v   string
-	}{
-		{resp.SetVersion, info.Version},
-		{resp.SetTag, info.Tag},
-		{resp.SetCommit, info.Commit},
-		{resp.SetBuildDate, info.BuildDate},
-		{resp.SetTarget, info.Target},
-		{resp.SetRustVersion, info.RustVersion},
-		{resp.SetCargoVersion, info.CargoVersion},
-		{resp.SetCargoTree, tree},
-	} {
-		if err := f.set(f.v); err != nil {
-			return toException(err)
+	info := func(_ context.Context, r versionRequest) (VersionInfo, error) {
+		info := a.s.info
+		if !r.verbose {
+			info.CargoTree = ""
 		}
+		return info, nil
 	}
-	return nil
+	return handle(ctx, a, call, inOrder, "version", decode, nil, info,
+		func(_ trace.Span, res proto.Conmon_version_Results, info VersionInfo) error {
+			resp, err := res.NewResponse()
+			if err != nil {
+				return err
+			}
+			resp.SetProcessId(uint32(os.Getpid()))
+			for _, f := range []struct {
+				set func(string) error
+				v   string
+			}{
+				{resp.SetVersion, info.Version},
+				{resp.SetTag, info.Tag},
+				{resp.SetCommit, info.Commit},
+				{resp.SetBuildDate, info.BuildDate},
+				{resp.SetTarget, info.Target},
+				{resp.SetRustVersion, info.RustVersion},
+				{resp.SetCargoVersion, info.CargoVersion},
+				{resp.SetCargoTree, info.CargoTree},
+			} {
+				if err := f.set(f.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 }
 
 func (a *adapter) CreateContainer(ctx context.Context, call proto.Conmon_createContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	r, md, err := decodeCreate(req)
-	if err != nil {
-		return toException(err)
-	}
-	call.Go()
-	ctx, span := a.start(ctx, "create_container", md, containerID(r.ID))
-	defer span.End()
-	pid, err := a.s.backend.CreateContainer(ctx, r)
-	if err != nil {
-		return fail(span, err)
-	}
-	span.SetAttributes(attribute.Int("pid", int(pid)))
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	resp.SetContainerPid(pid)
-	return nil
+	return handle(ctx, a, call, concurrent, "create_container", decodeCreate,
+		idAttrs(func(r monitor.CreateRequest) string { return r.ID }), a.s.backend.CreateContainer,
+		func(span trace.Span, res proto.Conmon_createContainer_Results, pid uint32) error {
+			span.SetAttributes(attribute.Int("pid", int(pid)))
+			resp, err := res.NewResponse()
+			if err != nil {
+				return err
+			}
+			resp.SetContainerPid(pid)
+			return nil
+		})
 }
 
 func (a *adapter) ExecSyncContainer(ctx context.Context, call proto.Conmon_execSyncContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	r, md, err := decodeExecSync(req)
-	if err != nil {
-		return toException(err)
-	}
-	call.Go()
-	ctx, span := a.start(ctx, "exec_sync_container", md, containerID(r.ID))
-	defer span.End()
-	out, err := a.s.backend.ExecSync(ctx, r)
-	if err != nil {
-		return fail(span, err)
-	}
-	span.SetAttributes(attribute.Int("exit_code", int(out.ExitCode)), attribute.Bool("timed_out", out.TimedOut))
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	resp.SetExitCode(out.ExitCode)
-	resp.SetTimedOut(out.TimedOut)
-	if err := resp.SetStdout(out.Stdout); err != nil {
-		return toException(err)
-	}
-	if err := resp.SetStderr(out.Stderr); err != nil {
-		return toException(err)
-	}
-	return nil
+	return handle(ctx, a, call, concurrent, "exec_sync_container", decodeExecSync,
+		idAttrs(func(r monitor.ExecSyncRequest) string { return r.ID }), a.s.backend.ExecSync,
+		func(span trace.Span, res proto.Conmon_execSyncContainer_Results, out monitor.ExecSyncResult) error {
+			span.SetAttributes(attribute.Int("exit_code", int(out.ExitCode)), attribute.Bool("timed_out", out.TimedOut))
+			resp, err := res.NewResponse()
+			if err != nil {
+				return err
+			}
+			resp.SetExitCode(out.ExitCode)
+			resp.SetTimedOut(out.TimedOut)
+			if err := resp.SetStdout(out.Stdout); err != nil {
+				return err
+			}
+			return resp.SetStderr(out.Stderr)
+		})
 }
 
 func (a *adapter) AttachContainer(ctx context.Context, call proto.Conmon_attachContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	r, md, err := decodeAttach(req)
-	if err != nil {
-		return toException(err)
-	}
-	call.Go()
-	ctx, span := a.start(ctx, "attach_container", md, containerID(r.ID))
-	defer span.End()
-	if err := a.s.backend.Attach(ctx, r); err != nil {
-		return fail(span, err)
-	}
-	_, err = call.AllocResults()
-	return toException(err)
+	return handle(ctx, a, call, concurrent, "attach_container", decodeAttach,
+		idAttrs(func(r monitor.AttachRequest) string { return r.ID }), noValue(a.s.backend.Attach), nil)
 }
 
 func (a *adapter) ReopenLogContainer(ctx context.Context, call proto.Conmon_reopenLogContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	id, md, err := decodeReopenLog(req)
-	if err != nil {
-		return toException(err)
-	}
-	call.Go()
-	ctx, span := a.start(ctx, "reopen_log_container", md, containerID(id))
-	defer span.End()
-	if err := a.s.backend.ReopenLog(ctx, id); err != nil {
-		return fail(span, err)
-	}
-	_, err = call.AllocResults()
-	return toException(err)
+	return handle(ctx, a, call, concurrent, "reopen_log_container", decodeReopenLog,
+		idAttrs(func(id string) string { return id }), noValue(a.s.backend.ReopenLog), nil)
 }
 
 func (a *adapter) SetWindowSizeContainer(ctx context.Context, call proto.Conmon_setWindowSizeContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
+	attrs := func(ws windowSize) []attribute.KeyValue {
+		return []attribute.KeyValue{
+			containerID(ws.id),
+			attribute.Int("width", int(ws.width)), attribute.Int("height", int(ws.height)),
+		}
 	}
-	ws, md, err := decodeSetWindowSize(req)
-	if err != nil {
-		return toException(err)
+	resize := func(ctx context.Context, ws windowSize) error {
+		return a.s.backend.SetWindowSize(ctx, ws.id, ws.width, ws.height)
 	}
-	ctx, span := a.start(ctx, "set_window_size_container", md, containerID(ws.id),
-		attribute.Int("width", int(ws.width)), attribute.Int("height", int(ws.height)))
-	defer span.End()
-	if err := a.s.backend.SetWindowSize(ctx, ws.id, ws.width, ws.height); err != nil {
-		return fail(span, err)
-	}
-	_, err = call.AllocResults()
-	return toException(err)
+	return handle(ctx, a, call, inOrder, "set_window_size_container", decodeSetWindowSize, attrs, noValue(resize), nil)
 }
 
 func (a *adapter) CreateNamespaces(ctx context.Context, call proto.Conmon_createNamespaces) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	r, md, err := decodeCreateNamespaces(req)
-	if err != nil {
-		return toException(err)
-	}
-	call.Go()
 	// conmon-rs puts the pod ID in container_id on this span.
-	ctx, span := a.start(ctx, "create_namespaces", md, containerID(r.PodID))
-	defer span.End()
-	paths, err := a.s.backend.CreateNamespaces(ctx, r)
-	if err != nil {
-		return fail(span, err)
-	}
-	resp, err := response(call.AllocResults)
-	if err != nil {
-		return toException(err)
-	}
-	l, err := resp.NewNamespaces(int32(len(paths)))
-	if err != nil {
-		return toException(err)
-	}
-	for i, p := range paths {
-		l.At(i).SetType(namespaceToWire(p.Type))
-		if err := l.At(i).SetPath(p.Path); err != nil {
-			return toException(err)
-		}
-	}
-	return nil
+	return handle(ctx, a, call, concurrent, "create_namespaces", decodeCreateNamespaces,
+		idAttrs(func(r monitor.NamespacesRequest) string { return r.PodID }), a.s.backend.CreateNamespaces,
+		func(_ trace.Span, res proto.Conmon_createNamespaces_Results, paths []monitor.NamespacePath) error {
+			resp, err := res.NewResponse()
+			if err != nil {
+				return err
+			}
+			l, err := resp.NewNamespaces(int32(len(paths)))
+			if err != nil {
+				return err
+			}
+			for i, p := range paths {
+				l.At(i).SetType(namespaceToWire(p.Type))
+				if err := l.At(i).SetPath(p.Path); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 }
 
 func (a *adapter) StartFdSocket(ctx context.Context, call proto.Conmon_startFdSocket) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	d := decoder{}
-	md := d.textMap("metadata", req.Metadata)
-	if d.err != nil {
-		return toException(d.err)
-	}
-	call.Go()
-	return a.handOut(ctx, "start_fd_socket", md, nil, a.s.backend.StartFdSocket, func(path string) error {
-		resp, err := response(call.AllocResults)
-		if err != nil {
-			return err
-		}
-		return resp.SetPath(path)
-	})
+	open := func(ctx context.Context, _ none) (string, error) { return a.s.backend.StartFdSocket(ctx) }
+	return handle(ctx, a, call, concurrent, "start_fd_socket", decodeStartFdSocket, nil, open,
+		func(_ trace.Span, res proto.Conmon_startFdSocket_Results, path string) error {
+			resp, err := res.NewResponse()
+			if err != nil {
+				return err
+			}
+			return resp.SetPath(path)
+		})
 }
 
 func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serveExecContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	r, md, err := decodeServeExec(req)
-	if err != nil {
-		return toException(err)
-	}
-	call.Go()
-	return a.handOut(ctx, "serve_exec_container", md, []attribute.KeyValue{containerID(r.ID)},
-		func(ctx context.Context) (string, error) { return a.s.backend.ServeExec(ctx, r) },
-		func(url string) error {
-			resp, err := response(call.AllocResults)
+	return handle(ctx, a, call, concurrent, "serve_exec_container", decodeServeExec,
+		idAttrs(func(r monitor.ServeExecRequest) string { return r.ID }), a.s.backend.ServeExec,
+		func(_ trace.Span, res proto.Conmon_serveExecContainer_Results, url string) error {
+			resp, err := res.NewResponse()
 			if err != nil {
 				return err
 			}
@@ -404,19 +318,10 @@ func (a *adapter) ServeExecContainer(ctx context.Context, call proto.Conmon_serv
 }
 
 func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_serveAttachContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	r, md, err := decodeServeAttach(req)
-	if err != nil {
-		return toException(err)
-	}
-	call.Go()
-	return a.handOut(ctx, "serve_attach_container", md, []attribute.KeyValue{containerID(r.ID)},
-		func(ctx context.Context) (string, error) { return a.s.backend.ServeAttach(ctx, r) },
-		func(url string) error {
-			resp, err := response(call.AllocResults)
+	return handle(ctx, a, call, concurrent, "serve_attach_container", decodeServeAttach,
+		idAttrs(func(r monitor.ServeAttachRequest) string { return r.ID }), a.s.backend.ServeAttach,
+		func(_ trace.Span, res proto.Conmon_serveAttachContainer_Results, url string) error {
+			resp, err := res.NewResponse()
 			if err != nil {
 				return err
 			}
@@ -425,21 +330,10 @@ func (a *adapter) ServeAttachContainer(ctx context.Context, call proto.Conmon_se
 }
 
 func (a *adapter) ServePortForwardContainer(ctx context.Context, call proto.Conmon_servePortForwardContainer) error {
-	req, err := call.Args().Request()
-	if err != nil {
-		return toException(field("request", err))
-	}
-	d := decoder{}
-	path := d.text("netNsPath", req.NetNsPath)
-	md := d.textMap("metadata", req.Metadata)
-	if d.err != nil {
-		return toException(d.err)
-	}
-	call.Go()
-	return a.handOut(ctx, "serve_port_forward_container", md, nil,
-		func(ctx context.Context) (string, error) { return a.s.backend.ServePortForward(ctx, path) },
-		func(url string) error {
-			resp, err := response(call.AllocResults)
+	return handle(ctx, a, call, concurrent, "serve_port_forward_container", decodeServePortForward, nil,
+		a.s.backend.ServePortForward,
+		func(_ trace.Span, res proto.Conmon_servePortForwardContainer_Results, url string) error {
+			resp, err := res.NewResponse()
 			if err != nil {
 				return err
 			}
@@ -457,34 +351,3 @@ func (c capnpLogger) Debug(msg string, args ...any) { c.l.Debug(msg, args...) }
 func (c capnpLogger) Info(msg string, args ...any)  { c.l.Debug(msg, args...) }
 func (c capnpLogger) Warn(msg string, args ...any)  { c.l.Debug(msg, args...) }
 func (c capnpLogger) Error(msg string, args ...any) { c.l.Debug(msg, args...) }
-
-// handOut answers the methods whose only result is a string the backend
-// hands out (the fd socket's path, a streaming session's URL): under the
-// method's span, get produces it and set writes it into the response.
-func (a *adapter) handOut(ctx context.Context, name string, md Metadata, attrs []attribute.KeyValue,
-	get func(context.Context) (string, error), set func(string) error,
-) error {
-	ctx, span := a.start(ctx, name, md, attrs...)
-	defer span.End()
-	v, err := get(ctx)
-	if err != nil {
-		return fail(span, err)
-	}
-	return toException(set(v))
-}
-
-// results is a method's generated results struct.
-type results[T any] interface {
-	NewResponse() (T, error)
-}
-
-// response allocates a call's results and its response struct, the first
-// step of every answer.
-func response[T any, R results[T]](alloc func() (R, error)) (T, error) {
-	res, err := alloc()
-	if err != nil {
-		var zero T
-		return zero, err
-	}
-	return res.NewResponse()
-}

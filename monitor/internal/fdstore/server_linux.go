@@ -149,30 +149,6 @@ func (s *Server) Take(slot uint64) (*os.File, error) {
 	return f, nil
 }
 
-// TakeAll takes several slots at once: either all of them, in order, or
-// none (the first empty slot is reported and every slot stays as it was).
-// conmon-rs consumes the slots before the missing one and drops them; a
-// client cannot tell the difference, since the request fails either way.
-func (s *Server) TakeAll(slots []uint64) ([]*os.File, error) {
-	if len(slots) == 0 {
-		return nil, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	seen := make(map[uint64]bool, len(slots))
-	for _, slot := range slots {
-		if _, ok := s.slots.fds[slot]; !ok || seen[slot] {
-			return nil, &slotError{slot: slot}
-		}
-		seen[slot] = true
-	}
-	files := make([]*os.File, len(slots))
-	for i, slot := range slots {
-		files[i] = s.slots.take(slot)
-	}
-	return files, nil
-}
-
 // Close stops the server: it closes the listener and every connection,
 // waits for their goroutines, closes every descriptor not yet taken and
 // removes the socket file. Later calls return nil.

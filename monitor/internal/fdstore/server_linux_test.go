@@ -435,53 +435,6 @@ func TestStoreSlots(t *testing.T) {
 	}
 }
 
-func TestTake(t *testing.T) {
-	s := listen(t)
-	c := dial(t, s.Path())
-	p := newPipes(t, 3)
-	if _, err := c.send(p.readFDs()...); err != nil {
-		t.Fatal(err)
-	}
-
-	tests := []struct {
-		name    string
-		slots   []uint64
-		wantErr string
-	}{
-		{"missing slot", []uint64{7}, "no file descriptor in slot 7"},
-		{"one missing takes none", []uint64{1, 9}, "no file descriptor in slot 9"},
-		{"duplicate takes none", []uint64{1, 1}, "no file descriptor in slot 1"},
-		{"all present", []uint64{3, 1}, ""},
-		{"already taken", []uint64{1}, "no file descriptor in slot 1"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			files, err := s.TakeAll(tt.slots)
-			closeFiles(files)
-			if tt.wantErr == "" {
-				if err != nil || len(files) != len(tt.slots) {
-					t.Fatalf("TakeAll(%v) = %d files, %v", tt.slots, len(files), err)
-				}
-				return
-			}
-			if err == nil || err.Error() != tt.wantErr || !errors.Is(err, ErrNoFD) {
-				t.Fatalf("TakeAll(%v) error = %v, want %q wrapping ErrNoFD", tt.slots, err, tt.wantErr)
-			}
-			if files != nil {
-				t.Fatalf("TakeAll(%v) returned files with an error", tt.slots)
-			}
-		})
-	}
-	if f, err := s.Take(2); err != nil {
-		t.Fatalf("slot 2 lost by the failed TakeAll calls: %v", err)
-	} else {
-		_ = f.Close()
-	}
-	if files, err := s.TakeAll(nil); files != nil || err != nil {
-		t.Fatalf("TakeAll(nil) = %v, %v", files, err)
-	}
-}
-
 func TestListenLongPath(t *testing.T) {
 	dir := t.TempDir()
 	for len(dir) < 200 {

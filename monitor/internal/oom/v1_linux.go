@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/monitor/internal/undo"
 )
 
 // setupV1 arms the cgroup v1 watch: baseline of oom_kill from
@@ -22,8 +24,8 @@ import (
 // in the final counter read, whereas a notification consumed before the
 // baseline could hide one.
 func (w *Watcher) setupV1() (watching bool, err error) {
-	var undo cleanup
-	defer undo.run()
+	var undo undo.Stack
+	defer undo.Run()
 
 	// Read access is what the kernel checks on the file named in
 	// cgroup.event_control.
@@ -35,7 +37,7 @@ func (w *Watcher) setupV1() (watching bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("open memory.oom_control: %w", err)
 	}
-	undo.add(func() { _ = cf.Close() })
+	undo.Add(func() { _ = cf.Close() })
 	counter := &counterFile{f: cf}
 
 	baseline, err := counter.readOOMKill()
@@ -57,7 +59,7 @@ func (w *Watcher) setupV1() (watching bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	undo.add(func() { _ = ef.Close() })
+	undo.Add(func() { _ = ef.Close() })
 
 	// Fd on a regular file only switches it to blocking mode, which it is
 	// anyway.
@@ -66,7 +68,7 @@ func (w *Watcher) setupV1() (watching bool, err error) {
 	}
 
 	w.counter, w.notify, w.bufSize, w.handle = counter, ef, 8, w.handleV1
-	undo.release()
+	undo.Release()
 	w.logger.Debug("oom watch armed", "baseline", w.baseline, "counted", w.counted)
 	return true, nil
 }

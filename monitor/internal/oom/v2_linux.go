@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/monitor/internal/undo"
 )
 
 // inotifyBufSize holds many events; a file watch's events carry no name.
@@ -37,8 +39,8 @@ const inotifyBufSize = 4096
 // own file is sufficient; when it is gone without a recorded kill we report
 // false.
 func (w *Watcher) setupV2() (watching bool, err error) {
-	var undo cleanup
-	defer undo.run()
+	var undo undo.Stack
+	defer undo.Run()
 
 	name := filepath.Join(w.dir, "memory.events")
 
@@ -52,7 +54,7 @@ func (w *Watcher) setupV2() (watching bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	undo.add(func() { _ = inf.Close() })
+	undo.Add(func() { _ = inf.Close() })
 	if _, err := unix.InotifyAddWatch(ifd, name, unix.IN_MODIFY); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			w.logger.Debug("oom watch skipped: no memory.events (cgroup gone or memory controller not enabled)")
@@ -69,7 +71,7 @@ func (w *Watcher) setupV2() (watching bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("open memory.events: %w", err)
 	}
-	undo.add(func() { _ = cf.Close() })
+	undo.Add(func() { _ = cf.Close() })
 	counter := &counterFile{f: cf}
 
 	cs, err := counter.read()
@@ -85,7 +87,7 @@ func (w *Watcher) setupV2() (watching bool, err error) {
 	w.baseline, w.counted = cs.oomKill.n, true
 
 	w.counter, w.notify, w.bufSize, w.handle = counter, inf, inotifyBufSize, w.handleV2
-	undo.release()
+	undo.Release()
 	w.logger.Debug("oom watch armed", "baseline", w.baseline, "oom", cs.oom.n)
 	return true, nil
 }

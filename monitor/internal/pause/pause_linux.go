@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/internal/atomicfile"
+	"github.com/gomon-dev/gomon/monitor/internal/undo"
 )
 
 const (
@@ -117,8 +120,8 @@ func Create(ctx context.Context, opts Options) (*Instance, error) {
 	if err := os.MkdirAll(opts.BasePath, 0o755); err != nil {
 		return nil, fmt.Errorf("create base path: %w", err)
 	}
-	var undo cleanup
-	defer undo.run()
+	var undo undo.Stack
+	defer undo.Run()
 
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -145,11 +148,11 @@ func Create(ctx context.Context, opts Options) (*Instance, error) {
 		exited:  exited,
 		pidFile: filepath.Join(opts.BasePath, "conmonrs", opts.PodID+".pid"),
 	}
-	undo.add(func() { _ = inst.kill() })
+	undo.Add(func() { _ = inst.kill() })
 
 	if err := awaitReady(ctx, r); err != nil {
 		if errors.Is(err, ErrPauseExited) {
-			undo.release()
+			undo.Release()
 			code := inst.waitExit(killWait)
 			return nil, fmt.Errorf("start pause process: %w (exit status %d)", err, code)
 		}
@@ -161,7 +164,7 @@ func Create(ctx context.Context, opts Options) (*Instance, error) {
 		if err := prepareTarget(target); err != nil {
 			return nil, err
 		}
-		undo.add(func() { _ = removeNamespaceFile(target) })
+		undo.Add(func() { _ = removeNamespaceFile(target) })
 		src := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/" + ns.String()
 		if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
 			return nil, fmt.Errorf("bind mount %s namespace to %s: %w", ns, target, err)
@@ -178,7 +181,7 @@ func Create(ctx context.Context, opts Options) (*Instance, error) {
 	if err := writePIDFile(inst.pidFile, cmd.Process.Pid); err != nil {
 		return nil, err
 	}
-	undo.release()
+	undo.Release()
 	inst.logger.Debug("pause process ready", "namespaces", opts.selected())
 	return inst, nil
 }
@@ -515,38 +518,8 @@ func writePIDFile(path string, pid int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create pause PID directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("create pause PID file: %w", err)
-	}
-	_, err = tmp.WriteString(strconv.Itoa(pid))
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
+	if err := atomicfile.WriteFile(path, []byte(strconv.Itoa(pid)), 0o644); err != nil {
 		return fmt.Errorf("write pause PID file: %w", err)
 	}
 	return nil
-}
-
-// cleanup is a stack of undo steps for a multi-step setup: run undoes them
-// in reverse unless release was called first.
-type cleanup struct{ steps []func() }
-
-func (c *cleanup) add(f func()) { c.steps = append(c.steps, f) }
-
-func (c *cleanup) release() { c.steps = nil }
-
-func (c *cleanup) run() {
-	for i := len(c.steps) - 1; i >= 0; i-- {
-		c.steps[i]()
-	}
-	c.steps = nil
 }

@@ -17,7 +17,6 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogDriver       = "systemd"
 	DefaultTracingEndpoint = "http://127.0.0.1:4317"
-	DefaultPauseBasePath   = "/var/run"
 	// DefaultRunRuntime is `gomon run`'s runtime, looked up in PATH.
 	DefaultRunRuntime = "runc"
 	// DefaultSamplingRatePerMillion samples every root span, which is what
@@ -135,26 +134,6 @@ type PauseConfig struct {
 	// UIDMappings and GIDMappings are the repeatable -u/--uid-mappings and
 	// -g/--gid-mappings, each "CONTAINER_ID HOST_ID SIZE"; required with User.
 	UIDMappings, GIDMappings []string
-}
-
-// Args returns the argv (after the program name) that makes gomon run this
-// pause configuration, in the form conmon-rs uses to spawn itself.
-func (p PauseConfig) Args() []string {
-	args := []string{pauseCommand, "--base-path", p.BasePath, "--pod-id=" + p.PodID}
-	for i, on := range []bool{p.IPC, p.PID, p.Net, p.UTS, p.User} {
-		if on {
-			args = append(args, []string{"--ipc", "--pid", "--net", "--uts", "--user"}[i])
-		}
-	}
-	// conmon-rs only sends mappings with --user; sending them whenever they
-	// are set keeps Args the exact inverse of Parse.
-	for _, m := range p.UIDMappings {
-		args = append(args, "--uid-mappings="+m)
-	}
-	for _, m := range p.GIDMappings {
-		args = append(args, "--gid-mappings="+m)
-	}
-	return args
 }
 
 // RunConfig is `run [-r|--runtime PATH] [-t|--tty] [-i|--interactive]

@@ -256,9 +256,6 @@ func (c *cmdSpec) find(match func(*argSpec) bool) *argSpec {
 	return nil
 }
 
-// Usage returns the server's help page (what `gomon --help` prints).
-func Usage() string { return rootCommand().help() }
-
 // help renders the command's --help page: every visible flag with its
 // environment variable, default and accepted values.
 func (c *cmdSpec) help() string {

@@ -1,6 +1,11 @@
 package cli
 
-import "strconv"
+import (
+	"log/slog"
+	"strconv"
+
+	"github.com/gomon-dev/gomon/monitor"
+)
 
 // Subcommand names.
 const (
@@ -11,13 +16,52 @@ const (
 // Value sets, in conmon-rs's order.
 var (
 	verbosityValues = []string{"default", "full"}
-	logLevelValues  = []string{"trace", "debug", "info", "warn", "error", "off"}
+	logLevelValues  = levelNames()
 	logDriverValues = []string{"none", "stdout", "systemd"}
 	traceModeValues = []string{string(TraceTree), string(TraceOTLP)}
 	// boolValues are what a boolean flag's environment variable may hold:
 	// conmon-rs's parser accepts exactly these two.
 	boolValues = []string{"true", "false"}
 )
+
+// LevelTrace is conmon-rs's "trace" level: below slog's Debug.
+const LevelTrace = slog.LevelDebug - 4
+
+// logLevels are the --log-level names, in conmon-rs's order, with the
+// level of the daemon's own log each stands for. "off" discards the log
+// altogether (the daemon's logger checks the name); as a level it is
+// Error, which is also what the runtime is told (monitor maps it to
+// crun's --log-level).
+var logLevels = []struct {
+	name  string
+	level slog.Level
+}{
+	{"trace", LevelTrace},
+	{"debug", slog.LevelDebug},
+	{"info", slog.LevelInfo},
+	{"warn", slog.LevelWarn},
+	{"error", slog.LevelError},
+	{"off", slog.LevelError},
+}
+
+func levelNames() []string {
+	names := make([]string, len(logLevels))
+	for i, l := range logLevels {
+		names[i] = l.name
+	}
+	return names
+}
+
+// SlogLevel returns the level a --log-level name stands for; Info for a
+// name it does not know (Validate has refused those already).
+func SlogLevel(name string) slog.Level {
+	for _, l := range logLevels {
+		if l.name == name {
+			return l.level
+		}
+	}
+	return slog.LevelInfo
+}
 
 func helpArg() *argSpec {
 	return &argSpec{long: "help", short: 'h', kind: kindHelp, help: "Print help"}
@@ -96,7 +140,7 @@ func pauseCommandSpec() *cmdSpec {
 		usage: "gomon pause [FLAGS] --pod-id POD_ID",
 		about: "Pin the pod's namespaces under the base path (the helper behind CreateNamespaces).",
 		args: []*argSpec{
-			valueArg("base-path", 'p', typePath, "PATH", "CONMON_PAUSE_BASE_PATH", DefaultPauseBasePath, "The base path for pinning the namespaces"),
+			valueArg("base-path", 'p', typePath, "PATH", "CONMON_PAUSE_BASE_PATH", monitor.DefaultPauseBasePath, "The base path for pinning the namespaces"),
 			podID,
 			boolArg("ipc", 0, "", "Unshare the IPC namespace"),
 			boolArg("pid", 0, "", "Unshare the PID namespace"),

@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/exporter"
+	"github.com/gomon-dev/gomon/internal/atomicfile"
 	"github.com/gomon-dev/gomon/monitor"
 	"github.com/gomon-dev/gomon/rpc"
 )
@@ -60,9 +61,8 @@ type Options struct {
 }
 
 const (
-	socketName   = "conmon.sock"
-	fdSocketName = "conmon-fd.sock"
-	pidfileName  = "pidfile"
+	socketName  = "conmon.sock"
+	pidfileName = "pidfile"
 
 	// daemonEnv marks the re-exec'd daemon; it names the fd of the
 	// listener. It is removed from the environment as soon as it is read,
@@ -96,7 +96,7 @@ func Run(opts Options) error {
 	if err := cloexecInherited(); err != nil {
 		return fmt.Errorf("protect inherited fds: %w", err)
 	}
-	for _, name := range []string{socketName, fdSocketName} {
+	for _, name := range []string{socketName, monitor.FDSocketName} {
 		if err := removeIfExists(filepath.Join(opts.RunDir, name)); err != nil {
 			return fmt.Errorf("remove stale socket: %w", err)
 		}
@@ -193,22 +193,7 @@ func invokedPath(self string) string {
 // writePidfile writes pid in decimal without a newline (the client parses
 // it strictly), atomically: a reader never sees a partial file.
 func writePidfile(path string, pid int) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".pidfile-*")
-	if err != nil {
-		return fmt.Errorf("write pidfile: %w", err)
-	}
-	_, err = tmp.WriteString(strconv.Itoa(pid))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
+	if err := atomicfile.WriteFile(path, []byte(strconv.Itoa(pid)), 0o644); err != nil {
 		return fmt.Errorf("write pidfile: %w", err)
 	}
 	return nil
@@ -301,7 +286,7 @@ func shutdown(opts Options, srv *rpc.Server, mon *monitor.Monitor, log *slog.Log
 			errs = append(errs, fmt.Errorf("rpc server: %w", err))
 		}
 	}
-	for _, name := range []string{socketName, fdSocketName} {
+	for _, name := range []string{socketName, monitor.FDSocketName} {
 		if err := removeIfExists(filepath.Join(opts.RunDir, name)); err != nil {
 			errs = append(errs, fmt.Errorf("remove socket: %w", err))
 		}

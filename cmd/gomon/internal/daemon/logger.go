@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gomon-dev/gomon/cmd/gomon/internal/cli"
 	"github.com/gomon-dev/gomon/ioloop"
 )
 
@@ -24,13 +25,14 @@ import (
 // gomon's own log goes, never anything a container writes.
 const journalSocketEnv = "_GOMON_TEST_JOURNAL_SOCKET"
 
-// journalSocket is where systemd-journald takes native-protocol datagrams.
-// A variable so tests can point it at a socket of their own.
+// journalSocket is where the daemon's own log goes with the systemd
+// driver: ioloop.JournalSocket, or journalSocketEnv when set. A variable so
+// tests can point it at a socket of their own.
 var journalSocket = func() string {
 	if p := os.Getenv(journalSocketEnv); p != "" {
 		return p
 	}
-	return "/run/systemd/journal/socket"
+	return ioloop.JournalSocket
 }()
 
 // Limits of the daemon's own journald logging. Logging never waits for
@@ -71,22 +73,11 @@ func journalReachable() error {
 	return nil
 }
 
-// levelTrace is below slog's Debug, for conmon-rs's "trace".
-const levelTrace = slog.LevelDebug - 4
+// levelTrace is conmon-rs's "trace", below slog's Debug.
+const levelTrace = cli.LevelTrace
 
-func slogLevel(s string) slog.Level {
-	switch s {
-	case "trace":
-		return levelTrace
-	case "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error", "off":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
-}
+// slogLevel is the level of the daemon's own log for a --log-level name.
+func slogLevel(s string) slog.Level { return cli.SlogLevel(s) }
 
 // newLogger builds the server's own logger for --log-driver and
 // --log-level: "none" and "off" discard; "stdout" writes text lines with

@@ -1,7 +1,6 @@
 package monitor
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"syscall"
@@ -86,28 +85,6 @@ type ExitStatus struct {
 	OOMKilled bool
 }
 
-// RuntimeError is a failed OCI runtime command: it exited non-zero or was
-// killed. Its text carries the runtime's own diagnostics, since callers
-// (CRI-O's tests) match on them, e.g. "not found in $PATH".
-type RuntimeError struct {
-	Code   int            // exit status, or 128+signal
-	Signal syscall.Signal // the signal that killed it, or 0
-	Stderr string         // what the runtime wrote on stderr, trimmed
-}
-
-// Error renders conmon-rs's message: "child command exited with: <code>"
-// plus ": <stderr>" when there was any.
-func (e *RuntimeError) Error() string {
-	msg := fmt.Sprintf("child command exited with: %d", e.Code)
-	if e.Signal != 0 {
-		msg = fmt.Sprintf("child command exited with signal: %d", int(e.Signal))
-	}
-	if e.Stderr != "" {
-		msg += ": " + e.Stderr
-	}
-	return msg
-}
-
 // FDSource hands out file descriptors that a client stored in slots
 // beforehand (conmon-rs's fd socket, docs/contract.md, "StartFdSocket"). Take removes the
 // fd from its slot; the caller owns and closes it. Take must be safe for
@@ -149,4 +126,18 @@ type AttachRequest struct {
 	SocketPath        string
 	ExecSessionID     string // only logged, as in conmon-rs
 	StopAfterStdinEOF bool
+}
+
+// ServeExecRequest asks for a streaming exec session URL.
+type ServeExecRequest struct {
+	ID                         string
+	Command                    []string
+	TTY, Stdin, Stdout, Stderr bool
+	Cgroup                     CgroupManager
+}
+
+// ServeAttachRequest asks for a streaming attach session URL.
+type ServeAttachRequest struct {
+	ID                    string
+	Stdin, Stdout, Stderr bool
 }

@@ -1,6 +1,15 @@
 package monitor
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/gomon-dev/gomon/monitor/internal/pause"
+)
+
+// DefaultPauseBasePath is where the namespace files and the pause PID file
+// go when a NamespacesRequest's or PauseOptions' BasePath is empty, as in
+// conmon-rs; `gomon pause --base-path` defaults to it too.
+const DefaultPauseBasePath = pause.DefaultBasePath
 
 // Namespace is a Linux namespace a pod's pause process can hold.
 type Namespace uint8
@@ -27,20 +36,6 @@ type NamespacesRequest struct {
 type NamespacePath struct {
 	Type Namespace
 	Path string
-}
-
-// ServeExecRequest asks for a streaming exec session URL.
-type ServeExecRequest struct {
-	ID                         string
-	Command                    []string
-	TTY, Stdin, Stdout, Stderr bool
-	Cgroup                     CgroupManager
-}
-
-// ServeAttachRequest asks for a streaming attach session URL.
-type ServeAttachRequest struct {
-	ID                    string
-	Stdin, Stdout, Stderr bool
 }
 
 // PauseOptions are the arguments of `gomon pause` (see PauseMain).
