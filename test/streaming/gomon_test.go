@@ -1,1 +1,0 @@
-../interop/v101/gomon_test.go
