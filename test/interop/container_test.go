@@ -6,7 +6,6 @@ package interop
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -159,22 +158,4 @@ func readCRILog(path string) ([]criRecord, error) {
 		out = append(out, criRecord{ts: ts, stream: m[2], tag: m[3], content: m[4]})
 	}
 	return out, nil
-}
-
-// waitForFile polls until path exists and is non-empty, up to hangGuard.
-func waitForFile(path string) (string, error) {
-	deadline := time.Now().Add(hangGuard)
-	for {
-		data, err := os.ReadFile(path)
-		if err == nil && len(data) > 0 {
-			return string(data), nil
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("read %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%s did not appear within %v", path, hangGuard)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
