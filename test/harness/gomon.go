@@ -131,3 +131,13 @@ func Runc(t testing.TB) string {
 	}
 	return abs
 }
+
+// RuncIn runs runc (see Runc) with --root root and args, and fails the test
+// with runc's output if it fails.
+func RuncIn(t testing.TB, root string, args ...string) {
+	t.Helper()
+	full := append([]string{"--root", root}, args...)
+	if out, err := exec.Command(Runc(t), full...).CombinedOutput(); err != nil {
+		t.Fatalf("runc %v: %v: %s", args, err, out)
+	}
+}

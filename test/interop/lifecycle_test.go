@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"github.com/gomon-dev/gomon/test/harness"
 )
 
 var ctrSeq atomic.Int64
@@ -71,10 +72,7 @@ func create(t *testing.T, s *gomonServer, args []string, edit func(map[string]an
 
 func (c *ctr) runc(t *testing.T, s *gomonServer, args ...string) {
 	t.Helper()
-	full := append([]string{"--root", s.runtimeRoot}, args...)
-	if out, err := exec.Command(runcPath(t), full...).CombinedOutput(); err != nil {
-		t.Fatalf("runc %v: %v: %s", args, err, out)
-	}
+	harness.RuncIn(t, s.runtimeRoot, args...)
 }
 
 func (c *ctr) exitCode(t *testing.T) int {

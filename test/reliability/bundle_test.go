@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -98,10 +97,7 @@ func running(t *testing.T, s *gomonServer, edit func(map[string]any), args ...st
 // runc runs the real runc against s's runtime root.
 func (c *ctr) runc(t *testing.T, s *gomonServer, args ...string) {
 	t.Helper()
-	full := append([]string{"--root", s.runtimeRoot}, args...)
-	if out, err := exec.Command(runcPath(t), full...).CombinedOutput(); err != nil {
-		t.Fatalf("runc %v: %v: %s", args, err, out)
-	}
+	harness.RuncIn(t, s.runtimeRoot, args...)
 }
 
 // exitCode waits for the exit file and parses it.
@@ -121,39 +117,20 @@ func (c *ctr) exitCode(t *testing.T) int {
 // waitForFile polls until path exists and is non-empty, up to d.
 func waitForFile(path string, d time.Duration) (string, error) { return harness.WaitForFile(path, d) }
 
-// criLine matches one CRI log record: <RFC3339Nano> <stream> <P|F> <content>.
-var criLine = regexp.MustCompile(`^(\S+) (stdout|stderr) (P|F) (.*)$`)
-
 // criRecord is one parsed CRI log line.
 type criRecord struct {
 	stream, tag, content string
 }
 
 // readCRILog parses every line of a CRI log file and fails on a malformed
-// or unterminated one.
+// or unterminated one; see harness.ReadCRILog.
 func readCRILog(path string) ([]criRecord, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+	recs, err := harness.ReadCRILog(path)
+	out := make([]criRecord, len(recs))
+	for i, r := range recs {
+		out[i] = criRecord{stream: r.Stream, tag: r.Tag, content: r.Content}
 	}
-	var out []criRecord
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		if line == "" {
-			continue
-		}
-		if !strings.HasSuffix(line, "\n") {
-			return out, fmt.Errorf("unterminated CRI log line %q", line)
-		}
-		m := criLine.FindStringSubmatch(strings.TrimSuffix(line, "\n"))
-		if m == nil {
-			return out, fmt.Errorf("malformed CRI log line %q", line)
-		}
-		if _, err := time.Parse(time.RFC3339Nano, m[1]); err != nil {
-			return out, fmt.Errorf("timestamp of line %q: %w", line, err)
-		}
-		out = append(out, criRecord{stream: m[2], tag: m[3], content: m[4]})
-	}
-	return out, nil
+	return out, err
 }
 
 // logLines joins the records of a CRI log into the lines the container

@@ -72,10 +72,7 @@ func runningContainer(t *testing.T, s *gomonServer, args []string, edit func(map
 
 func (c *ctr) runc(t *testing.T, s *gomonServer, args ...string) {
 	t.Helper()
-	full := append([]string{"--root", s.runtimeRoot}, args...)
-	if out, err := exec.Command(runcPath(t), full...).CombinedOutput(); err != nil {
-		t.Fatalf("runc %v: %v: %s", args, err, out)
-	}
+	harness.RuncIn(t, s.runtimeRoot, args...)
 }
 
 // withTerminal gives the container's process a terminal.
