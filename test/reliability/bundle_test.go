@@ -24,8 +24,15 @@ import (
 // terminal. edit (optional) changes the spec.
 func makeBundle(t *testing.T, edit func(map[string]any), args ...string) string {
 	t.Helper()
-	return harness.Bundle(t, t.TempDir(), harness.SharedRootfs(t), edit, args...)
+	return harness.Bundle(t, t.TempDir(), sharedRootfs(t), edit, args...)
 }
+
+// sharedRootfs is the busybox rootfs every bundle points at, built once
+// per test binary.
+func sharedRootfs(t *testing.T) string { t.Helper(); return harness.SharedRootfs(t) }
+
+// copyFile copies src to a new file dst with mode perm.
+func copyFile(src, dst string, perm os.FileMode) error { return harness.CopyFile(src, dst, perm) }
 
 // withoutPIDNamespace lets the container's process die of SIGTERM.
 func withoutPIDNamespace(spec map[string]any) { harness.WithoutPIDNamespace(spec) }

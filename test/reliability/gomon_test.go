@@ -45,10 +45,6 @@ func runcPath(t *testing.T) string           { t.Helper(); return harness.Runc(t
 func checkNoLeftovers(t *testing.T)          { t.Helper(); harness.CheckNoLeftovers(t) }
 func processExists(pid int) bool             { return harness.ProcessExists(pid) }
 func fdCount(t *testing.T, pid int) int      { t.Helper(); return harness.FDCount(t, pid) }
-func zombiesOf(t *testing.T, pid int) []harness.Proc {
-	t.Helper()
-	return harness.ZombiesOf(t, pid)
-}
 
 // procStatus returns the named numeric field (VmRSS in bytes, Threads as
 // a count) of /proc/<pid>/status.
@@ -64,10 +60,34 @@ type procInfo struct {
 	comm      string
 }
 
+func toProcInfo(p harness.Proc) procInfo {
+	return procInfo{pid: p.PID, ppid: p.PPID, state: p.State, comm: p.Comm}
+}
+
+func toProcInfos(ps []harness.Proc) []procInfo {
+	out := make([]procInfo, len(ps))
+	for i, p := range ps {
+		out[i] = toProcInfo(p)
+	}
+	return out
+}
+
 // readStat parses /proc/<pid>/stat.
 func readStat(pid int) (procInfo, error) {
 	p, err := harness.ReadStat(pid)
-	return procInfo{pid: p.PID, ppid: p.PPID, state: p.State, comm: p.Comm}, err
+	return toProcInfo(p), err
+}
+
+// childrenOf lists the processes whose parent is ppid.
+func childrenOf(ppid int) ([]procInfo, error) {
+	ps, err := harness.ChildrenOf(ppid)
+	return toProcInfos(ps), err
+}
+
+// zombiesOf lists the zombie children of pid.
+func zombiesOf(t *testing.T, pid int) []procInfo {
+	t.Helper()
+	return toProcInfos(harness.ZombiesOf(t, pid))
 }
 
 // serverConfig is the ConmonServerConfig CRI-O builds for a pod, pointed
