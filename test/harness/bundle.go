@@ -95,10 +95,11 @@ var (
 	specErr  error
 )
 
-// specTemplate returns runc's default config.json, made once per test
-// binary with `runc spec`.
-func specTemplate(t testing.TB, runc string) []byte {
+// SpecTemplate returns runc's default config.json (from the runc in
+// $PATH), made once per test binary with `runc spec`.
+func SpecTemplate(t testing.TB) []byte {
 	t.Helper()
+	runc := Runc(t)
 	specOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "gomon-test-spec-")
 		if err != nil {
@@ -124,7 +125,6 @@ func specTemplate(t testing.TB, runc string) []byte {
 // rootfs is "", a private busybox rootfs built in dir/rootfs.
 func Bundle(t testing.TB, dir, rootfs string, edit func(spec map[string]any), args ...string) string {
 	t.Helper()
-	runc := Runc(t)
 	rootPath := rootfs
 	if rootfs == "" {
 		busybox := busyboxPath(t)
@@ -134,7 +134,7 @@ func Bundle(t testing.TB, dir, rootfs string, edit func(spec map[string]any), ar
 		rootPath = "rootfs"
 	}
 	var spec map[string]any
-	if err := json.Unmarshal(specTemplate(t, runc), &spec); err != nil {
+	if err := json.Unmarshal(SpecTemplate(t), &spec); err != nil {
 		t.Fatalf("parse config.json from runc spec: %v", err)
 	}
 	process, ok1 := spec["process"].(map[string]any)

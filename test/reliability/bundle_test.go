@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,9 +28,23 @@ func makeBundle(t *testing.T, edit func(map[string]any), args ...string) string 
 	return harness.Bundle(t, t.TempDir(), sharedRootfs(t), edit, args...)
 }
 
+var (
+	bundleOnce sync.Once
+	// rootfsDir and specRaw are the shared busybox rootfs and runc's spec
+	// template, set by the first sharedRootfs (or makeBundle), for tests
+	// that write their bundles by hand.
+	rootfsDir string
+	specRaw   []byte
+)
+
 // sharedRootfs is the busybox rootfs every bundle points at, built once
 // per test binary.
-func sharedRootfs(t *testing.T) string { t.Helper(); return harness.SharedRootfs(t) }
+func sharedRootfs(t *testing.T) string {
+	t.Helper()
+	dir, spec := harness.SharedRootfs(t), harness.SpecTemplate(t)
+	bundleOnce.Do(func() { rootfsDir, specRaw = dir, spec })
+	return dir
+}
 
 // copyFile copies src to a new file dst with mode perm.
 func copyFile(src, dst string, perm os.FileMode) error { return harness.CopyFile(src, dst, perm) }
