@@ -5,6 +5,7 @@ go 1.26.3
 require (
 	capnproto.org/go/capnp/v3 v3.1.0-alpha.2
 	github.com/containers/conmon-rs v1.0.1
+	github.com/gomon-dev/gomon/test/harness v0.0.0
 	github.com/sirupsen/logrus v1.9.4
 	go.opentelemetry.io/otel v1.43.0
 	go.opentelemetry.io/otel/trace v1.43.0
@@ -27,3 +28,5 @@ require (
 	go.podman.io/storage v1.61.1-0.20251212224252-b0f86df5a665 // indirect
 	golang.org/x/sync v0.20.0 // indirect
 )
+
+replace github.com/gomon-dev/gomon/test/harness => ../harness

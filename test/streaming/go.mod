@@ -4,6 +4,7 @@ go 1.26.3
 
 require (
 	github.com/containers/conmon-rs v1.0.1
+	github.com/gomon-dev/gomon/test/harness v0.0.0
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674
 	github.com/sirupsen/logrus v1.9.4
 	golang.org/x/sys v0.43.0
@@ -54,3 +55,5 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.2 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+replace github.com/gomon-dev/gomon/test/harness => ../harness

@@ -2,7 +2,6 @@ package interop
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -19,16 +18,11 @@ import (
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"github.com/gomon-dev/gomon/test/harness"
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 )
-
-// clientGeneration names the conmon-rs Go client this module pins.
-const clientGeneration = "v1.0.1"
-
-// serverLogDriver is the --log-driver CRI-O main passes by default.
-const serverLogDriver = client.LogDriverNone
 
 // streamGuard bounds one streaming session: a `runc exec` on the shared
 // 2-core machine can take seconds. It only turns a hang into a failure.
@@ -50,10 +44,7 @@ func runningContainer(t *testing.T, s *gomonServer, args []string, edit func(map
 	t.Helper()
 	runc := runcPath(t)
 	c := &ctr{id: fmt.Sprintf("gomon-stream-%d-%d", os.Getpid(), ctrSeq.Add(1))}
-	c.bundle = makeBusyboxBundle(t, runc, t.TempDir(), args...)
-	if edit != nil {
-		editSpec(t, c.bundle, edit)
-	}
+	c.bundle = harness.Bundle(t, t.TempDir(), "", edit, args...)
 	dir := t.TempDir()
 	req := &client.CreateContainerConfig{
 		ID:         c.id,
@@ -81,31 +72,7 @@ func runningContainer(t *testing.T, s *gomonServer, args []string, edit func(map
 
 func (c *ctr) runc(t *testing.T, s *gomonServer, args ...string) {
 	t.Helper()
-	full := append([]string{"--root", s.runtimeRoot}, args...)
-	if out, err := exec.Command(runcPath(t), full...).CombinedOutput(); err != nil {
-		t.Fatalf("runc %v: %v: %s", args, err, out)
-	}
-}
-
-// editSpec changes the bundle's config.json in place.
-func editSpec(t *testing.T, bundle string, edit func(spec map[string]any)) {
-	t.Helper()
-	p := filepath.Join(bundle, "config.json")
-	raw, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec map[string]any
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		t.Fatal(err)
-	}
-	edit(spec)
-	if raw, err = json.Marshal(spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	harness.RuncIn(t, s.runtimeRoot, args...)
 }
 
 // withTerminal gives the container's process a terminal.

@@ -3,7 +3,6 @@ package firstcall
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,13 +16,9 @@ import (
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"github.com/gomon-dev/gomon/test/harness"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 )
-
-// defaultGomonBinary is where `make build` puts the binary, relative to
-// this module's directory.
-const defaultGomonBinary = "../../../bin/gomon"
 
 // hangGuard bounds every single call and wait so that a hanging gomon fails
 // the test instead of stalling it. It is not a performance assertion.
@@ -45,12 +40,6 @@ const clientProcs = 8
 const maxErrors = 200
 
 func TestMain(m *testing.M) {
-	// The daemon detaches from the client that starts it; as its subreaper
-	// we can wait for it and see how it ended.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: become child subreaper: %v\n", err)
-		os.Exit(1)
-	}
 	// CRI-O runs with one P per core, on nodes with many cores, so the
 	// client's goroutines (the caller, its connection's reader and sender)
 	// run in parallel and are preempted anywhere. On a small test machine
@@ -59,7 +48,9 @@ func TestMain(m *testing.M) {
 	if runtime.GOMAXPROCS(0) < clientProcs {
 		runtime.GOMAXPROCS(clientProcs)
 	}
-	os.Exit(m.Run())
+	// The daemon detaches from the client that starts it; as its subreaper
+	// (harness.Main) we can wait for it and see how it ended.
+	os.Exit(harness.Main(m, nil))
 }
 
 // TestFirstCallsOnFreshConnections makes at least 100 000 Version calls
@@ -172,81 +163,28 @@ func TestFirstCallsOnFreshConnections(t *testing.T) {
 	}
 }
 
-// daemon is the gomon process the client started; we are its subreaper,
-// so it is our child and reap waits for it.
-type daemon struct {
-	pid    int
-	exited chan struct{} // closed once reap has returned
-	status unix.WaitStatus
-	err    error
-}
+// daemon is the gomon process the client started; we are its subreaper
+// (harness.Main), so it is our child and the harness reaps it.
+type daemon struct{ *harness.Process }
 
-func watch(pid int) *daemon {
-	d := &daemon{pid: pid, exited: make(chan struct{})}
-	go d.reap()
-	return d
-}
-
-func (d *daemon) reap() {
-	defer close(d.exited)
-	for {
-		_, err := unix.Wait4(d.pid, &d.status, 0, nil)
-		if !errors.Is(err, unix.EINTR) {
-			d.err = err
-			return
-		}
-	}
-}
+func watch(pid int) daemon { return daemon{harness.Watch(pid)} }
 
 // gone says why the daemon is no longer running, or "" while it runs.
-func (d *daemon) gone() string {
-	select {
-	case <-d.exited:
-	default:
-		return ""
-	}
-	if d.err != nil {
-		return fmt.Sprintf("not our child (%v)", d.err)
-	}
-	return fmt.Sprintf("wait status %#x", uint32(d.status))
-}
+func (d daemon) gone() string { return d.Gone() }
 
 // stop shuts the daemon down the way CRI-O does (SIGINT through the client)
 // and waits for it to go.
-func (d *daemon) stop(t *testing.T, cl *client.ConmonClient) {
-	t.Helper()
-	if d.gone() == "" {
-		if err := cl.Shutdown(); err != nil {
-			t.Errorf("Shutdown of gomon pid %d: %v", d.pid, err)
-		}
-	}
-	select {
-	case <-d.exited:
-	case <-time.After(hangGuard):
-		t.Errorf("gomon pid %d still running after Shutdown; sending SIGKILL", d.pid)
-		_ = unix.Kill(d.pid, unix.SIGKILL) // our own daemon
-		<-d.exited
-	}
-	if d.err == nil && (!d.status.Exited() || d.status.ExitStatus() != 0) {
-		t.Errorf("gomon pid %d ended with wait status %#x, want exit status 0 after SIGINT", d.pid, uint32(d.status))
-	}
-}
+func (d daemon) stop(t *testing.T, cl *client.ConmonClient) { t.Helper(); d.StopWith(t, cl.Shutdown) }
 
-// gomonBinary resolves GOMON_BINARY (default defaultGomonBinary).
+// gomonBinary is the gomon binary under test (GOMON_BINARY, or bin/gomon of
+// the repository).
 func gomonBinary(t *testing.T) string {
 	t.Helper()
-	p := os.Getenv("GOMON_BINARY")
-	if p == "" {
-		p = defaultGomonBinary
-	}
-	abs, err := filepath.Abs(p)
+	p, err := harness.LocateGomon()
 	if err != nil {
-		t.Fatalf("resolve gomon binary %q: %v", p, err)
+		t.Fatal(err)
 	}
-	if fi, err := os.Stat(abs); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		t.Fatalf("no executable gomon binary at %s (%v); run `make build` or set GOMON_BINARY", abs, err)
-	}
-	return abs
+	return p
 }
 
 // envInt reads a positive integer from the environment, or returns def.
@@ -263,15 +201,7 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
-// skipOrFail skips the test with a loud reason, or fails it when
-// GOMON_REQUIRE_ROOT=1 so that CI cannot pass by skipping.
-func skipOrFail(t *testing.T, reason string) {
-	t.Helper()
-	if os.Getenv("GOMON_REQUIRE_ROOT") == "1" {
-		t.Fatalf("GOMON_REQUIRE_ROOT=1 but %s", reason)
-	}
-	t.Skipf("SKIPPED: %s (set GOMON_REQUIRE_ROOT=1 to make this a failure)", reason)
-}
+func skipOrFail(t *testing.T, reason string) { t.Helper(); harness.SkipOrFail(t, reason) }
 
 // head returns at most the first n bytes of b, as text.
 func head(b []byte, n int) string {

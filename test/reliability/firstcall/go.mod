@@ -4,8 +4,8 @@ go 1.26.0
 
 require (
 	github.com/containers/conmon-rs v0.6.6
+	github.com/gomon-dev/gomon/test/harness v0.0.0
 	github.com/sirupsen/logrus v1.9.3
-	golang.org/x/sys v0.50.0
 )
 
 require (
@@ -24,4 +24,7 @@ require (
 	go.opentelemetry.io/otel/metric v1.29.0 // indirect
 	go.opentelemetry.io/otel/trace v1.29.0 // indirect
 	golang.org/x/sync v0.8.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )
+
+replace github.com/gomon-dev/gomon/test/harness => ../../harness

@@ -1,14 +1,15 @@
-module github.com/gomon-dev/gomon/test/interop/v073
+module github.com/gomon-dev/gomon/test/interop
 
 go 1.26.0
 
 require (
 	github.com/blang/semver/v4 v4.0.0
 	github.com/containers/conmon-rs v0.7.3
+	github.com/gomon-dev/gomon/test/harness v0.0.0
+	github.com/gomon-dev/gomon/test/interop/generation v0.0.0
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674
 	github.com/sirupsen/logrus v1.9.3
 	go.podman.io/common v0.66.0
-	golang.org/x/sys v0.37.0
 )
 
 require (
@@ -27,4 +28,10 @@ require (
 	go.podman.io/storage v1.61.0 // indirect
 	golang.org/x/net v0.45.0 // indirect
 	golang.org/x/sync v0.17.0 // indirect
+	golang.org/x/sys v0.37.0 // indirect
+)
+
+replace (
+	github.com/gomon-dev/gomon/test/harness => ../harness
+	github.com/gomon-dev/gomon/test/interop/generation => ./generation/v073
 )

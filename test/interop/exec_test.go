@@ -6,7 +6,6 @@ package interop
 // it is a symlink.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"github.com/gomon-dev/gomon/test/harness"
 )
 
 // execGuard bounds one ExecSync call (or a batch of concurrent ones): a
@@ -57,24 +57,7 @@ func execSync(t *testing.T, s *gomonServer, cfg *client.ExecSyncConfig) *client.
 // /proc/<pid>/status).
 func vmRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		t.Fatalf("open status of pid %d: %v", pid, err)
-	}
-	defer func() { _ = f.Close() }() // read-only
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 3 && fields[0] == "VmRSS:" && fields[2] == "kB" {
-			kb, err := strconv.ParseInt(fields[1], 10, 64)
-			if err != nil {
-				t.Fatalf("parse %q: %v", sc.Text(), err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmRSS line in /proc/%d/status (err %v)", pid, sc.Err())
-	return 0
+	return harness.ProcStatus(t, pid, "VmRSS")
 }
 
 // TestExecSyncConcurrent: ten ExecSync calls at once into one container

@@ -6,17 +6,16 @@ package interop
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"github.com/gomon-dev/gomon/test/harness"
 )
 
 // skipPending skips tests that belong to a later issue. Setting
@@ -28,9 +27,6 @@ func skipPending(t *testing.T, issue string) {
 		t.Skipf("pending issue: %s (GOMON_INTEROP_PENDING=1 runs it anyway)", issue)
 	}
 }
-
-// criLine matches one CRI log record: <RFC3339Nano> <stream> <P|F> <content>.
-var criLine = regexp.MustCompile(`^(\S+) (stdout|stderr) (P|F) (.*)$`)
 
 // TestCreateContainerBusybox creates a container the way CRI-O does (CRI log
 // driver, two exit paths, cgroupfs), starts it with runc itself and checks
@@ -131,50 +127,12 @@ func (r criRecord) String() string {
 	return fmt.Sprintf("%s %s %s %s", r.ts.Format(time.RFC3339Nano), r.stream, r.tag, r.content)
 }
 
-// readCRILog parses every line of a CRI log file and fails on malformed
-// ones. Lines end at '\n' only: a '\r' before it is content (terminal
-// output), which bufio.ScanLines would drop.
+// readCRILog parses every line of a CRI log file; see harness.ReadCRILog.
 func readCRILog(path string) ([]criRecord, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+	recs, err := harness.ReadCRILog(path)
+	out := make([]criRecord, len(recs))
+	for i, r := range recs {
+		out[i] = criRecord{ts: r.Time, stream: r.Stream, tag: r.Tag, content: r.Content}
 	}
-	var out []criRecord
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		if line == "" {
-			continue
-		}
-		if !strings.HasSuffix(line, "\n") {
-			return out, fmt.Errorf("unterminated CRI log line %q", line)
-		}
-		line = strings.TrimSuffix(line, "\n")
-		m := criLine.FindStringSubmatch(line)
-		if m == nil {
-			return out, fmt.Errorf("malformed CRI log line %q", line)
-		}
-		ts, err := time.Parse(time.RFC3339Nano, m[1])
-		if err != nil {
-			return out, fmt.Errorf("timestamp of line %q: %w", line, err)
-		}
-		out = append(out, criRecord{ts: ts, stream: m[2], tag: m[3], content: m[4]})
-	}
-	return out, nil
-}
-
-// waitForFile polls until path exists and is non-empty, up to hangGuard.
-func waitForFile(path string) (string, error) {
-	deadline := time.Now().Add(hangGuard)
-	for {
-		data, err := os.ReadFile(path)
-		if err == nil && len(data) > 0 {
-			return string(data), nil
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("read %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%s did not appear within %v", path, hangGuard)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return out, err
 }

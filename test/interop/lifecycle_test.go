@@ -8,7 +8,6 @@ package interop
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"github.com/gomon-dev/gomon/test/harness"
 )
 
 var ctrSeq atomic.Int64
@@ -31,40 +31,6 @@ type ctr struct {
 	exitPath        string
 	oomPath         string
 	pid             uint32
-}
-
-// editSpec changes the bundle's config.json in place.
-func editSpec(t *testing.T, bundle string, edit func(spec map[string]any)) {
-	t.Helper()
-	p := filepath.Join(bundle, "config.json")
-	raw, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec map[string]any
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		t.Fatal(err)
-	}
-	edit(spec)
-	if raw, err = json.Marshal(spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// withoutPIDNamespace lets the container's process die of SIGTERM: as PID 1
-// of its own namespace it would ignore a signal it has no handler for.
-func withoutPIDNamespace(spec map[string]any) {
-	linux := spec["linux"].(map[string]any)
-	var keep []any
-	for _, ns := range linux["namespaces"].([]any) {
-		if ns.(map[string]any)["type"] != "pid" {
-			keep = append(keep, ns)
-		}
-	}
-	linux["namespaces"] = keep
 }
 
 // create makes a container running args; edit (optional) changes its spec
@@ -106,10 +72,7 @@ func create(t *testing.T, s *gomonServer, args []string, edit func(map[string]an
 
 func (c *ctr) runc(t *testing.T, s *gomonServer, args ...string) {
 	t.Helper()
-	full := append([]string{"--root", s.runtimeRoot}, args...)
-	if out, err := exec.Command(runcPath(t), full...).CombinedOutput(); err != nil {
-		t.Fatalf("runc %v: %v: %s", args, err, out)
-	}
+	harness.RuncIn(t, s.runtimeRoot, args...)
 }
 
 func (c *ctr) exitCode(t *testing.T) int {

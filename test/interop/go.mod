@@ -1,14 +1,15 @@
-module github.com/gomon-dev/gomon/test/interop/v101
+module github.com/gomon-dev/gomon/test/interop
 
 go 1.26.3
 
 require (
 	github.com/blang/semver/v4 v4.0.0
 	github.com/containers/conmon-rs v1.0.1
+	github.com/gomon-dev/gomon/test/harness v0.0.0
+	github.com/gomon-dev/gomon/test/interop/generation v0.0.0
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674
 	github.com/sirupsen/logrus v1.9.4
 	go.podman.io/common v0.66.2-0.20260126213724-1e46b0756b39
-	golang.org/x/sys v0.43.0
 )
 
 require (
@@ -28,4 +29,10 @@ require (
 	go.podman.io/storage v1.61.1-0.20251212224252-b0f86df5a665 // indirect
 	golang.org/x/net v0.53.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect
+	golang.org/x/sys v0.43.0 // indirect
+)
+
+replace (
+	github.com/gomon-dev/gomon/test/harness => ../harness
+	github.com/gomon-dev/gomon/test/interop/generation => ./generation/v101
 )

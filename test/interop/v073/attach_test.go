@@ -1,1 +1,0 @@
-../v101/attach_test.go

@@ -1,1 +1,0 @@
-../v101/bundle_test.go

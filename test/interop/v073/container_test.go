@@ -1,1 +1,0 @@
-../v101/container_test.go

@@ -1,1 +1,0 @@
-../v101/exec_test.go

@@ -1,1 +1,0 @@
-../v101/gomon_test.go

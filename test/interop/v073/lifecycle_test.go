@@ -1,1 +1,0 @@
-../v101/lifecycle_test.go

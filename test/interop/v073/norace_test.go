@@ -1,1 +1,0 @@
-../v101/norace_test.go

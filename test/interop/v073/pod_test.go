@@ -1,1 +1,0 @@
-../v101/pod_test.go

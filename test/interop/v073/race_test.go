@@ -1,1 +1,0 @@
-../v101/race_test.go

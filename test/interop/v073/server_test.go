@@ -1,1 +1,0 @@
-../v101/server_test.go

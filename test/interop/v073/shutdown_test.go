@@ -1,1 +1,0 @@
-../v101/shutdown_test.go

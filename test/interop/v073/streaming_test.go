@@ -1,1 +1,0 @@
-../v101/streaming_test.go

@@ -1,1 +1,0 @@
-../interop/v101/bundle_test.go
