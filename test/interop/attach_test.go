@@ -1,8 +1,8 @@
 package interop
 
 // AttachContainer and SetWindowSizeContainer through the real client
-// (docs/contract.md, "Attach socket" and "SetWindowSizeContainer"). Shared with test/interop/v073, where
-// it is a symlink.
+// (docs/contract.md, "Attach socket" and "SetWindowSizeContainer"). Built against both client
+// generations (go.mod and go.v073.mod).
 
 import (
 	"context"

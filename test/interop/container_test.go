@@ -1,8 +1,7 @@
 package interop
 
-// CreateContainer through the real client with a busybox bundle. Kept
-// identical in test/interop/v073 and test/interop/v101 (only the package
-// clause differs).
+// CreateContainer through the real client with a busybox bundle. Built against both
+// client generations (go.mod and go.v073.mod).
 
 import (
 	"context"

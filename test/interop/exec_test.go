@@ -2,8 +2,8 @@ package interop
 
 // ExecSyncContainer through the real client (docs/contract.md, "ExecSyncContainer"): concurrent
 // calls, the daemon's memory over many calls, timeouts, failing commands,
-// terminals, the 16 MiB output cap and unknown containers. Shared with test/interop/v073, where
-// it is a symlink.
+// terminals, the 16 MiB output cap and unknown containers. Built against both client
+// generations (go.mod and go.v073.mod).
 
 import (
 	"bytes"

@@ -2,8 +2,8 @@ package interop
 
 // Container lifecycle through the client: what CRI-O sees of exit codes,
 // OOM kills, log reopening, cleanup commands, runtime errors and terminals.
-// Shared with test/interop/v073, where
-// it is a symlink.
+// Built against both client
+// generations (go.mod and go.v073.mod).
 
 import (
 	"bytes"

@@ -1,9 +1,8 @@
 package interop
 
 // Pod-level services through the client: CreateNamespaces with a pause
-// process, and fds passed through the fd socket into a container. Kept
-// identical in test/interop/v073 and test/interop/v101 (only the package
-// clause differs).
+// process, and fds passed through the fd socket into a container. Built against both
+// client generations (go.mod and go.v073.mod).
 
 import (
 	"context"

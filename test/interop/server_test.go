@@ -1,8 +1,8 @@
 package interop
 
 // Issue "The gomon daemon", must-show 1: the real conmon-rs client starts
-// gomon, talks to it and stops it. Shared with test/interop/v073, where
-// it is a symlink.
+// gomon, talks to it and stops it. Built against both client
+// generations (go.mod and go.v073.mod).
 
 import (
 	"context"

@@ -2,8 +2,8 @@ package interop
 
 // Streaming exec through the client's ServeExecContainer, spoken to with a
 // bare WebSocket client so the framing itself is checked (test/streaming
-// drives the same server with client-go). Shared with test/interop/v073, where
-// it is a symlink.
+// drives the same server with client-go). Built against both client
+// generations (go.mod and go.v073.mod).
 
 import (
 	"context"
