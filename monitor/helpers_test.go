@@ -1,19 +1,16 @@
 package monitor
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/monitor/monitortest"
 )
 
@@ -23,12 +20,7 @@ func TestMain(m *testing.M) {
 
 // testLogger logs to stderr with GOMON_TEST_LOG=1, else discards. It is
 // not bound to a *testing.T because the reaper is shared across tests.
-func testLogger() *slog.Logger {
-	if os.Getenv("GOMON_TEST_LOG") == "1" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger() *slog.Logger { return monitortest.Logger() }
 
 // newTestMonitor returns a Monitor on real runc with a fresh runtime root;
 // it is shut down (and must shut down cleanly) at the end of the test.
@@ -110,39 +102,6 @@ func readExit(t *testing.T, path string) string {
 	return string(b)
 }
 
-// parseLog parses a CRI log file.
-func parseLog(t *testing.T, path string) (stdout, stderr []byte) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	stdout, stderr, err = ioloop.ParseCRILog(f)
-	if err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	return stdout, stderr
-}
-
-// syncBuffer is a bytes.Buffer safe for a read loop and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // writeScript writes an executable shell script.
 func writeScript(t *testing.T, body string) string {
 	t.Helper()
@@ -151,18 +110,6 @@ func writeScript(t *testing.T, body string) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return cond()
 }
 
 // oneLine asserts s is exactly one CRI record with the given stream, tag
@@ -185,3 +132,11 @@ func oneLine(t *testing.T, log, stream, tag, content string) {
 		t.Fatalf("timestamp %q: %v", f[0], err)
 	}
 }
+
+// The helpers cmd/gomon/internal/run's tests share with these.
+var (
+	parseLog = monitortest.ParseLog
+	waitFor  = monitortest.WaitFor
+)
+
+type syncBuffer = monitortest.SyncBuffer
