@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -194,22 +193,12 @@ const execCancelGrace = 5 * time.Second
 // cause, or when stop is called.
 func withGrace(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
 	gctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	var timer *time.Timer
-	var mu sync.Mutex
 	unhook := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if gctx.Err() == nil {
-			timer = time.AfterFunc(grace, func() { cancel(context.Cause(ctx)) })
-		}
+		t := time.AfterFunc(grace, func() { cancel(context.Cause(ctx)) })
+		context.AfterFunc(gctx, func() { t.Stop() })
 	})
 	return gctx, func() {
 		unhook()
-		mu.Lock()
-		defer mu.Unlock()
-		if timer != nil {
-			timer.Stop()
-		}
 		cancel(context.Canceled)
 	}
 }
