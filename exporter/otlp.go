@@ -408,8 +408,12 @@ func readChunked(br *bufio.Reader, limit int, budget *int) ([]byte, error) {
 			return nil, fmt.Errorf("read chunk: %w", err)
 		}
 		lineBudget = maxChunkLine
-		if l, err := readLine(br, &lineBudget); err != nil || l != "" {
-			return nil, fmt.Errorf("chunk not followed by CRLF (%w)", err)
+		l, err := readLine(br, &lineBudget)
+		if err != nil {
+			return nil, fmt.Errorf("read chunk terminator: %w", err)
+		}
+		if l != "" {
+			return nil, errors.New("chunk not followed by CRLF")
 		}
 	}
 }

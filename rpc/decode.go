@@ -232,8 +232,6 @@ func decodeServeAttach(r proto.Conmon_ServeAttachContainerRequest) (monitor.Serv
 	return req, md, d.err
 }
 
-// decoder reads fields and keeps the first error, so a decode function
-// reads as a plain list of fields.
 // decodeStartFdSocket reads StartFdSocket's request, which holds only
 // metadata.
 func decodeStartFdSocket(r proto.Conmon_StartFdSocketRequest) (none, Metadata, error) {
@@ -251,6 +249,8 @@ func decodeServePortForward(r proto.Conmon_ServePortForwardContainerRequest) (st
 	return path, md, d.err
 }
 
+// decoder reads fields and keeps the first error, so a decode function
+// reads as a plain list of fields.
 type decoder struct{ err error }
 
 func (d *decoder) fail(name string, err error) {
