@@ -54,9 +54,9 @@ type bootstrapGate struct {
 	// held maps the question ID of each Bootstrap whose answer has not been
 	// sent yet to the channel closed when that answer may go.
 	held map[uint32]chan struct{}
-	// waiting are the channels of held answers still waiting for the peer's
+	// waiting is the channel of the held answer still waiting for the peer's
 	// next message.
-	waiting []chan struct{}
+	waiting chan struct{}
 	// ended is set once the peer's stream ended or the transport closed:
 	// nothing is held from then on.
 	ended bool
@@ -73,10 +73,7 @@ func (g *bootstrapGate) RecvMessage() (transport.IncomingMessage, error) {
 	in, err := g.Transport.RecvMessage()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, ch := range g.waiting {
-		closeOnce(ch)
-	}
-	g.waiting = g.waiting[:0]
+	g.releaseWaiting()
 	if err != nil {
 		g.ended = true
 		return nil, err
@@ -88,7 +85,7 @@ func (g *bootstrapGate) RecvMessage() (transport.IncomingMessage, error) {
 		if b, err := m.Bootstrap(); err == nil && !g.ended {
 			ch := make(chan struct{})
 			g.held[b.QuestionId()] = ch
-			g.waiting = append(g.waiting, ch)
+			g.waiting = ch
 		}
 	case rpccp.Message_Which_call:
 		if selfTargeted(m) {
@@ -115,13 +112,13 @@ func selfTargeted(m rpccp.Message) bool {
 	return err == nil && pa.QuestionId() == call.QuestionId()
 }
 
-// closeOnce closes ch unless it is closed already. Every close of a gate's
-// channels happens under its mu.
-func closeOnce(ch chan struct{}) {
-	select {
-	case <-ch:
-	default:
-		close(ch)
+// releaseWaiting lets the held answer waiting for the peer's next message
+// go. Every message read clears it, so at most one answer waits at a time.
+// Called with mu held.
+func (g *bootstrapGate) releaseWaiting() {
+	if g.waiting != nil {
+		close(g.waiting)
+		g.waiting = nil
 	}
 }
 
@@ -139,10 +136,7 @@ func (g *bootstrapGate) NewMessage() (transport.OutgoingMessage, error) {
 func (g *bootstrapGate) Close() error {
 	g.mu.Lock()
 	g.ended = true
-	for _, ch := range g.waiting {
-		closeOnce(ch)
-	}
-	g.waiting = nil
+	g.releaseWaiting()
 	clear(g.held)
 	g.mu.Unlock()
 	return g.Transport.Close()

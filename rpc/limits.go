@@ -353,14 +353,14 @@ func (c *codec) readErr(err error) error {
 // number left unlogged) a connection ended by a limit, and returns err.
 func (c *codec) limitErr(kind, err error) error {
 	s := c.s
-	switch {
-	case errors.Is(kind, ErrMessageTooLarge):
+	switch kind {
+	case ErrMessageTooLarge:
 		s.lim.tooLarge.Add(1)
-	case errors.Is(kind, ErrMessageStalled):
+	case ErrMessageStalled:
 		s.lim.stalled.Add(1)
-	case errors.Is(kind, ErrSilentConn):
+	case ErrSilentConn:
 		s.lim.silent.Add(1)
-	case errors.Is(kind, ErrServerBusy):
+	case ErrServerBusy:
 		s.lim.busy.Add(1)
 	}
 	s.lim.mu.Lock()
