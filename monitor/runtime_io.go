@@ -80,13 +80,14 @@ type runtimeIO struct {
 // newRuntimeIO prepares the runtime's stdio: a console socket when
 // terminal, else pipes (with a stdin pipe when stdin). On error nothing is
 // left open.
-func newRuntimeIO(terminal, stdin bool) (rio *runtimeIO, err error) {
-	rio = &runtimeIO{}
+func newRuntimeIO(terminal, stdin bool) (_ *runtimeIO, err error) {
+	// The cleanup uses its own variable: every error return sets the
+	// result to nil before deferred calls run.
+	rio := &runtimeIO{}
 	defer func() {
 		if err != nil {
 			rio.close()
 			closeFiles([]*os.File{rio.stdout, rio.stderr, rio.stdinW})
-			rio = nil
 		}
 	}()
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
