@@ -71,7 +71,10 @@ func reserveFile(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create temporary file: %w", err)
 	}
-	err = allocate(f)
+	err = f.Chmod(0o644) // the umask may have taken bits; as atomicfile.WriteFile does
+	if err == nil {
+		err = allocate(f)
+	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close %s: %w", tmp, cerr)
 	}
@@ -109,18 +112,17 @@ func (e *exitFile) release() {
 // renamed over the path, or, without a usable reservation, as
 // writeExitFile does.
 func (e *exitFile) write(code int) error {
-	data := []byte(strconv.Itoa(code))
 	if e.tmp == "" {
-		return atomicfile.WriteFile(e.path, data, 0o644)
+		return writeExitFile(e.path, code)
 	}
 	tmp := e.tmp
 	e.tmp = ""
-	rerr := fillReserved(tmp, e.path, data)
+	rerr := fillReserved(tmp, e.path, []byte(strconv.Itoa(code)))
 	if rerr == nil {
 		return nil
 	}
 	_ = os.Remove(tmp)
-	if err := atomicfile.WriteFile(e.path, data, 0o644); err != nil {
+	if err := writeExitFile(e.path, code); err != nil {
 		return errors.Join(rerr, err)
 	}
 	return nil
@@ -136,10 +138,7 @@ func fillReserved(tmp, path string, data []byte) error {
 	}
 	_, werr := f.WriteAt(data, 0)
 	if werr == nil {
-		var fi os.FileInfo
-		if fi, werr = f.Stat(); werr == nil && fi.Size() > int64(len(data)) {
-			werr = f.Truncate(int64(len(data))) // a reservation written as bytes
-		}
+		werr = f.Truncate(int64(len(data))) // cuts a reservation written as bytes; else a no-op
 	}
 	if werr == nil {
 		werr = f.Sync()
