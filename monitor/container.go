@@ -236,10 +236,11 @@ func (c *container) closeStdin() {
 	}
 }
 
-// drain runs the drain policy (see drainTimeout) with idle as the bound
-// for a stream held open, then closes the streams' read ends.
+// drain runs the drain policy of a failed create, which returns to its
+// caller: idle bounds the whole wait, not only a stream held open, then the
+// streams' read ends are closed.
 func (c *container) drain(idle time.Duration) {
-	c.drainOutput(idle, drainLimit)
+	c.drainOutput(idle, idle)
 	c.closeStreams()
 }
 
