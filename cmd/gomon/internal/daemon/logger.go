@@ -95,7 +95,8 @@ func newLogger(driver, level, runDir string) (*slog.Logger, func()) {
 	}
 	opts := &slog.HandlerOptions{Level: slogLevel(level)}
 	if driver == "stdout" {
-		return slog.New(slog.NewTextHandler(newLogOutput(os.Stdout, "stdout", runDir), opts)), func() {}
+		o := newLogOutput(os.Stdout, "stdout", runDir)
+		return slog.New(slog.NewTextHandler(o, opts)), o.close
 	}
 	// systemd
 	err := journalReachable()
@@ -268,12 +269,6 @@ func (r *rotatingFile) close() error {
 	return nil
 }
 
-// journalSend is what journalQueue needs of an ioloop.JournalSender.
-type journalSend interface {
-	Send(entry []byte, deadline time.Time) error
-	Close() error
-}
-
 // journalQueue decouples logging from journald: Handle only encodes a
 // record and queues it (or drops and counts it when the queue is full),
 // and one goroutine, run, owned by close, sends the queue, each record
@@ -281,7 +276,7 @@ type journalSend interface {
 // therefore never delays a create, an exit file or start-up, and what it
 // misses is reported by the first record it takes afterwards.
 type journalQueue struct {
-	sender journalSend // used by run only
+	sender *ioloop.JournalSender // used by run only
 
 	mu      sync.Mutex // guards entries, size and dropped
 	entries [][]byte
@@ -294,7 +289,7 @@ type journalQueue struct {
 	closeOnce sync.Once
 }
 
-func newJournalQueue(s journalSend) *journalQueue {
+func newJournalQueue(s *ioloop.JournalSender) *journalQueue {
 	return &journalQueue{sender: s, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -363,8 +358,7 @@ func (q *journalQueue) reportDropped(deadline time.Time) {
 		return
 	}
 	msg := "journald did not take the daemon's log in time; records dropped dropped_records=" + strconv.FormatUint(n, 10)
-	b := ioloop.AppendJournalField(nil, "SYSLOG_IDENTIFIER", "gomon")
-	b = ioloop.AppendJournalField(b, "PRIORITY", strconv.Itoa(priority(slog.LevelWarn)))
+	b := journalHeader(slog.LevelWarn)
 	b = ioloop.AppendJournalField(b, "GOMON_DROPPED_RECORDS", strconv.FormatUint(n, 10))
 	b = ioloop.AppendJournalField(b, "MESSAGE", msg)
 	if q.sender.Send(b, deadline) != nil {
@@ -383,6 +377,12 @@ func (q *journalQueue) close() {
 		<-q.done
 		_ = q.sender.Close() // a datagram socket: nothing buffered to lose
 	})
+}
+
+// journalHeader starts a journald entry of the daemon's own log at level l.
+func journalHeader(l slog.Level) []byte {
+	b := ioloop.AppendJournalField(nil, "SYSLOG_IDENTIFIER", "gomon")
+	return ioloop.AppendJournalField(b, "PRIORITY", strconv.Itoa(priority(l)))
 }
 
 // journalHandler writes records to journald with the native protocol:
@@ -406,9 +406,7 @@ func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
 		write(a)
 	}
 	r.Attrs(write)
-	b := ioloop.AppendJournalField(nil, "SYSLOG_IDENTIFIER", "gomon")
-	b = ioloop.AppendJournalField(b, "PRIORITY", strconv.Itoa(priority(r.Level)))
-	b = ioloop.AppendJournalField(b, "MESSAGE", msg.String())
+	b := ioloop.AppendJournalField(journalHeader(r.Level), "MESSAGE", msg.String())
 	h.q.push(b)
 	return nil
 }
