@@ -145,25 +145,15 @@ func (s *Server) guardListener(l net.Listener) (*netguard.Limiter, *netguard.Acc
 func (s *Server) acceptLoop(l net.Listener) error {
 	lim, retry := s.guardListener(l)
 	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("accept: %w", err)
-			}
-			if !retry.Failed(err, s.done) {
-				return ErrServerClosed
-			}
-			continue
+		c, err := netguard.Accept(l, lim, retry, s.done)
+		switch {
+		case err == nil:
+			s.ServeConn(c)
+		case s.isClosed() || !errors.Is(err, net.ErrClosed):
+			return ErrServerClosed
+		default:
+			return fmt.Errorf("accept: %w", err)
 		}
-		retry.Succeeded()
-		lc := lim.Admit(c)
-		if lc == nil {
-			continue // refused and closed
-		}
-		s.ServeConn(lc)
 	}
 }
 

@@ -89,6 +89,26 @@ func (r *AcceptRetry) Succeeded() {
 		"duration", time.Since(r.since).Round(time.Millisecond))
 }
 
+// Accept returns the next connection l accepts and lim admits. Accept
+// errors are retried through r, and connections lim refuses are closed
+// and skipped. It returns an error only when l is closed (net.ErrClosed)
+// or done is closed while it backs off (that accept error).
+func Accept(l net.Listener, lim *Limiter, r *AcceptRetry, done <-chan struct{}) (*Conn, error) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || !r.Failed(err, done) {
+				return nil, err
+			}
+			continue
+		}
+		r.Succeeded()
+		if lc := lim.Admit(c); lc != nil {
+			return lc, nil
+		}
+	}
+}
+
 // Errors returns the number of accept errors seen so far. Safe for
 // concurrent use.
 func (r *AcceptRetry) Errors() int64 { return r.total.Load() }

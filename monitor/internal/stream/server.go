@@ -186,20 +186,9 @@ func (s *Server) acceptLoop(ln net.Listener) {
 	defer s.conns.Done()
 	retry := netguard.AcceptRetry{Log: s.log, What: "streaming"}
 	for {
-		raw, err := ln.Accept()
+		conn, err := netguard.Accept(ln, s.limiter, &retry, s.ctx.Done())
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if !retry.Failed(err, s.ctx.Done()) {
-				return
-			}
-			continue
-		}
-		retry.Succeeded()
-		conn := s.limiter.Admit(raw)
-		if conn == nil {
-			continue // refused and closed: the port is full of sessions
+			return
 		}
 		if !s.track(conn) {
 			_ = conn.Close() // raced with Close
