@@ -221,6 +221,15 @@ func TestStreamingFloodExhaustsFds(t *testing.T) {
 		t.Fatalf("fresh connection made during the fd exhaustion: pid %d, %v; want pid %d", r.pid, r.err, s.pid)
 	}
 	mustFreshVersion(t, s, "after the flood")
+	// The daemon closes the flood's connections as it reads their EOF; an
+	// exec needs several fds (pipes, pidfd, the runtime's), so wait until
+	// they are back rather than race the last closes.
+	for fdCount(t, s.pid) > base+8 {
+		if time.Now().After(deadline.Add(hangGuard)) {
+			t.Fatalf("daemon still holds %d fds after the flood (%d before it)", fdCount(t, s.pid), base)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	res, err := s.client.ExecSyncContainer(ctx, &client.ExecSyncConfig{ID: c.id, Command: []string{"echo", "fds-back"}, Timeout: 10})
