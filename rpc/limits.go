@@ -343,14 +343,14 @@ func (c *codec) readErr(err error) error {
 // number left unlogged) a connection ended by a limit, and returns err.
 func (c *codec) limitErr(kind, err error) error {
 	s := c.s
-	switch kind {
-	case ErrMessageTooLarge:
+	switch {
+	case errors.Is(kind, ErrMessageTooLarge):
 		s.lim.tooLarge.Add(1)
-	case ErrMessageStalled:
+	case errors.Is(kind, ErrMessageStalled):
 		s.lim.stalled.Add(1)
-	case ErrSilentConn:
+	case errors.Is(kind, ErrSilentConn):
 		s.lim.silent.Add(1)
-	case ErrServerBusy:
+	case errors.Is(kind, ErrServerBusy):
 		s.lim.busy.Add(1)
 	}
 	s.lim.mu.Lock()
