@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +141,37 @@ func flood(t *testing.T, network, addr string, n int) (opened int, stop func()) 
 	return len(conns), stop
 }
 
+// acceptQueue returns the number of connections waiting in the accept
+// queue of the TCP listener at addr (127.0.0.1:port): for a listening
+// socket, the rx_queue column of /proc/net/tcp.
+func acceptQueue(t *testing.T, addr string) int {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		t.Fatalf("parse %q: %v", addr, err)
+	}
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatalf("read /proc/net/tcp: %v", err)
+	}
+	local := fmt.Sprintf(":%04X", ap.Port())
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		// sl local_address rem_address st tx_queue:rx_queue ...
+		if len(f) < 5 || !strings.HasSuffix(f[1], local) || f[3] != "0A" {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseUint(rx, 16, 32)
+		if err != nil {
+			t.Fatalf("parse /proc/net/tcp queue %q: %v", f[4], err)
+		}
+		return int(n)
+	}
+	t.Fatalf("no listener for %s in /proc/net/tcp", addr)
+	return 0
+}
+
 // stillRunning fails the test if c has an exit file or its process is
 // gone: nothing may have been killed.
 func stillRunning(t *testing.T, c *ctr, when string) {
@@ -221,10 +254,12 @@ func TestStreamingFloodExhaustsFds(t *testing.T) {
 		t.Fatalf("fresh connection made during the fd exhaustion: pid %d, %v; want pid %d", r.pid, r.err, s.pid)
 	}
 	mustFreshVersion(t, s, "after the flood")
-	// The daemon closes the flood's connections as it reads their EOF; an
-	// exec needs several fds (pipes, pidfd, the runtime's), so wait until
-	// they are back rather than race the last closes.
-	for fdCount(t, s.pid) > base+8 {
+	// The daemon closes the flood's connections as it reads their EOF, and
+	// the ones still in the streaming port's backlog are accepted (taking
+	// an fd each) only now. An exec needs several fds (pipes, pidfd, the
+	// runtime's), so wait until the backlog is empty and the fds are back
+	// rather than race the last accepts and closes.
+	for acceptQueue(t, addr) > 0 || fdCount(t, s.pid) > base+8 {
 		if time.Now().After(deadline.Add(hangGuard)) {
 			t.Fatalf("daemon still holds %d fds after the flood (%d before it)", fdCount(t, s.pid), base)
 		}
