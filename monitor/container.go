@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/bundle"
 )
 
 // containerState is where a container is in its lifecycle. Transitions
@@ -80,7 +81,12 @@ type container struct {
 	req    CreateRequest // exit/OOM paths, cleanup, cgroup, global args
 	log    *ioloop.Log
 	logger *slog.Logger
-	tracer trace.Tracer
+	// identity is the container's pod and name from its bundle's
+	// annotations; settings are its io.gomon.* annotations, without the
+	// prefix. Both are set by the create before anything reads them.
+	identity bundle.Identity
+	settings map[string]string
+	tracer   trace.Tracer
 	// traceCtx carries the create_container span (not its cancellation):
 	// the parent of the read loops' spans.
 	traceCtx context.Context

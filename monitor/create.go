@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/bundle"
 	"github.com/gomon-dev/gomon/monitor/internal/undo"
 )
 
@@ -84,6 +85,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		}
 	})
 
+	c.identity, c.settings = readBundle(req.BundlePath, logger)
 	l, err := openLog(req.LogDrivers, req.ID, logger)
 	if err != nil {
 		return 0, err
@@ -333,4 +335,21 @@ func (m *Monitor) forceDelete(ctx context.Context, req CreateRequest, logger *sl
 	if err := m.runRuntime(ctx, args); err != nil {
 		logger.Debug("delete after failed create", "error", err)
 	}
+}
+
+// gomonAnnotationPrefix names the bundle annotations that tune gomon for
+// one container (e.g. io.gomon.log.rate-limit); they are kept without it.
+const gomonAnnotationPrefix = "io.gomon."
+
+// readBundle reads the container's Kubernetes identity and its gomon
+// settings from its bundle's annotations, once. A config that cannot be
+// read leaves both empty: the runtime reports a broken bundle, and the
+// monitor works without them.
+func readBundle(dir string, logger *slog.Logger) (bundle.Identity, map[string]string) {
+	ann, err := bundle.ReadAnnotations(dir)
+	if err != nil {
+		logger.Warn("bundle annotations unreadable, going on without them", "error", err)
+		return bundle.Identity{}, nil
+	}
+	return bundle.IdentityOf(ann), bundle.WithPrefix(ann, gomonAnnotationPrefix)
 }
