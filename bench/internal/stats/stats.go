@@ -6,11 +6,22 @@ import (
 	"slices"
 )
 
-// Summary is the median and 90th percentile of a sample.
+// Summary is the median, quartiles and 90th percentile of a sample.
 type Summary struct {
-	N      int
-	Median float64
-	P90    float64
+	N        int
+	Median   float64
+	P25, P75 float64
+	P90      float64
+}
+
+// Spread is half the interquartile range relative to the median (0.04 is
+// "±4 %"): how far a typical run lies from the median, robust to one
+// outlier. NaN for no data or a zero median.
+func (s Summary) Spread() float64 {
+	if s.N == 0 || s.Median == 0 {
+		return math.NaN()
+	}
+	return (s.P75 - s.P25) / 2 / math.Abs(s.Median)
 }
 
 // Summarize returns the summary of xs; the zero Summary for no data.
@@ -20,7 +31,7 @@ func Summarize(xs []float64) Summary {
 	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
-	return Summary{N: len(s), Median: Quantile(s, 0.5), P90: Quantile(s, 0.9)}
+	return Summary{N: len(s), Median: Quantile(s, 0.5), P25: Quantile(s, 0.25), P75: Quantile(s, 0.75), P90: Quantile(s, 0.9)}
 }
 
 // Quantile returns the q-quantile of sorted, interpolating linearly

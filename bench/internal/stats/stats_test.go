@@ -1,6 +1,9 @@
 package stats
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestSummarize(t *testing.T) {
 	cases := []struct {
@@ -27,3 +30,16 @@ func TestSummarize(t *testing.T) {
 }
 
 func near(a, b float64) bool { d := a - b; return d < 1e-9 && d > -1e-9 }
+
+func TestSpread(t *testing.T) {
+	s := Summarize([]float64{90, 100, 100, 100, 110, 200})
+	if s.P25 != 100 || s.P75 != 107.5 || s.Median != 100 {
+		t.Fatalf("quartiles %+v", s)
+	}
+	if got := s.Spread(); got != 0.0375 {
+		t.Fatalf("spread %v, want 0.0375", got)
+	}
+	if !math.IsNaN(Summarize(nil).Spread()) {
+		t.Fatal("spread of no data is not NaN")
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gomon-dev/gomon/bench/internal/driver"
 	"github.com/gomon-dev/gomon/bench/internal/loggen"
 	"github.com/gomon-dev/gomon/bench/internal/procfs"
@@ -40,11 +42,22 @@ func (h *harness) logs(ctx context.Context, res *Results) error {
 		r := LogResult{
 			Pattern: pat.Name, Bytes: size,
 			MBps: map[string][]float64{}, CPUPerGB: map[string][]float64{}, CPUTicksPerGB: map[string][]float64{},
-			Errors: map[string][]string{}, Records: map[string]int64{},
+			Errors: map[string][]string{}, Records: map[string]int64{}, WarmupMBps: map[string]float64{},
+		}
+		for i, d := range drivers {
+			h.settle()
+			o, err := h.logRun(ctx, d, pods[i], pat, size)
+			if err != nil {
+				return fmt.Errorf("%s %s warm-up: %w", d.Name(), pat.Name, err)
+			}
+			r.WarmupMBps[d.Name()] = float64(size) / 1e6 / o.elapsed.Seconds()
+			h.log.Info("log warm-up run (discarded)", "monitor", d.Name(), "pattern", pat.Name,
+				"MBps", r.WarmupMBps[d.Name()], "verify", o.verifyErr)
 		}
 		for rep := 0; rep < h.cfg.Params.LogReps; rep++ {
 			for _, i := range rotation(len(drivers), rep) {
 				d := drivers[i]
+				h.settle()
 				o, err := h.logRun(ctx, d, pods[i], pat, size)
 				if err != nil {
 					return fmt.Errorf("%s %s rep %d: %w", d.Name(), pat.Name, rep, err)
@@ -160,3 +173,22 @@ type countWriter int64
 
 // Write counts b.
 func (w *countWriter) Write(b []byte) (int, error) { *w += countWriter(len(b)); return len(b), nil }
+
+// settle brings the page cache and memory to the same state before a
+// timed log run: the previous run's log pages are written back (they would
+// otherwise be flushed during this run, on this run's time), the page
+// cache and reclaimable slab are dropped, and free memory is compacted.
+// Root only (the bench runs as root); a failure is logged once and the
+// runs go on unsettled.
+func (h *harness) settle() {
+	unix.Sync()
+	for _, f := range []struct{ path, val string }{
+		{"/proc/sys/vm/drop_caches", "3"},
+		{"/proc/sys/vm/compact_memory", "1"},
+	} {
+		if err := os.WriteFile(f.path, []byte(f.val), 0); err != nil && !h.settleFailed {
+			h.settleFailed = true
+			h.log.Warn("cannot settle memory before log runs, figures may drift", "path", f.path, "error", err)
+		}
+	}
+}

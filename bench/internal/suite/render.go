@@ -290,7 +290,18 @@ func logRow(name string, v map[string][]float64, t *target, failed bool) []strin
 	if t != nil && failed {
 		verdict = invalidVerdict
 	}
-	return []string{name, num(g), num(c), num(n), num(b), rc, rn, rb, t.label(), verdict}
+	return []string{name, numSpread(v[lGomon]), numSpread(v[lConmon]), numSpread(v[lNoSync]), numSpread(v[lRunc]),
+		rc, rn, rb, t.label(), verdict}
+}
+
+// numSpread formats the median of xs with its spread ("611 ±4%", see
+// stats.Summary.Spread); a single sample has no spread.
+func numSpread(xs []float64) string {
+	if len(xs) < 2 {
+		return num(med(xs))
+	}
+	s := summary(xs)
+	return fmt.Sprintf("%s ±%.0f%%", num(s.Median), 100*s.Spread())
 }
 
 func (r *Results) logSection() report.Section {
@@ -325,9 +336,14 @@ func (r *Results) logSection() report.Section {
 		}
 		s.Notes = append(s.Notes, fmt.Sprintf("%s: %s; CRI records in the log: gomon %d, conmon %d, conmon --no-sync-log %d.",
 			lr.Pattern, verified, lr.Records[lGomon], lr.Records[lConmon], lr.Records[lNoSync]))
+		if len(lr.WarmupMBps) > 0 {
+			s.Notes = append(s.Notes, fmt.Sprintf("%s warm-up runs (discarded), MB/s: gomon %s, conmon %s, conmon --no-sync-log %s, runc %s.",
+				lr.Pattern, num(lr.WarmupMBps[lGomon]), num(lr.WarmupMBps[lConmon]), num(lr.WarmupMBps[lNoSync]), num(lr.WarmupMBps[lRunc])))
+		}
 	}
 	s.Notes = append(s.Notes,
 		"Patterns: lines100 = 100-byte lines; longline = no newline at all (one endless line); lines2 = 2-byte lines. The writer is a static Go helper in the rootfs writing 64 KiB at a time.",
+		"Runs: per pattern, one discarded full-size warm-up run per contender (a freshly booted VM pays for first-touched guest memory in its first runs), then the timed runs; before every run, warm-up or timed, the page cache is written back and dropped and memory compacted (sync; drop_caches; compact_memory), so no run starts with another's dirty log pages or a different page cache. Each figure is the median with its spread (half the interquartile range, relative). Ratios are of medians.",
 		"Time: `runc start` to the exit file; both monitors drain the log first. conmon as CRI-O runs it by default also fsyncs the log before writing the exit file (in its time and CPU); `conmon --no-sync-log` (CRI-O's no_sync_log = true) does not, like gomon and conmon-rs. CPU: delta of the monitor process(es)' run time, summed over threads from /proc/<pid>/task/*/schedstat (ns precision), with utime+stime from /proc/<pid>/stat (10 ms ticks) as a cross-check; conmon's final figures are read from its zombie before it is reaped. runc: the container writes straight to a file in its rootfs (upper bound; no monitor, so no CPU figure).",
 		"Targets (lines100 only) (docs/architecture.md, Performance budgets): at least 2x C conmon's MB/s and at most half its CPU per GB on 100-byte lines, met only when met against both conmons.",
 	)

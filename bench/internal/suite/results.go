@@ -65,6 +65,8 @@ type LogResult struct {
 	Errors map[string][]string
 	// Records is the number of CRI records of the last rep, by contender.
 	Records map[string]int64
+	// WarmupMBps is the discarded warm-up run's MB/s, by contender.
+	WarmupMBps map[string]float64
 }
 
 // TracingResult compares gomon with tracing off and on.

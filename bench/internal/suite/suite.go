@@ -114,6 +114,8 @@ type harness struct {
 	// conmonNoSync is conmon with --no-sync-log, the log benchmark's
 	// like-for-like conmon (see driver.Conmon.NoSyncLog).
 	conmonNoSync driver.Driver
+	// settleFailed is set once settle could not drop caches (not root).
+	settleFailed bool
 }
 
 // Run executes the benchmark and returns the results. The caller must

@@ -83,6 +83,7 @@ func (h *harness) tracingLogs(ctx context.Context, drivers []driver.Driver, tr *
 	for rep := 0; rep < h.cfg.Params.TraceLogReps; rep++ {
 		for _, i := range rotation(len(drivers), rep) {
 			d := drivers[i]
+			h.settle()
 			o, err := h.logRun(ctx, d, pods[i], pat, size)
 			if err != nil {
 				return fmt.Errorf("%s %s rep %d: %w", d.Name(), pat.Name, rep, err)
