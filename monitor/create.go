@@ -114,8 +114,8 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		return 0, fmt.Errorf("remove stale pidfile: %w", err)
 	}
 	var pid int
-	rctx, rspan := m.tracer.Start(ctx, "runtime_create", trace.WithAttributes(
-		attribute.String("container_id", req.ID), attribute.String("runtime.path", m.cfg.Runtime),
+	rctx, rspan := m.tracer.Start(ctx, "runtime_create", trace.WithAttributes(c.attrs()...), trace.WithAttributes(
+		attribute.String("runtime.path", m.cfg.Runtime),
 		attribute.StringSlice("runtime.args", m.createArgs(req, "")), attribute.Bool("terminal", req.Terminal)))
 	pid, err = m.runCreate(rctx, c, extra, &undo)
 	rspan.SetAttributes(attribute.Int("pid", pid))

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/monitor/internal/stream"
@@ -290,5 +291,32 @@ func TestExecOOMKills(t *testing.T) {
 	}
 	if err := m.Delete(ctx, id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSplitOOMKills is the rule on its own: wait statuses are built the
+// way the kernel encodes them (signal in the low 7 bits, exit code above).
+func TestSplitOOMKills(t *testing.T) {
+	exited := func(code int) exitEvent { return exitEvent{status: unix.WaitStatus(code << 8)} }
+	killed := func(sig unix.Signal) exitEvent { return exitEvent{status: unix.WaitStatus(sig)} }
+	for _, tc := range []struct {
+		name          string
+		kills, notOwn uint64
+		ev            exitEvent
+		want          OOMKills
+	}{
+		{"no kill, SIGKILL", 0, 0, killed(unix.SIGKILL), OOMKills{}},
+		{"own kill", 1, 0, killed(unix.SIGKILL), OOMKills{Init: 1}},
+		{"own kill after two children's", 3, 0, killed(unix.SIGKILL), OOMKills{Init: 1, Other: 2}},
+		{"child's kill, exit 0", 1, 0, exited(0), OOMKills{Other: 1}},
+		{"child's kill, SIGTERM", 1, 0, killed(unix.SIGTERM), OOMKills{Other: 1}},
+		{"child's kill, exit 137 by itself", 1, 0, exited(137), OOMKills{Other: 1}},
+		{"an exec's own kill, then SIGKILL", 1, 1, killed(unix.SIGKILL), OOMKills{Other: 1}},
+		{"an exec's and another kill, then SIGKILL", 2, 1, killed(unix.SIGKILL), OOMKills{Init: 1, Other: 1}},
+		{"status unknown: any kill is the init's", 1, 0, exitEvent{unknown: true}, OOMKills{Init: 1}},
+	} {
+		if got := splitOOMKills(tc.kills, tc.notOwn, tc.ev); got != tc.want {
+			t.Errorf("%s: splitOOMKills(%d, %d) = %+v, want %+v", tc.name, tc.kills, tc.notOwn, got, tc.want)
+		}
 	}
 }
