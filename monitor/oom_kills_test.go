@@ -27,10 +27,36 @@ import (
 // real containers under an 8 MiB limit in which `tail /dev/zero` (a line
 // that never ends) is the OOM killer's victim.
 
+// tracedMonitor is a Monitor whose spans are kept in memory.
+type tracedMonitor struct {
+	*Monitor
+	tr *exporter.Tracing
+	// exited receives the ID of each container whose waiter ended its
+	// wait_for_exit_code span (Config.OnContainerExit), which happens
+	// after Wait returns.
+	exited chan string
+}
+
+// waitSpans waits until container id's waiter span has ended.
+func (m tracedMonitor) waitSpans(t *testing.T, id string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second) // only for a broken build
+	for {
+		select {
+		case got := <-m.exited:
+			if got == id {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no OnContainerExit for %s", id)
+		}
+	}
+}
+
 // newTracedMonitor is newTestMonitor with its spans kept in memory (the
 // exporter's tree mode, as `gomon run --trace`; the SDK is the exporter's
 // alone).
-func newTracedMonitor(t *testing.T) (*Monitor, *exporter.Tracing) {
+func newTracedMonitor(t *testing.T) (tracedMonitor, *exporter.Tracing) {
 	t.Helper()
 	tr, err := exporter.Setup(context.Background(), exporter.Config{
 		Mode: exporter.ModeTree, LookupEnv: func(string) (string, bool) { return "", false },
@@ -38,8 +64,9 @@ func newTracedMonitor(t *testing.T) (*Monitor, *exporter.Tracing) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan string, 16)
 	m, err := New(Config{Runtime: monitortest.Runc(t), RuntimeRoot: t.TempDir(), Logger: testLogger(),
-		TracerProvider: tr.TracerProvider()})
+		TracerProvider: tr.TracerProvider(), OnContainerExit: func(id string) { exited <- id }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +80,7 @@ func newTracedMonitor(t *testing.T) (*Monitor, *exporter.Tracing) {
 		otel.SetTracerProvider(noop.NewTracerProvider())
 		otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator())
 	})
-	return m, tr
+	return tracedMonitor{Monitor: m, tr: tr, exited: exited}, tr
 }
 
 // recordedSpan is what the tests read of a finished span.
@@ -148,7 +175,8 @@ func TestOOMKillOfChildIsNotContainerOOM(t *testing.T) {
 	bundle := monitortest.NewBundle(t, monitortest.BundleOptions{
 		Args: []string{"sh", "-c", "tail /dev/zero; exit 0"}, MemoryLimit: 8 << 20,
 	})
-	st := runToExit(t, m, p.request("oom-child", bundle))
+	st := runToExit(t, m.Monitor, p.request("oom-child", bundle))
+	m.waitSpans(t, "oom-child")
 	if st.Code != 0 || st.Signal != 0 {
 		t.Fatalf("status %+v, want exit 0 (the init survives its child's OOM kill)", st)
 	}
@@ -258,6 +286,7 @@ func TestExecOOMKills(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.waitSpans(t, id)
 	if st.Code != 0 || st.OOMKilled || st.OOMKills != (OOMKills{Other: 4}) {
 		t.Errorf("container status %+v, want exit 0, not OOM killed, 4 other kills", st)
 	}
