@@ -368,3 +368,21 @@ func BenchmarkResolve(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCount measures what an exec session adds: one read of the
+// container's counter before its process starts and one after.
+func BenchmarkCount(b *testing.B) {
+	ft := newFakeTree(b, "0::/ctr")
+	mustWrite(b, filepath.Join(ft.cg, "ctr", "memory.events"), events(0, 0))
+	w, err := watch(ft.proc, fakePID, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := w.Count(); !ok {
+			b.Fatal("no count")
+		}
+	}
+}
