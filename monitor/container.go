@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,7 +87,10 @@ type container struct {
 	// prefix. Both are set by the create before anything reads them.
 	identity bundle.Identity
 	settings map[string]string
-	tracer   trace.Tracer
+	// attrSet is identity as OpenTelemetry attributes (see attrs); set
+	// with identity.
+	attrSet []attribute.KeyValue
+	tracer  trace.Tracer
 	// traceCtx carries the create_container span (not its cancellation):
 	// the parent of the read loops' spans.
 	traceCtx context.Context
@@ -110,21 +114,27 @@ type container struct {
 	exitFiles []exitFile
 	input     sync.WaitGroup // the Input copier, if any
 	done      chan struct{}  // closed on the move to stateExited
+	// execOOMKills counts exec sessions whose process was OOM killed
+	// (execOOM.judge): kills in the container's cgroup that are not its
+	// init's.
+	execOOMKills atomic.Uint64
 
 	// mu guards the fields below. Lock order: Monitor.mu before c.mu.
 	mu      sync.Mutex
 	state   containerState // guarded by mu
 	init    *proc          // guarded by mu; nil until running
+	oomw    oomWatcher     // guarded by mu; nil until running, or when the cgroup is not watched
 	stdin   io.WriteCloser // guarded by mu; the container's stdin (pipe or pty), nil if none
 	console console.Console
 	status  ExitStatus // guarded by mu; valid in stateExited
 }
 
-// created moves the container to stateRunning with its init process.
-func (c *container) created(init *proc) {
+// created moves the container to stateRunning with its init process and
+// the OOM watcher of its cgroup (nil if none).
+func (c *container) created(init *proc, oomw oomWatcher) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.state, c.init = stateRunning, init
+	c.state, c.init, c.oomw = stateRunning, init, oomw
 }
 
 // exited records the status, moves to stateExited and wakes Wait callers.
@@ -167,8 +177,8 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 		defer c.streams.Done()
 		defer close(ended)
 		defer func() { _ = as.Close() }() // never fails
-		ctx, span := c.tracer.Start(c.traceCtx, "read_loop", trace.WithAttributes(
-			attribute.String("container_id", c.id), attribute.String("stream", s.String())))
+		ctx, span := c.tracer.Start(c.traceCtx, "read_loop", trace.WithAttributes(c.attrs()...),
+			trace.WithAttributes(attribute.String("stream", s.String())))
 		stats, err := ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
 		span.SetAttributes(
 			attribute.Int64("bytes", int64(stats.Bytes)),
@@ -432,13 +442,16 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 	if oomw != nil {
 		octx, ospan := m.tracer.Start(ctx, "oom_handling")
 		octx, cancel := context.WithTimeout(octx, oomVerdictTimeout)
-		st.OOMKilled = oomw.Stop(octx)
+		kills := oomw.Stop(octx)
 		cancel()
-		ospan.SetAttributes(attribute.Bool("oom_killed", st.OOMKilled))
+		st.OOMKills = splitOOMKills(kills, c.execOOMKills.Load(), ev)
+		st.OOMKilled = st.OOMKills.Init > 0
+		ospan.SetAttributes(oomAttrs(st.OOMKills)...)
 		ospan.End()
 	}
-	span.SetAttributes(attribute.Int("exit_code", st.Code), attribute.Int("signal", int(st.Signal)),
-		attribute.Bool("oom_killed", st.OOMKilled))
+	span.SetAttributes(attribute.Int("exit_code", st.Code), attribute.Int("signal", int(st.Signal)))
+	span.SetAttributes(oomAttrs(st.OOMKills)...)
+	reportOtherOOMKills(ctx, span, c.logger, "container", st.OOMKills)
 	// The OOM files must exist before any exit file: CRI-O reacts to the
 	// exit file and then looks for the OOM file.
 	fctx, fspan := m.tracer.Start(ctx, "write_exit_files", trace.WithAttributes(

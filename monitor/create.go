@@ -86,6 +86,9 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	})
 
 	c.identity, c.settings = readBundle(req.BundlePath, logger)
+	c.attrSet = identityAttrs(req.ID, c.identity)
+	// The caller's span (the create_container RPC) gets them too.
+	trace.SpanFromContext(ctx).SetAttributes(c.attrSet...)
 	l, err := openLog(req.LogDrivers, req.ID, logger)
 	if err != nil {
 		return 0, err
@@ -111,8 +114,8 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		return 0, fmt.Errorf("remove stale pidfile: %w", err)
 	}
 	var pid int
-	rctx, rspan := m.tracer.Start(ctx, "runtime_create", trace.WithAttributes(
-		attribute.String("container_id", req.ID), attribute.String("runtime.path", m.cfg.Runtime),
+	rctx, rspan := m.tracer.Start(ctx, "runtime_create", trace.WithAttributes(c.attrs()...), trace.WithAttributes(
+		attribute.String("runtime.path", m.cfg.Runtime),
 		attribute.StringSlice("runtime.args", m.createArgs(req, "")), attribute.Bool("terminal", req.Terminal)))
 	pid, err = m.runCreate(rctx, c, extra, &undo)
 	rspan.SetAttributes(attribute.Int("pid", pid))
@@ -141,10 +144,10 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	} else {
 		logger.Debug("container init already gone at create", "pid", pid)
 	}
-	c.created(initProc)
+	c.created(initProc, oomw)
 	// The waiter outlives this call; its span is a child of the create.
-	wctx, _ := m.tracer.Start(detached(ctx), "wait_for_exit_code", trace.WithAttributes(
-		attribute.String("container_id", req.ID), attribute.Int("pid", pid)))
+	wctx, _ := m.tracer.Start(detached(ctx), "wait_for_exit_code", trace.WithAttributes(c.attrs()...),
+		trace.WithAttributes(attribute.Int("pid", pid)))
 	m.waiters.Add(1)
 	go m.waitExit(wctx, c, initProc.exit, oomw)
 	undo.Release()

@@ -69,12 +69,14 @@ func (b *execCapture) Write(p []byte) (int, error) {
 // execRun is one ExecSync call.
 type execRun struct {
 	m       *Monitor
+	c       *container
 	req     ExecSyncRequest
 	logger  *slog.Logger
 	pidfile string
 
 	stdout, stderr execCapture
 	out            outputs // the collectors
+	oomKnown       bool    // the result's OOM fields were taken
 }
 
 // ExecSync runs req.Command in the running container req.ID and returns
@@ -117,13 +119,18 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 		return ExecSyncResult{}, err
 	}
 	defer func() { _ = os.Remove(pidfile) }()
-	x := &execRun{m: m, req: req, logger: c.logger.With("exec_id", id), pidfile: pidfile}
-	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(
-		attribute.String("container_id", req.ID), attribute.String("exec_id", id),
+	x := &execRun{m: m, c: c, req: req, logger: c.logger.With("exec_id", id), pidfile: pidfile}
+	trace.SpanFromContext(ctx).SetAttributes(c.attrs()...) // the exec_sync_container RPC's
+	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(c.attrs()...), trace.WithAttributes(
+		attribute.String("exec_id", id),
 		attribute.StringSlice("command", req.Command), attribute.Bool("terminal", req.Terminal)))
 	res, err := x.run(ctx)
 	span.SetAttributes(attribute.Int("exit_code", int(res.ExitCode)), attribute.Bool("timed_out", res.TimedOut),
 		attribute.Int("stdout_bytes", len(res.Stdout)), attribute.Int("stderr_bytes", len(res.Stderr)))
+	if x.oomKnown {
+		span.SetAttributes(oomAttrs(res.OOMKills)...)
+		reportOtherOOMKills(ctx, span, x.logger, "exec", res.OOMKills)
+	}
 	endSpan(span, err)
 	return res, err
 }
@@ -216,6 +223,7 @@ func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
 	}
 	// A terminal's output is all on stdout.
 	rio.onConsole = func(con console.Console) { x.collect(con, ioloop.Stdout, &x.stdout) }
+	oomc := x.c.startExecOOM()
 	p, err := x.m.startExec(ctx, x.req, x.pidfile, rio, &x.out)
 	returnedAt := time.Now()
 	var re *RuntimeError
@@ -251,6 +259,11 @@ func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
 	select {
 	case ev := <-p.exit:
 		res.ExitCode = int32(ev.code())
+		res.OOMKills, x.oomKnown = oomc.judge(ev)
+		res.OOMKilled = res.OOMKills.Init > 0
+		if res.OOMKilled {
+			x.logger.InfoContext(ctx, "exec process was OOM killed", "pid", p.pid)
+		}
 	case <-timeout:
 		x.logger.Debug("exec timed out, killing it", "pid", p.pid, "timeout_sec", x.req.TimeoutSec)
 		p.killGroup()

@@ -300,11 +300,6 @@ func (m *Monitor) finishShutdown() {
 	close(m.closed)
 }
 
-// oomWatcher is the part of oom.Watcher the waiter uses.
-type oomWatcher interface {
-	Stop(ctx context.Context) bool
-}
-
 // watchOOM starts the OOM watcher of pid.
 func watchOOM(pid int, log *slog.Logger) (oomWatcher, error) {
 	w, err := oom.Watch(pid, log)

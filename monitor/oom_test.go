@@ -55,7 +55,7 @@ func TestOOMFileBeforeExitFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.OOMKilled || st.Code != 137 {
+	if !st.OOMKilled || st.Code != 137 || st.OOMKills != (OOMKills{Init: 1}) {
 		t.Fatalf("status %+v, want OOM kill with 137; the host did not enforce the limit: "+
 			"container memory cgroup limit was %q (want 8388608), swap on host: %q", st, limit, swaps())
 	}

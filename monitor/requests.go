@@ -80,9 +80,30 @@ type ExitStatus struct {
 	Code int
 	// Signal is the signal that killed the process, or 0.
 	Signal syscall.Signal
-	// OOMKilled reports the kernel's OOM killer killed the container; the
-	// OOM files were created before the exit files.
+	// OOMKilled reports the kernel's OOM killer killed the container's
+	// init (OOMKills.Init is 1); the OOM files were created before the exit
+	// files. A kill of any other process of the container does not count
+	// (see OOMKills).
 	OOMKilled bool
+	// OOMKills counts the OOM killer's kills in the container's memory
+	// cgroup while it ran.
+	OOMKills OOMKills
+}
+
+// OOMKills counts the kernel OOM killer's kills in the memory cgroup of a
+// container (or of the container an exec session ran in), split by victim.
+//
+// The kernel counts kills per cgroup, not per process. A kill is the
+// process's own (Init) when the process died of SIGKILL and the cgroup's
+// count grew while it ran: an OOM victim dies of SIGKILL, and a process
+// that exited otherwise, or survived, was not the victim. Every other kill
+// counted there (a child, an exec session's process, for an exec session
+// also the container's processes) is Other. A process SIGKILLed by someone
+// else while another process was OOM killed still counts as Init: the
+// counter cannot tell those apart.
+type OOMKills struct {
+	Init  uint64 // 0 or 1: the container's init, or the exec's process
+	Other uint64 // any other process of the cgroup
 }
 
 // FDSource hands out file descriptors that a client stored in slots
@@ -110,6 +131,13 @@ type ExecSyncResult struct {
 	Stdout   []byte
 	Stderr   []byte
 	TimedOut bool
+	// OOMKilled reports the OOM killer killed the exec's process
+	// (OOMKills.Init is 1). OOMKills counts the kills in the container's
+	// memory cgroup while the process ran, taken only when it exited by
+	// itself (not timed out or cancelled) and the container's cgroup is
+	// watched.
+	OOMKilled bool
+	OOMKills  OOMKills
 }
 
 // Exit codes that are not a process's own status. Signalled processes report

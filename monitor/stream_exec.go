@@ -26,6 +26,7 @@ import (
 // streamExecRun is one streaming exec.
 type streamExecRun struct {
 	m       *Monitor
+	c       *container
 	req     ServeExecRequest
 	sio     stream.IO
 	logger  *slog.Logger
@@ -38,6 +39,9 @@ type streamExecRun struct {
 
 	input     sync.WaitGroup // stdin copier and resizer
 	stopInput chan struct{}  // closed by endInput
+
+	oomKills OOMKills // the process's OOM verdict, when oomKnown
+	oomKnown bool
 }
 
 // streamExec runs one streaming exec of req once its client connected. It
@@ -59,15 +63,19 @@ func (m *Monitor) streamExec(ctx context.Context, req ServeExecRequest, sio stre
 	}
 	defer func() { _ = os.Remove(pidfile) }()
 	x := &streamExecRun{
-		m: m, req: req, sio: sio, logger: c.logger.With("exec_id", id),
+		m: m, c: c, req: req, sio: sio, logger: c.logger.With("exec_id", id),
 		pidfile: pidfile, stopInput: make(chan struct{}),
 	}
-	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(
-		attribute.String("container_id", req.ID), attribute.String("exec_id", id),
+	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(c.attrs()...), trace.WithAttributes(
+		attribute.String("exec_id", id),
 		attribute.StringSlice("command", req.Command), attribute.Bool("terminal", req.TTY),
 		attribute.Bool("streaming", true)))
 	code, err := x.run(ctx)
 	span.SetAttributes(attribute.Int("exit_code", code))
+	if x.oomKnown {
+		span.SetAttributes(oomAttrs(x.oomKills)...)
+		reportOtherOOMKills(ctx, span, x.logger, "exec", x.oomKills)
+	}
 	endSpan(span, err)
 	return code, err
 }
@@ -100,6 +108,7 @@ func (x *streamExecRun) run(ctx context.Context) (int, error) {
 		x.startPump(con, x.sio.Stdout, nil)
 	}
 	req := ExecSyncRequest{ID: x.req.ID, Command: x.req.Command, Terminal: x.req.TTY, Cgroup: x.req.Cgroup}
+	oomc := x.c.startExecOOM()
 	p, err := x.m.startExec(ctx, req, x.pidfile, rio, &x.out)
 	if err != nil {
 		return 0, err
@@ -111,6 +120,10 @@ func (x *streamExecRun) run(ctx context.Context) (int, error) {
 	select {
 	case ev := <-p.exit:
 		code = ev.code()
+		x.oomKills, x.oomKnown = oomc.judge(ev)
+		if x.oomKills.Init > 0 {
+			x.logger.InfoContext(ctx, "streaming exec process was OOM killed", "pid", p.pid)
+		}
 	case <-ctx.Done():
 		p.killGroup()
 		if !p.await(execKillWait) {

@@ -3,12 +3,15 @@ package monitor
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/gomon-dev/gomon/monitor/internal/bundle"
 )
 
 // Tracing. The monitor uses only the OTel API: package exporter installs
@@ -78,4 +81,49 @@ func withTraceEnv(ctx context.Context, env map[string]string) map[string]string 
 		out[k] = v
 	}
 	return out
+}
+
+// OpenTelemetry semantic-convention attribute names of a container's
+// Kubernetes identity (https://opentelemetry.io/docs/specs/semconv/resource/k8s/,
+// .../resource/container/), so a trace backend finds a pod's spans by name.
+const (
+	attrK8sPodName       = "k8s.pod.name"
+	attrK8sNamespaceName = "k8s.namespace.name"
+	attrK8sPodUID        = "k8s.pod.uid"
+	attrK8sContainerName = "k8s.container.name"
+	attrContainerID      = "container.id"
+	// attrContainerIDLegacy is the name gomon's spans have always used
+	// (as conmon-rs's do); kept beside attrContainerID for existing queries.
+	attrContainerIDLegacy = "container_id"
+)
+
+// identityAttrs renders a container's ID and Kubernetes identity as span
+// (and metric) attributes: both container ID names, and each identity
+// field that is known.
+func identityAttrs(id string, ident bundle.Identity) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs = append(attrs, attribute.String(attrContainerIDLegacy, id), attribute.String(attrContainerID, id))
+	for _, f := range []struct{ key, v string }{
+		{attrK8sPodName, ident.PodName},
+		{attrK8sNamespaceName, ident.PodNamespace},
+		{attrK8sPodUID, ident.PodUID},
+		{attrK8sContainerName, ident.ContainerName},
+	} {
+		if f.v != "" {
+			attrs = append(attrs, attribute.String(f.key, f.v))
+		}
+	}
+	return slices.Clip(attrs) // an append by a user copies
+}
+
+// attrs returns the container's identity attributes: container_id and
+// container.id, and k8s.pod.name, k8s.namespace.name, k8s.pod.uid and
+// k8s.container.name when its bundle names them. Computed once at create;
+// the slice is shared: callers may append to it (it is full, so append
+// copies) but not modify its elements.
+func (c *container) attrs() []attribute.KeyValue {
+	if c.attrSet == nil {
+		return []attribute.KeyValue{attribute.String(attrContainerIDLegacy, c.id), attribute.String(attrContainerID, c.id)}
+	}
+	return c.attrSet
 }

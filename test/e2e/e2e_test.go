@@ -108,6 +108,9 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 
 	if handler == handlerGomon {
 		s.gomonCreates += 2 // writer and ticker
+		for _, c := range []string{"writer", "ticker"} {
+			s.gomonContainers = append(s.gomonContainers, podIdentity{pod: name, namespace: "gomon-e2e", uid: name + "-uid", container: c})
+		}
 	}
 	ctr := s.crictl(t, col, "create", "create", "--no-pull", pod, writer, podJSON)
 	s.crictl(t, col, "start", "start", ctr)

@@ -48,6 +48,9 @@ type suite struct {
 	dumped        bool     // logs were dumped once already
 	hostDirs      []string // host caches that did not exist before the run, deepest first
 	gomonCreates  int      // containers created through the gomon handler
+	// gomonContainers are the identities of the containers created through the gomon handler,
+	// which their spans must carry.
+	gomonContainers []podIdentity
 }
 
 // requireEnv returns the tools from the environment, skipping (or failing under

@@ -56,9 +56,23 @@ func TestGomonSpanCheck(t *testing.T) {
 		{"x", "c", serviceGomon, "exec_sync_container"},
 		{"y", "x", serviceGomon, "runtime_exec"},
 	}
-	// decorated gives wait_for_exit_code its exit_code tag and create_container a log event,
-	// as real gomon spans have them.
+	// labelled gives the container's spans its identity; decorated also gives
+	// wait_for_exit_code its exit_code tag and create_container a log event, as real gomon
+	// spans have them.
+	labelled := func(tr jaegerTrace) jaegerTrace {
+		for i := range tr.Spans {
+			if tr.Spans[i].SpanID == "a" || tr.Spans[i].SpanID == "b" || tr.Spans[i].SpanID == "c" {
+				continue // crictl's and CRI-O's
+			}
+			tr.Spans[i].Tags = append(tr.Spans[i].Tags,
+				jaegerKV{Key: "container_id", Value: "ctr1"}, jaegerKV{Key: "container.id", Value: "ctr1"},
+				jaegerKV{Key: "k8s.pod.name", Value: "gomon-netns"}, jaegerKV{Key: "k8s.namespace.name", Value: "gomon-e2e"},
+				jaegerKV{Key: "k8s.pod.uid", Value: "gomon-netns-uid"}, jaegerKV{Key: "k8s.container.name", Value: "writer"})
+		}
+		return tr
+	}
 	decorated := func(tr jaegerTrace) jaegerTrace {
+		tr = labelled(tr)
 		for i := range tr.Spans {
 			switch tr.Spans[i].SpanID {
 			case "f":
@@ -87,7 +101,16 @@ func TestGomonSpanCheck(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "full chain", traces: []jaegerTrace{decorated(trace(t, good...))}, creates: 1},
-		{name: "undecorated: no exit code, no log events", traces: []jaegerTrace{trace(t, good...)}, creates: 1, wantErr: true},
+		{name: "undecorated: no exit code, no log events", traces: []jaegerTrace{labelled(trace(t, good...))}, creates: 1, wantErr: true},
+		{name: "no pod identity on the container's spans", creates: 1, wantErr: true, traces: []jaegerTrace{func() jaegerTrace {
+			tr := decorated(trace(t, good...))
+			for i := range tr.Spans {
+				if tr.Spans[i].SpanID == "e" { // read_loop: container_id only
+					tr.Spans[i].Tags = []jaegerKV{{Key: "container_id", Value: "ctr1"}}
+				}
+			}
+			return tr
+		}()}},
 		{name: "no runtime_create", traces: []jaegerTrace{decorated(trace(t, without("r")...))}, creates: 1, wantErr: true},
 		{name: "no runtime_exec", traces: []jaegerTrace{decorated(trace(t, without("y")...))}, creates: 1, wantErr: true},
 		{name: "fewer chains than containers", traces: []jaegerTrace{decorated(trace(t, good...))}, creates: 2, wantErr: true},
@@ -111,6 +134,16 @@ func TestGomonSpanCheck(t *testing.T) {
 				t.Errorf("problem() = %v, want error %v (found: %s)", err, tc.wantErr, g)
 			}
 		})
+	}
+	g := findGomonSpans([]jaegerTrace{decorated(trace(t, good...))})
+	writer := podIdentity{pod: "gomon-netns", namespace: "gomon-e2e", uid: "gomon-netns-uid", container: "writer"}
+	if err := g.missingIdentities([]podIdentity{writer}); err != nil {
+		t.Errorf("missingIdentities(present) = %v", err)
+	}
+	ticker := writer
+	ticker.container = "ticker"
+	if err := g.missingIdentities([]podIdentity{writer, ticker}); err == nil {
+		t.Error("missingIdentities(absent ticker) = nil")
 	}
 	if n := countLinked([]jaegerTrace{trace(t, good...)}, serviceCrictl, serviceCRIO); n != 1 {
 		t.Errorf("countLinked = %d, want 1", n)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -129,7 +130,7 @@ func (s *suite) checkTraces(t *testing.T) {
 		}
 		gomonFound = findGomonSpans(gtrs)
 		if expect {
-			return gomonFound.problem(s.gomonCreates)
+			return errors.Join(gomonFound.problem(s.gomonCreates), gomonFound.missingIdentities(s.gomonContainers))
 		}
 		return nil
 	})
@@ -142,7 +143,7 @@ func (s *suite) checkTraces(t *testing.T) {
 	if crioLinked == 0 {
 		t.Fatalf("no trace links a %s span to a crio span: %v", serviceCrictl, err)
 	}
-	if p := gomonFound.problem(s.gomonCreates); p != nil {
+	if p := errors.Join(gomonFound.problem(s.gomonCreates), gomonFound.missingIdentities(s.gomonContainers)); p != nil {
 		if !expect {
 			t.Skipf("\n"+strings.Repeat("!", 78)+"\n"+
 				"!! gomon TRACE CHECK SKIPPED (GOMON_E2E_EXPECT_TRACES is not 1): %v\n"+
@@ -179,11 +180,41 @@ type gomonSpans struct {
 	edges       map[string]int // "parent>child" between gomon spans
 	exitCodes   int            // wait_for_exit_code spans carrying exit_code
 	logged      int            // create_container spans with log events
+	// unlabelled lists container spans (identitySpans) without the container's Kubernetes
+	// identity or container.id.
+	unlabelled []string
+	// waited counts the wait_for_exit_code spans per identity they carry.
+	waited map[podIdentity]int
+}
+
+// podIdentity is a container's identity as gomon's spans carry it (OpenTelemetry's names).
+type podIdentity struct{ pod, namespace, uid, container string }
+
+// identitySpans are the gomon spans of one container, which carry its identity.
+var identitySpans = []string{"create_container", "runtime_create", "read_loop", "wait_for_exit_code",
+	"exec_sync_container", "runtime_exec"}
+
+// identityOf reads a span's container identity tags; ok is false when one is missing, or
+// container.id differs from the older container_id.
+func identityOf(sp span) (podIdentity, bool) {
+	id := podIdentity{pod: tagStr(sp, "k8s.pod.name"), namespace: tagStr(sp, "k8s.namespace.name"),
+		uid: tagStr(sp, "k8s.pod.uid"), container: tagStr(sp, "k8s.container.name")}
+	ctr := tagStr(sp, "container.id")
+	ok := id.pod != "" && id.namespace != "" && id.uid != "" && id.container != "" &&
+		ctr != "" && ctr == tagStr(sp, "container_id")
+	return id, ok
+}
+
+// tagStr returns a string tag of sp, "" when absent.
+func tagStr(sp span, key string) string {
+	v, _ := sp.tags[key].(string)
+	return v
 }
 
 // findGomonSpans looks at every trace holding gomon spans.
 func findGomonSpans(trs []jaegerTrace) gomonSpans {
-	g := gomonSpans{traces: len(trs), names: map[string]int{}, parentNames: map[string]int{}, edges: map[string]int{}}
+	g := gomonSpans{traces: len(trs), names: map[string]int{}, parentNames: map[string]int{}, edges: map[string]int{},
+		waited: map[podIdentity]int{}}
 	for _, tr := range trs {
 		spans := tr.spans()
 		for _, sp := range spans {
@@ -196,6 +227,14 @@ func findGomonSpans(trs []jaegerTrace) gomonSpans {
 			}
 			if _, ok := sp.tags["exit_code"]; ok && sp.name == "wait_for_exit_code" {
 				g.exitCodes++
+			}
+			if slices.Contains(identitySpans, sp.name) {
+				id, ok := identityOf(sp)
+				if !ok {
+					g.unlabelled = append(g.unlabelled, fmt.Sprintf("%s %s (tags %v)", sp.name, sp.id, sp.tags))
+				} else if sp.name == "wait_for_exit_code" {
+					g.waited[id]++
+				}
 			}
 			if sp.name != "create_container" {
 				continue
@@ -262,11 +301,30 @@ func (g gomonSpans) problem(creates int) error {
 	if g.logged == 0 {
 		missing = append(missing, "no create_container span with log events")
 	}
+	if len(g.unlabelled) > 0 {
+		missing = append(missing, "container spans without k8s.pod.name, k8s.namespace.name, k8s.pod.uid, "+
+			"k8s.container.name and container.id: "+strings.Join(g.unlabelled, ", "))
+	}
 	if len(g.badParents) > 0 {
 		missing = append(missing, "create_container spans not under a crio conmonrs-client span: "+strings.Join(g.badParents, ", "))
 	}
 	if len(missing) > 0 {
 		return errors.New(strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+// missingIdentities lists the wanted container identities that no wait_for_exit_code span
+// carries.
+func (g gomonSpans) missingIdentities(want []podIdentity) error {
+	var missing []string
+	for _, id := range want {
+		if g.waited[id] == 0 {
+			missing = append(missing, fmt.Sprintf("%+v", id))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("no wait_for_exit_code span carries the identity of %s (found %v)", strings.Join(missing, ", "), g.waited)
 	}
 	return nil
 }

@@ -8,12 +8,14 @@
 package bundle
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -23,8 +25,11 @@ import (
 const maxConfigSize = 4 << 20
 
 // Annotation names. The kubelet labels every container it creates with
-// its pod's identity; CRI-O copies the labels into the bundle, as a JSON
-// object in LabelsAnnotation, and some of them as plain annotations.
+// its pod's identity; CRI-O copies the container's labels into the bundle
+// twice, each as a plain annotation and all as a JSON object in
+// LabelsAnnotation. A pod made with crictl has none of these labels; CRI-O
+// (v1.34 and v1.36 alike, seen in `make e2e`) then names the pod only in
+// NameAnnotation.
 const (
 	PodName       = "io.kubernetes.pod.name"
 	PodNamespace  = "io.kubernetes.pod.namespace"
@@ -36,6 +41,10 @@ const (
 	// ({"name": ..., "attempt": ...}): the container's name when the
 	// kubelet's labels are missing (crictl).
 	MetadataAnnotation = "io.kubernetes.cri-o.Metadata"
+	// NameAnnotation is CRI-O's name of the container,
+	// k8s_<container>_<pod>_<namespace>_<pod uid>_<attempt>, made from the
+	// CRI metadata of the container and its pod whoever created them.
+	NameAnnotation = "io.kubernetes.cri-o.Name"
 )
 
 // Identity is a container's Kubernetes identity. Empty fields are unknown.
@@ -74,7 +83,8 @@ func ReadAnnotations(dir string) (map[string]string, error) {
 
 // IdentityOf finds the container's identity in its annotations: a plain
 // annotation first, then the same key in CRI-O's labels, then (for the
-// container's name) CRI-O's metadata.
+// container's name) CRI-O's metadata, and last, for each field still
+// unknown, CRI-O's name of the container.
 func IdentityOf(ann map[string]string) Identity {
 	var labels map[string]string
 	if s := ann[LabelsAnnotation]; s != "" {
@@ -100,7 +110,25 @@ func IdentityOf(ann map[string]string) Identity {
 			id.ContainerName = md.Name
 		}
 	}
+	if n, ok := parseCRIOName(ann[NameAnnotation]); ok {
+		id.PodName = cmp.Or(id.PodName, n.PodName)
+		id.PodNamespace = cmp.Or(id.PodNamespace, n.PodNamespace)
+		id.PodUID = cmp.Or(id.PodUID, n.PodUID)
+		id.ContainerName = cmp.Or(id.ContainerName, n.ContainerName)
+	}
 	return id
+}
+
+// parseCRIOName splits CRI-O's container name,
+// k8s_<container>_<pod>_<namespace>_<pod uid>_<attempt>. Kubernetes names
+// and UIDs have no "_", but CRI metadata from other clients may: a name
+// that does not split into exactly these six fields is not used.
+func parseCRIOName(s string) (Identity, bool) {
+	f := strings.Split(s, "_")
+	if len(f) != 6 || f[0] != "k8s" || slices.Contains(f[1:5], "") {
+		return Identity{}, false
+	}
+	return Identity{ContainerName: f[1], PodName: f[2], PodNamespace: f[3], PodUID: f[4]}, true
 }
 
 // WithPrefix returns the annotations whose name starts with prefix, with

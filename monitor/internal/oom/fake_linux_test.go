@@ -82,7 +82,7 @@ func TestWatchFakeV2(t *testing.T) {
 		child     string // initial memory.events of the container cgroup; "" = none
 		parent    string // initial memory.events of the pod cgroup; "" = none
 		act       func(t *testing.T, w *Watcher, child, parent string)
-		want      bool
+		want      uint64 // kills
 		wantLog   string // a debug line that must have been logged
 		noWatcher bool   // nothing to watch: no goroutine, no descriptors
 	}{
@@ -90,7 +90,7 @@ func TestWatchFakeV2(t *testing.T) {
 			name:     "no change",
 			procLine: "0::" + ctr,
 			child:    events(0, 0),
-			want:     false,
+			want:     0,
 		},
 		{
 			name:     "oom_kill grows and the watcher sees it",
@@ -100,7 +100,7 @@ func TestWatchFakeV2(t *testing.T) {
 				setEvents(t, child, 1, 1)
 				waitOOMed(t, w)
 			},
-			want: true,
+			want: 1,
 		},
 		{
 			name:     "oom_kill grows and only the final read sees it",
@@ -109,7 +109,23 @@ func TestWatchFakeV2(t *testing.T) {
 			act: func(t *testing.T, _ *Watcher, child, _ string) {
 				setEvents(t, child, 1, 1)
 			},
-			want: true,
+			want: 1,
+		},
+		{
+			// The goroutine keeps watching after the first kill: the
+			// second one is counted live, before Stop, and survives the
+			// cgroup's removal.
+			name:     "two kills, both seen before the cgroup goes",
+			procLine: "0::" + ctr,
+			child:    events(0, 0),
+			act: func(t *testing.T, w *Watcher, child, _ string) {
+				setEvents(t, child, 1, 1)
+				waitOOMed(t, w)
+				setEvents(t, child, 2, 2)
+				waitKills(t, w, 2)
+				vanish(t, child)
+			},
+			want: 2,
 		},
 		{
 			name:     "kills before Watch are baseline",
@@ -118,7 +134,7 @@ func TestWatchFakeV2(t *testing.T) {
 			act: func(t *testing.T, _ *Watcher, child, _ string) {
 				setEvents(t, child, 4, 3)
 			},
-			want: false,
+			want: 0,
 		},
 		{
 			name:     "oom without a kill here (limit hit, victim elsewhere)",
@@ -127,7 +143,7 @@ func TestWatchFakeV2(t *testing.T) {
 			act: func(t *testing.T, _ *Watcher, child, _ string) {
 				setEvents(t, child, 1, 0)
 			},
-			want: false,
+			want: 0,
 		},
 		{
 			name:     "kill seen, then cgroup removed before Stop",
@@ -138,7 +154,7 @@ func TestWatchFakeV2(t *testing.T) {
 				waitOOMed(t, w)
 				vanish(t, child)
 			},
-			want: true,
+			want: 1,
 		},
 		{
 			name:     "cgroup removed before the final read, no kill",
@@ -147,7 +163,7 @@ func TestWatchFakeV2(t *testing.T) {
 			act: func(t *testing.T, _ *Watcher, child, _ string) {
 				vanish(t, child)
 			},
-			want:    false,
+			want:    0,
 			wantLog: "cgroup vanished before the final read",
 		},
 		{
@@ -161,32 +177,32 @@ func TestWatchFakeV2(t *testing.T) {
 				setEvents(t, parent, 6, 6)
 				vanish(t, child)
 			},
-			want: false,
+			want: 0,
 		},
 		{
 			name:      "memory controller not enabled (no memory.events)",
 			procLine:  "0::" + ctr,
-			want:      false,
+			want:      0,
 			wantLog:   "no memory.events",
 			noWatcher: true,
 		},
 		{
 			name:      "root cgroup",
 			procLine:  "0::/",
-			want:      false,
+			want:      0,
 			wantLog:   "root cgroup",
 			noWatcher: true,
 		},
 		{
 			name:      "v1 root cgroup",
 			procLine:  "4:memory:/\n0::/",
-			want:      false,
+			want:      0,
 			wantLog:   "root cgroup",
 			noWatcher: true,
 		},
 		{
 			name:      "process already gone",
-			want:      false,
+			want:      0,
 			wantLog:   "process already gone",
 			noWatcher: true,
 		},
@@ -216,7 +232,7 @@ func TestWatchFakeV2(t *testing.T) {
 				tt.act(t, w, child, parent)
 			}
 			if got := stopAndCheck(t, w); got != tt.want {
-				t.Errorf("Stop = %v, want %v; log:\n%s", got, tt.want, logs)
+				t.Errorf("Stop = %d kills, want %d; log:\n%s", got, tt.want, logs)
 			}
 			if tt.wantLog != "" && !logs.contains(tt.wantLog) {
 				t.Errorf("log lacks %q:\n%s", tt.wantLog, logs)
@@ -253,8 +269,11 @@ func TestWatchFakeErrors(t *testing.T) {
 				t.Error("got a Watcher with an error")
 			}
 			// The monitor may call Stop on what Watch returned regardless.
-			if w.Stop(context.Background()) {
+			if w.Stop(context.Background()) != 0 {
 				t.Error("nil Watcher reported an OOM")
+			}
+			if _, ok := w.Count(); ok {
+				t.Error("nil Watcher has a count")
 			}
 			if w.OOMed() != nil {
 				t.Error("nil Watcher has a non-nil OOMed channel")
@@ -275,11 +294,11 @@ func TestStopContext(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if !w.Stop(ctx) {
+	if w.Stop(ctx) != 1 {
 		t.Error("Stop with a done context lost the OOM")
 	}
 	// A later Stop waits for the goroutine and keeps the verdict.
-	if !stopAndCheck(t, w) {
+	if stopAndCheck(t, w) != 1 {
 		t.Error("second Stop lost the OOM")
 	}
 }
@@ -295,15 +314,41 @@ func TestStopConcurrent(t *testing.T) {
 	setEvents(t, child, 1, 1)
 
 	var wg sync.WaitGroup
-	results := make([]bool, 8)
+	results := make([]uint64, 8)
 	for i := range results {
 		wg.Go(func() { results[i] = w.Stop(context.Background()) })
 	}
 	wg.Wait()
 	for i, got := range results {
-		if !got {
-			t.Errorf("Stop #%d = false, want true", i)
+		if got != 1 {
+			t.Errorf("Stop #%d = %d kills, want 1", i, got)
 		}
+	}
+}
+
+// TestCount: an exec session reads the count before and after its process
+// ran; it is the counter's growth since Watch, read now, and unknown once
+// the watch stopped.
+func TestCount(t *testing.T) {
+	ft := newFakeTree(t, "0::/ctr")
+	child := filepath.Join(ft.cg, "ctr", "memory.events")
+	mustWrite(t, child, events(2, 2))
+	w, err := watch(ft.proc, fakePID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := w.Count(); !ok || n != 0 {
+		t.Fatalf("Count at start = %d, %v; want 0, true", n, ok)
+	}
+	setEvents(t, child, 3, 3)
+	if n, ok := w.Count(); !ok || n != 1 {
+		t.Fatalf("Count after a kill = %d, %v; want 1, true", n, ok)
+	}
+	if got := stopAndCheck(t, w); got != 1 {
+		t.Fatalf("Stop = %d, want 1", got)
+	}
+	if n, ok := w.Count(); ok {
+		t.Fatalf("Count after Stop = %d, true; want unknown", n)
 	}
 }
 
@@ -320,6 +365,24 @@ func BenchmarkResolve(b *testing.B) {
 		}
 		if _, err := resolveDir(ft.proc, cg); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCount measures what an exec session adds: one read of the
+// container's counter before its process starts and one after.
+func BenchmarkCount(b *testing.B) {
+	ft := newFakeTree(b, "0::/ctr")
+	mustWrite(b, filepath.Join(ft.cg, "ctr", "memory.events"), events(0, 0))
+	w, err := watch(ft.proc, fakePID, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := w.Count(); !ok {
+			b.Fatal("no count")
 		}
 	}
 }

@@ -164,9 +164,22 @@ func waitOOMed(t *testing.T, w *Watcher) {
 	}
 }
 
+// waitKills waits until w has seen n kills; the timeout only keeps a
+// broken build from hanging.
+func waitKills(t *testing.T, w *Watcher, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for w.kills.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher saw %d kills after 30s, want %d", w.kills.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // stopAndCheck stops w and checks that its goroutine is gone and OOMed
-// agrees with the verdict.
-func stopAndCheck(t *testing.T, w *Watcher) bool {
+// agrees with the count of kills.
+func stopAndCheck(t *testing.T, w *Watcher) uint64 {
 	t.Helper()
 	got := w.Stop(context.Background())
 	select {
@@ -176,12 +189,12 @@ func stopAndCheck(t *testing.T, w *Watcher) bool {
 	}
 	select {
 	case <-w.OOMed():
-		if !got {
-			t.Error("OOMed closed but Stop reported false")
+		if got == 0 {
+			t.Error("OOMed closed but Stop reported no kill")
 		}
 	default:
-		if got {
-			t.Error("Stop reported true but OOMed is open")
+		if got != 0 {
+			t.Errorf("Stop reported %d kills but OOMed is open", got)
 		}
 	}
 	if again := w.Stop(context.Background()); again != got {

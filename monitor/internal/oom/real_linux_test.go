@@ -166,13 +166,51 @@ func TestWatchV1(t *testing.T) {
 			if tt.afterExit != nil {
 				tt.afterExit(t, w, dir)
 			}
-			if got := stopAndCheck(t, w); got != tt.want {
-				t.Errorf("Stop = %v, want %v; log:\n%s", got, tt.want, logs)
+			if got := stopAndCheck(t, w); got != kills(tt.want) {
+				t.Errorf("Stop = %d kills, want %d; log:\n%s", got, kills(tt.want), logs)
 			}
 			if after := countFDs(t); after != fds {
 				t.Errorf("open descriptors: %d before Watch, %d after Stop", fds, after)
 			}
 		})
+	}
+}
+
+// kills is the count a case expects of one helper that is OOM killed or not.
+func kills(oomKilled bool) uint64 {
+	if oomKilled {
+		return 1
+	}
+	return 0
+}
+
+// TestWatchV1CountsEveryKill: the watcher keeps counting after the first
+// kill. Two helpers of the watched cgroup are OOM killed one after the
+// other while the watched process (a third, idle one) lives on; each kill
+// is seen while the cgroup exists, and Stop reports both.
+func TestWatchV1CountsEveryKill(t *testing.T) {
+	requireRoot(t)
+	dir := newV1LimitedCgroup(t)
+	idle := startIn(t, dir, modeExit)
+	w, err := Watch(idle.pid(), nil)
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	for i := uint64(1); i <= 2; i++ {
+		h := startIn(t, dir, modeAlloc)
+		if sig := killedBy(h.release(t)); sig != syscall.SIGKILL {
+			t.Fatalf("helper %d was not OOM killed", i)
+		}
+		waitKills(t, w, i)
+		if n, ok := w.Count(); !ok || n != i {
+			t.Fatalf("Count = %d, %v after kill %d", n, ok, i)
+		}
+	}
+	if st := idle.release(t); !st.Success() {
+		t.Fatalf("watched process failed: %v", st)
+	}
+	if got := stopAndCheck(t, w); got != 2 {
+		t.Errorf("Stop = %d kills, want 2", got)
 	}
 }
 
@@ -219,8 +257,8 @@ func TestWatchV2(t *testing.T) {
 			if sig := killedBy(st); tt.want && sig != syscall.SIGKILL {
 				t.Fatalf("helper was not OOM killed: %v", st)
 			}
-			if got := stopAndCheck(t, w); got != tt.want {
-				t.Errorf("Stop = %v, want %v", got, tt.want)
+			if got := stopAndCheck(t, w); got != kills(tt.want) {
+				t.Errorf("Stop = %d kills, want %d", got, kills(tt.want))
 			}
 		})
 	}
@@ -264,8 +302,8 @@ func TestWatchHostEdgeCases(t *testing.T) {
 			if w.notify != nil {
 				t.Error("watcher armed a notification for nothing")
 			}
-			if stopAndCheck(t, w) {
-				t.Error("Stop = true, want false")
+			if got := stopAndCheck(t, w); got != 0 {
+				t.Errorf("Stop = %d kills, want 0", got)
 			}
 		})
 	}
@@ -283,11 +321,11 @@ func TestStopCancelledV1(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if w.Stop(ctx) {
-		t.Error("Stop = true before anything ran")
+	if w.Stop(ctx) != 0 {
+		t.Error("Stop counted a kill before anything ran")
 	}
 	h.release(t)
-	if stopAndCheck(t, w) {
+	if stopAndCheck(t, w) != 0 {
 		t.Error("second Stop changed the verdict")
 	}
 }

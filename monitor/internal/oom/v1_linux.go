@@ -108,12 +108,13 @@ func (w *Watcher) handleV1() (done bool) {
 		w.markOOM(0)
 		return true
 	}
+	seen := w.seenCount()
 	now, err := w.counter.readOOMKill()
 	// The wake precedes the kill by the kernel's victim selection, a few
 	// microseconds. Re-read for a bounded while so the kill is recorded
 	// even if the cgroup is removed before Stop's final read; Stop cuts the
 	// wait short.
-	for delay := time.Millisecond; err == nil && now <= w.baseline && delay <= maxRecheckDelay; delay *= 2 {
+	for delay := time.Millisecond; err == nil && now <= seen && delay <= maxRecheckDelay; delay *= 2 {
 		if !w.sleep(delay) {
 			break
 		}
@@ -123,13 +124,11 @@ func (w *Watcher) handleV1() (done bool) {
 		w.logger.Debug("oom watch: cgroup removed", "error", err)
 		return true
 	}
-	if now > w.baseline {
-		w.markOOM(now)
-		return true
-	}
-	// Entered OOM without a kill (the allocation found memory after all,
-	// or the victim was already exiting): keep waiting; Stop's final read
-	// has the last word.
+	// Keep waiting after a kill too: later ones are counted (and logged)
+	// as they happen. Entering OOM without a kill (the allocation found
+	// memory after all, or the victim was already exiting) changes
+	// nothing; Stop's final read has the last word.
+	w.markOOM(now)
 	return false
 }
 

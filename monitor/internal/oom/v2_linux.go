@@ -26,7 +26,7 @@ const inotifyBufSize = 4096
 // kill. It is there because the cgroup can be removed before Stop runs
 // (systemd removes an emptied scope; runtimes remove sub-cgroups), after
 // which the counter is unreadable; the watching goroutine records the kill
-// as it happens. It also drives OOMed.
+// as it happens. It also drives OOMed and the count of kills.
 //
 // Only this cgroup's own memory.events is consulted. conmon-rs also watches
 // the parent's memory.events and, when the child's file cannot be read,
@@ -99,9 +99,7 @@ func (w *Watcher) handleV2() (done bool) {
 		w.logger.Debug("oom watch: cgroup removed", "error", err)
 		return true
 	}
-	if now > w.baseline {
-		w.markOOM(now)
-		return true
-	}
+	// Keep watching after a kill: later ones are counted as they happen.
+	w.markOOM(now)
 	return false
 }

@@ -20,9 +20,10 @@ import (
 //
 // Lifecycle: [Watch] resolves the cgroup, reads the baseline counter,
 // registers a notification and starts at most one goroutine that waits on
-// it. [Watcher.Stop], called once the process has exited, stops that
-// goroutine, reads the counter a last time, closes every descriptor and
-// returns the verdict. A Watcher that found nothing to watch (process
+// it. The goroutine keeps counting kills (and logs each) until the cgroup
+// goes or Stop is called. [Watcher.Stop], called once the process has
+// exited, stops that goroutine, reads the counter a last time, closes every
+// descriptor and returns how many processes of the cgroup were killed. A Watcher that found nothing to watch (process
 // already gone, root cgroup, no memory controller) has no goroutine and
 // reports false.
 //
@@ -42,15 +43,18 @@ type Watcher struct {
 	// whether there is nothing left to wait for.
 	handle func() (done bool)
 
-	oomed   chan struct{} // closed by markOOM
+	oomed   chan struct{} // closed by the first markOOM
 	oomOnce sync.Once
-	seen    atomic.Bool // an OOM kill was observed; set before oomed is closed
+	// kills is the highest number of kills (counter minus baseline)
+	// observed so far; 1 for a v1 kernel without oom_kill that saw a
+	// wake. Set before oomed is closed; never decreases.
+	kills atomic.Uint64
 
 	done       chan struct{} // closed when the goroutine returned, or at once if none was started
 	stopping   chan struct{} // closed by the first Stop
 	signalOnce sync.Once     // guards closing stopping and waking the goroutine
 	finishOnce sync.Once     // guards the final read and closing descriptors
-	verdict    atomic.Bool   // the final answer, written inside finishOnce
+	verdict    atomic.Uint64 // the final count, written inside finishOnce
 }
 
 // procRoot is where Watch finds /proc; tests point it at a fake tree.
@@ -176,17 +180,19 @@ func (w *Watcher) OOMed() <-chan struct{} {
 	return w.oomed
 }
 
-// Stop ends the watch and returns whether the process was OOM killed
-// between Watch and now. Call it after the process has exited: the kill is
-// counted before the victim dies, so the counter read here is final.
+// Stop ends the watch and returns how many processes of the cgroup the
+// OOM killer killed between Watch and now: the watched process among them
+// or not, which only the way it died can tell (the caller knows). Call it
+// after the process has exited: a kill is counted before the victim dies,
+// so the counter read here is final.
 //
 // ctx bounds only the wait for the watching goroutine, which normally
 // returns at once; the final counter read is a short non-blocking file read
 // and happens even when ctx is already done. Stop is idempotent: later
 // calls return the first verdict. It is safe to call concurrently.
-func (w *Watcher) Stop(ctx context.Context) bool {
+func (w *Watcher) Stop(ctx context.Context) uint64 {
 	if w == nil {
-		return false
+		return 0
 	}
 	w.signalOnce.Do(func() {
 		close(w.stopping)
@@ -208,6 +214,27 @@ func (w *Watcher) Stop(ctx context.Context) bool {
 	return w.verdict.Load()
 }
 
+// Count returns how many processes of the watched cgroup the OOM killer
+// has killed since Watch, read from the counter now: an exec session in
+// the same cgroup takes it before and after its process runs. ok is false
+// when nothing is watched, the kernel has no oom_kill counter, or the
+// counter can no longer be read (the cgroup is gone, Stop closed it); the
+// difference of two counts is then unknown. Safe to call concurrently with
+// everything, Stop included.
+func (w *Watcher) Count() (n uint64, ok bool) {
+	if w == nil || w.counter == nil || !w.counted {
+		return 0, false
+	}
+	now, err := w.counter.readOOMKill()
+	if err != nil {
+		return 0, false
+	}
+	if now < w.baseline {
+		return 0, true // cannot happen: the kernel's counter only grows
+	}
+	return now - w.baseline, true
+}
+
 // finish reads the counter a last time, publishes the verdict and closes
 // every descriptor. It runs once, after the goroutine returned (or Stop's
 // context ran out: closing then makes the goroutine's next read fail).
@@ -216,25 +243,22 @@ func (w *Watcher) finish() {
 	switch {
 	case w.counter == nil:
 		// Nothing was watched.
-	case w.seen.Load():
-		w.verdict.Store(true)
 	case !w.counted:
-		// v1 without oom_kill: only an eventfd wake counts, and the goroutine
-		// has reported none.
+		// v1 without oom_kill: only an eventfd wake counts, as one kill.
+		w.verdict.Store(w.kills.Load())
 	default:
 		now, err := w.counter.readOOMKill()
 		if err != nil {
 			// Typically ENODEV: the cgroup was removed after the process
-			// exited (systemd scope teardown, runtime cleanup). Without a
-			// counter there is no evidence either way; a notification seen
-			// earlier would have set seen.
-			w.logger.Debug("oom watch: cgroup vanished before the final read, assuming no oom kill", "error", err)
+			// exited (systemd scope teardown, runtime cleanup). The counter
+			// is gone; what the goroutine saw before stands.
+			w.logger.Debug("oom watch: cgroup vanished before the final read, keeping the kills seen so far",
+				"kills", w.kills.Load(), "error", err)
+			w.verdict.Store(w.kills.Load())
 			return
 		}
-		if now > w.baseline {
-			w.markOOM(now)
-		}
-		w.verdict.Store(w.seen.Load())
+		w.markOOM(now)
+		w.verdict.Store(w.kills.Load())
 	}
 }
 
@@ -247,15 +271,33 @@ func (w *Watcher) closeFiles() {
 	}
 }
 
-// markOOM records an observed OOM kill; count is the counter value that
-// showed it (0 when unknown).
-func (w *Watcher) markOOM(count uint64) {
-	w.oomOnce.Do(func() {
-		w.seen.Store(true)
-		w.logger.Info("oom kill detected", "oom_kill", count, "baseline", w.baseline)
-		close(w.oomed)
-	})
+// markOOM records the counter value now (0 with no counter: one kill,
+// from a v1 wake). It logs and publishes only growth beyond what was seen.
+// Called from the goroutine and, after it returned, from finish.
+func (w *Watcher) markOOM(now uint64) {
+	kills := uint64(1)
+	if w.counted {
+		if now <= w.baseline {
+			return
+		}
+		kills = now - w.baseline
+	}
+	for {
+		old := w.kills.Load()
+		if kills <= old {
+			return
+		}
+		if w.kills.CompareAndSwap(old, kills) {
+			break
+		}
+	}
+	w.logger.Info("oom kill detected", "oom_kill", now, "baseline", w.baseline, "kills", kills)
+	w.oomOnce.Do(func() { close(w.oomed) })
 }
+
+// seenCount is the counter value of the last observed kill (the baseline
+// when none).
+func (w *Watcher) seenCount() uint64 { return w.baseline + w.kills.Load() }
 
 // run is the watching goroutine: it waits on the notification descriptor
 // and lets handle judge each wake, until handle is satisfied or Stop sets a
