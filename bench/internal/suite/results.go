@@ -33,6 +33,9 @@ type Results struct {
 
 	// Tracing: gomon with tracing off and on.
 	Tracing *TracingResult
+
+	// Neighbour: the noisy-neighbour scenario (neighbour.go).
+	Neighbour *NeighbourResult
 }
 
 // StepDuration is how long one measure took.
