@@ -95,6 +95,9 @@ func (s *suite) rateLimit(t *testing.T) {
 	case reported < floodSize/2:
 		t.Errorf("only %d of %d bytes dropped under 64 KiB/s", reported, floodSize)
 	}
+	if os.Getenv("GOMON_E2E_EXPECT_TRACES") == "1" {
+		s.checkRateLimitSpan(t, ctr)
+	}
 	s.crictl(t, col, "rm", "rm", ctr)
 	s.crictl(t, col, "stopp", "stopp", pod)
 	s.crictl(t, col, "rmp", "rmp", pod)
@@ -108,4 +111,48 @@ func (s *suite) rateLimit(t *testing.T) {
 	if s.crioMinor < 36 && os.Getenv("GOMON_E2E_DIRECT_MONITOR") != "1" && !strings.Contains(string(b), "log rate limit for every container") {
 		t.Errorf("gomon.log does not show the node default %s from CRI-O's environment", e2eNodeRateLimit)
 	}
+}
+
+// checkRateLimitSpan finds the flooding container's stdout read_loop span in Jaeger: it counts
+// the dropped bytes and has the events of the drop episode's start and end.
+func (s *suite) checkRateLimitSpan(t *testing.T, ctr string) {
+	t.Helper()
+	var last string
+	err := poll(30*time.Second, time.Second, func() error {
+		trs, err := s.traces(serviceGomon)
+		if err != nil {
+			return err
+		}
+		for _, tr := range trs {
+			for _, sp := range tr.Spans {
+				tags := map[string]any{}
+				for _, kv := range sp.Tags {
+					tags[kv.Key] = kv.Value
+				}
+				if sp.OperationName != "read_loop" || tags["container_id"] != ctr || tags["stream"] != "stdout" {
+					continue
+				}
+				var events []string
+				for _, l := range sp.Logs {
+					for _, f := range l.Fields {
+						if f.Key == "event" {
+							events = append(events, fmt.Sprint(f.Value))
+						}
+					}
+				}
+				last = fmt.Sprintf("rate_limited_bytes=%v events=%v", tags["rate_limited_bytes"], events)
+				dropped, _ := tags["rate_limited_bytes"].(float64)
+				if dropped > 0 && slices.Contains(events, "log_rate_limit.dropping") && slices.Contains(events, "log_rate_limit.resumed") {
+					return nil
+				}
+				return errors.New(last)
+			}
+		}
+		return errors.New("no read_loop span of the container yet")
+	})
+	if err != nil {
+		t.Errorf("the flooding container's read_loop span in Jaeger: %v", err)
+		return
+	}
+	t.Logf("read_loop span: %s", last)
 }
