@@ -3,6 +3,7 @@ package monitor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -345,5 +346,15 @@ func TestLogRateLimitExecNotLimited(t *testing.T) {
 	}
 	if !bytes.Equal(res.Stdout, make([]byte, 1<<20)) {
 		t.Fatalf("exec output %d bytes, want 1 MiB of zeros", len(res.Stdout))
+	}
+}
+
+// TestLogRateLimitConfigValidated: an embedder's node default out of
+// bounds is refused by New, not discovered at the first create.
+func TestLogRateLimitConfigValidated(t *testing.T) {
+	for _, lim := range []ioloop.RateLimit{{Rate: 10}, {Rate: 1 << 20, Policy: 9}} {
+		if _, err := New(Config{Runtime: "runc", LogRateLimit: lim}); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("New with %+v: %v, want ErrInvalidArgument", lim, err)
+		}
 	}
 }
