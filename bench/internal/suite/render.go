@@ -150,6 +150,9 @@ func (r *Results) Doc(quick bool) report.Doc {
 	if r.Neighbour != nil {
 		d.Sections = append(d.Sections, r.neighbourSection())
 	}
+	if r.RateCost != nil {
+		d.Sections = append(d.Sections, r.rateCostSection())
+	}
 	return d
 }
 

@@ -36,6 +36,9 @@ type Results struct {
 
 	// Neighbour: the noisy-neighbour scenario (neighbour.go).
 	Neighbour *NeighbourResult
+	// RateCost: gomon's log throughput without and with a rate limit far
+	// above the load (ratecost.go).
+	RateCost *RateCostResult
 }
 
 // StepDuration is how long one measure took.

@@ -57,6 +57,9 @@ type Params struct {
 	// NeighbourReps runs of the noisy-neighbour scenario per variant,
 	// each NeighbourTicks quiet lines long (neighbour.go).
 	NeighbourReps, NeighbourTicks int
+	// RateCostReps runs of lines100 per variant measure the rate
+	// limiter's own cost (ratecost.go).
+	RateCostReps int
 }
 
 // QuickParams is a smoke run of about a minute.
@@ -72,6 +75,7 @@ func QuickParams() Params {
 		TraceLogReps: 1,
 		// 1 s of ticks.
 		NeighbourReps: 1, NeighbourTicks: 100,
+		RateCostReps: 1,
 	}
 }
 
@@ -89,6 +93,7 @@ func FullParams() Params {
 		// 2 s of ticks per run: the unlimited noisy container writes a few
 		// GB to the log disk over the scenario.
 		NeighbourReps: 3, NeighbourTicks: 200,
+		RateCostReps: 10,
 	}
 }
 
@@ -100,7 +105,7 @@ type Config struct {
 	Loggen  string // static writer binary
 	Logger  *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing, neighbour); empty means all.
+	// logs, tracing, neighbour, ratecost); empty means all.
 	Only map[string]bool
 	// Sources maps "gomon" and "conmon" to the binaries the private copies
 	// in Env were made from (for the report).
@@ -153,6 +158,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"logs", h.logs},
 		{"tracing", h.tracing},
 		{"neighbour", h.neighbour},
+		{"ratecost", h.rateCost},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {
