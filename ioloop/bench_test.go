@@ -52,7 +52,15 @@ func BenchmarkCRIWrite2B(b *testing.B) { benchCRIWrite(b, 2) }
 
 // BenchmarkReadLoopPipeCRI100B: end to end through a real pipe, a writer
 // goroutine producing 100-byte lines as fast as it can.
-func BenchmarkReadLoopPipeCRI100B(b *testing.B) {
+func BenchmarkReadLoopPipeCRI100B(b *testing.B) { benchReadLoopPipe(b, RateLimit{}) }
+
+// BenchmarkReadLoopPipeCRI100BLimited: the same under a log rate limit far
+// above the load (1 PiB/s), the cost of the bucket itself.
+func BenchmarkReadLoopPipeCRI100BLimited(b *testing.B) {
+	benchReadLoopPipe(b, RateLimit{Rate: maxSize, Burst: maxSize})
+}
+
+func benchReadLoopPipe(b *testing.B, lim RateLimit) {
 	line := append(bytes.Repeat([]byte("x"), 99), '\n')
 	p := bytes.Repeat(line, readBufSize/100)
 	c, err := OpenCRILog(filepath.Join(b.TempDir(), "ctr.log"), 256<<20)
@@ -61,6 +69,9 @@ func BenchmarkReadLoopPipeCRI100B(b *testing.B) {
 	}
 	log := NewLog(c)
 	defer func() { _ = log.Close() }()
+	if lim.Enabled() {
+		log.SetRateLimiter(NewRateLimiter(lim, nil))
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		b.Fatal(err)

@@ -17,6 +17,10 @@
 //     into lines exactly as conmon-rs v1.0 does (docs/contract.md, "Container logs"): no
 //     buffering across chunks, so a long line becomes P…P F records and output
 //     ending without a newline ends with a P record.
+//   - A RateLimiter (ratelimit.go), set on a container's Log, is its log
+//     budget: a token bucket shared by its read loops, which drop what
+//     exceeds it (marking each gap in the log) or stop reading until it
+//     refills. Only the Log is limited, never the tee writers.
 //   - AttachServer serves a container's attach sockets (SOCK_SEQPACKET,
 //     conmon's framing): the read loops tee into it through the writers
 //     its Stream method returns, it broadcasts to every client through a

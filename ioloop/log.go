@@ -34,6 +34,9 @@ type Log struct {
 	sinks []Sink
 	// closed is set by Close, after which sinks are not used.
 	closed bool
+	// limiter is the container's log rate limit, read by its read loops
+	// (nil: none); set before they start (SetRateLimiter, ratelimit.go).
+	limiter *RateLimiter
 }
 
 // NewLog returns a Log writing to sinks, in order. A Log without sinks

@@ -33,6 +33,16 @@ type Stats struct {
 	// the loop with a read deadline: read and discarded, never handed to
 	// a destination.
 	UnreadBytes uint64
+	// RateLimitedBytes counts bytes the container's log rate limit kept
+	// from the Log under the drop policy (attach clients and tee writers
+	// still got them): Bytes = bytes logged + RateLimitedBytes.
+	RateLimitedBytes uint64
+	// RateLimitGaps counts the marker records written for them, one per
+	// run of dropped chunks (ratelimit.go).
+	RateLimitGaps uint64
+	// RateLimitWait is the time the loop waited for budget before
+	// reading under the block policy.
+	RateLimitWait time.Duration
 }
 
 // maxUnread bounds how much a loop stopped by a read deadline reads and
@@ -74,7 +84,9 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 	cr := newChunkReader(r)
 	// dests[0] is the Log, dests[1+i] is tee[i].
 	dests := make([]destState, 1+len(tee))
+	gate := newRateGate(log, s, logger, cr) // nil without a rate limit
 	for {
+		gate.wait(&st)
 		bp, n, err := cr.read()
 		if n > 0 {
 			p := (*bp)[:n]
@@ -84,7 +96,7 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 			if p[n-1] != '\n' {
 				st.Partials++
 			}
-			if log != nil {
+			if log != nil && gate.pass(log, &st, p) {
 				werr := log.WriteChunk(s, p)
 				dests[0].record(logger, &st, "log", werr, uint64(n))
 			}
@@ -102,6 +114,7 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 		if err == nil {
 			continue
 		}
+		gate.finish(log, &st)
 		for i := range dests {
 			dests[i].finish(logger, destName(i))
 		}
@@ -172,6 +185,11 @@ type chunkReader struct {
 	// hot is set when the last read from the pipe brought at least
 	// batchMin bytes: see batchDelay.
 	hot bool
+	// quota, when set, is the container's rate limit under the block
+	// policy: each read is capped to the budget it reserves just before
+	// the read(2), and a read finding none returns nothing (the loop then
+	// waits for budget, see rateGate).
+	quota *RateLimiter
 }
 
 // batchDelay and batchMin batch the reads of a container that writes
@@ -252,12 +270,34 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 		cr.rc = nil
 	}
 	bp := getReadBuf()
-	n, err := cr.r.Read(*bp)
+	buf := cr.budget(*bp)
+	if len(buf) == 0 {
+		putReadBuf(bp)
+		return nil, 0, nil // no budget: the caller waits for it
+	}
+	n, err := cr.r.Read(buf)
+	cr.refund(buf, n)
 	if n > 0 {
 		return bp, n, err // the caller hands on the data before it looks at err
 	}
 	putReadBuf(bp)
 	return nil, 0, err
+}
+
+// budget returns b, capped to the budget reserved for one read under the
+// block policy (possibly empty); refund returns what the read of n bytes
+// into it did not use.
+func (cr *chunkReader) budget(b []byte) []byte {
+	if cr.quota == nil {
+		return b
+	}
+	return b[:cr.quota.reserve(len(b))]
+}
+
+func (cr *chunkReader) refund(b []byte, n int) {
+	if cr.quota != nil {
+		cr.quota.refund(len(b) - max(n, 0))
+	}
 }
 
 // rawRead waits for readability without holding a buffer, then takes one
@@ -268,12 +308,18 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 	var opErr error
 	werr := cr.rc.Read(func(fd uintptr) bool {
 		b := getReadBuf()
+		buf := cr.budget(*b)
+		if len(buf) == 0 {
+			putReadBuf(b)
+			return true // no budget: returns nothing, the loop waits for it
+		}
 		for {
-			n, opErr = unix.Read(int(fd), *b)
+			n, opErr = unix.Read(int(fd), buf)
 			if !errors.Is(opErr, unix.EINTR) {
 				break
 			}
 		}
+		cr.refund(buf, n)
 		if errors.Is(opErr, unix.EAGAIN) {
 			putReadBuf(b)
 			if cr.hot {

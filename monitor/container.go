@@ -104,6 +104,10 @@ type container struct {
 	runtimeSpawned bool
 
 	streams sync.WaitGroup // read loops
+	// loopSpans are the read loops' read_loop spans by stream, each set
+	// by startStream before its loop starts and then only read by that
+	// loop (rate limit events, see ratelimit.go).
+	loopSpans [ioloop.Stderr + 1]trace.Span
 	// loops are the read loops' streams, appended by startStream in the
 	// create goroutine before the waiter starts; read by drainOutput.
 	loops    []streamLoop
@@ -172,13 +176,14 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 	tee = append([]io.Writer{as}, tee...)
 	ended := make(chan struct{})
 	c.loops = append(c.loops, streamLoop{r: r, ended: ended})
+	ctx, span := c.tracer.Start(c.traceCtx, "read_loop", trace.WithAttributes(c.attrs()...),
+		trace.WithAttributes(attribute.String("stream", s.String())))
+	c.loopSpans[s] = span
 	c.streams.Add(1)
 	go func() {
 		defer c.streams.Done()
 		defer close(ended)
 		defer func() { _ = as.Close() }() // never fails
-		ctx, span := c.tracer.Start(c.traceCtx, "read_loop", trace.WithAttributes(c.attrs()...),
-			trace.WithAttributes(attribute.String("stream", s.String())))
 		stats, err := ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
 		span.SetAttributes(
 			attribute.Int64("bytes", int64(stats.Bytes)),
@@ -187,13 +192,24 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 			attribute.Int64("partials", int64(stats.Partials)),
 			attribute.Int64("write_errors", int64(stats.WriteErrors)),
 			attribute.Int64("dropped_bytes", int64(stats.DroppedBytes)),
-			attribute.Int64("unread_bytes", int64(stats.UnreadBytes)))
+			attribute.Int64("unread_bytes", int64(stats.UnreadBytes)),
+			attribute.Int64("rate_limited_bytes", int64(stats.RateLimitedBytes)),
+			attribute.Int64("rate_limit_gaps", int64(stats.RateLimitGaps)),
+			attribute.Int64("rate_limit_wait_ms", stats.RateLimitWait.Milliseconds()))
 		if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 			err = nil // the drain policy stopped the stream: a normal stop
 		}
 		c.logger.DebugContext(ctx, "read loop ended", "stream", s, "stats", stats, "error", err)
 		endSpan(span, err)
 	}()
+}
+
+// loopSpan returns stream s's read_loop span (nil before its loop).
+func (c *container) loopSpan(s ioloop.Stream) trace.Span {
+	if int(s) >= len(c.loopSpans) {
+		return nil
+	}
+	return c.loopSpans[s]
 }
 
 // streamLoop is one read loop: its stream and a channel closed when it

@@ -95,6 +95,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	}
 	c.log = l
 	undo.Add(func() { _ = l.Close() })
+	c.setRateLimit(m.logRateLimit(c.settings, logger))
 
 	extra, err := m.takeFDs(req.AdditionalFDs)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/monitor/internal/oom"
 )
 
@@ -37,6 +38,12 @@ type Config struct {
 	// CreateTimeout bounds a runtime create (0: DefaultCreateTimeout).
 	// The caller's context does not cancel a create: see CreateContainer.
 	CreateTimeout time.Duration
+	// LogRateLimit is the node's default log rate limit for every
+	// container (zero: none); a container's bundle annotations
+	// io.gomon.log.rate-limit, io.gomon.log.rate-burst and
+	// io.gomon.log.rate-policy override it (see logRateLimit). Exec
+	// sessions and attach clients are never limited.
+	LogRateLimit ioloop.RateLimit
 	// TracerProvider makes the monitor's spans; nil means the global one
 	// (a no-op unless package exporter installed an SDK).
 	TracerProvider trace.TracerProvider
@@ -99,6 +106,9 @@ func New(cfg Config) (*Monitor, error) {
 	}
 	if cfg.Runtime == "" {
 		return nil, fmt.Errorf("runtime must be specified: %w", ErrInvalidArgument)
+	}
+	if err := cfg.LogRateLimit.Validate(); err != nil {
+		return nil, fmt.Errorf("log rate limit: %w: %w", err, ErrInvalidArgument)
 	}
 	r, err := acquireReaper(log)
 	if err != nil {

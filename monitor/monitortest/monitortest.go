@@ -97,6 +97,9 @@ type BundleOptions struct {
 	// HostPID drops the PID namespace, so the command is not PID 1 (which
 	// ignores signals it has no handler for, e.g. SIGTERM).
 	HostPID bool
+	// Annotations are added to the spec's annotations (as CRI-O adds
+	// the pod's allowed annotations).
+	Annotations map[string]string
 }
 
 // Bundle makes a non-terminal busybox bundle running args in t.TempDir()
@@ -234,6 +237,16 @@ func editSpec(tmpl []byte, opts BundleOptions) ([]byte, error) {
 			env = append(env, e)
 		}
 		proc["env"] = env
+	}
+	if len(opts.Annotations) > 0 {
+		ann, _ := spec["annotations"].(map[string]any)
+		if ann == nil {
+			ann = map[string]any{}
+		}
+		for k, v := range opts.Annotations {
+			ann[k] = v
+		}
+		spec["annotations"] = ann
 	}
 	linux, ok := spec["linux"].(map[string]any)
 	if !ok {

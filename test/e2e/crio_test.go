@@ -242,7 +242,9 @@ func (s *suite) startCRIO(t *testing.T) error {
 	if err != nil {
 		return err
 	}
-	cmd, err := startProcess(s.containersEnv(), s.crioLog, s.crioBin, "--config", conf, "--config-dir", filepath.Join(s.dir, "crio.conf.d"),
+	// CRI-O's environment is the monitor's: the node's default log rate limit (ratelimit_test.go).
+	env := append(s.containersEnv(), e2eNodeRateLimit)
+	cmd, err := startProcess(env, s.crioLog, s.crioBin, "--config", conf, "--config-dir", filepath.Join(s.dir, "crio.conf.d"),
 		"--log-level", "debug")
 	if err != nil {
 		return err

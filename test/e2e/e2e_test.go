@@ -62,6 +62,7 @@ func TestCRIO(t *testing.T) {
 			}
 		}
 	}
+	t.Run("gomon/rate-limit", s.rateLimit)
 	t.Run("traces", s.checkTraces)
 
 	table := fmt.Sprintf("median of %d round(s) per cell, wall time of each crictl call\n%s", rounds, s.times.table())

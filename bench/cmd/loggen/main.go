@@ -1,6 +1,8 @@
 // Command loggen is the log benchmark's writer. It runs inside the
 // container (built static, hard-linked into the rootfs) and writes the
-// first -bytes bytes of a loggen pattern to stdout, or to -o.
+// first -bytes bytes of a loggen pattern to stdout, or to -o. With -every
+// it is the noisy-neighbour benchmark's quiet container instead: -count
+// lines "tick <n> <unix ns>", one write each, -every apart.
 package main
 
 import (
@@ -9,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/gomon-dev/gomon/bench/internal/loggen"
 )
@@ -17,7 +20,16 @@ func main() {
 	pattern := flag.String("pattern", loggen.Lines100.Name, "record pattern: lines100, longline or lines2")
 	size := flag.Int64("bytes", 1<<20, "bytes to write")
 	out := flag.String("o", "", "write to this file instead of stdout")
+	every := flag.Duration("every", 0, "write a timestamped tick line this often instead of a pattern")
+	count := flag.Int("count", 100, "tick lines to write (with -every)")
 	flag.Parse()
+	if *every > 0 {
+		if err := ticks(*every, *count); err != nil {
+			fmt.Fprintln(os.Stderr, "loggen:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*pattern, *size, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "loggen:", err)
 		os.Exit(1)
@@ -47,6 +59,22 @@ func run(name string, size int64, out string) error {
 	}
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("close output: %w", err)
+	}
+	return nil
+}
+
+// ticks writes count lines "tick <n> <unix ns>\n" to stdout, one write(2)
+// each, every apart (on a ticker: a late write does not shift the rest).
+func ticks(every time.Duration, count int) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	buf := make([]byte, 0, 64)
+	for i := range count {
+		<-t.C
+		buf = fmt.Appendf(buf[:0], "tick %d %d\n", i, time.Now().UnixNano())
+		if _, err := os.Stdout.Write(buf); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
 	}
 	return nil
 }

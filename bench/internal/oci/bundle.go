@@ -159,3 +159,32 @@ func copyFile(src, dst string) (err error) {
 	}
 	return nil
 }
+
+// Annotate adds annotations to the bundle's config.json (as CRI-O copies a
+// pod's annotations into its containers' specs).
+func Annotate(bundle string, ann map[string]string) error {
+	path := filepath.Join(bundle, "config.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config.json: %w", err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return fmt.Errorf("parse config.json: %w", err)
+	}
+	all, _ := spec["annotations"].(map[string]any)
+	if all == nil {
+		all = map[string]any{}
+	}
+	for k, v := range ann {
+		all[k] = v
+	}
+	spec["annotations"] = all
+	if raw, err = json.MarshalIndent(spec, "", "\t"); err != nil {
+		return fmt.Errorf("encode config.json: %w", err)
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		return fmt.Errorf("write config.json: %w", err)
+	}
+	return nil
+}

@@ -147,6 +147,12 @@ func (r *Results) Doc(quick bool) report.Doc {
 	if r.Tracing != nil {
 		d.Sections = append(d.Sections, r.tracingSection())
 	}
+	if r.Neighbour != nil {
+		d.Sections = append(d.Sections, r.neighbourSection())
+	}
+	if r.RateCost != nil {
+		d.Sections = append(d.Sections, r.rateCostSection())
+	}
 	return d
 }
 

@@ -33,6 +33,12 @@ type Results struct {
 
 	// Tracing: gomon with tracing off and on.
 	Tracing *TracingResult
+
+	// Neighbour: the noisy-neighbour scenario (neighbour.go).
+	Neighbour *NeighbourResult
+	// RateCost: gomon's log throughput without and with a rate limit far
+	// above the load (ratecost.go).
+	RateCost *RateCostResult
 }
 
 // StepDuration is how long one measure took.

@@ -54,6 +54,12 @@ type Params struct {
 	// the tracing comparison (more than LogReps: the on/off ratio of two
 	// close numbers needs more samples than a 2x comparison).
 	TraceLogReps int
+	// NeighbourReps runs of the noisy-neighbour scenario per variant,
+	// each NeighbourTicks quiet lines long (neighbour.go).
+	NeighbourReps, NeighbourTicks int
+	// RateCostReps runs of lines100 per variant measure the rate
+	// limiter's own cost (ratecost.go).
+	RateCostReps int
 }
 
 // QuickParams is a smoke run of about a minute.
@@ -67,6 +73,9 @@ func QuickParams() Params {
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 8 << 20, loggen.LongLine.Name: 8 << 20, loggen.Lines2.Name: 1 << 20},
 		TraceReps:    3,
 		TraceLogReps: 1,
+		// 1 s of ticks.
+		NeighbourReps: 1, NeighbourTicks: 100,
+		RateCostReps: 1,
 	}
 }
 
@@ -81,6 +90,10 @@ func FullParams() Params {
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
 		TraceReps:    20,
 		TraceLogReps: 20,
+		// 2 s of ticks per run: the unlimited noisy container writes a few
+		// GB to the log disk over the scenario.
+		NeighbourReps: 3, NeighbourTicks: 200,
+		RateCostReps: 10,
 	}
 }
 
@@ -92,7 +105,7 @@ type Config struct {
 	Loggen  string // static writer binary
 	Logger  *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing); empty means all.
+	// logs, tracing, neighbour, ratecost); empty means all.
 	Only map[string]bool
 	// Sources maps "gomon" and "conmon" to the binaries the private copies
 	// in Env were made from (for the report).
@@ -146,6 +159,8 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"memory", h.memory},
 		{"logs", h.logs},
 		{"tracing", h.tracing},
+		{"neighbour", h.neighbour},
+		{"ratecost", h.rateCost},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {

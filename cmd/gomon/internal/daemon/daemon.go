@@ -36,6 +36,7 @@ import (
 
 	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/internal/atomicfile"
+	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/monitor"
 	"github.com/gomon-dev/gomon/rpc"
 )
@@ -232,6 +233,7 @@ func serve(opts Options, l net.Listener) error {
 	log = slog.New(exporter.LogHandler(log.Handler()))
 
 	mon, err := monitor.New(monitor.Config{
+		LogRateLimit:  logRateLimitFromEnv(os.Getenv, log),
 		Runtime:       opts.Runtime,
 		RuntimeRoot:   opts.RuntimeRoot,
 		RunDir:        opts.RunDir,
@@ -267,6 +269,29 @@ func serve(opts Options, l net.Listener) error {
 			return err
 		}
 	}
+}
+
+// The environment variables of the node's default log rate limit, which
+// gomon inherits from CRI-O (e.g. through its systemd unit).
+const (
+	envLogRateLimit  = "GOMON_LOG_RATE_LIMIT"  // e.g. 1MiB/s; unset, 0 or off: no limit
+	envLogRateBurst  = "GOMON_LOG_RATE_BURST"  // e.g. 4MiB; unset: one second of the limit
+	envLogRatePolicy = "GOMON_LOG_RATE_POLICY" // drop (default) or block
+)
+
+// logRateLimitFromEnv reads the node's default log rate limit. A value
+// that does not parse is logged and ignored, that setting keeping its
+// default: a typo must not keep every pod of the node from starting.
+func logRateLimitFromEnv(getenv func(string) string, log *slog.Logger) ioloop.RateLimit {
+	lim, err := ioloop.ParseRateLimit(ioloop.RateLimit{},
+		getenv(envLogRateLimit), getenv(envLogRateBurst), getenv(envLogRatePolicy))
+	if err != nil {
+		log.Error("bad log rate limit in the environment, ignoring the bad setting", "error", err)
+	}
+	if lim.Enabled() {
+		log.Info("log rate limit for every container", "limit", lim.String())
+	}
+	return lim
 }
 
 // shutdown kills the pod's containers (their exit files get 137), stops

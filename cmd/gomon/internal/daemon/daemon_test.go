@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gomon-dev/gomon/ioloop"
 )
 
 func TestWritePidfile(t *testing.T) {
@@ -399,5 +401,28 @@ func TestRotatingFile(t *testing.T) {
 	}
 	if _, err := openRotatingFile(link, 100); !errors.Is(err, syscall.ELOOP) {
 		t.Errorf("opened through a symlink: %v", err)
+	}
+}
+
+func TestLogRateLimitFromEnv(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	quiet := slog.New(slog.DiscardHandler)
+	tests := []struct {
+		name string
+		env  map[string]string
+		want ioloop.RateLimit
+	}{
+		{"unset", nil, ioloop.RateLimit{}},
+		{"rate only", map[string]string{envLogRateLimit: "1MiB/s"}, ioloop.RateLimit{Rate: 1 << 20}},
+		{"all", map[string]string{envLogRateLimit: "1MiB/s", envLogRateBurst: "4MiB", envLogRatePolicy: "block"},
+			ioloop.RateLimit{Rate: 1 << 20, Burst: 4 << 20, Policy: ioloop.RateBlock}},
+		{"typo in the rate: no limit", map[string]string{envLogRateLimit: "1MB/sec"}, ioloop.RateLimit{}},
+		{"typo in the policy: drop", map[string]string{envLogRateLimit: "2MiB", envLogRatePolicy: "blok"},
+			ioloop.RateLimit{Rate: 2 << 20}},
+	}
+	for _, tt := range tests {
+		if got := logRateLimitFromEnv(env(tt.env), quiet); got != tt.want {
+			t.Errorf("%s: %+v, want %+v", tt.name, got, tt.want)
+		}
 	}
 }
