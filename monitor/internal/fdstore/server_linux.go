@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gomon-dev/gomon/internal/contain"
 	"github.com/gomon-dev/gomon/ioloop"
 )
 
@@ -223,9 +224,15 @@ func (s *Server) acceptLoop() {
 }
 
 // serve handles one connection's requests in order until it ends.
+//
+// A panic ends this connection only, as if the client had hung up: the
+// descriptors of the message in hand (fds, until a step takes them) are
+// closed, and so are those it parked and nobody took.
 func (s *Server) serve(c *net.UnixConn) {
 	defer s.wg.Done()
 	var mine []parked
+	var fds []int // received, not yet closed or parked
+	defer contain.Recover(s.logger, contain.FDStore, func(*contain.PanicError) { closeFDs(fds) })
 	defer func() {
 		s.release(mine)
 		s.mu.Lock()
@@ -240,21 +247,27 @@ func (s *Server) serve(c *net.UnixConn) {
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
 	for {
 		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
-		fds := parseRights(oob[:oobn])
+		fds = parseRights(oob[:oobn])
+		if testHookRequest != nil {
+			testHookRequest(buf[:n])
+		}
 		switch {
 		case err != nil || n == 0:
 			closeFDs(fds)
+			fds = nil
 			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.logger.Debug("fd socket read failed", "error", err)
 			}
 			return
 		case n != headerSize:
 			closeFDs(fds) // not a request: ignored, no reply
+			fds = nil
 			continue
 		}
 		header := binary.LittleEndian.Uint64(buf[:headerSize])
 		if header == 0 {
 			closeFDs(fds)
+			fds = nil
 			s.release(mine)
 			mine = nil
 			continue
@@ -263,10 +276,12 @@ func (s *Server) serve(c *net.UnixConn) {
 		var reply []byte
 		if len(fds) != want {
 			closeFDs(fds)
+			fds = nil
 			reply = binary.LittleEndian.AppendUint64(nil, header|errorMarker)
 			reply = fmt.Appendf(reply, "received %d fds, but expected %d fds", len(fds), want)
 		} else {
 			added, ok := s.park(fds)
+			fds = nil
 			if !ok {
 				return // closing: park closed the descriptors
 			}
@@ -281,6 +296,10 @@ func (s *Server) serve(c *net.UnixConn) {
 		}
 	}
 }
+
+// testHookRequest, when set by a test, sees each message a connection
+// sends, before it is handled: a seam to inject a panic.
+var testHookRequest func(msg []byte)
 
 // park stores fds in fresh slots. It returns false, having closed fds, if
 // the server is closing.

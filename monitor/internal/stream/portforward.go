@@ -12,6 +12,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/moby/spdystream"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // Port-forward protocol (portforward.k8s.io, as the kubelet serves it):
@@ -85,6 +87,8 @@ func serveSPDYTunnel(ctx context.Context, ws *websocket.Conn, netNS string, log 
 // its frame workers, so it must not block: it replies and, when the pair
 // is complete, starts forwarding in a goroutine.
 func (f *forwarder) newStream(st *spdystream.Stream) {
+	// spdystream does not recover its workers; this stream fails alone.
+	defer contain.Recover(f.log, contain.Stream, func(*contain.PanicError) { _ = st.Reset() })
 	h := st.Headers()
 	typ, port, id := h.Get(headerStreamType), h.Get(headerPort), h.Get(headerRequestID)
 	if (typ != streamTypeData && typ != streamTypeError) || id == "" || port == "" {
@@ -126,6 +130,7 @@ func (f *forwarder) newStream(st *spdystream.Stream) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
+		defer contain.Recover(f.log, contain.Stream, nil) // forward's defers reset the pair
 		f.forward(p)
 	}()
 }
@@ -165,7 +170,7 @@ func (f *forwarder) forward(p *streamPair) {
 		f.fail(p, fmt.Errorf("invalid port %q", p.port))
 		return
 	}
-	pod, err := dialInNetNS(f.ctx, f.netNS, int(port))
+	pod, err := dialInNetNS(f.ctx, f.netNS, int(port), f.log)
 	if err != nil {
 		f.fail(p, err)
 		return
@@ -176,6 +181,7 @@ func (f *forwarder) forward(p *streamPair) {
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
+		defer contain.Recover(f.log, contain.Stream, func(*contain.PanicError) { _ = pod.Close() })
 		// Client → pod; the client's FIN half-closes the pod connection.
 		if _, err := io.Copy(pod, p.data); err != nil {
 			f.log.Debug("copy to pod port", "port", port, "error", err)
