@@ -134,7 +134,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	initProc := m.reaper.adopt(pid)
 	var oomw oomWatcher
 	if initProc.alive() {
-		if oomw, err = watchOOM(pid, logger); err != nil {
+		if oomw, err = m.oomWatch(pid, logger); err != nil {
 			logger.Warn("no OOM detection for container", "pid", pid, "error", err)
 			oomw = nil
 		}
