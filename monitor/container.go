@@ -262,6 +262,7 @@ func (c *container) startInput(in io.Reader, w io.WriteCloser, closeAtEOF bool) 
 	c.input.Add(1)
 	go func() {
 		defer c.input.Done()
+		defer contain.Recover(c.logger, contain.Input, nil) // no more input; the container runs on
 		_, err := io.Copy(w, in)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, os.ErrClosed) {
 			c.logger.Debug("copy to container stdin ended", "error", err)

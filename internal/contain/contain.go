@@ -31,10 +31,12 @@ const (
 	Exporter             // one span export
 	ReadLoop             // a container's read loop
 	Waiter               // a container's waiter (exit handling)
+	OOMWatch             // a container's OOM watcher
+	Input                // a copier of a container's stdin
 	numKinds
 )
 
-var kindNames = [numKinds]string{"rpc", "stream", "attach", "fdstore", "exporter", "read_loop", "waiter"}
+var kindNames = [numKinds]string{"rpc", "stream", "attach", "fdstore", "exporter", "read_loop", "waiter", "oom_watch", "input"}
 
 // String returns the kind's name, as it appears in logs and metrics.
 func (k Kind) String() string {
