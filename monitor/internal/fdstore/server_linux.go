@@ -12,11 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/internal/contain"
+	"github.com/gomon-dev/gomon/internal/netguard"
 	"github.com/gomon-dev/gomon/ioloop"
 )
 
@@ -33,8 +33,11 @@ const (
 	maxFDs = 255
 	// socketMode is the permission of the socket file.
 	socketMode = 0o600
-	// acceptBackoff is the pause after a failed accept (e.g. EMFILE).
-	acceptBackoff = 100 * time.Millisecond
+	// MaxConns bounds the connections the socket holds at once. Its one
+	// client, CRI-O, sends a request as soon as it connects and hangs up
+	// after the reply; without a bound, a client that leaks connections
+	// would exhaust the daemon's fds and goroutines.
+	MaxConns = 32
 )
 
 // Server is a running fd socket and its slot store. All methods are safe
@@ -45,14 +48,18 @@ type Server struct {
 	ln     *net.UnixListener
 	done   chan struct{} // closed by Close; stops the accept loop's backoff
 	wg     sync.WaitGroup
+	// limiter caps the connections (MaxConns); a connection counts as
+	// quiet, and gives way to a newcomer at the cap, until its first
+	// message.
+	limiter *netguard.Limiter
 
 	// mu guards the fields below. A connection is in conns from accept
 	// until its goroutine has released its slots; closed is set once, by
 	// Close, after which no connection is added and no slot filled.
 	mu     sync.Mutex
-	slots  store                      // guarded by mu
-	conns  map[*net.UnixConn]struct{} // guarded by mu
-	closed bool                       // guarded by mu
+	slots  store                       // guarded by mu
+	conns  map[*netguard.Conn]struct{} // guarded by mu
+	closed bool                        // guarded by mu
 }
 
 // parked is a slot filled by one connection, remembered so the connection
@@ -87,12 +94,13 @@ func Listen(path string, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listen on fd socket %s: %w", path, err)
 	}
 	s := &Server{
-		path:   path,
-		logger: logger,
-		ln:     ln,
-		done:   make(chan struct{}),
-		slots:  newStore(),
-		conns:  make(map[*net.UnixConn]struct{}),
+		path:    path,
+		logger:  logger,
+		ln:      ln,
+		done:    make(chan struct{}),
+		slots:   newStore(),
+		conns:   make(map[*netguard.Conn]struct{}),
+		limiter: netguard.NewLimiter(MaxConns, "fd socket", logger),
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -160,7 +168,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	conns := make([]*net.UnixConn, 0, len(s.conns))
+	conns := make([]*netguard.Conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
@@ -188,27 +196,16 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// acceptLoop accepts connections until Close and serves each in its own
-// goroutine.
+// acceptLoop accepts connections until Close, within MaxConns, and serves
+// each in its own goroutine. Accept errors (EMFILE, ...) are retried with
+// netguard's backoff.
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
+	retry := netguard.AcceptRetry{Log: s.logger, What: "fd socket"}
 	for {
-		c, err := s.ln.AcceptUnix()
+		c, err := netguard.Accept(s.ln, s.limiter, &retry, s.done)
 		if err != nil {
-			select {
-			case <-s.done:
-				return
-			default:
-			}
-			s.logger.Warn("fd socket accept failed", "error", err)
-			t := time.NewTimer(acceptBackoff)
-			select {
-			case <-s.done:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			continue
+			return // closed
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -228,7 +225,8 @@ func (s *Server) acceptLoop() {
 // A panic ends this connection only, as if the client had hung up: the
 // descriptors of the message in hand (fds, until a step takes them) are
 // closed, and so are those it parked and nobody took.
-func (s *Server) serve(c *net.UnixConn) {
+func (s *Server) serve(lc *netguard.Conn) {
+	c := lc.Conn.(*net.UnixConn) //nolint:forcetypeassert // the listener is a UnixListener
 	defer s.wg.Done()
 	var mine []parked
 	var fds []int // received, not yet closed or parked
@@ -236,9 +234,9 @@ func (s *Server) serve(c *net.UnixConn) {
 	defer func() {
 		s.release(mine)
 		s.mu.Lock()
-		delete(s.conns, c)
+		delete(s.conns, lc)
 		s.mu.Unlock()
-		_ = c.Close()
+		_ = lc.Close() // frees its place in the limiter
 	}()
 
 	// One byte more than a request, so a longer message reads as 9 bytes
@@ -248,6 +246,9 @@ func (s *Server) serve(c *net.UnixConn) {
 	for {
 		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 		fds = parseRights(oob[:oobn])
+		if err == nil && n > 0 {
+			lc.Active() // it spoke: no longer given up for a newcomer
+		}
 		if testHookRequest != nil {
 			testHookRequest(buf[:n])
 		}
@@ -274,11 +275,11 @@ func (s *Server) serve(c *net.UnixConn) {
 		}
 		want := int(header & countMask)
 		var reply []byte
-		if len(fds) != want {
+		if got := len(fds); got != want {
 			closeFDs(fds)
 			fds = nil
 			reply = binary.LittleEndian.AppendUint64(nil, header|errorMarker)
-			reply = fmt.Appendf(reply, "received %d fds, but expected %d fds", len(fds), want)
+			reply = fmt.Appendf(reply, "received %d fds, but expected %d fds", got, want)
 		} else {
 			added, ok := s.park(fds)
 			fds = nil
