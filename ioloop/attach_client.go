@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/internal/contain"
+	"github.com/gomon-dev/gomon/internal/netguard"
 )
 
 // attachClient is one attach connection. Its reader forwards stdin; its
@@ -17,6 +18,7 @@ import (
 // connection and removes the client.
 type attachClient struct {
 	conn              *net.UnixConn
+	lc                *netguard.Conn // conn's place in the server's limiter; closed by release
 	stopAfterStdinEOF bool
 	wake              chan struct{} // capacity 1: "the queue or the state changed"
 
@@ -252,6 +254,7 @@ func (s *AttachServer) release(c *attachClient) {
 		return
 	}
 	closeConn(c.conn, true) // both goroutines are done with it
+	_ = c.lc.Close()        // frees its place; the connection is closed already
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()

@@ -133,3 +133,42 @@ func TestAttachPanicEndsOnlyThatClient(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachClientCap: a flood of connections beyond MaxClients is closed
+// at once; the clients already connected keep their output, and a place
+// that frees up is taken by the next client.
+func TestAttachClientCap(t *testing.T) {
+	const maxClients = 4
+	s, path := newTestServer(t, AttachOptions{MaxClients: maxClients})
+	out := s.Stream(Stdout)
+	var served []*net.UnixConn
+	for range maxClients {
+		served = append(served, dial(t, path))
+	}
+	waitUntil(t, "clients registered", func() bool { return liveClients(s) == maxClients })
+	const flood = 20
+	for range flood {
+		c := dial(t, path)
+		if !hungUp(t, c) {
+			t.Fatal("a connection past the cap got the done message")
+		}
+	}
+	if st := s.limiter.Stats(); st.Rejected != flood || st.Live != maxClients {
+		t.Fatalf("after the flood: %+v, want %d rejected and %d live", st, flood, maxClients)
+	}
+	if n := liveClients(s); n != maxClients {
+		t.Fatalf("%d clients, want %d", n, maxClients)
+	}
+	// One goes away; its place is free for the next.
+	_ = served[0].Close()
+	waitUntil(t, "the closed client's place freed", func() bool { return s.limiter.Stats().Live == maxClients-1 })
+	served[0] = dial(t, path)
+	waitUntil(t, "the newcomer registered", func() bool { return liveClients(s) == maxClients })
+	_, _ = out.Write([]byte("to all"))
+	_ = out.Close()
+	for i, c := range served {
+		if got := readFrames(t, c); len(got) != 2 || got[0] != (frame{AttachPipeStdout, "to all"}) {
+			t.Errorf("client %d got %v", i, got)
+		}
+	}
+}
