@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"runtime/debug"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -66,13 +67,20 @@ func handle[P params[Q], Q, D, V, R any](ctx context.Context, a *adapter, call s
 			span.End()
 		}
 	}()
-	defer contain.Recover(a.s.log.With("method", name), contain.RPC, func(p *contain.PanicError) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		// The logger is made only here: With on every call would cost
+		// an allocation per call.
+		p := contain.Record(a.s.log.With("method", name), contain.RPC, v, debug.Stack())
 		if span != nil {
 			err = fail(span, p)
 			return
 		}
 		err = toException(p)
-	})
+	}()
 	req, err := call.Args().Request()
 	if err != nil {
 		return toException(field("request", err))
