@@ -73,14 +73,20 @@ func serveSPDYTunnel(ctx context.Context, ws *websocket.Conn, netNS string, log 
 	f := &forwarder{ctx: ctx, netNS: netNS, log: log, pairs: make(map[string]*streamPair)}
 	conn.Serve(f.newStream) // returns when the tunnel is closed
 	cancel()
+	f.dropPairs()
+	f.wg.Wait()
+}
+
+// dropPairs resets the incomplete pairs. The unlock is deferred: a panic
+// in a reset must not leave f.mu held for the stream handlers.
+func (f *forwarder) dropPairs() {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	for id, p := range f.pairs {
 		p.timer.Stop()
 		p.reset()
 		delete(f.pairs, id)
 	}
-	f.mu.Unlock()
-	f.wg.Wait()
 }
 
 // newStream accepts a stream the client opened. spdystream calls it from
