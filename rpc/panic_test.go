@@ -11,6 +11,7 @@ import (
 	"time"
 
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
+	"capnproto.org/go/capnp/v3/rpc/transport"
 
 	"github.com/gomon-dev/gomon/internal/contain"
 	"github.com/gomon-dev/gomon/monitor"
@@ -121,5 +122,33 @@ func TestPanicBecomesException(t *testing.T) {
 	err := toException(&contain.PanicError{Kind: contain.RPC, Value: errors.New("x")})
 	if err == nil || !strings.Contains(err.Error(), "rpc panicked: x") {
 		t.Fatalf("exception %v", err)
+	}
+}
+
+// panicTransport is a transport whose receive panics, like a bug in
+// decoding a hostile peer's bytes.
+type panicTransport struct{ capnprpc.Transport }
+
+func (panicTransport) RecvMessage() (transport.IncomingMessage, error) {
+	panic("injected decode panic")
+}
+
+// A panic while receiving a connection's message, on capnp-go's receive
+// goroutine, is returned as the error that ends that connection.
+func TestPanicInReceiveEndsTheConnection(t *testing.T) {
+	var logs syncBuffer
+	g := newBootstrapGate(panicTransport{}, bootstrapHold)
+	g.log = slog.New(slog.NewJSONHandler(&logs, nil))
+	before := contain.PanicsOf(contain.RPC)
+	in, err := g.RecvMessage()
+	var p *contain.PanicError
+	if in != nil || !errors.As(err, &p) || p.Value != "injected decode panic" {
+		t.Fatalf("RecvMessage = %v, %v; want the panic as an error", in, err)
+	}
+	if got := contain.PanicsOf(contain.RPC) - before; got != 1 {
+		t.Errorf("counted %d panics, want 1", got)
+	}
+	if !strings.Contains(logs.String(), "panicTransport.RecvMessage") {
+		t.Errorf("log lacks the stack:\n%s", logs.String())
 	}
 }
