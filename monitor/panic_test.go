@@ -141,3 +141,33 @@ func TestReadLoopPanicContained(t *testing.T) {
 		}
 	})
 }
+
+// A create that panics after the runtime created the container (here: in
+// starting its OOM watcher), before its waiter owns it, removes the
+// container from the runtime: the RPC layer turns the panic into a failed
+// call, and nothing is left running unmonitored. The ID can be used again.
+func TestCreatePanicRemovesTheContainer(t *testing.T) {
+	m := newTestMonitor(t)
+	m.oomWatch = func(int, *slog.Logger) (oomWatcher, error) { panic("injected create panic") }
+	p := newPaths(t)
+	req := p.request("create-panic", monitortest.Bundle(t, "sleep", "1000"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var recovered any
+	func() {
+		defer func() { recovered = recover() }() // what rpc's handle does
+		_, _ = m.CreateContainer(ctx, req)
+	}()
+	if recovered != "injected create panic" {
+		t.Fatalf("create recovered %v, want the injected panic", recovered)
+	}
+	state := append(m.globalArgs(req.ID, req.Cgroup, nil), "state", req.ID)
+	if err := m.runRuntime(ctx, state); err == nil {
+		t.Fatal("the runtime still has the container after the panicked create")
+	}
+	m.oomWatch = watchOOM
+	req2 := newPaths(t).request("create-panic", monitortest.Bundle(t, "sh", "-c", "exit 6"))
+	if st := runToExit(t, m, req2); st.Code != 6 {
+		t.Fatalf("the ID again: %+v, want code 6", st)
+	}
+}
