@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // batcher is gomon's batch span processor. It does what the SDK's
@@ -136,7 +137,7 @@ func (b *batcher) Shutdown(ctx context.Context) error {
 		b.cancel()
 	})
 	<-b.done
-	if err := b.exp.Shutdown(ctx); err != nil {
+	if err := b.shutdownExporter(ctx); err != nil {
 		return fmt.Errorf("shut down span exporter: %w", err)
 	}
 	return nil
@@ -244,15 +245,27 @@ func (b *batcher) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) {
 }
 
 // callExporter runs the exporter, turning a panic into an ExportPanicError:
-// a bug or a hostile collector must cost one batch, never the daemon.
+// a bug or a hostile collector must cost one batch, never the daemon. The
+// panic is counted here and in the daemon's count (contain.Exporter); it
+// is logged, with its stack, by the error handler (errorHandler), which
+// rate-limits it.
 func (b *batcher) callExporter(ctx context.Context, batch []sdktrace.ReadOnlySpan) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			b.panics.Add(1)
-			err = &ExportPanicError{Value: v, Stack: string(debug.Stack())}
-		}
-	}()
+	defer contain.Recover(nil, contain.Exporter, func(p *contain.PanicError) {
+		b.panics.Add(1)
+		err = &ExportPanicError{Value: p.Value, Stack: string(p.Stack)}
+	})
 	return b.exp.ExportSpans(ctx, batch)
+}
+
+// shutdownExporter shuts the exporter down; a panic in it is an error
+// like a failed export's (see callExporter), as the daemon's shutdown
+// must go on to end its containers' monitoring cleanly.
+func (b *batcher) shutdownExporter(ctx context.Context) (err error) {
+	defer contain.Recover(nil, contain.Exporter, func(p *contain.PanicError) {
+		b.panics.Add(1)
+		err = &ExportPanicError{Value: p.Value, Stack: string(p.Stack)}
+	})
+	return b.exp.Shutdown(ctx)
 }
 
 // ExportPanicError is a panic recovered from a span export; the batch was

@@ -19,6 +19,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // hostileSent is how much junk a hostile collector sends: far more than any
@@ -413,6 +415,7 @@ func (p *panicExporter) Shutdown(context.Context) error { return nil }
 // TestExportPanicRecovered: a panic in the exporter costs its batch, is
 // counted and reported with its stack, and the goroutine goes on exporting.
 func TestExportPanicRecovered(t *testing.T) {
+	before := contain.PanicsOf(contain.Exporter)
 	exp := &panicExporter{}
 	var mu sync.Mutex
 	var errs []error
@@ -444,6 +447,29 @@ func TestExportPanicRecovered(t *testing.T) {
 	}
 	if !strings.Contains(pe.Stack, "panicExporter).ExportSpans") {
 		t.Errorf("panic stack does not show the panicking function:\n%s", pe.Stack)
+	}
+	if got := contain.PanicsOf(contain.Exporter) - before; got != 1 {
+		t.Errorf("daemon's exporter panic count went up by %d, want 1", got)
+	}
+}
+
+// shutdownPanicExporter panics when shut down.
+type shutdownPanicExporter struct{ panicExporter }
+
+func (*shutdownPanicExporter) Shutdown(context.Context) error { panic("shutdown bug") }
+
+// TestExporterShutdownPanicIsAnError: a panic in the exporter's Shutdown
+// is returned as an error, so the daemon's shutdown goes on.
+func TestExporterShutdownPanicIsAnError(t *testing.T) {
+	before := contain.PanicsOf(contain.Exporter)
+	b := newBatcher(&shutdownPanicExporter{}, 16, 4, time.Hour, time.Second, nil)
+	err := b.Shutdown(context.Background())
+	var pe *ExportPanicError
+	if !errors.As(err, &pe) || pe.Value != "shutdown bug" {
+		t.Fatalf("Shutdown = %v, want the panic as an ExportPanicError", err)
+	}
+	if got := contain.PanicsOf(contain.Exporter) - before; got != 1 {
+		t.Errorf("daemon's exporter panic count went up by %d, want 1", got)
 	}
 }
 

@@ -1,13 +1,14 @@
 package ioloop
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gomon-dev/gomon/internal/netguard"
 )
 
 // Attach socket protocol (docs/contract.md, "Attach socket"), as conmon-rs and C conmon speak
@@ -35,9 +36,11 @@ const (
 	// defaultAttachFlush bounds how long Close waits for a client to take
 	// its queued output and the done message.
 	defaultAttachFlush = 2 * time.Second
-	// acceptRetryDelay paces the accept loop after an accept error other
-	// than a closed listener (e.g. EMFILE), so it cannot spin.
-	acceptRetryDelay = 100 * time.Millisecond
+	// DefaultAttachClients is the default bound on one container's
+	// attach connections, over all its attach sockets. Each client holds
+	// an fd, two goroutines and up to its queue of output; a kubectl
+	// attach or a streaming attach session is one client.
+	DefaultAttachClients = 32
 )
 
 // StdinTarget is where an AttachServer sends what clients write: the
@@ -67,6 +70,11 @@ type AttachOptions struct {
 	// FlushTimeout bounds how long Close lets clients take their queued
 	// output; 0 means 2 s.
 	FlushTimeout time.Duration
+	// MaxClients bounds the clients connected at once; 0 means
+	// DefaultAttachClients. At the bound a new connection is closed at
+	// once: a client is served from the moment it connects (it may never
+	// write), so none gives way to a newcomer.
+	MaxClients int
 }
 
 // AttachServer serves the attach sockets of one container: it broadcasts
@@ -108,6 +116,9 @@ type AttachServer struct {
 	// wg counts accept loops and client goroutines.
 	wg sync.WaitGroup
 
+	// limiter caps the clients (AttachOptions.MaxClients).
+	limiter *netguard.Limiter
+
 	// Totals over all clients, for Stats.
 	droppedChunks, droppedBytes, clientsSeen atomic.Uint64
 
@@ -134,11 +145,16 @@ func NewAttachServer(opts AttachOptions) *AttachServer {
 	if fl <= 0 {
 		fl = defaultAttachFlush
 	}
+	maxClients := opts.MaxClients
+	if maxClients <= 0 {
+		maxClients = DefaultAttachClients
+	}
 	return &AttachServer{
 		log:       log,
 		stdin:     opts.Stdin,
 		queueMax:  q,
 		flush:     fl,
+		limiter:   netguard.NewLimiter(maxClients, "attach", log),
 		listeners: make(map[string]*attachListener),
 		clients:   make(map[*attachClient]struct{}),
 	}
@@ -275,36 +291,35 @@ func (s *AttachServer) Listen(path string, stopAfterStdinEOF bool) error {
 	return nil
 }
 
-// acceptLoop accepts clients of l until l is closed.
+// acceptLoop accepts clients of l until l is closed, within the client
+// bound (AttachOptions.MaxClients). Accept errors (EMFILE, ...) are
+// retried with netguard's backoff.
 func (s *AttachServer) acceptLoop(l *attachListener) {
 	defer s.wg.Done()
+	retry := netguard.AcceptRetry{Log: s.log.With("path", l.path), What: "attach"}
 	for {
-		conn, err := l.ln.AcceptUnix()
+		lc, err := netguard.Accept(l.ln, s.limiter, &retry, l.done)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("accept attach connection", "path", l.path, "error", err)
-			select {
-			case <-l.done:
-				return
-			case <-time.After(acceptRetryDelay):
-			}
-			continue
+			return // closed
 		}
-		s.addClient(conn, l.stopAfterStdinEOF)
+		lc.Active() // served from now on, even if it never writes
+		s.addClient(lc, l.stopAfterStdinEOF)
 	}
 }
 
 // addClient starts the reader and writer of a new connection.
-func (s *AttachServer) addClient(conn *net.UnixConn, stopAfterStdinEOF bool) {
+func (s *AttachServer) addClient(lc *netguard.Conn, stopAfterStdinEOF bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		_ = conn.Close() // raced with Close
+		_ = lc.Close() // raced with Close
 		return
 	}
-	c := &attachClient{conn: conn, stopAfterStdinEOF: stopAfterStdinEOF, wake: make(chan struct{}, 1), refs: 2}
+	conn := lc.Conn.(*net.UnixConn) //nolint:forcetypeassert // the listener is a UnixListener
+	c := &attachClient{
+		conn: conn, lc: lc, stopAfterStdinEOF: stopAfterStdinEOF,
+		wake: make(chan struct{}, 1), refs: 2,
+	}
 	if s.outputEndedLocked() {
 		c.enqueue(attachMsg{pipe: AttachPipeDone}, s.queueMax)
 	}

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/internal/contain"
+	"github.com/gomon-dev/gomon/internal/netguard"
 )
 
 // attachClient is one attach connection. Its reader forwards stdin; its
@@ -15,6 +18,7 @@ import (
 // connection and removes the client.
 type attachClient struct {
 	conn              *net.UnixConn
+	lc                *netguard.Conn // conn's place in the server's limiter; closed by release
 	stopAfterStdinEOF bool
 	wake              chan struct{} // capacity 1: "the queue or the state changed"
 
@@ -107,9 +111,14 @@ func (c *attachClient) next() (attachMsg, bool) {
 	}
 }
 
-// writeLoop is the client's writer goroutine.
+// writeLoop is the client's writer goroutine. A panic in it ends this
+// client only (hangUp); the release still runs.
 func (s *AttachServer) writeLoop(c *attachClient) {
 	defer s.wg.Done()
+	defer contain.Recover(s.log, contain.Attach, func(*contain.PanicError) {
+		c.hangUp(true)
+		s.release(c)
+	})
 	var frame []byte
 	for {
 		m, ok := c.next()
@@ -118,6 +127,9 @@ func (s *AttachServer) writeLoop(c *attachClient) {
 		}
 		if frame == nil {
 			frame = make([]byte, 0, 1+AttachMaxPayload)
+		}
+		if testHookAttachWrite != nil {
+			testHookAttachWrite(m.pipe, m.data)
 		}
 		if err := writeFrames(c.conn, frame, m); err != nil {
 			s.log.Debug("attach client not writable", "error", err)
@@ -168,9 +180,13 @@ func writeFrames(conn *net.UnixConn, frame []byte, m attachMsg) error {
 // ready; the Go client writes at most 32 KiB per message (io.Copy's
 // buffer), and a larger message would be cut at 128 KiB (conmon-rs cuts at
 // 8 KiB).
+//
+// A panic in it (in the container's stdin, say) ends this client only: it
+// is hung up (hangUp), and the release still runs.
 func (s *AttachServer) readLoop(c *attachClient) {
 	defer s.wg.Done()
 	defer s.release(c)
+	defer contain.Recover(s.log, contain.Attach, func(*contain.PanicError) { c.hangUp(false) })
 	cr := newChunkReader(c.conn)
 	for {
 		bp, n, err := cr.read()
@@ -206,6 +222,26 @@ func (s *AttachServer) readLoop(c *attachClient) {
 	}
 }
 
+// testHookAttachWrite, when set by a test, is called before each message
+// is written to a client: a seam to inject a panic in a writer.
+var testHookAttachWrite func(pipe byte, data []byte)
+
+// hangUp ends a client after a panic in one of its goroutines: nothing
+// more is queued or written, and the connection is closed, which ends the
+// other goroutine. writer says the writer panicked, and will not run its
+// own end.
+func (c *attachClient) hangUp(writer bool) {
+	c.mu.Lock()
+	c.gone = true
+	if writer {
+		c.writerDone = true
+		c.queue, c.queued = nil, 0
+	}
+	c.mu.Unlock()
+	c.poke()
+	closeConn(c.conn, false)
+}
+
 // release drops one goroutine's reference; the last one closes the
 // connection, forgets the client and reports drops.
 func (s *AttachServer) release(c *attachClient) {
@@ -218,6 +254,7 @@ func (s *AttachServer) release(c *attachClient) {
 		return
 	}
 	closeConn(c.conn, true) // both goroutines are done with it
+	_ = c.lc.Close()        // frees its place; the connection is closed already
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()

@@ -13,9 +13,11 @@ import (
 
 	"github.com/containerd/console"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
+	"github.com/gomon-dev/gomon/internal/contain"
 	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/monitor/internal/bundle"
 )
@@ -168,9 +170,21 @@ func (c *container) signal(sig unix.Signal, killGroup bool) error {
 	return c.init.signal(sig, killGroup)
 }
 
+// maxReadLoopPanics is how many panics of one stream's read loop are
+// recovered by starting the loop again; after that the stream's output is
+// read and discarded (counted, logged) until its end.
+const maxReadLoopPanics = 3
+
 // startStream runs one read loop over r as stream s. Attach clients get
 // the output first (their writer never blocks), then the tee writers.
 // When the loop ends the stream is marked ended for attach clients.
+//
+// A panic in the loop (a sink or a tee writer) is recovered, so the
+// container is never left writing to a pipe nobody reads and the waiter's
+// drain still ends: the loop starts again on the same pipe and
+// destinations (the chunk in hand is lost), up to maxReadLoopPanics
+// times; a panic that keeps coming back then makes the loop discard the
+// stream's output.
 func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) {
 	as := c.attach.Stream(s)
 	tee = append([]io.Writer{as}, tee...)
@@ -184,7 +198,7 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 		defer c.streams.Done()
 		defer close(ended)
 		defer func() { _ = as.Close() }() // never fails
-		stats, err := ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
+		stats, err := c.readLoop(r, s, tee)
 		span.SetAttributes(
 			attribute.Int64("bytes", int64(stats.Bytes)),
 			attribute.Int64("chunks", int64(stats.Chunks)),
@@ -210,6 +224,33 @@ func (c *container) loopSpan(s ioloop.Stream) trace.Span {
 		return nil
 	}
 	return c.loopSpans[s]
+}
+
+// readLoop runs ioloop.ReadLoop over r, again after each recovered
+// panic, and discards the rest of r after maxReadLoopPanics of them (see
+// startStream). The stats are those of the last run, plus what was
+// discarded.
+func (c *container) readLoop(r io.Reader, s ioloop.Stream, tee []io.Writer) (ioloop.Stats, error) {
+	for range maxReadLoopPanics {
+		stats, panicked, err := c.readLoopOnce(r, s, tee)
+		if !panicked {
+			return stats, err
+		}
+	}
+	c.logger.Error("read loop keeps panicking; discarding this stream's output until it ends",
+		"stream", s, "panics", maxReadLoopPanics)
+	n := discard(r)
+	c.logger.Warn("stream output discarded after read loop panics", "stream", s, "dropped_bytes", n)
+	return ioloop.Stats{DroppedBytes: n}, nil
+}
+
+// readLoopOnce is one run of the read loop; panicked reports a recovered
+// panic.
+func (c *container) readLoopOnce(r io.Reader, s ioloop.Stream, tee []io.Writer) (stats ioloop.Stats, panicked bool, err error) {
+	defer contain.Recover(c.logger.With("stream", s.String()), contain.ReadLoop,
+		func(*contain.PanicError) { panicked = true })
+	stats, err = ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
+	return stats, false, err
 }
 
 // streamLoop is one read loop: its stream and a channel closed when it
@@ -247,6 +288,7 @@ func (c *container) startInput(in io.Reader, w io.WriteCloser, closeAtEOF bool) 
 	c.input.Add(1)
 	go func() {
 		defer c.input.Done()
+		defer contain.Recover(c.logger, contain.Input, nil) // no more input; the container runs on
 		_, err := io.Copy(w, in)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, os.ErrClosed) {
 			c.logger.Debug("copy to container stdin ended", "error", err)
@@ -439,6 +481,12 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 //
 // ctx carries the wait_for_exit_code span, which ends here; then
 // Config.OnContainerExit is told.
+//
+// A panic after the exit was reaped must not lose the exit code, nor
+// leave Wait, the container's ID and its resources hanging: it is
+// recovered, logged and counted, and finishAfterPanic does the steps the
+// waiter had not done yet, with what is known (the exit code and signal;
+// the OOM verdict if it came).
 func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEvent, oomw oomWatcher) {
 	defer m.waiters.Done()
 	span := trace.SpanFromContext(ctx)
@@ -450,6 +498,12 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 	}()
 	ev := <-exit
 	st := ExitStatus{Code: ev.code(), Signal: ev.signal()}
+	done := waitReaped // the steps below that have finished
+	defer contain.Recover(c.logger, contain.Waiter, func(p *contain.PanicError) {
+		span.RecordError(p)
+		span.SetStatus(codes.Error, p.Error())
+		m.finishAfterPanic(c, st, done)
+	})
 	c.logger.InfoContext(ctx, "container exited", "pid", ev.pid, "exit_code", st.Code)
 
 	drained := c.drainOutput(drainTimeout, drainLimit)
@@ -493,16 +547,84 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 		// full disk to get space back.
 		m.retryExitFiles(c.logger, retry, st.Code)
 	}
+	done = waitFilesWritten
 	fspan.End()
 	// A log write stuck past drainLimit: its loop was told to stop and
 	// ends when the write returns; the log is closed only after that.
 	c.closeStreams()
+	done = waitStreamsClosed
 	if len(c.req.CleanupCmd) > 0 {
 		m.startCleanup(c)
 	}
+	done = waitCleanupStarted
 	c.release()
+	done = waitReleased
 	c.exited(st)
+	done = waitExited
 	m.retire(c)
+}
+
+// waitStep is how far a waiter got, for finishAfterPanic.
+type waitStep int
+
+const (
+	waitReaped         waitStep = iota // the exit is known
+	waitFilesWritten                   // OOM and exit files written (or retrying)
+	waitStreamsClosed                  // read loops ended, read ends closed
+	waitCleanupStarted                 // the cleanup command started, if any
+	waitReleased                       // stdin, pidfd, log, attach released
+	waitExited                         // stateExited, Wait answered
+	waitRetired                        // moved to the monitor's exited list
+)
+
+// finishAfterPanic does what a waiter that panicked after step done had
+// still to do, in the waiter's order, each step guarded on its own so
+// that one that panics again does not skip the others. The output gets
+// drainTimeout to end before the exit files are written, then the read
+// ends are closed. The OOM verdict is st's: false if it had not come.
+func (m *Monitor) finishAfterPanic(c *container, st ExitStatus, done waitStep) {
+	step := func(after waitStep, f func()) {
+		if done >= after {
+			return
+		}
+		defer contain.Recover(c.logger, contain.Waiter, nil)
+		f()
+	}
+	step(waitFilesWritten, func() {
+		waitTimeout(&c.streams, drainTimeout)
+		if st.OOMKilled {
+			for _, p := range c.req.OOMExitPaths {
+				if err := writeOOMFile(p); err != nil {
+					c.logger.Error("write oom file", "path", p, "error", err)
+				}
+			}
+		}
+		var retry []string
+		for i := range c.exitFiles {
+			if err := c.exitFiles[i].write(st.Code); err != nil {
+				retry = append(retry, c.exitFiles[i].path)
+			}
+		}
+		if len(retry) > 0 {
+			m.retryExitFiles(c.logger, retry, st.Code)
+		}
+		c.logger.Warn("exit files written after the waiter panicked", "exit_code", st.Code,
+			"oom_killed", st.OOMKilled, "retrying", len(retry))
+	})
+	step(waitStreamsClosed, func() {
+		for _, r := range c.readEnds {
+			_ = r.Close() // ends a loop still reading (os.ErrClosed)
+		}
+		c.closeStreams()
+	})
+	step(waitCleanupStarted, func() {
+		if len(c.req.CleanupCmd) > 0 {
+			m.startCleanup(c)
+		}
+	})
+	step(waitReleased, c.release)
+	step(waitExited, func() { c.exited(st) })
+	step(waitRetired, func() { m.retire(c) })
 }
 
 // startCleanup starts the cleanup command through the reaper, detached:

@@ -131,6 +131,11 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		logger.ErrorContext(ctx, "create container", "error", err)
 		return 0, err
 	}
+	// The runtime created the container. No error return follows, but a
+	// panic before the waiter owns it (the RPC layer recovers it) must not
+	// leave it in the runtime's state, unmonitored: this undo step, run
+	// first, removes it (docs/reliability.md, "Panics").
+	undo.Add(func() { m.forceDelete(ctx, req, logger) })
 
 	// The init was re-parented to us when the runtime exited, and may
 	// already have exited and been reaped. Note the time, then prove it
@@ -138,7 +143,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	initProc := m.reaper.adopt(pid)
 	var oomw oomWatcher
 	if initProc.alive() {
-		if oomw, err = watchOOM(pid, logger); err != nil {
+		if oomw, err = m.oomWatch(pid, logger); err != nil {
 			logger.Warn("no OOM detection for container", "pid", pid, "error", err)
 			oomw = nil
 		}

@@ -77,6 +77,7 @@ type execRun struct {
 	stdout, stderr execCapture
 	out            outputs // the collectors
 	oomKnown       bool    // the result's OOM fields were taken
+	reaped         bool    // the process's exit was received (by run's goroutine)
 }
 
 // ExecSync runs req.Command in the running container req.ID and returns
@@ -246,7 +247,28 @@ func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
 		return ExecSyncResult{}, err
 	}
 	defer p.close()
+	// A panic from here on fails the call (the RPC layer recovers it);
+	// the process must not outlive it unseen.
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		if !x.reaped {
+			p.killGroup()
+			p.await(execKillWait)
+		}
+		x.out.finish(failedDrainTimeout)
+	}()
+	res, err := x.wait(ctx, p, oomc, returnedAt)
+	returned = true
+	return res, err
+}
 
+// wait waits for the exec'd process p, which the runtime's exec left at
+// returnedAt, and for its output, and judges its OOM kills from oomc;
+// see ExecSync.
+func (x *execRun) wait(ctx context.Context, p *proc, oomc execOOM, returnedAt time.Time) (ExecSyncResult, error) {
 	var deadline time.Time
 	var timeout <-chan time.Time
 	if x.req.TimeoutSec > 0 {
@@ -258,6 +280,7 @@ func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
 	res := ExecSyncResult{}
 	select {
 	case ev := <-p.exit:
+		x.reaped = true
 		res.ExitCode = int32(ev.code())
 		res.OOMKills, x.oomKnown = oomc.judge(ev)
 		res.OOMKilled = res.OOMKills.Init > 0
@@ -307,7 +330,7 @@ func (x *execRun) result(res ExecSyncResult) ExecSyncResult {
 
 // collect collects r into w until EOF.
 func (x *execRun) collect(r io.ReadCloser, s ioloop.Stream, w *execCapture) {
-	x.out.start(r, func() {
+	x.out.start(r, x.logger, func() {
 		stats, err := ioloop.ReadLoop(r, s, nil, x.logger, w)
 		x.logger.Debug("exec read loop ended", "stream", s, "bytes", stats.Bytes, "error", err)
 	})

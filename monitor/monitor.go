@@ -96,6 +96,10 @@ type Monitor struct {
 
 	pod    podServices   // the pause process and the fd socket
 	stream streamService // the streaming server (stream.go)
+
+	// oomWatch starts a container's OOM watcher: watchOOM, or a fake in
+	// tests (set before the first create).
+	oomWatch func(pid int, log *slog.Logger) (oomWatcher, error)
 }
 
 // New returns a Monitor for cfg and starts (or joins) the process's reaper.
@@ -129,6 +133,7 @@ func New(cfg Config) (*Monitor, error) {
 		closed:      make(chan struct{}),
 		stopRetries: make(chan struct{}),
 		containers:  make(map[string]*container),
+		oomWatch:    watchOOM,
 	}
 	if m.cfg.FDs == nil {
 		m.cfg.FDs = &m.pod

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/containerd/console"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // The one stdio seam of the runtime processes that start something we
@@ -288,10 +291,31 @@ type outputs struct {
 	ends  []io.Closer
 }
 
-// start runs read in a goroutine over the read end r until it returns.
-func (o *outputs) start(r io.Closer, read func()) {
+// start runs read in a goroutine over the read end r until it returns. A
+// panic in read is recovered and logged on log; the rest of r is then read
+// and discarded, so the process never blocks on a full pipe and finish
+// still ends.
+func (o *outputs) start(r io.ReadCloser, log *slog.Logger, read func()) {
 	o.ends = append(o.ends, r)
-	o.loops.Go(read)
+	o.loops.Go(func() {
+		defer contain.Recover(log, contain.ReadLoop, func(*contain.PanicError) { discard(r) })
+		read()
+	})
+}
+
+// discard reads r to its end (EOF, or the error of a closed read end or
+// an expired read deadline) and returns how many bytes it dropped. It is
+// what is left of a read loop that panicked: the writer must never block.
+func discard(r io.Reader) uint64 {
+	var buf [32 << 10]byte
+	var n uint64
+	for {
+		m, err := r.Read(buf[:])
+		n += uint64(max(m, 0))
+		if err != nil {
+			return n
+		}
+	}
 }
 
 // finish waits up to d for the readers to reach EOF, then closes the read

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/gomon-dev/gomon/internal/contain"
 	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/monitor/internal/stream"
 )
@@ -70,10 +71,14 @@ func (m *Monitor) streamAttach(ctx context.Context, id string, sio stream.IO) (i
 		input.Wait()
 	}()
 	if sio.Stdin != nil {
-		input.Go(func() { copyAttachInput(conn, sio.Stdin) })
+		input.Go(func() {
+			defer contain.Recover(c.logger, contain.Stream, func(*contain.PanicError) { _ = conn.Close() })
+			copyAttachInput(conn, sio.Stdin)
+		})
 	}
 	if sio.Resize != nil {
 		input.Go(func() {
+			defer contain.Recover(c.logger, contain.Stream, nil) // no more resizes for this session
 			for {
 				select {
 				case sz := <-sio.Resize:

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gomon-dev/gomon/internal/contain"
 	"github.com/gomon-dev/gomon/monitor/internal/stream"
 )
 
@@ -42,6 +43,7 @@ type streamExecRun struct {
 
 	oomKills OOMKills // the process's OOM verdict, when oomKnown
 	oomKnown bool
+	reaped   bool // the process's exit was received (by run's goroutine)
 }
 
 // streamExec runs one streaming exec of req once its client connected. It
@@ -114,11 +116,33 @@ func (x *streamExecRun) run(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer p.close()
+	// A panic from here on ends the session (the streaming server
+	// recovers it); the process must not outlive it unseen.
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		if !x.reaped {
+			p.killGroup()
+			p.await(execKillWait)
+		}
+		x.out.finish(failedDrainTimeout)
+	}()
+	code, err := x.wait(ctx, p, oomc)
+	returned = true
+	return code, err
+}
+
+// wait waits for the exec'd process p and its output, and judges its OOM
+// kills from oomc; see streamExec.
+func (x *streamExecRun) wait(ctx context.Context, p *proc, oomc execOOM) (int, error) {
 	x.startInput()
 
 	var code int
 	select {
 	case ev := <-p.exit:
+		x.reaped = true
 		code = ev.code()
 		x.oomKills, x.oomKnown = oomc.judge(ev)
 		if x.oomKills.Init > 0 {
@@ -144,7 +168,7 @@ func (x *streamExecRun) run(ctx context.Context) (int, error) {
 // client is gone) the pump keeps draining r so the process never blocks
 // on a full pipe.
 func (x *streamExecRun) startPump(r io.ReadCloser, w io.Writer, diag *capture) {
-	x.out.start(r, func() {
+	x.out.start(r, x.logger, func() {
 		bp := execPumpPool.Get().(*[]byte)
 		defer execPumpPool.Put(bp)
 		buf := *bp
@@ -182,6 +206,11 @@ func (x *streamExecRun) startInput() {
 		x.input.Add(1)
 		go func() {
 			defer x.input.Done()
+			defer contain.Recover(x.logger, contain.Stream, func(*contain.PanicError) {
+				if x.stdinW != nil {
+					_ = x.stdinW.Close() // EOF for the process
+				}
+			})
 			_, err := io.Copy(x.stdin, x.sio.Stdin)
 			if err != nil && !errors.Is(err, io.ErrClosedPipe) && !errors.Is(err, os.ErrClosed) {
 				x.logger.Debug("copy to exec stdin ended", "error", err)
@@ -195,6 +224,7 @@ func (x *streamExecRun) startInput() {
 		x.input.Add(1)
 		go func() {
 			defer x.input.Done()
+			defer contain.Recover(x.logger, contain.Stream, nil) // no more resizes for this session
 			for {
 				select {
 				case sz := <-x.sio.Resize:

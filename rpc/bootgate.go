@@ -3,12 +3,15 @@ package rpc
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	"capnproto.org/go/capnp/v3/rpc/transport"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // bootstrapHold bounds how long the answer to a Bootstrap waits for the
@@ -49,6 +52,7 @@ var errSelfTargetedCall = errors.New("call addressed to its own question's answe
 type bootstrapGate struct {
 	capnprpc.Transport
 	hold time.Duration
+	log  *slog.Logger // for a recovered panic (see RecvMessage); nil: not logged
 
 	mu sync.Mutex // guards held, waiting and ended
 	// held maps the question ID of each Bootstrap whose answer has not been
@@ -69,8 +73,14 @@ func newBootstrapGate(t capnprpc.Transport, hold time.Duration) *bootstrapGate {
 // RecvMessage reads the peer's next message. Reading any message releases
 // the answers held for earlier Bootstraps; reading a Bootstrap holds its
 // answer.
-func (g *bootstrapGate) RecvMessage() (transport.IncomingMessage, error) {
-	in, err := g.Transport.RecvMessage()
+//
+// It runs on capnp-go's receive goroutine, which does not recover, over
+// the peer's bytes (the codec's limits and decoding, then the checks
+// here): a panic in it is recovered, logged, counted (contain.RPC) and
+// returned as the error that ends this connection only.
+func (g *bootstrapGate) RecvMessage() (in transport.IncomingMessage, err error) {
+	defer contain.Recover(g.log, contain.RPC, func(p *contain.PanicError) { in, err = nil, p })
+	in, err = g.Transport.RecvMessage()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.releaseWaiting()

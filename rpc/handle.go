@@ -2,9 +2,12 @@ package rpc
 
 import (
 	"context"
+	"runtime/debug"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // order says whether a method lets the connection's next call be
@@ -47,10 +50,37 @@ type serverCall[P params[Q], Q, R any] interface {
 // the results and let answer fill them from v (answer may be nil when the
 // response has no fields). A failure of do is recorded on the span;
 // every error reaches the client through toException.
+//
+// A panic in any of these steps fails this call only: capnp-go runs
+// methods on its own goroutines without recovering, so a panic here would
+// end the daemon and, with it, every container of the pod. It is
+// recovered, logged with its stack, counted (contain.RPC) and answered as
+// a failed exception; the span records it. What the backend call was
+// doing is left as its defers left it (docs/reliability.md, "Panics").
 func handle[P params[Q], Q, D, V, R any](ctx context.Context, a *adapter, call serverCall[P, Q, R], ord order, name string,
 	decode func(Q) (D, Metadata, error), attrs func(D) []attribute.KeyValue,
 	do func(context.Context, D) (V, error), answer func(trace.Span, R, V) error,
-) error {
+) (err error) {
+	var span trace.Span
+	defer func() { // deferred first, so it ends the span after the panic is on it
+		if span != nil {
+			span.End()
+		}
+	}()
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		// The logger is made only here: With on every call would cost
+		// an allocation per call.
+		p := contain.Record(a.s.log.With("method", name), contain.RPC, v, debug.Stack())
+		if span != nil {
+			err = fail(span, p)
+			return
+		}
+		err = toException(p)
+	}()
 	req, err := call.Args().Request()
 	if err != nil {
 		return toException(field("request", err))
@@ -66,8 +96,7 @@ func handle[P params[Q], Q, D, V, R any](ctx context.Context, a *adapter, call s
 	if attrs != nil {
 		kvs = attrs(d)
 	}
-	ctx, span := a.start(ctx, name, md, kvs...)
-	defer span.End()
+	ctx, span = a.start(ctx, name, md, kvs...)
 	v, err := do(ctx, d)
 	if err != nil {
 		return fail(span, err)

@@ -93,7 +93,9 @@ func (s *Server) Serve(l net.Listener) error {
 // the server closes. It does not block.
 func (s *Server) ServeConn(c net.Conn) {
 	boot := capnp.Client(proto.Conmon_ServerToClient(&adapter{s: s}))
-	conn := capnprpc.NewConn(newBootstrapGate(s.newTransport(c), bootstrapHold), &capnprpc.Options{
+	gate := newBootstrapGate(s.newTransport(c), bootstrapHold)
+	gate.log = s.log
+	conn := capnprpc.NewConn(gate, &capnprpc.Options{
 		BootstrapClient: boot,
 		Logger:          capnpLogger{s.log.With("component", "capnp")},
 	})

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ import (
 // Limits of gomon under test (README, Reliability: Limits).
 const (
 	streamingMaxConns   = 64
+	fdSocketMaxConns    = 32
+	attachMaxClients    = 32
 	rpcMaxConns         = 128
 	rpcMaxMessage       = 4 << 20
 	rpcMaxPending       = 64 << 20
@@ -318,6 +321,93 @@ func TestStreamingFloodIsCapped(t *testing.T) {
 	stop()
 	mustFreshVersion(t, s, "after the flood")
 	stillRunning(t, c, "after the flood")
+}
+
+// countingOut is an attach output that counts what it gets.
+type countingOut struct{ n atomic.Int64 }
+
+func (c *countingOut) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); return len(p), nil }
+func (c *countingOut) Close() error                { return nil }
+
+// TestFdAndAttachSocketFloodsAreCapped floods conmon-fd.sock and a
+// container's attach socket with connections that say nothing. Each
+// socket holds at most its cap of the daemon's fds; a fresh fd-socket
+// client is served during the flood, the attach client that was there
+// first keeps its output, and the container runs on.
+func TestFdAndAttachSocketFloodsAreCapped(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	s := startGomon(t, serverConfig(t, runcPath(t)))
+	c := running(t, s, nil, "sh", "-c", "while true; do echo tick; sleep 0.1; done")
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	first, err := s.client.RemoteFDs(ctx) // starts the fd socket
+	if err != nil {
+		t.Fatalf("StartFdSocket: %v", err)
+	}
+	_ = first.Close()
+	fdSock := filepath.Join(s.runDir, "conmon-fd.sock")
+	attachSock := filepath.Join(c.dir, "attach")
+	out := &countingOut{}
+	attachDone := make(chan error, 1)
+	go func() {
+		attachDone <- s.client.AttachContainer(context.Background(), &client.AttachConfig{
+			ID: c.id, SocketPath: attachSock, Streams: client.AttachStreams{Stdout: &client.Out{WriteCloser: out}},
+		})
+	}()
+	deadline := time.Now().Add(hangGuard)
+	for out.n.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the attach client got no output")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	base := fdCount(t, s.pid)
+	const n = 500
+	openedFD, stopFD := flood(t, "unixpacket", fdSock, n)
+	openedAttach, stopAttach := flood(t, "unixpacket", attachSock, n)
+	if openedFD < n/2 || openedAttach < n/2 {
+		t.Fatalf("flood opened only %d fd-socket and %d attach connections", openedFD, openedAttach)
+	}
+	time.Sleep(time.Second) // let the accept loops take the whole backlogs
+	held := fdCount(t, s.pid)
+	t.Logf("fds: %d before, %d during floods of %d fd-socket and %d attach connections (caps %d and %d)",
+		base, held, openedFD, openedAttach, fdSocketMaxConns, attachMaxClients)
+	if held > base+fdSocketMaxConns+attachMaxClients+8 {
+		t.Errorf("daemon holds %d fds during the floods, %d before: more than the caps allow", held, base)
+	}
+
+	fds, err := s.client.RemoteFDs(ctx)
+	if err != nil {
+		t.Fatalf("RemoteFDs during the flood: %v", err)
+	}
+	defer func() { _ = fds.Close() }()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Close(); _ = w.Close() }()
+	if slots, err := fds.Send(int(r.Fd())); err != nil || len(slots) != 1 {
+		t.Fatalf("fd socket during the flood: %v, %v", slots, err)
+	}
+	got := out.n.Load()
+	for out.n.Load() == got {
+		if time.Now().After(deadline) {
+			t.Fatal("the attach client got no output during the flood")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-attachDone:
+		t.Fatalf("the attach client ended during the flood: %v", err)
+	default:
+	}
+	stillRunning(t, c, "during the floods")
+	stopFD()
+	stopAttach()
+	mustFreshVersion(t, s, "after the floods")
+	stillRunning(t, c, "after the floods")
 }
 
 // rawHeader is a Cap'n Proto stream header of one segment of the given

@@ -12,10 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gomon-dev/gomon/internal/contain"
+	"github.com/gomon-dev/gomon/internal/netguard"
 	"github.com/gomon-dev/gomon/ioloop"
 )
 
@@ -32,8 +33,11 @@ const (
 	maxFDs = 255
 	// socketMode is the permission of the socket file.
 	socketMode = 0o600
-	// acceptBackoff is the pause after a failed accept (e.g. EMFILE).
-	acceptBackoff = 100 * time.Millisecond
+	// MaxConns bounds the connections the socket holds at once. Its one
+	// client, CRI-O, sends a request as soon as it connects and hangs up
+	// after the reply; without a bound, a client that leaks connections
+	// would exhaust the daemon's fds and goroutines.
+	MaxConns = 32
 )
 
 // Server is a running fd socket and its slot store. All methods are safe
@@ -44,14 +48,18 @@ type Server struct {
 	ln     *net.UnixListener
 	done   chan struct{} // closed by Close; stops the accept loop's backoff
 	wg     sync.WaitGroup
+	// limiter caps the connections (MaxConns); a connection counts as
+	// quiet, and gives way to a newcomer at the cap, until its first
+	// message.
+	limiter *netguard.Limiter
 
 	// mu guards the fields below. A connection is in conns from accept
 	// until its goroutine has released its slots; closed is set once, by
 	// Close, after which no connection is added and no slot filled.
 	mu     sync.Mutex
-	slots  store                      // guarded by mu
-	conns  map[*net.UnixConn]struct{} // guarded by mu
-	closed bool                       // guarded by mu
+	slots  store                       // guarded by mu
+	conns  map[*netguard.Conn]struct{} // guarded by mu
+	closed bool                        // guarded by mu
 }
 
 // parked is a slot filled by one connection, remembered so the connection
@@ -86,12 +94,13 @@ func Listen(path string, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listen on fd socket %s: %w", path, err)
 	}
 	s := &Server{
-		path:   path,
-		logger: logger,
-		ln:     ln,
-		done:   make(chan struct{}),
-		slots:  newStore(),
-		conns:  make(map[*net.UnixConn]struct{}),
+		path:    path,
+		logger:  logger,
+		ln:      ln,
+		done:    make(chan struct{}),
+		slots:   newStore(),
+		conns:   make(map[*netguard.Conn]struct{}),
+		limiter: netguard.NewLimiter(MaxConns, "fd socket", logger),
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -159,7 +168,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	conns := make([]*net.UnixConn, 0, len(s.conns))
+	conns := make([]*netguard.Conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
@@ -187,27 +196,16 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// acceptLoop accepts connections until Close and serves each in its own
-// goroutine.
+// acceptLoop accepts connections until Close, within MaxConns, and serves
+// each in its own goroutine. Accept errors (EMFILE, ...) are retried with
+// netguard's backoff.
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
+	retry := netguard.AcceptRetry{Log: s.logger, What: "fd socket"}
 	for {
-		c, err := s.ln.AcceptUnix()
+		c, err := netguard.Accept(s.ln, s.limiter, &retry, s.done)
 		if err != nil {
-			select {
-			case <-s.done:
-				return
-			default:
-			}
-			s.logger.Warn("fd socket accept failed", "error", err)
-			t := time.NewTimer(acceptBackoff)
-			select {
-			case <-s.done:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			continue
+			return // closed
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -223,15 +221,22 @@ func (s *Server) acceptLoop() {
 }
 
 // serve handles one connection's requests in order until it ends.
-func (s *Server) serve(c *net.UnixConn) {
+//
+// A panic ends this connection only, as if the client had hung up: the
+// descriptors of the message in hand (fds, until a step takes them) are
+// closed, and so are those it parked and nobody took.
+func (s *Server) serve(lc *netguard.Conn) {
+	c := lc.Conn.(*net.UnixConn) //nolint:forcetypeassert // the listener is a UnixListener
 	defer s.wg.Done()
 	var mine []parked
+	var fds []int // received, not yet closed or parked
+	defer contain.Recover(s.logger, contain.FDStore, func(*contain.PanicError) { closeFDs(fds) })
 	defer func() {
 		s.release(mine)
 		s.mu.Lock()
-		delete(s.conns, c)
+		delete(s.conns, lc)
 		s.mu.Unlock()
-		_ = c.Close()
+		_ = lc.Close() // frees its place in the limiter
 	}()
 
 	// One byte more than a request, so a longer message reads as 9 bytes
@@ -240,33 +245,44 @@ func (s *Server) serve(c *net.UnixConn) {
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
 	for {
 		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
-		fds := parseRights(oob[:oobn])
+		fds = parseRights(oob[:oobn])
+		if err == nil && n > 0 {
+			lc.Active() // it spoke: no longer given up for a newcomer
+		}
+		if testHookRequest != nil {
+			testHookRequest(buf[:n])
+		}
 		switch {
 		case err != nil || n == 0:
 			closeFDs(fds)
+			fds = nil
 			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.logger.Debug("fd socket read failed", "error", err)
 			}
 			return
 		case n != headerSize:
 			closeFDs(fds) // not a request: ignored, no reply
+			fds = nil
 			continue
 		}
 		header := binary.LittleEndian.Uint64(buf[:headerSize])
 		if header == 0 {
 			closeFDs(fds)
+			fds = nil
 			s.release(mine)
 			mine = nil
 			continue
 		}
 		want := int(header & countMask)
 		var reply []byte
-		if len(fds) != want {
+		if got := len(fds); got != want {
 			closeFDs(fds)
+			fds = nil
 			reply = binary.LittleEndian.AppendUint64(nil, header|errorMarker)
-			reply = fmt.Appendf(reply, "received %d fds, but expected %d fds", len(fds), want)
+			reply = fmt.Appendf(reply, "received %d fds, but expected %d fds", got, want)
 		} else {
 			added, ok := s.park(fds)
+			fds = nil
 			if !ok {
 				return // closing: park closed the descriptors
 			}
@@ -281,6 +297,10 @@ func (s *Server) serve(c *net.UnixConn) {
 		}
 	}
 }
+
+// testHookRequest, when set by a test, sees each message a connection
+// sends, before it is handled: a seam to inject a panic.
+var testHookRequest func(msg []byte)
 
 // park stores fds in fresh slots. It returns false, having closed fds, if
 // the server is closing.

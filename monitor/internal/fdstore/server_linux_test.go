@@ -632,3 +632,39 @@ func TestConcurrentConnections(t *testing.T) {
 		t.Fatalf("%d distinct slots, want %d", len(seen), clients*perClient)
 	}
 }
+
+// TestConnectionFlood: the socket holds at most MaxConns connections;
+// silent ones give way to newcomers, and a client that sends its request
+// at once is served during the flood.
+func TestConnectionFlood(t *testing.T) {
+	s := listen(t)
+	const extra = 16
+	for range MaxConns + extra {
+		dial(t, s.Path())
+	}
+	eventually(t, "the flood is cut to the cap", func() bool { return s.limiter.Stats().Evicted >= extra })
+	if st := s.limiter.Stats(); st.Live > MaxConns {
+		t.Fatalf("after %d silent connections: %+v, want at most %d live", MaxConns+extra, st, MaxConns)
+	}
+	s.mu.Lock()
+	held := len(s.conns)
+	s.mu.Unlock()
+	if held > MaxConns {
+		t.Errorf("server holds %d connections, want at most %d", held, MaxConns)
+	}
+
+	c := dial(t, s.Path())
+	p := newPipes(t, 1)
+	slots, err := c.send(p.readFDs()...)
+	if err != nil || len(slots) != 1 {
+		t.Fatalf("request during the flood: slots %v, %v", slots, err)
+	}
+	// Having spoken, it is not evicted by the next flood.
+	for range MaxConns + extra {
+		dial(t, s.Path())
+	}
+	eventually(t, "the second flood is cut", func() bool { return s.limiter.Stats().Evicted >= 2*extra })
+	if _, err := c.send(); err != nil {
+		t.Fatalf("served client after the second flood: %v", err)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // Watcher watches one process's memory cgroup for OOM kills.
@@ -302,8 +304,12 @@ func (w *Watcher) seenCount() uint64 { return w.baseline + w.kills.Load() }
 // run is the watching goroutine: it waits on the notification descriptor
 // and lets handle judge each wake, until handle is satisfied or Stop sets a
 // read deadline.
+//
+// A panic in it ends the watching (recovered, logged, counted); Stop's
+// final read of the counter still gives the verdict.
 func (w *Watcher) run() {
 	defer close(w.done)
+	defer contain.Recover(w.logger, contain.OOMWatch, nil)
 	buf := make([]byte, w.bufSize)
 	for {
 		_, err := w.notify.Read(buf)

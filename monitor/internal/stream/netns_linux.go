@@ -3,12 +3,15 @@ package stream
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // dialInNetNS connects to 127.0.0.1:port inside the network namespace at
@@ -19,7 +22,10 @@ import (
 // retires the thread instead of reusing it in the wrong namespace.
 //
 // An empty nsPath dials in gomon's own namespace (a host-network pod).
-func dialInNetNS(ctx context.Context, nsPath string, port int) (*net.TCPConn, error) {
+// A panic while dialling is recovered, logged on log and returned as the
+// error; the goroutine then exits locked, as it cannot know where its
+// thread is.
+func dialInNetNS(ctx context.Context, nsPath string, port int, log *slog.Logger) (*net.TCPConn, error) {
 	if nsPath == "" {
 		ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 		defer cancel()
@@ -44,6 +50,7 @@ func dialInNetNS(ctx context.Context, nsPath string, port int) (*net.TCPConn, er
 	}
 	res := make(chan result, 1)
 	go func() {
+		defer contain.Recover(log, contain.Stream, func(p *contain.PanicError) { res <- result{nil, p} })
 		runtime.LockOSThread()
 		conn, restored, err := dialLocked(ctx, int(target.Fd()), port)
 		if restored {

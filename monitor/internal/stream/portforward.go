@@ -12,6 +12,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/moby/spdystream"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // Port-forward protocol (portforward.k8s.io, as the kubelet serves it):
@@ -71,20 +73,28 @@ func serveSPDYTunnel(ctx context.Context, ws *websocket.Conn, netNS string, log 
 	f := &forwarder{ctx: ctx, netNS: netNS, log: log, pairs: make(map[string]*streamPair)}
 	conn.Serve(f.newStream) // returns when the tunnel is closed
 	cancel()
+	f.dropPairs()
+	f.wg.Wait()
+}
+
+// dropPairs resets the incomplete pairs. The unlock is deferred: a panic
+// in a reset must not leave f.mu held for the stream handlers.
+func (f *forwarder) dropPairs() {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	for id, p := range f.pairs {
 		p.timer.Stop()
 		p.reset()
 		delete(f.pairs, id)
 	}
-	f.mu.Unlock()
-	f.wg.Wait()
 }
 
 // newStream accepts a stream the client opened. spdystream calls it from
 // its frame workers, so it must not block: it replies and, when the pair
 // is complete, starts forwarding in a goroutine.
 func (f *forwarder) newStream(st *spdystream.Stream) {
+	// spdystream does not recover its workers; this stream fails alone.
+	defer contain.Recover(f.log, contain.Stream, func(*contain.PanicError) { _ = st.Reset() })
 	h := st.Headers()
 	typ, port, id := h.Get(headerStreamType), h.Get(headerPort), h.Get(headerRequestID)
 	if (typ != streamTypeData && typ != streamTypeError) || id == "" || port == "" {
@@ -126,6 +136,7 @@ func (f *forwarder) newStream(st *spdystream.Stream) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
+		defer contain.Recover(f.log, contain.Stream, nil) // forward's defers reset the pair
 		f.forward(p)
 	}()
 }
@@ -165,7 +176,7 @@ func (f *forwarder) forward(p *streamPair) {
 		f.fail(p, fmt.Errorf("invalid port %q", p.port))
 		return
 	}
-	pod, err := dialInNetNS(f.ctx, f.netNS, int(port))
+	pod, err := dialInNetNS(f.ctx, f.netNS, int(port), f.log)
 	if err != nil {
 		f.fail(p, err)
 		return
@@ -176,6 +187,7 @@ func (f *forwarder) forward(p *streamPair) {
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
+		defer contain.Recover(f.log, contain.Stream, func(*contain.PanicError) { _ = pod.Close() })
 		// Client → pod; the client's FIN half-closes the pod connection.
 		if _, err := io.Copy(pod, p.data); err != nil {
 			f.log.Debug("copy to pod port", "port", port, "error", err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // Channels of the remote command protocol: the first byte of every binary
@@ -111,6 +113,7 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 	go func() {
 		defer close(readDone)
 		defer cancel() // the client is gone: end Run
+		defer contain.Recover(log, contain.Stream, nil)
 		ws.readLoop()
 	}()
 	// Closing the connection ends the reader; done when ctx ends (client
@@ -122,7 +125,7 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 	if cmd.Run == nil {
 		err = errors.New("session has nothing to run")
 	} else {
-		code, err = cmd.Run(ctx, sio)
+		code, err = run(ctx, cmd, sio, log)
 	}
 	if ws.stdinR != nil {
 		_ = ws.stdinR.Close() // the reader must not block on stdin any more
@@ -135,6 +138,13 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 	if err != nil {
 		log.Debug("streaming command failed", "error", err)
 	}
+}
+
+// run runs cmd; a panic in it fails the session with the panic as its
+// error, which the client gets as the failure status.
+func run(ctx context.Context, cmd Command, sio IO, log *slog.Logger) (code int, err error) {
+	defer contain.Recover(log, contain.Stream, func(p *contain.PanicError) { code, err = 0, p })
+	return cmd.Run(ctx, sio)
 }
 
 // finish sends the status on the error channel, then a normal close, and

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/gomon-dev/gomon/internal/contain"
 	"github.com/gomon-dev/gomon/internal/netguard"
 )
 
@@ -196,6 +197,10 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		}
 		go func() {
 			defer s.conns.Done()
+			// A panic in one handshake or session ends that connection
+			// only (untrack closes it); its command was cancelled by the
+			// session's context (handle).
+			defer contain.Recover(s.log, contain.Stream, nil)
 			defer s.untrack(conn)
 			s.serveConn(conn)
 		}()
