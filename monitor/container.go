@@ -86,7 +86,10 @@ type container struct {
 	// prefix. Both are set by the create before anything reads them.
 	identity bundle.Identity
 	settings map[string]string
-	tracer   trace.Tracer
+	// metrics are the container's instruments, nil unless
+	// Config.Metrics; set before the container is published.
+	metrics *containerMetrics
+	tracer  trace.Tracer
 	// traceCtx carries the create_container span (not its cancellation):
 	// the parent of the read loops' spans.
 	traceCtx context.Context
@@ -169,7 +172,7 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 		defer func() { _ = as.Close() }() // never fails
 		ctx, span := c.tracer.Start(c.traceCtx, "read_loop", trace.WithAttributes(
 			attribute.String("container_id", c.id), attribute.String("stream", s.String())))
-		stats, err := ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
+		stats, err := ioloop.ReadLoopCounted(r, s, c.log, c.metrics.counters(s), c.logger, tee...)
 		span.SetAttributes(
 			attribute.Int64("bytes", int64(stats.Bytes)),
 			attribute.Int64("chunks", int64(stats.Chunks)),
@@ -434,6 +437,9 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 		octx, cancel := context.WithTimeout(octx, oomVerdictTimeout)
 		st.OOMKilled = oomw.Stop(octx)
 		cancel()
+		if st.OOMKilled {
+			c.metrics.recordOOM(oomInit)
+		}
 		ospan.SetAttributes(attribute.Bool("oom_killed", st.OOMKilled))
 		ospan.End()
 	}

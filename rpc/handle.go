@@ -50,7 +50,8 @@ type serverCall[P params[Q], Q, R any] interface {
 func handle[P params[Q], Q, D, V, R any](ctx context.Context, a *adapter, call serverCall[P, Q, R], ord order, name string,
 	decode func(Q) (D, Metadata, error), attrs func(D) []attribute.KeyValue,
 	do func(context.Context, D) (V, error), answer func(trace.Span, R, V) error,
-) error {
+) (err error) {
+	defer func() { a.s.metrics.record(name, err) }()
 	req, err := call.Args().Request()
 	if err != nil {
 		return toException(field("request", err))

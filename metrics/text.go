@@ -1,0 +1,134 @@
+package metrics
+
+import (
+	"bufio"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// WriteText writes families in the Prometheus text exposition format
+// (version 0.0.4), the format node_exporter's textfile collector reads.
+// Names are derived as the OpenTelemetry-to-Prometheus compatibility rules
+// say: characters other than [a-zA-Z0-9_:] become '_', the unit is
+// appended (By as _bytes, s as _seconds; {annotations} are dropped) unless
+// the name already ends with it, and counters get _total. Label names
+// change the same way (k8s.pod.name becomes k8s_pod_name).
+func WriteText(w io.Writer, families []Family) error {
+	bw := bufio.NewWriter(w)
+	for _, f := range families {
+		if len(f.Points) == 0 {
+			continue
+		}
+		name := PromName(f.Desc)
+		typ := "gauge"
+		switch f.Desc.Kind {
+		case Counter:
+			typ = "counter"
+		case Histogram:
+			typ = "histogram"
+		}
+		bw.WriteString("# HELP " + name + " " + escapeHelp(f.Desc.Help) + "\n")
+		bw.WriteString("# TYPE " + name + " " + typ + "\n")
+		for _, p := range f.Points {
+			if f.Desc.Kind != Histogram {
+				writeSample(bw, name, p.Labels, "", "", p.Value)
+				continue
+			}
+			var cum uint64
+			for i, c := range p.Hist.Counts {
+				cum += c
+				le := "+Inf"
+				if i < len(f.Desc.Bounds) {
+					le = formatFloat(f.Desc.Bounds[i])
+				}
+				writeSample(bw, name+"_bucket", p.Labels, "le", le, float64(cum))
+			}
+			writeSample(bw, name+"_sum", p.Labels, "", "", p.Hist.Sum)
+			writeSample(bw, name+"_count", p.Labels, "", "", float64(p.Hist.Count))
+		}
+	}
+	return bw.Flush()
+}
+
+// PromName is d's Prometheus metric name (see WriteText).
+func PromName(d *Desc) string {
+	name := promIdent(d.Name)
+	if suffix := promUnit(d.Unit); suffix != "" && !strings.HasSuffix(name, "_"+suffix) {
+		name += "_" + suffix
+	}
+	if d.Kind == Counter && !strings.HasSuffix(name, "_total") {
+		name += "_total"
+	}
+	return name
+}
+
+// promUnit maps the UCUM units gomon uses to Prometheus suffixes.
+func promUnit(unit string) string {
+	switch {
+	case unit == "By":
+		return "bytes"
+	case unit == "s":
+		return "seconds"
+	case unit == "1", unit == "", strings.HasPrefix(unit, "{"):
+		return ""
+	default:
+		return promIdent(unit)
+	}
+}
+
+// promIdent replaces what a Prometheus name may not contain with '_'.
+func promIdent(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		ok := c == '_' || c == ':' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9'
+		if !ok {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func writeSample(w *bufio.Writer, name string, labels []Label, extraKey, extraValue string, v float64) {
+	w.WriteString(name)
+	if len(labels) > 0 || extraKey != "" {
+		w.WriteByte('{')
+		sep := ""
+		for _, l := range labels {
+			w.WriteString(sep + promIdent(l.Key) + `="` + escapeValue(l.Value) + `"`)
+			sep = ","
+		}
+		if extraKey != "" {
+			w.WriteString(sep + extraKey + `="` + extraValue + `"`)
+		}
+		w.WriteByte('}')
+	}
+	w.WriteByte(' ')
+	w.WriteString(formatFloat(v))
+	w.WriteByte('\n')
+}
+
+var (
+	valueEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+)
+
+func escapeValue(s string) string { return valueEscaper.Replace(s) }
+func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
+
+// formatFloat writes integers in full (a byte counter never turns into
+// 1.2e+07) and other values in the shortest exact form.
+func formatFloat(v float64) string {
+	switch {
+	case math.IsInf(v, +1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	case math.IsNaN(v):
+		return "NaN"
+	case v == math.Trunc(v) && math.Abs(v) < 1<<53:
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}

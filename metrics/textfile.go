@@ -1,0 +1,88 @@
+package metrics
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/gomon-dev/gomon/internal/atomicfile"
+)
+
+// Textfile is an Exporter that writes each batch, in the Prometheus text
+// format, to <Dir>/gomon-<ID()>.prom for node_exporter's textfile
+// collector, replacing the file atomically (node_exporter never reads a
+// partial one), and removes it at Shutdown, when the pod's monitor goes.
+// ID is asked at every export (the pod's UID is known only once a
+// container of the pod was created); when it changes, the old file is
+// removed. Only the Reader's goroutine calls it.
+type Textfile struct {
+	Dir string
+	ID  func() string
+
+	last string // path written last; "" when none
+	buf  bytes.Buffer
+}
+
+var _ Exporter = (*Textfile)(nil)
+
+// Export implements Exporter.
+func (t *Textfile) Export(_ context.Context, b *Batch) error {
+	path := filepath.Join(t.Dir, "gomon-"+fileSafe(t.ID())+".prom")
+	t.buf.Reset()
+	if err := WriteText(&t.buf, b.Families()); err != nil {
+		return fmt.Errorf("encode metrics: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, t.buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write metrics textfile: %w", err)
+	}
+	if t.buf.Cap() > maxKeptBuffer {
+		t.buf = bytes.Buffer{} // an idle daemon should not pin a large buffer
+	}
+	if t.last != "" && t.last != path {
+		_ = removeIfExists(t.last) // a stale name; the new file is written
+	}
+	t.last = path
+	return nil
+}
+
+// Shutdown removes the file.
+func (t *Textfile) Shutdown(context.Context) error {
+	if t.last == "" {
+		return nil
+	}
+	err := removeIfExists(t.last)
+	t.last = ""
+	return err
+}
+
+// maxKeptBuffer is the largest encoding buffer kept between exports.
+const maxKeptBuffer = 256 << 10
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove metrics textfile: %w", err)
+	}
+	return nil
+}
+
+// fileSafe keeps [A-Za-z0-9_.-] of s (a pod UID or a hash is unchanged)
+// and replaces the rest with '_'; an empty s is "unknown".
+func fileSafe(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if !(c == '-' || c == '_' || c == '.' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	if b[0] == '.' {
+		b[0] = '_' // never a hidden file
+	}
+	return string(b)
+}
