@@ -172,7 +172,7 @@ type recordingExporter struct {
 }
 
 func (r *recordingExporter) Export(_ context.Context, b *Batch) error { r.exports <- b; return nil }
-func (r *recordingExporter) Shutdown(context.Context) error        { r.shutdown = true; return nil }
+func (r *recordingExporter) Shutdown(context.Context) error           { r.shutdown = true; return nil }
 
 // TestReaderIntervalAndShutdown: the reader exports every interval and
 // once more at Shutdown, then shuts the exporter down; no goroutine is
