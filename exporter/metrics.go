@@ -126,7 +126,10 @@ func NewMetricsExporter(cfg MetricsConfig) (*MetricsExporter, error) {
 		return nil, err
 	}
 	timeout := orEnvMillis(cfg.Timeout, lookup, "OTEL_METRIC_EXPORT_TIMEOUT")
-	e, err := newOTLPExporter(u, p, orDuration(timeout, metrics.DefaultExportTimeout), userAgent(cfg.Version))
+	if timeout <= 0 {
+		timeout = metrics.DefaultExportTimeout
+	}
+	e, err := newOTLPExporter(u, p, timeout, userAgent(cfg.Version))
 	if err != nil {
 		return nil, err
 	}

@@ -29,8 +29,9 @@ func WriteText(w io.Writer, families []Family) error {
 		case Histogram:
 			typ = "histogram"
 		}
-		bw.WriteString("# HELP " + name + " " + escapeHelp(f.Desc.Help) + "\n")
-		bw.WriteString("# TYPE " + name + " " + typ + "\n")
+		// bufio.Writer keeps its first error; Flush returns it.
+		_, _ = bw.WriteString("# HELP " + name + " " + escapeHelp(f.Desc.Help) + "\n")
+		_, _ = bw.WriteString("# TYPE " + name + " " + typ + "\n")
 		for _, p := range f.Points {
 			if f.Desc.Kind != Histogram {
 				writeSample(bw, name, p.Labels, "", "", p.Value)
@@ -91,31 +92,52 @@ func promIdent(s string) string {
 }
 
 func writeSample(w *bufio.Writer, name string, labels []Label, extraKey, extraValue string, v float64) {
-	w.WriteString(name)
+	// bufio.Writer keeps its first error; WriteText's Flush returns it.
+	_, _ = w.WriteString(name)
 	if len(labels) > 0 || extraKey != "" {
-		w.WriteByte('{')
+		_ = w.WriteByte('{')
 		sep := ""
 		for _, l := range labels {
-			w.WriteString(sep + promIdent(l.Key) + `="` + escapeValue(l.Value) + `"`)
+			_, _ = w.WriteString(sep + promIdent(l.Key) + `="` + escapeValue(l.Value) + `"`)
 			sep = ","
 		}
 		if extraKey != "" {
-			w.WriteString(sep + extraKey + `="` + extraValue + `"`)
+			_, _ = w.WriteString(sep + extraKey + `="` + extraValue + `"`)
 		}
-		w.WriteByte('}')
+		_ = w.WriteByte('}')
 	}
-	w.WriteByte(' ')
-	w.WriteString(formatFloat(v))
-	w.WriteByte('\n')
+	_ = w.WriteByte(' ')
+	_, _ = w.WriteString(formatFloat(v))
+	_ = w.WriteByte('\n')
 }
 
-var (
-	valueEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
-	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
-)
+// escapeValue escapes a label value: backslash, double quote, newline.
+func escapeValue(s string) string { return escape(s, true) }
 
-func escapeValue(s string) string { return valueEscaper.Replace(s) }
-func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
+// escapeHelp escapes a HELP text: backslash, newline.
+func escapeHelp(s string) string { return escape(s, false) }
+
+// escape is written out rather than a package-level strings.Replacer,
+// which would be built at start-up even with metrics off.
+func escape(s string, quote bool) string {
+	if !strings.ContainsAny(s, "\\\n\"") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '"' && quote:
+			b.WriteString(`\"`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
 
 // formatFloat writes integers in full (a byte counter never turns into
 // 1.2e+07) and other values in the shortest exact form.

@@ -77,7 +77,8 @@ func fileSafe(s string) string {
 	}
 	b := []byte(s)
 	for i, c := range b {
-		if !(c == '-' || c == '_' || c == '.' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+		ok := c == '-' || c == '_' || c == '.' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !ok {
 			b[i] = '_'
 		}
 	}

@@ -221,17 +221,22 @@ type monitorMetrics struct {
 	start  time.Time
 	create [2]*metrics.Hist // success, failure
 
-	// mu guards failures, keyed by runtimeVerbs' entries or "other", so
-	// it holds at most len(runtimeVerbs)+1 entries.
+	// mu guards failures, keyed by the verbs knownVerb accepts or
+	// "other", so it holds at most 12 entries.
 	mu       sync.Mutex
 	failures map[string]uint64 // guarded by mu
 }
 
-// runtimeVerbs are the runtime subcommands gomon runs; any other verb is
-// counted as "other", which bounds the failure counters.
-var runtimeVerbs = map[string]bool{
-	"create": true, "start": true, "exec": true, "delete": true, "kill": true,
-	"update": true, "pause": true, "resume": true, "state": true, "checkpoint": true, "restore": true,
+// knownVerb reports whether verb is one of the runtime subcommands gomon
+// runs; any other verb is counted as "other", which bounds the failure
+// counters. (A switch, not a map: a package-level map would be built at
+// start-up even with metrics off.)
+func knownVerb(verb string) bool {
+	switch verb {
+	case "create", "start", "exec", "delete", "kill", "update", "pause", "resume", "state", "checkpoint", "restore":
+		return true
+	}
+	return false
 }
 
 func newMonitorMetrics() *monitorMetrics {
@@ -259,7 +264,7 @@ func (mm *monitorMetrics) runtimeFailed(verb string) {
 	if mm == nil {
 		return
 	}
-	if !runtimeVerbs[verb] {
+	if !knownVerb(verb) {
 		verb = "other"
 	}
 	mm.mu.Lock()
