@@ -216,3 +216,41 @@ func TestProcessCollector(t *testing.T) {
 		t.Errorf("process metrics %v", got)
 	}
 }
+
+// TestTextfileSweep: another daemon's file that nobody replaced for
+// StaleAfter is removed (its daemon was killed); a fresh one, other
+// files and our own stay.
+func TestTextfileSweep(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, age time.Duration) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("x 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Now().Add(-age)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stale := write("gomon-dead-pod.prom", time.Hour)
+	fresh := write("gomon-live-pod.prom", time.Second)
+	other := write("node.prom", time.Hour)
+	tf := &Textfile{Dir: dir, ID: func() string { return "me" }, StaleAfter: 5 * time.Minute}
+	b := NewBatch()
+	b.Gauge(tLevel, 1)
+	if err := tf.Export(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stale file of a dead daemon kept: %v", err)
+	}
+	for _, p := range []string{fresh, other, filepath.Join(dir, "gomon-me.prom")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if err := tf.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/gomon-dev/gomon/internal/atomicfile"
 )
@@ -19,9 +21,21 @@ import (
 // ID is asked at every export (the pod's UID is known only once a
 // container of the pod was created); when it changes, the old file is
 // removed. Only the Reader's goroutine calls it.
+//
+// A daemon killed without its shutdown (the kubelet may SIGKILL the pod's
+// processes, gomon included, when it removes the pod) leaves its file
+// behind. So each export also removes the other gomon-*.prom files in Dir
+// that nobody has replaced for StaleAfter: a live daemon rewrites its file
+// every interval, and every daemon on the node gets the same interval
+// from CRI-O's environment. A directory no gomon writes to any more keeps
+// its last stale file; node_exporter's node_textfile_mtime_seconds shows
+// its age.
 type Textfile struct {
 	Dir string
 	ID  func() string
+	// StaleAfter is the age past which another daemon's file is removed;
+	// 0 never removes one.
+	StaleAfter time.Duration
 
 	last string // path written last; "" when none
 	buf  bytes.Buffer
@@ -46,7 +60,33 @@ func (t *Textfile) Export(_ context.Context, b *Batch) error {
 		_ = removeIfExists(t.last) // a stale name; the new file is written
 	}
 	t.last = path
+	if t.StaleAfter > 0 {
+		t.sweep(path)
+	}
 	return nil
+}
+
+// maxSweep bounds the directory entries one sweep looks at.
+const maxSweep = 4096
+
+// sweep removes the gomon-*.prom files other than ours not modified for
+// StaleAfter: their daemons are gone (see Textfile). Best effort.
+func (t *Textfile) sweep(ours string) {
+	d, err := os.Open(t.Dir)
+	if err != nil {
+		return
+	}
+	defer func() { _ = d.Close() }()
+	names, _ := d.Readdirnames(maxSweep) // a partial list is swept as far as it goes
+	for _, name := range names {
+		path := filepath.Join(t.Dir, name)
+		if path == ours || !strings.HasPrefix(name, "gomon-") || !strings.HasSuffix(name, ".prom") {
+			continue
+		}
+		if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() && time.Since(st.ModTime()) > t.StaleAfter {
+			_ = os.Remove(path) // another daemon may have removed it first
+		}
+	}
 }
 
 // Shutdown removes the file.

@@ -83,7 +83,11 @@ func startMetrics(cfg metricsConfig, opts Options, mon *monitor.Monitor, srv *rp
 			log.Warn("metrics textfile directory missing, writing to it anyway", "dir", cfg.textfileDir)
 		}
 		runDirID := runDirHash(opts.RunDir)
-		outs = append(outs, &metrics.Textfile{Dir: cfg.textfileDir, ID: func() string {
+		interval := cfg.interval
+		if interval <= 0 {
+			interval = metrics.DefaultInterval
+		}
+		outs = append(outs, &metrics.Textfile{Dir: cfg.textfileDir, StaleAfter: staleIntervals * interval, ID: func() string {
 			for _, l := range mon.PodLabels() {
 				if l.Key == monitor.LabelPodUID {
 					return l.Value
@@ -110,6 +114,11 @@ func startMetrics(cfg metricsConfig, opts Options, mon *monitor.Monitor, srv *rp
 		Logger:    log,
 	}), nil
 }
+
+// staleIntervals: another daemon's textfile not replaced for this many
+// intervals belongs to a daemon that was killed, and is removed (see
+// metrics.Textfile).
+const staleIntervals = 5
 
 // metricsShutdownTimeout bounds the last export and the textfile's removal.
 const metricsShutdownTimeout = 2 * time.Second
