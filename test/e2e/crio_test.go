@@ -242,7 +242,10 @@ func (s *suite) startCRIO(t *testing.T) error {
 	if err != nil {
 		return err
 	}
-	cmd, err := startProcess(s.containersEnv(), s.crioLog, s.crioBin, "--config", conf, "--config-dir", filepath.Join(s.dir, "crio.conf.d"),
+	if err := os.MkdirAll(s.textfileDir(), 0o755); err != nil {
+		return fmt.Errorf("make metrics textfile dir: %w", err)
+	}
+	cmd, err := startProcess(append(s.containersEnv(), s.metricsEnv()...), s.crioLog, s.crioBin, "--config", conf, "--config-dir", filepath.Join(s.dir, "crio.conf.d"),
 		"--log-level", "debug")
 	if err != nil {
 		return err
