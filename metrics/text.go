@@ -22,6 +22,7 @@ func WriteText(w io.Writer, families []Family) error {
 			continue
 		}
 		name := PromName(f.Desc)
+		var les []string // the histogram's "le" values, made once per family
 		typ := "gauge"
 		switch f.Desc.Kind {
 		case Counter:
@@ -30,19 +31,26 @@ func WriteText(w io.Writer, families []Family) error {
 			typ = "histogram"
 		}
 		// bufio.Writer keeps its first error; Flush returns it.
-		_, _ = bw.WriteString("# HELP " + name + " " + escapeHelp(f.Desc.Help) + "\n")
-		_, _ = bw.WriteString("# TYPE " + name + " " + typ + "\n")
+		_, _ = bw.WriteString("# HELP " + name + " ")
+		writeEscaped(bw, f.Desc.Help, false)
+		_, _ = bw.WriteString("\n# TYPE " + name + " " + typ + "\n")
 		for _, p := range f.Points {
 			if f.Desc.Kind != Histogram {
 				writeSample(bw, name, p.Labels, "", "", p.Value)
 				continue
+			}
+			if les == nil {
+				les = make([]string, len(f.Desc.Bounds))
+				for i, b := range f.Desc.Bounds {
+					les[i] = string(appendFloat(nil, b))
+				}
 			}
 			var cum uint64
 			for i, c := range p.Hist.Counts {
 				cum += c
 				le := "+Inf"
 				if i < len(f.Desc.Bounds) {
-					le = formatFloat(f.Desc.Bounds[i])
+					le = les[i]
 				}
 				writeSample(bw, name+"_bucket", p.Labels, "le", le, float64(cum))
 			}
@@ -91,66 +99,76 @@ func promIdent(s string) string {
 	return string(b)
 }
 
+// writeSample writes one sample line piece by piece, without building
+// strings: an export writes thousands of them into one reused buffer.
 func writeSample(w *bufio.Writer, name string, labels []Label, extraKey, extraValue string, v float64) {
 	// bufio.Writer keeps its first error; WriteText's Flush returns it.
 	_, _ = w.WriteString(name)
 	if len(labels) > 0 || extraKey != "" {
 		_ = w.WriteByte('{')
-		sep := ""
-		for _, l := range labels {
-			_, _ = w.WriteString(sep + promIdent(l.Key) + `="` + escapeValue(l.Value) + `"`)
-			sep = ","
+		for i, l := range labels {
+			if i > 0 {
+				_ = w.WriteByte(',')
+			}
+			writeIdent(w, l.Key)
+			_, _ = w.WriteString(`="`)
+			writeEscaped(w, l.Value, true)
+			_ = w.WriteByte('"')
 		}
 		if extraKey != "" {
-			_, _ = w.WriteString(sep + extraKey + `="` + extraValue + `"`)
+			if len(labels) > 0 {
+				_ = w.WriteByte(',')
+			}
+			_, _ = w.WriteString(extraKey + `="` + extraValue + `"`)
 		}
 		_ = w.WriteByte('}')
 	}
 	_ = w.WriteByte(' ')
-	_, _ = w.WriteString(formatFloat(v))
+	var num [32]byte
+	_, _ = w.Write(appendFloat(num[:0], v))
 	_ = w.WriteByte('\n')
 }
 
-// escapeValue escapes a label value: backslash, double quote, newline.
-func escapeValue(s string) string { return escape(s, true) }
-
-// escapeHelp escapes a HELP text: backslash, newline.
-func escapeHelp(s string) string { return escape(s, false) }
-
-// escape is written out rather than a package-level strings.Replacer,
-// which would be built at start-up even with metrics off.
-func escape(s string, quote bool) string {
-	if !strings.ContainsAny(s, "\\\n\"") {
-		return s
+// writeIdent writes promIdent(s).
+func writeIdent(w *bufio.Writer, s string) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c == '_' || c == ':' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9'
+		if !ok {
+			c = '_'
+		}
+		_ = w.WriteByte(c)
 	}
-	var b strings.Builder
+}
+
+// writeEscaped writes s escaped as a label value (quote) or HELP text.
+func writeEscaped(w *bufio.Writer, s string, quote bool) {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '\\':
-			b.WriteString(`\\`)
+			_, _ = w.WriteString(`\\`)
 		case c == '\n':
-			b.WriteString(`\n`)
+			_, _ = w.WriteString(`\n`)
 		case c == '"' && quote:
-			b.WriteString(`\"`)
+			_, _ = w.WriteString(`\"`)
 		default:
-			b.WriteByte(c)
+			_ = w.WriteByte(c)
 		}
 	}
-	return b.String()
 }
 
-// formatFloat writes integers in full (a byte counter never turns into
-// 1.2e+07) and other values in the shortest exact form.
-func formatFloat(v float64) string {
+// appendFloat appends v with integers in full (a byte counter never turns
+// into 1.2e+07) and other values in the shortest exact form.
+func appendFloat(b []byte, v float64) []byte {
 	switch {
 	case math.IsInf(v, +1):
-		return "+Inf"
+		return append(b, "+Inf"...)
 	case math.IsInf(v, -1):
-		return "-Inf"
+		return append(b, "-Inf"...)
 	case math.IsNaN(v):
-		return "NaN"
+		return append(b, "NaN"...)
 	case v == math.Trunc(v) && math.Abs(v) < 1<<53:
-		return strconv.FormatInt(int64(v), 10)
+		return strconv.AppendInt(b, int64(v), 10)
 	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }

@@ -1,10 +1,10 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -38,7 +38,6 @@ type Textfile struct {
 	StaleAfter time.Duration
 
 	last string // path written last; "" when none
-	buf  bytes.Buffer
 }
 
 var _ Exporter = (*Textfile)(nil)
@@ -46,15 +45,12 @@ var _ Exporter = (*Textfile)(nil)
 // Export implements Exporter.
 func (t *Textfile) Export(_ context.Context, b *Batch) error {
 	path := filepath.Join(t.Dir, "gomon-"+fileSafe(t.ID())+".prom")
-	t.buf.Reset()
-	if err := WriteText(&t.buf, b.Families()); err != nil {
-		return fmt.Errorf("encode metrics: %w", err)
-	}
-	if err := atomicfile.WriteFile(path, t.buf.Bytes(), 0o644); err != nil {
+	// Streamed into the temporary file through WriteText's small buffer:
+	// the whole text is never in memory.
+	if err := atomicfile.WriteWith(path, 0o644, func(w io.Writer) error {
+		return WriteText(w, b.Families())
+	}); err != nil {
 		return fmt.Errorf("write metrics textfile: %w", err)
-	}
-	if t.buf.Cap() > maxKeptBuffer {
-		t.buf = bytes.Buffer{} // an idle daemon should not pin a large buffer
 	}
 	if t.last != "" && t.last != path {
 		_ = removeIfExists(t.last) // a stale name; the new file is written
@@ -98,9 +94,6 @@ func (t *Textfile) Shutdown(context.Context) error {
 	t.last = ""
 	return err
 }
-
-// maxKeptBuffer is the largest encoding buffer kept between exports.
-const maxKeptBuffer = 256 << 10
 
 func removeIfExists(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
