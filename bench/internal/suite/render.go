@@ -147,6 +147,9 @@ func (r *Results) Doc(quick bool) report.Doc {
 	if r.Tracing != nil {
 		d.Sections = append(d.Sections, r.tracingSection())
 	}
+	if r.Metrics != nil {
+		d.Sections = append(d.Sections, r.metricsSection())
+	}
 	return d
 }
 

@@ -33,6 +33,8 @@ type Results struct {
 
 	// Tracing: gomon with tracing off and on.
 	Tracing *TracingResult
+	// Metrics: gomon with tracing on, metrics off and on (the same shape).
+	Metrics *TracingResult
 }
 
 // StepDuration is how long one measure took.

@@ -92,7 +92,7 @@ type Config struct {
 	Loggen  string // static writer binary
 	Logger  *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing); empty means all.
+	// logs, tracing, metrics); empty means all.
 	Only map[string]bool
 	// Sources maps "gomon" and "conmon" to the binaries the private copies
 	// in Env were made from (for the report).
@@ -144,6 +144,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"memory", h.memory},
 		{"logs", h.logs},
 		{"tracing", h.tracing},
+		{"metrics", h.metrics},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {
