@@ -367,6 +367,13 @@ func resolveEndpoint(endpoint string, lookup func(string) (string, bool)) (*url.
 			endpoint = DefaultEndpoint
 		}
 	}
+	return parseEndpoint(endpoint, exactURL, lookup, "TRACES", "/v1/traces")
+}
+
+// parseEndpoint parses the endpoint of one signal ("TRACES", "METRICS",
+// whose OTLP/HTTP path is sigPath) and chooses its protocol; exactURL
+// keeps an OTLP/HTTP path as given.
+func parseEndpoint(endpoint string, exactURL bool, lookup func(string) (string, bool), signal, sigPath string) (*url.URL, Protocol, error) {
 	raw := strings.TrimSpace(endpoint)
 	if !strings.Contains(raw, "://") {
 		raw = "http://" + raw
@@ -383,7 +390,7 @@ func resolveEndpoint(endpoint string, lookup func(string) (string, bool)) (*url.
 	}
 
 	proto := ProtocolGRPC
-	env, ok := lookup("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	env, ok := lookup("OTEL_EXPORTER_OTLP_" + signal + "_PROTOCOL")
 	if !ok || env == "" {
 		env, ok = lookup("OTEL_EXPORTER_OTLP_PROTOCOL")
 	}
@@ -397,11 +404,11 @@ func resolveEndpoint(endpoint string, lookup func(string) (string, bool)) (*url.
 		default:
 			return nil, 0, fmt.Errorf("otlp protocol %q not supported (want grpc or http/protobuf)", env)
 		}
-	case u.Port() == "4318" || strings.HasSuffix(u.Path, "/v1/traces"):
+	case u.Port() == "4318" || strings.HasSuffix(u.Path, sigPath):
 		proto = ProtocolHTTP
 	}
-	if proto == ProtocolHTTP && !exactURL && !strings.HasSuffix(u.Path, "/v1/traces") {
-		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
+	if proto == ProtocolHTTP && !exactURL && !strings.HasSuffix(u.Path, sigPath) {
+		u.Path = strings.TrimSuffix(u.Path, "/") + sigPath
 		u.RawPath = ""
 	}
 	return u, proto, nil

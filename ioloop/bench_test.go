@@ -52,15 +52,21 @@ func BenchmarkCRIWrite2B(b *testing.B) { benchCRIWrite(b, 2) }
 
 // BenchmarkReadLoopPipeCRI100B: end to end through a real pipe, a writer
 // goroutine producing 100-byte lines as fast as it can.
-func BenchmarkReadLoopPipeCRI100B(b *testing.B) { benchReadLoopPipe(b, RateLimit{}) }
+func BenchmarkReadLoopPipeCRI100B(b *testing.B) { benchReadLoopPipe(b, RateLimit{}, nil) }
 
 // BenchmarkReadLoopPipeCRI100BLimited: the same under a log rate limit far
 // above the load (1 PiB/s), the cost of the bucket itself.
 func BenchmarkReadLoopPipeCRI100BLimited(b *testing.B) {
-	benchReadLoopPipe(b, RateLimit{Rate: maxSize, Burst: maxSize})
+	benchReadLoopPipe(b, RateLimit{Rate: maxSize, Burst: maxSize}, nil)
 }
 
-func benchReadLoopPipe(b *testing.B, lim RateLimit) {
+// BenchmarkReadLoopPipeCRI100BCounted is BenchmarkReadLoopPipeCRI100B with
+// the live metric counters on: the cost of metrics on the log path.
+func BenchmarkReadLoopPipeCRI100BCounted(b *testing.B) {
+	benchReadLoopPipe(b, RateLimit{}, new(Counters))
+}
+
+func benchReadLoopPipe(b *testing.B, lim RateLimit, cnt *Counters) {
 	line := append(bytes.Repeat([]byte("x"), 99), '\n')
 	p := bytes.Repeat(line, readBufSize/100)
 	c, err := OpenCRILog(filepath.Join(b.TempDir(), "ctr.log"), 256<<20)
@@ -86,9 +92,12 @@ func benchReadLoopPipe(b *testing.B, lim RateLimit) {
 			}
 		}
 	}()
-	st, err := ReadLoop(r, Stdout, log, nil)
+	st, err := ReadLoopCounted(r, Stdout, log, cnt, nil)
 	_ = r.Close()
 	if err != nil || st.Bytes != uint64(b.N*len(p)) {
 		b.Fatalf("%v, %+v", err, st)
+	}
+	if cnt != nil && cnt.WrittenBytes.Load() != st.Bytes {
+		b.Fatalf("counted %d bytes written, read %d", cnt.WrittenBytes.Load(), st.Bytes)
 	}
 }

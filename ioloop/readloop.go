@@ -76,6 +76,12 @@ const maxUnread = 4 * pipeSize
 // pipeSize (1 MiB) pipe buffer and batches the reads of a fast writer (see
 // batchDelay). Writers see each chunk only during their call.
 func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Writer) (Stats, error) {
+	return ReadLoopCounted(r, s, log, nil, logger, tee...)
+}
+
+// ReadLoopCounted is ReadLoop that also keeps cnt (may be nil) up to date
+// after every chunk handed to log, for metrics read while the loop runs.
+func ReadLoopCounted(r io.Reader, s Stream, log *Log, cnt *Counters, logger *slog.Logger, tee ...io.Writer) (Stats, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -92,13 +98,26 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 			p := (*bp)[:n]
 			st.Bytes += uint64(n)
 			st.Chunks++
-			st.Lines += uint64(bytes.Count(p, []byte{'\n'}))
-			if p[n-1] != '\n' {
+			lines := uint64(bytes.Count(p, []byte{'\n'}))
+			st.Lines += lines
+			partial := p[n-1] != '\n'
+			if partial {
 				st.Partials++
 			}
-			if log != nil && gate.pass(log, &st, p) {
-				werr := log.WriteChunk(s, p)
-				dests[0].record(logger, &st, "log", werr, uint64(n))
+			if log != nil {
+				records := lines
+				if partial {
+					records++
+				}
+				if gate.pass(log, &st, p) {
+					werr := log.WriteChunk(s, p)
+					dests[0].record(logger, &st, "log", werr, uint64(n))
+					if cnt != nil {
+						cnt.logged(uint64(n), records, partial, werr)
+					}
+				} else {
+					cnt.Drop(DropRateLimit, uint64(n), records)
+				}
 			}
 			for i, w := range tee {
 				m, werr := w.Write(p)
@@ -120,6 +139,9 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			st.UnreadBytes = cr.discard()
+			if log != nil {
+				cnt.Drop(DropUnread, st.UnreadBytes, 0)
+			}
 			if st.UnreadBytes > 0 {
 				logger.Warn("output stream stopped with output left unread, dropping it",
 					"unread_bytes", st.UnreadBytes)

@@ -92,6 +92,9 @@ type container struct {
 	// attrSet is identity as OpenTelemetry attributes (see attrs); set
 	// with identity.
 	attrSet []attribute.KeyValue
+	// metrics are the container's instruments, nil unless
+	// Config.Metrics; set before the container is published.
+	metrics *containerMetrics
 	tracer  trace.Tracer
 	// traceCtx carries the create_container span (not its cancellation):
 	// the parent of the read loops' spans.
@@ -249,7 +252,7 @@ func (c *container) readLoop(r io.Reader, s ioloop.Stream, tee []io.Writer) (iol
 func (c *container) readLoopOnce(r io.Reader, s ioloop.Stream, tee []io.Writer) (stats ioloop.Stats, panicked bool, err error) {
 	defer contain.Recover(c.logger.With("stream", s.String()), contain.ReadLoop,
 		func(*contain.PanicError) { panicked = true })
-	stats, err = ioloop.ReadLoop(r, s, c.log, c.logger, tee...)
+	stats, err = ioloop.ReadLoopCounted(r, s, c.log, c.metrics.counters(s), c.logger, tee...)
 	return stats, false, err
 }
 
@@ -517,6 +520,9 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 		st.OOMKills = splitOOMKills(kills, c.execOOMKills.Load(), ev)
 		st.OOMKilled = st.OOMKills.Init > 0
 		ospan.SetAttributes(oomAttrs(st.OOMKills)...)
+		// The exec sessions' own kills were counted when they ended.
+		c.metrics.addOOM(oomInit, st.OOMKills.Init)
+		c.metrics.addOOM(oomOther, st.OOMKills.Other-min(c.execOOMKills.Load(), st.OOMKills.Other))
 		ospan.End()
 	}
 	span.SetAttributes(attribute.Int("exit_code", st.Code), attribute.Int("signal", int(st.Signal)))

@@ -42,7 +42,7 @@ const cleanupTimeout = 10 * time.Second
 // being the container's; read <bundle>/pidfile; subscribe to the init's
 // exit and start its OOM watcher and waiter. Any failure undoes every
 // earlier step: no process, goroutine, fd or socket is left.
-func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint32, error) {
+func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (_ uint32, err error) {
 	if err := validateCreate(req); err != nil {
 		return 0, err
 	}
@@ -55,6 +55,8 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		return 0, err
 	}
 	defer done()
+	begun := time.Now()
+	defer func() { m.metrics.recordCreate(time.Since(begun), err) }()
 	timeout := cmp.Or(m.cfg.CreateTimeout, DefaultCreateTimeout)
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout,
 		fmt.Errorf("runtime create did not finish within %s: %w", timeout, context.DeadlineExceeded))
@@ -68,6 +70,15 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		tracer:   m.tracer,
 		traceCtx: detached(ctx),
 		done:     make(chan struct{}),
+	}
+	// Read before the container is published: CollectMetrics reads its
+	// labels from then on.
+	c.identity, c.settings = readBundle(req.BundlePath, logger)
+	c.attrSet = identityAttrs(req.ID, c.identity)
+	// The caller's span (the create_container RPC) gets them too.
+	trace.SpanFromContext(ctx).SetAttributes(c.attrSet...)
+	if m.metrics != nil {
+		c.metrics = newContainerMetrics(req.ID, c.identity)
 	}
 	c.attach = ioloop.NewAttachServer(ioloop.AttachOptions{Logger: logger, Stdin: containerStdin{c}})
 	if err := m.reserve(c); err != nil {
@@ -85,10 +96,6 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		}
 	})
 
-	c.identity, c.settings = readBundle(req.BundlePath, logger)
-	c.attrSet = identityAttrs(req.ID, c.identity)
-	// The caller's span (the create_container RPC) gets them too.
-	trace.SpanFromContext(ctx).SetAttributes(c.attrSet...)
 	l, err := openLog(req.LogDrivers, req.ID, logger)
 	if err != nil {
 		return 0, err
@@ -128,6 +135,9 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 		m.forceDelete(ctx, req, logger)
 	}
 	if err != nil {
+		if c.runtimeSpawned {
+			m.metrics.runtimeFailed("create")
+		}
 		logger.ErrorContext(ctx, "create container", "error", err)
 		return 0, err
 	}
@@ -181,6 +191,10 @@ func (m *Monitor) reserve(c *container) error {
 		}
 	}
 	m.containers[c.id] = c
+	if m.podIdentity.PodUID == "" && c.identity.PodUID != "" {
+		m.podIdentity = c.identity
+		m.podIdentity.ContainerName = ""
+	}
 	return nil
 }
 

@@ -125,7 +125,14 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(c.attrs()...), trace.WithAttributes(
 		attribute.String("exec_id", id),
 		attribute.StringSlice("command", req.Command), attribute.Bool("terminal", req.Terminal)))
+	begun := time.Now()
 	res, err := x.run(ctx)
+	if o := execOutcomeOf(res, err); c.metrics != nil {
+		c.metrics.recordExec(o, time.Since(begun))
+		if o == execRuntimeError {
+			m.metrics.runtimeFailed("exec")
+		}
+	}
 	span.SetAttributes(attribute.Int("exit_code", int(res.ExitCode)), attribute.Bool("timed_out", res.TimedOut),
 		attribute.Int("stdout_bytes", len(res.Stdout)), attribute.Int("stderr_bytes", len(res.Stderr)))
 	if x.oomKnown {

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/bundle"
 	"github.com/gomon-dev/gomon/monitor/internal/oom"
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	// container's spans at once: the kubelet may SIGKILL every process in
 	// the pod's cgroup a second or two after the last container stops.
 	OnContainerExit func(id string)
+	// Metrics makes the monitor record metrics for CollectMetrics
+	// (metrics.go); without it none are kept and recording costs nothing.
+	Metrics bool
 }
 
 // maxExited bounds how many exited containers are remembered for Wait.
@@ -69,6 +73,9 @@ type Monitor struct {
 	log    *slog.Logger
 	reaper *reaper
 	tracer trace.Tracer
+	// metrics are the monitor-level instruments; nil unless
+	// Config.Metrics.
+	metrics *monitorMetrics
 
 	// waiters holds one waitExit goroutine per running container.
 	waiters sync.WaitGroup
@@ -93,6 +100,9 @@ type Monitor struct {
 	containers map[string]*container // guarded by mu
 	exited     []*container          // guarded by mu
 	shutdown   bool                  // guarded by mu; no new work
+	// podIdentity is the pod's identity as the first container that
+	// named one had it (PodLabels).
+	podIdentity bundle.Identity // guarded by mu
 
 	pod    podServices   // the pause process and the fd socket
 	stream streamService // the streaming server (stream.go)
@@ -137,6 +147,9 @@ func New(cfg Config) (*Monitor, error) {
 	}
 	if m.cfg.FDs == nil {
 		m.cfg.FDs = &m.pod
+	}
+	if cfg.Metrics {
+		m.metrics = newMonitorMetrics()
 	}
 	return m, nil
 }

@@ -95,6 +95,7 @@ func (x execOOM) judge(ev exitEvent) (OOMKills, bool) {
 	k := splitOOMKills(after-x.before, 0, ev)
 	if k.Init > 0 {
 		x.c.execOOMKills.Add(1)
+		x.c.metrics.addOOM(oomOther, 1) // the container's, now: see waitExit
 	}
 	return k, true
 }

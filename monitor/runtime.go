@@ -122,13 +122,16 @@ func (m *Monitor) runRuntime(ctx context.Context, args []string) (err error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, devNull, errFile
 	c, err := m.reaper.start(cmd, false)
 	if err != nil {
+		m.metrics.runtimeFailed(verb(args))
 		return fmt.Errorf("spawn child process: %w", err)
 	}
 	ev, err := awaitChild(ctx, c)
 	if err != nil {
+		m.metrics.runtimeFailed(verb(args))
 		return err
 	}
 	if ev.code() != 0 {
+		m.metrics.runtimeFailed(verb(args))
 		return runtimeFailure(ev, readScratch(errFile))
 	}
 	return nil

@@ -42,6 +42,8 @@ type Server struct {
 	done      chan struct{}               // closed by Close
 
 	lim limitState
+	// metrics counts RPCs; nil unless EnableMetrics (set before Serve).
+	metrics *rpcMetrics
 
 	wg sync.WaitGroup // one per connection watcher
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -17,7 +18,16 @@ import (
 // writes a new file next to it (O_EXCL, so nothing existing is ever
 // truncated in place), fsyncs it and renames it over path. On failure the
 // temporary file is removed and path is left as it was.
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return WriteWith(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteWith is WriteFile with the content written by write, which streams
+// it into the temporary file (no copy of the whole content in memory).
+func WriteWith(path string, perm os.FileMode, write func(io.Writer) error) (err error) {
 	tmp := TempName(path)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, perm)
 	if err != nil {
@@ -29,7 +39,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 			_ = os.Remove(tmp)
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
+	if err = write(f); err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
 	if err = f.Chmod(perm); err != nil { // the umask may have taken bits

@@ -242,8 +242,12 @@ func (s *suite) startCRIO(t *testing.T) error {
 	if err != nil {
 		return err
 	}
-	// CRI-O's environment is the monitor's: the node's default log rate limit (ratelimit_test.go).
-	env := append(s.containersEnv(), e2eNodeRateLimit)
+	if err := os.MkdirAll(s.textfileDir(), 0o755); err != nil {
+		return fmt.Errorf("make metrics textfile dir: %w", err)
+	}
+	// CRI-O's environment is the monitor's: the node's default log rate
+	// limit (ratelimit_test.go) and the metrics textfile (metrics_test.go).
+	env := append(append(s.containersEnv(), e2eNodeRateLimit), s.metricsEnv()...)
 	cmd, err := startProcess(env, s.crioLog, s.crioBin, "--config", conf, "--config-dir", filepath.Join(s.dir, "crio.conf.d"),
 		"--log-level", "debug")
 	if err != nil {

@@ -90,6 +90,12 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 	ctrJSON := func(ctrName, script string) string {
 		return s.writeJSON(t, name+"-"+ctrName+".json", map[string]any{
 			"metadata": map[string]any{"name": ctrName},
+			// The labels the kubelet gives every container, which CRI-O
+			// copies into its bundle: gomon's metrics are labelled with them.
+			"labels": map[string]string{
+				"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "gomon-e2e",
+				"io.kubernetes.pod.uid": name + "-uid", "io.kubernetes.container.name": ctrName,
+			},
 			"image":    map[string]any{"image": image},
 			"command":  []string{"/bin/sh", "-c", script},
 			"log_path": ctrName + ".log",
@@ -167,6 +173,9 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 	if err != nil || out != "exec-out\n" {
 		t.Errorf("exec: stdout %q, error %v", out, err)
 	}
+	if handler == handlerGomon {
+		s.checkMetrics(t, name, ctr, len(wantOut), len(wantStderr))
+	}
 
 	// logs -f while the ticker writes; crictl ends when the ticker exits (code 7).
 	tick := s.crictl(t, col, "create (ticker)", "create", "--no-pull", pod, ticker, podJSON)
@@ -192,6 +201,7 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 		if err != nil {
 			t.Errorf("after rmp: %v (CRI-O sends SIGINT when the infra container is removed)", err)
 		}
+		s.checkTextfileGone(t, name)
 	}
 }
 

@@ -32,7 +32,7 @@ func main() {
 	flag.StringVar(&o.Prefix, "prefix", "", "output file prefix (default results, or quick with -quick)")
 	flag.StringVar(&o.WorkDir, "workdir", "", "parent of the scratch directory (default $TMPDIR)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the scratch directory")
-	flag.StringVar(&only, "only", "", "comma-separated measures to run: latency,exec,memory,logs,tracing,neighbour,ratecost")
+	flag.StringVar(&only, "only", "", "comma-separated measures to run: latency,exec,memory,logs,tracing,neighbour,ratecost,metrics")
 	verbose := flag.Bool("v", false, "log every sample")
 	flag.Parse()
 	if only != "" {

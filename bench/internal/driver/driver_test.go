@@ -161,3 +161,34 @@ func TestDriversLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// TestGomonExtraEnv: a pod started with ExtraEnv has the variables in its
+// daemon's environment (here: the metrics textfile appears, and goes with
+// the pod), and the harness's own environment is left as it was.
+func TestGomonExtraEnv(t *testing.T) {
+	env, _ := testEnv(t)
+	dir := t.TempDir()
+	g := &Gomon{Env: env, ExtraEnv: []string{"GOMON_METRICS_TEXTFILE_DIR=" + dir, "OTEL_METRIC_EXPORT_INTERVAL=200"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := g.NewPod(ctx, "p-extraenv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := os.LookupEnv("GOMON_METRICS_TEXTFILE_DIR"); ok {
+		t.Error("ExtraEnv left in the harness's environment")
+	}
+	var files []string
+	for deadline := time.Now().Add(30 * time.Second); len(files) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		files, _ = filepath.Glob(filepath.Join(dir, "gomon-*.prom"))
+	}
+	if len(files) != 1 {
+		t.Errorf("textfiles %v, want one: ExtraEnv did not reach the daemon", files)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "gomon-*.prom")); len(left) != 0 {
+		t.Errorf("textfiles %v left after Close", left)
+	}
+}

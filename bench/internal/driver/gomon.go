@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
@@ -25,7 +26,14 @@ type Gomon struct {
 	// TracingEndpoint, when set, starts the daemon with --enable-tracing
 	// --tracing-endpoint <it>.
 	TracingEndpoint string
+	// ExtraEnv ("K=V") is added to the daemon's environment, as variables
+	// set on CRI-O's service reach it (the client starts the daemon with
+	// this process's environment).
+	ExtraEnv []string
 }
+
+// envMu serialises the environment changes of NewPod with ExtraEnv.
+var envMu sync.Mutex
 
 var _ Driver = (*Gomon)(nil)
 
@@ -69,6 +77,22 @@ func (g *Gomon) NewPod(ctx context.Context, name string) (Pod, error) {
 	}
 	if g.TracingEndpoint != "" {
 		cfg.Tracing = &client.Tracing{Enabled: true, Endpoint: g.TracingEndpoint}
+	}
+	if len(g.ExtraEnv) > 0 {
+		envMu.Lock()
+		defer envMu.Unlock()
+		for _, kv := range g.ExtraEnv {
+			k, v, _ := strings.Cut(kv, "=")
+			old, had := os.LookupEnv(k)
+			_ = os.Setenv(k, v) // fails only for an invalid name
+			defer func() {
+				if had {
+					_ = os.Setenv(k, old)
+				} else {
+					_ = os.Unsetenv(k)
+				}
+			}()
+		}
 	}
 	start := time.Now()
 	cl, err := client.New(cfg)

@@ -153,6 +153,9 @@ func (r *Results) Doc(quick bool) report.Doc {
 	if r.RateCost != nil {
 		d.Sections = append(d.Sections, r.rateCostSection())
 	}
+	if r.Metrics != nil {
+		d.Sections = append(d.Sections, r.metricsSection())
+	}
 	return d
 }
 

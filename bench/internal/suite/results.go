@@ -39,6 +39,8 @@ type Results struct {
 	// RateCost: gomon's log throughput without and with a rate limit far
 	// above the load (ratecost.go).
 	RateCost *RateCostResult
+	// Metrics: gomon with tracing on, metrics off and on (the same shape).
+	Metrics *TracingResult
 }
 
 // StepDuration is how long one measure took.

@@ -105,7 +105,7 @@ type Config struct {
 	Loggen  string // static writer binary
 	Logger  *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing, neighbour, ratecost); empty means all.
+	// logs, tracing, neighbour, ratecost, metrics); empty means all.
 	Only map[string]bool
 	// Sources maps "gomon" and "conmon" to the binaries the private copies
 	// in Env were made from (for the report).
@@ -161,6 +161,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"tracing", h.tracing},
 		{"neighbour", h.neighbour},
 		{"ratecost", h.rateCost},
+		{"metrics", h.metrics},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {

@@ -232,6 +232,7 @@ func serve(opts Options, l net.Listener) error {
 	// log level (as conmon-rs does).
 	log = slog.New(exporter.LogHandler(log.Handler()))
 
+	mcfg := metricsFromEnv(opts.EnableTracing, os.LookupEnv)
 	mon, err := monitor.New(monitor.Config{
 		LogRateLimit:  logRateLimitFromEnv(os.Getenv, log),
 		Runtime:       opts.Runtime,
@@ -243,6 +244,7 @@ func serve(opts Options, l net.Listener) error {
 		// Export a container's spans as soon as it exits: the kubelet may
 		// SIGKILL the pod's processes, gomon included, soon after.
 		OnContainerExit: func(string) { tracing.FlushSoon() },
+		Metrics:         mcfg.on(),
 	})
 	if err != nil {
 		_ = l.Close()
@@ -250,6 +252,13 @@ func serve(opts Options, l net.Listener) error {
 	}
 
 	srv := rpc.NewServer(mon, opts.Version, log)
+	reader, err := startMetrics(mcfg, opts, mon, srv, log)
+	if err != nil {
+		_ = l.Close()
+		_ = mon.Shutdown(context.Background())
+		return fmt.Errorf("set up metrics: %w", err)
+	}
+	defer stopMetrics(reader, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 

@@ -1,0 +1,252 @@
+package interop
+
+// Metrics (README.md, "Metrics"): a daemon started with the metrics
+// variables in its environment, as CRI-O starts it, writes the textfile
+// for node_exporter and sends OTLP metrics to a real OTLP/HTTP receiver;
+// both carry the figures of what the test did. Built against both client
+// generations (go.mod and go.v073.mod).
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containers/conmon-rs/pkg/client"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// otlpReceiver is an OTLP/HTTP metrics endpoint that decodes what it gets.
+type otlpReceiver struct {
+	mu   sync.Mutex
+	last *colmetrics.ExportMetricsServiceRequest
+	n    int
+}
+
+func (r *otlpReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	var m colmetrics.ExportMetricsServiceRequest
+	if err == nil {
+		err = proto.Unmarshal(body, &m)
+	}
+	if err != nil || req.URL.Path != "/v1/metrics" {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	r.mu.Lock()
+	r.last, r.n = &m, r.n+1
+	r.mu.Unlock()
+	out, _ := proto.Marshal(&colmetrics.ExportMetricsServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(out)
+}
+
+// sumPoint returns the value of the Sum or the count of the Histogram
+// named name whose attributes include want.
+func (r *otlpReceiver) value(name string, want map[string]string) (float64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		return 0, false
+	}
+	match := func(kvs map[string]string) bool {
+		for k, v := range want {
+			if kvs[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	for _, rm := range r.last.ResourceMetrics {
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if m.Name != name {
+					continue
+				}
+				for _, dp := range m.GetSum().GetDataPoints() {
+					kvs := map[string]string{}
+					for _, kv := range dp.Attributes {
+						kvs[kv.Key] = kv.GetValue().GetStringValue()
+					}
+					if match(kvs) {
+						return float64(dp.GetAsInt()), true
+					}
+				}
+				for _, dp := range m.GetHistogram().GetDataPoints() {
+					kvs := map[string]string{}
+					for _, kv := range dp.Attributes {
+						kvs[kv.Key] = kv.GetValue().GetStringValue()
+					}
+					if match(kvs) {
+						return float64(dp.Count), true
+					}
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// textValue returns the counter value (or histogram count) of the series
+// of family name whose labels include want.
+func textValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.Metric {
+		got := map[string]string{}
+		for _, l := range m.Label {
+			got[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if got[k] != v {
+				continue next
+			}
+		}
+		if m.Histogram != nil {
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+		return m.GetCounter().GetValue() + m.GetGauge().GetValue(), true
+	}
+	return 0, false
+}
+
+// TestMetricsOutputs: log bytes equal what the container wrote, exec
+// counts and outcomes equal the execs the test ran (exit 0, exit 3, a
+// timeout), one create; in the textfile (parsed with the Prometheus text
+// parser) and over OTLP; the textfile is removed when the daemon stops.
+func TestMetricsOutputs(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	var recv otlpReceiver
+	srv := httptest.NewServer(&recv)
+	t.Cleanup(srv.Close)
+	textDir := t.TempDir()
+	// The client starts gomon with the test's environment, as CRI-O
+	// starts it with its own.
+	t.Setenv("GOMON_METRICS_TEXTFILE_DIR", textDir)
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", srv.URL+"/v1/metrics")
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+	s := startGomon(t, serverConfig(t, t.TempDir()))
+
+	const lines = 3000
+	wantBytes := 0
+	for i := 1; i <= lines; i++ {
+		wantBytes += len(strconv.Itoa(i)) + 1
+	}
+	uid := "6f1d2c3b-4a59-4e8d-9c7b-1a2b3c4d5e6f"
+	c := runningContainer(t, s, []string{"sh", "-c", "seq 1 " + strconv.Itoa(lines) + "; exec sleep 1000"}, func(spec map[string]any) {
+		spec["annotations"] = map[string]any{
+			"io.kubernetes.pod.name": "metrics-pod", "io.kubernetes.pod.namespace": "interop",
+			"io.kubernetes.pod.uid": uid, "io.kubernetes.container.name": "seq",
+		}
+	}, nil)
+	for _, e := range []struct {
+		cmd     []string
+		timeout uint64
+	}{{[]string{"true"}, 0}, {[]string{"sh", "-c", "exit 3"}, 0}, {[]string{"sleep", "10"}, 1}} {
+		execSync(t, s, &client.ExecSyncConfig{ID: c.id, Command: e.cmd, Timeout: e.timeout})
+	}
+
+	ident := map[string]string{"container_id": c.id, "k8s_pod_name": "metrics-pod", "k8s_namespace_name": "interop",
+		"k8s_pod_uid": uid, "k8s_container_name": "seq"}
+	with := func(kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range ident {
+			out[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	// The file is named after the pod's UID once the pod is known.
+	path := filepath.Join(textDir, "gomon-"+uid+".prom")
+	var fams map[string]*dto.MetricFamily
+	var text []byte
+	deadline := time.Now().Add(hangGuard)
+	for {
+		var err error
+		if text, err = os.ReadFile(path); err == nil {
+			p := expfmt.NewTextParser(model.LegacyValidation)
+			if fams, err = p.TextToMetricFamilies(bytes.NewReader(text)); err != nil {
+				t.Fatalf("textfile does not parse: %v\n%s", err, text)
+			}
+			n, _ := textValue(fams, "gomon_exec_sync_duration_seconds", with("outcome", "timeout"))
+			b, _ := textValue(fams, "gomon_log_bytes_total", with("stream", "stdout", "outcome", "written"))
+			if n == 1 && b == float64(wantBytes) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("textfile %s not complete within %v (%v):\n%s", path, hangGuard, err, text)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("textfile:\n%s", text)
+	for outcome, want := range map[string]float64{"exit_zero": 1, "exit_nonzero": 1, "timeout": 1} {
+		if got, _ := textValue(fams, "gomon_exec_sync_duration_seconds", with("outcome", outcome)); got != want {
+			t.Errorf("textfile: execs %s = %v, want %v", outcome, got, want)
+		}
+	}
+	if got, _ := textValue(fams, "gomon_container_create_duration_seconds", map[string]string{"outcome": "success", "k8s_pod_uid": uid}); got != 1 {
+		t.Errorf("textfile: creates = %v, want 1", got)
+	}
+	if got, _ := textValue(fams, "gomon_rpc_requests_total", map[string]string{"rpc_method": "exec_sync_container", "outcome": "ok"}); got != 3 {
+		t.Errorf("textfile: exec_sync_container RPCs = %v, want 3", got)
+	}
+	if rss, ok := textValue(fams, "gomon_process_memory_rss_bytes", map[string]string{"process_pid": strconv.Itoa(s.pid)}); !ok || rss < 1<<20 {
+		t.Errorf("textfile: daemon RSS %v (present %v)", rss, ok)
+	}
+
+	// OTLP: the same figures, with the OTel attribute names.
+	otel := map[string]string{"container.id": c.id, "k8s.pod.name": "metrics-pod", "k8s.namespace.name": "interop",
+		"k8s.pod.uid": uid, "k8s.container.name": "seq"}
+	withOTel := func(kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range otel {
+			out[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	for deadline := time.Now().Add(hangGuard); ; time.Sleep(100 * time.Millisecond) {
+		n, _ := recv.value("gomon.exec.sync.duration", withOTel("outcome", "timeout"))
+		if n == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got, _ := recv.value("gomon.log.bytes", withOTel("stream", "stdout", "outcome", "written")); got != float64(wantBytes) {
+		t.Errorf("OTLP: stdout bytes written = %v, want %d", got, wantBytes)
+	}
+	for outcome, want := range map[string]float64{"exit_zero": 1, "exit_nonzero": 1, "timeout": 1} {
+		if got, _ := recv.value("gomon.exec.sync.duration", withOTel("outcome", outcome)); got != want {
+			t.Errorf("OTLP: execs %s = %v, want %v", outcome, got, want)
+		}
+	}
+
+	s.stop(t)
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("textfile left after the daemon stopped: %v", err)
+	}
+	if entries, _ := os.ReadDir(textDir); len(entries) != 0 {
+		t.Errorf("textfile directory holds %d entries after the daemon stopped", len(entries))
+	}
+}
