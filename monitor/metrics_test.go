@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/metrics"
 	"github.com/gomon-dev/gomon/monitor/internal/bundle"
 	"github.com/gomon-dev/gomon/monitor/monitortest"
@@ -269,6 +270,87 @@ func TestMetricsOOMInit(t *testing.T) {
 				t.Errorf("unannotated container has %s=%q", l.GetName(), l.GetValue())
 			}
 		}
+	}
+}
+
+// runKept runs req's container to its exit and leaves it known (not
+// deleted): a deleted container's series are gone.
+func runKept(t *testing.T, m *Monitor, req CreateRequest) ExitStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := m.CreateContainer(ctx, req); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := m.Start(ctx, req.ID); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	st, err := m.Wait(ctx, req.ID)
+	if err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	return st
+}
+
+// TestMetricsOOMOther: a child OOM killed while the init exits 0 counts as
+// another process's kill, not the container's.
+func TestMetricsOOMOther(t *testing.T) {
+	m := newMetricsMonitor(t)
+	dir := monitortest.NewBundle(t, monitortest.BundleOptions{
+		Args: []string{"sh", "-c", "tail /dev/zero; exit 0"}, MemoryLimit: 8 << 20,
+	})
+	st := runKept(t, m, newPaths(t).request("oom-other", dir))
+	if st.Code != 0 || st.OOMKilled {
+		t.Fatalf("status %+v, want exit 0, not OOM killed", st)
+	}
+	fams := scrape(t, m)
+	for process, want := range map[string]float64{"init": 0, "other": 1} {
+		v, ok := value(fams, "gomon_container_oom_kills_total", map[string]string{"container_id": "oom-other", "process": process})
+		if !ok || v != want {
+			t.Errorf("%s OOM kills = %v (present %v), want %v", process, v, ok, want)
+		}
+	}
+}
+
+// TestMetricsRateLimitDrops: under a log rate limit the bytes written to
+// the log plus those dropped by the limit are exactly what the container
+// wrote.
+func TestMetricsRateLimitDrops(t *testing.T) {
+	m, err := New(Config{Runtime: monitortest.Runc(t), RuntimeRoot: t.TempDir(), Logger: testLogger(), Metrics: true,
+		LogRateLimit: ioloop.RateLimit{Rate: 1 << 20, Burst: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := m.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	data := numberedLines(16 << 20)
+	st := runKept(t, m, newPaths(t).request("limited", catBundle(t, data, nil)))
+	if st.Code != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	fams := scrape(t, m)
+	out := map[string]string{"container_id": "limited", "stream": "stdout"}
+	with := func(kv ...string) map[string]string {
+		w := map[string]string{}
+		for k, v := range out {
+			w[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			w[kv[i]] = kv[i+1]
+		}
+		return w
+	}
+	written, _ := value(fams, "gomon_log_bytes_total", with("outcome", "written"))
+	dropped, _ := value(fams, "gomon_log_bytes_total", with("outcome", "dropped", "reason", "rate_limit"))
+	records, _ := value(fams, "gomon_log_records_total", with("outcome", "dropped", "reason", "rate_limit"))
+	t.Logf("written %v, dropped by the limit %v bytes in %v records", written, dropped, records)
+	if dropped == 0 || records == 0 || written+dropped != float64(len(data)) {
+		t.Fatalf("written %v + dropped %v != %d bytes written by the container (or nothing dropped)", written, dropped, len(data))
 	}
 }
 
