@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -214,6 +217,27 @@ func TestProcessCollector(t *testing.T) {
 	}
 	if got["gomon.process.memory.rss"] < 1<<20 || got["gomon.process.goroutines"] < 1 || got["gomon.process.open_fds"] < 3 {
 		t.Errorf("process metrics %v", got)
+	}
+	// A recovered panic is counted under its kind.
+	func() {
+		defer contain.Recover(slog.New(slog.DiscardHandler), contain.Attach, nil)
+		panic("injected")
+	}()
+	b = NewBatch()
+	ProcessCollector(func() []Label { return nil })(b)
+	found := false
+	for _, f := range b.Families() {
+		if f.Desc != ProcessPanics {
+			continue
+		}
+		for _, p := range f.Points {
+			if len(p.Labels) == 1 && p.Labels[0].Value == "attach" {
+				found = p.Value == float64(contain.PanicsOf(contain.Attach)) && p.Value >= 1
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no gomon.process.panics{kind=attach} >= 1 series")
 	}
 }
 

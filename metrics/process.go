@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strconv"
 	"time"
+
+	"github.com/gomon-dev/gomon/internal/contain"
 )
 
 // The daemon's own metrics.
@@ -16,10 +18,15 @@ var (
 		Help: "Goroutines in the gomon process."}
 	ProcessOpenFDs = &Desc{Name: "gomon.process.open_fds", Unit: "{fd}", Kind: Gauge,
 		Help: "Open file descriptors of the gomon process."}
+	ProcessPanics = &Desc{Name: "gomon.process.panics", Unit: "{panic}", Kind: Counter,
+		Help: "Panics recovered in the gomon process, by the kind of work that panicked (it failed alone)."}
 )
 
-// ProcessCollector returns a Collector of the process's RSS, goroutines
-// and open fds, each with labels (which tell one pod's daemon from
+// processStart is the start of the process's cumulative series.
+var processStart = time.Now()
+
+// ProcessCollector returns a Collector of the process's RSS, goroutines,
+// open fds and recovered panics (internal/contain), each with labels (which tell one pod's daemon from
 // another's in a shared textfile directory). A value that cannot be read
 // is left out.
 func ProcessCollector(labels func() []Label) Collector {
@@ -31,6 +38,10 @@ func ProcessCollector(labels func() []Label) Collector {
 		b.Gauge(ProcessGoroutines, float64(runtime.NumGoroutine()), l...)
 		if n, ok := countFDs(); ok {
 			b.Gauge(ProcessOpenFDs, float64(n), l...)
+		}
+		for _, k := range contain.Kinds() {
+			b.Counter(ProcessPanics, contain.PanicsOf(k), processStart,
+				append(l[:len(l):len(l)], Label{Key: "kind", Value: k.String()})...)
 		}
 	}
 }
