@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Sink receives a container's output chunk by chunk, as read from the pipe
@@ -23,39 +24,70 @@ type Sink interface {
 	Close() error
 }
 
+// TimedSink is a Sink that records when a chunk was read. Log hands a
+// read loop's chunks to it with the time of their read (see order.go);
+// WriteChunk uses the time of the call.
+type TimedSink interface {
+	Sink
+	// WriteChunkAt is WriteChunk for a chunk read at t.
+	WriteChunkAt(s Stream, p []byte, t time.Time) error
+}
+
 // Log fans one container's output out to several sinks. It is safe for
 // concurrent use: the stdout and stderr read loops call WriteChunk while
 // ReopenLog calls Reopen. One mutex serialises every call, so a chunk's
 // records are never interleaved with another chunk's, and a Reopen falls
 // between two chunks: no byte is lost or written twice across a rotation.
+// The same mutex orders the container's reads (see order.go): ReadLoop
+// reads and hands each chunk on while holding it.
 type Log struct {
 	mu sync.Mutex
-	// sinks are only used with mu held.
+	// sinks are only used with mu held; timed[i] is sinks[i] as a
+	// TimedSink, or nil.
 	sinks []Sink
+	timed []TimedSink
 	// closed is set by Close, after which sinks are not used.
 	closed bool
+	// order is the state of the read loops' ordering, guarded by mu.
+	order readOrder
 }
 
 // NewLog returns a Log writing to sinks, in order. A Log without sinks
 // accepts and discards everything.
 func NewLog(sinks ...Sink) *Log {
-	return &Log{sinks: sinks}
+	timed := make([]TimedSink, len(sinks))
+	for i, s := range sinks {
+		timed[i], _ = s.(TimedSink) // nil: not timed
+	}
+	return &Log{sinks: sinks, timed: timed}
 }
 
-// WriteChunk hands p to every sink. A failing sink does not keep the chunk
-// from the others; the returned error joins the sinks' errors.
+// WriteChunk hands p to every sink, stamped with the current time. A
+// failing sink does not keep the chunk from the others; the returned
+// error joins the sinks' errors.
 func (l *Log) WriteChunk(s Stream, p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.writeChunkLocked(s, p, time.Now())
+}
+
+// writeChunkLocked is WriteChunk for a chunk read at t, with mu held.
+func (l *Log) writeChunkLocked(s Stream, p []byte, t time.Time) error {
 	if l.closed {
 		return fmt.Errorf("write log: %w", ErrClosed)
 	}
 	var errs []error
-	for _, sink := range l.sinks {
-		if err := sink.WriteChunk(s, p); err != nil {
+	for i, sink := range l.sinks {
+		var err error
+		if ts := l.timed[i]; ts != nil {
+			err = ts.WriteChunkAt(s, p, t)
+		} else {
+			err = sink.WriteChunk(s, p)
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -65,6 +65,13 @@ const maxUnread = 4 * pipeSize
 // on a quiet container holds no buffer; on a pipe it also asks for a
 // pipeSize (1 MiB) pipe buffer and batches the reads of a fast writer (see
 // batchDelay). Writers see each chunk only during their call.
+//
+// With a log, the container's loops share its lock (see order.go): a loop
+// reads (without blocking) and hands the chunk to log and tee while
+// holding it, so the log and the tee writers see the chunks of both
+// streams in the order they were read, each stamped with the time of its
+// read, and stdout's before stderr's when both pipes held data at once. A
+// tee writer that blocks therefore holds up the other stream too.
 func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Writer) (Stats, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -72,6 +79,7 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 	logger = logger.With("stream", s.String())
 	var st Stats
 	cr := newChunkReader(r)
+	cr.ordered(log, s)
 	// dests[0] is the Log, dests[1+i] is tee[i].
 	dests := make([]destState, 1+len(tee))
 	for {
@@ -85,7 +93,7 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 				st.Partials++
 			}
 			if log != nil {
-				werr := log.WriteChunk(s, p)
+				werr := log.writeChunkLocked(s, p, cr.at)
 				dests[0].record(logger, &st, "log", werr, uint64(n))
 			}
 			for i, w := range tee {
@@ -96,12 +104,14 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 				dests[1+i].record(logger, &st, teeName(i), werr, uint64(n-min(max(m, 0), n)))
 			}
 		}
+		cr.release()
 		if bp != nil {
 			putReadBuf(bp)
 		}
 		if err == nil {
 			continue
 		}
+		cr.unorder()
 		for i := range dests {
 			dests[i].finish(logger, destName(i))
 		}
@@ -172,6 +182,16 @@ type chunkReader struct {
 	// hot is set when the last read from the pipe brought at least
 	// batchMin bytes: see batchDelay.
 	hot bool
+
+	// log, when set, orders this loop's chunks with the other stream's
+	// (see order.go); s is this loop's stream.
+	log *Log
+	s   Stream
+	// locked is set while the current chunk holds log's lock: from its
+	// read until release.
+	locked bool
+	// at is when the current chunk was read.
+	at time.Time
 }
 
 // batchDelay and batchMin batch the reads of a container that writes
@@ -234,7 +254,9 @@ func growPipe(rc syscall.RawConn) bool {
 // read returns a pooled buffer holding n > 0 bytes (and possibly an error
 // that came with them), or a nil buffer and n == 0 with an error (io.EOF at
 // end of stream) or, from a misbehaving io.Reader, without one. The caller returns the buffer with
-// putReadBuf.
+// putReadBuf. For an ordered reader (see order.go) a chunk comes with
+// the Log's lock held, which the caller drops with release once it has
+// handed the chunk on; cr.at is the time of its read.
 func (cr *chunkReader) read() (*[]byte, int, error) {
 	if cr.rc != nil {
 		bp, n, err, ok := cr.rawRead()
@@ -250,10 +272,18 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 		// polled): use plain reads from now on; they block when they must
 		// and report a closed file as os.ErrClosed.
 		cr.rc = nil
+		cr.unorder() // such reads cannot hold the lock
 	}
 	bp := getReadBuf()
 	n, err := cr.r.Read(*bp)
 	if n > 0 {
+		// A read that may block cannot hold the lock: only the hand-off
+		// is ordered, stamped with the time of the read.
+		cr.stamp()
+		if cr.log != nil {
+			cr.log.mu.Lock()
+			cr.locked = true
+		}
 		return bp, n, err // the caller hands on the data before it looks at err
 	}
 	putReadBuf(bp)
@@ -261,18 +291,27 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 }
 
 // rawRead waits for readability without holding a buffer, then takes one
-// and reads. ok is false when the poller itself failed. When the pipe is
+// and reads (an ordered reader under its Log's lock: see order.go). ok is false when the poller itself failed. When the pipe is
 // empty and hot is set it clears hot and returns no buffer, no error and
 // ok, without waiting.
 func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 	var opErr error
 	werr := cr.rc.Read(func(fd uintptr) bool {
 		b := getReadBuf()
+		if cr.log != nil {
+			cr.lockRead()
+		}
 		for {
 			n, opErr = unix.Read(int(fd), *b)
 			if !errors.Is(opErr, unix.EINTR) {
 				break
 			}
+		}
+		if n > 0 {
+			cr.stamp()
+		}
+		if cr.log != nil {
+			cr.readDone(n)
 		}
 		if errors.Is(opErr, unix.EAGAIN) {
 			putReadBuf(b)
