@@ -71,7 +71,10 @@ const maxUnread = 4 * pipeSize
 // holding it, so the log and the tee writers see the chunks of both
 // streams in the order they were read, each stamped with the time of its
 // read, and stdout's before stderr's when both pipes held data at once. A
-// tee writer that blocks therefore holds up the other stream too.
+// tee writer that blocks therefore holds up the other stream too. The
+// order holds from the moment the stdout loop has begun: start it before
+// the container writes (the monitor starts its loops before the runtime's
+// create).
 func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Writer) (Stats, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
