@@ -50,6 +50,11 @@ type Log struct {
 	closed bool
 	// order is the state of the read loops' ordering, guarded by mu.
 	order readOrder
+	// maxLine is LogOptions.MaxLine; lines, indexed by Stream, hold the
+	// start of each stream's current line when maxLine > 0. Guarded by
+	// mu.
+	maxLine int
+	lines   [Stderr + 1]lineJoiner
 }
 
 // NewLog returns a Log writing to sinks, in order. A Log without sinks
@@ -79,6 +84,14 @@ func (l *Log) writeChunkLocked(s Stream, p []byte, t time.Time) error {
 	if l.closed {
 		return fmt.Errorf("write log: %w", ErrClosed)
 	}
+	if l.maxLine > 0 && s.valid() {
+		return l.joinLines(s, p, t)
+	}
+	return l.fanOut(s, p, t)
+}
+
+// fanOut hands p to every sink, with mu held.
+func (l *Log) fanOut(s Stream, p []byte, t time.Time) error {
 	var errs []error
 	for i, sink := range l.sinks {
 		var err error
@@ -117,16 +130,21 @@ func (l *Log) Reopen() error {
 	return nil
 }
 
-// Close closes every sink. It is idempotent; later writes fail with
-// ErrClosed.
+// Close writes what is held of a line (LogOptions.MaxLine) and closes
+// every sink. It is idempotent; later writes fail with ErrClosed.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil
 	}
-	l.closed = true
 	var errs []error
+	for _, s := range []Stream{Stdout, Stderr} {
+		if _, err := l.flushLineLocked(s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	l.closed = true
 	for _, sink := range l.sinks {
 		if err := sink.Close(); err != nil {
 			errs = append(errs, err)

@@ -20,7 +20,7 @@ type Stats struct {
 	Chunks uint64 // non-empty reads
 	Lines  uint64 // newline characters read (complete lines)
 	// Partials counts chunks that did not end with '\n', i.e. P records in
-	// the CRI log.
+	// the CRI log (fewer when the Log joins lines: LogOptions.MaxLine).
 	Partials uint64
 	// WriteErrors counts failed writes: one per chunk per failing
 	// destination (the Log, or one tee writer).
@@ -115,6 +115,12 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 			continue
 		}
 		cr.unorder()
+		if log != nil { // the end of a line that never came (LogOptions.MaxLine)
+			n, werr := log.flushLine(s)
+			if n > 0 {
+				dests[0].record(logger, &st, "log", werr, uint64(n))
+			}
+		}
 		for i := range dests {
 			dests[i].finish(logger, destName(i))
 		}

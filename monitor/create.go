@@ -86,7 +86,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	})
 
 	c.identity, c.settings = readBundle(req.BundlePath, logger)
-	l, err := openLog(req.LogDrivers, req.ID, logger)
+	l, err := openLog(req.LogDrivers, req.ID, ioloop.LogOptions{MaxLine: m.cfg.LogMaxLine}, logger)
 	if err != nil {
 		return 0, err
 	}
@@ -178,7 +178,7 @@ func (m *Monitor) reserve(c *container) error {
 // openLog opens every log driver now (CRI and JSON files are created and
 // truncated) and combines them. A missing journal is a warning, not an
 // error: the container runs without that sink.
-func openLog(drivers []LogDriver, id string, logger interface {
+func openLog(drivers []LogDriver, id string, opts ioloop.LogOptions, logger interface {
 	Warn(string, ...any)
 },
 ) (*ioloop.Log, error) {
@@ -220,7 +220,7 @@ func openLog(drivers []LogDriver, id string, logger interface {
 			return fail(fmt.Errorf("unknown log driver type %d: %w", d.Type, ErrInvalidArgument))
 		}
 	}
-	return ioloop.NewLog(sinks...), nil
+	return ioloop.NewLogWith(opts, sinks...), nil
 }
 
 // takeFDs takes the fds of slots out of the fd store.

@@ -47,6 +47,13 @@ type Config struct {
 	// container's spans at once: the kubelet may SIGKILL every process in
 	// the pod's cgroup a second or two after the last container stops.
 	OnContainerExit func(id string)
+	// LogMaxLine > 0 joins a line that the container wrote over several
+	// reads into one record of up to LogMaxLine bytes in its CRI and JSON
+	// logs (and one journald entry), cutting only longer lines; 0 writes
+	// each read's trailing piece as its own partial record, as conmon-rs
+	// does. It costs up to LogMaxLine bytes per stream of a container in
+	// the middle of a long line. See ioloop.LogOptions.MaxLine.
+	LogMaxLine int
 }
 
 // maxExited bounds how many exited containers are remembered for Wait.
