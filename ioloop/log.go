@@ -38,8 +38,8 @@ type TimedSink interface {
 // ReopenLog calls Reopen. One mutex serialises every call, so a chunk's
 // records are never interleaved with another chunk's, and a Reopen falls
 // between two chunks: no byte is lost or written twice across a rotation.
-// The same mutex orders the container's reads (see order.go): ReadLoop
-// reads and hands each chunk on while holding it.
+// The container's reads are ordered by another lock, taken before it (see
+// order.go).
 type Log struct {
 	mu sync.Mutex
 	// sinks are only used with mu held; timed[i] is sinks[i] as a
@@ -48,7 +48,7 @@ type Log struct {
 	timed []TimedSink
 	// closed is set by Close, after which sinks are not used.
 	closed bool
-	// order is the state of the read loops' ordering, guarded by mu.
+	// order is the read loops' ordering, with its own lock.
 	order readOrder
 	// maxLine is LogOptions.MaxLine; lines, indexed by Stream, hold the
 	// start of each stream's current line when maxLine > 0. Guarded by
@@ -74,13 +74,13 @@ func (l *Log) WriteChunk(s Stream, p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.writeChunkLocked(s, p, time.Now())
+	return l.writeChunkAt(s, p, time.Now())
 }
 
-// writeChunkLocked is WriteChunk for a chunk read at t, with mu held.
-func (l *Log) writeChunkLocked(s Stream, p []byte, t time.Time) error {
+// writeChunkAt is WriteChunk for a chunk read at t.
+func (l *Log) writeChunkAt(s Stream, p []byte, t time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.closed {
 		return fmt.Errorf("write log: %w", ErrClosed)
 	}

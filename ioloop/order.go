@@ -22,11 +22,14 @@ import (
 // read time alone would not help; the reads themselves must be ordered.
 //
 // So a container's reads are serialised through its Log: a loop takes the
-// Log's lock before its (non-blocking) read and keeps it until the chunk
-// has been handed to the log and to its tee writers (attach clients), so
-// the log and the attach clients see the chunks in the order they were
-// read, each stamped with the time of its read. No lock is held while a
-// loop waits for its pipe: the wait is the poller's, outside the lock.
+// Log's read lock (readOrder.mu) before its (non-blocking) read and keeps
+// it until the chunk has been handed to the log and to its tee writers
+// (attach clients), so the log and the attach clients see the chunks in
+// the order they were read, each stamped with the time of its read. No
+// lock is held while a loop waits for its pipe: the wait is the poller's,
+// outside the lock. The read lock is not the lock of the Log's sinks
+// (Log.mu, taken inside it for the log write): a ReopenLog waits for a
+// log write, as before, but not for a slow tee writer.
 //
 // When both pipes hold data at the moment of a read, there is no telling
 // which was written first. gomon then puts stdout first, as C conmon's
@@ -47,25 +50,27 @@ import (
 // when it goes on, after the stdout chunk, so the timestamps in the log
 // never go back.
 //
-// Cost: a single stream pays an uncontended lock per chunk (the Log's, which
-// it took already before), and the stderr loop one ioctl per chunk while
-// the stdout loop runs.
+// Cost: a single stream pays one more uncontended lock per chunk (the read
+// lock, besides the sinks' lock it took already before), and the stderr
+// loop one ioctl per chunk while the stdout loop runs.
 
-// readOrder is the Log's record of its stdout loop for the stderr loop's
-// check. All fields are guarded by Log.mu.
+// readOrder is the Log's read lock and its record of the stdout loop for
+// the stderr loop's check. Lock order: mu before Log.mu.
 type readOrder struct {
+	// mu is the read lock; it guards the fields below.
+	mu sync.Mutex
 	// stdout is the stdout loop's pipe while that loop reads under the
-	// Log's lock; nil otherwise (no loop, a loop that ended, or one that
+	// read lock; nil otherwise (no loop, a loop that ended, or one that
 	// cannot poll and so reads without the lock).
 	stdout syscall.RawConn
 	// held is set while the stderr loop holds a chunk back for the
 	// stdout loop's turn; stdoutDone once that turn is over.
 	held, stdoutDone bool
-	// cond signals changes of the fields above; its L is &Log.mu.
+	// cond signals changes of the fields above; its L is &mu.
 	cond sync.Cond
 }
 
-// ordered makes cr take l's lock around each chunk of stream s (see
+// ordered makes cr take l's read lock around each chunk of stream s (see
 // above): rawRead takes it before the read and release drops it after the
 // chunk was handed on. A nil l leaves cr unordered (exec sessions).
 func (cr *chunkReader) ordered(l *Log, s Stream) {
@@ -73,20 +78,20 @@ func (cr *chunkReader) ordered(l *Log, s Stream) {
 		return
 	}
 	cr.log, cr.s = l, s
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.order.cond.L = &l.mu
+	l.order.mu.Lock()
+	defer l.order.mu.Unlock()
+	l.order.cond.L = &l.order.mu
 	if s == Stdout && cr.rc != nil {
 		l.order.stdout = cr.rc
 	}
 }
 
-// lockRead takes cr's Log lock for a read (ordered readers only). The
+// lockRead takes cr's Log read lock for a read (ordered readers only). The
 // stdout loop waits there while a held stderr chunk goes before its next
 // read.
 func (cr *chunkReader) lockRead() {
 	l := cr.log
-	l.mu.Lock()
+	l.order.mu.Lock()
 	if cr.s != Stdout {
 		return
 	}
@@ -95,7 +100,7 @@ func (cr *chunkReader) lockRead() {
 	}
 }
 
-// readDone ends a read under the Log lock: it keeps the lock for a chunk
+// readDone ends a read under the read lock: it keeps the lock for a chunk
 // (n > 0) until release, and drops it otherwise. A stderr chunk read
 // while stdout's pipe holds data waits here for the stdout loop's turn.
 func (cr *chunkReader) readDone(n int) {
@@ -103,7 +108,7 @@ func (cr *chunkReader) readDone(n int) {
 	o := &l.order
 	if n <= 0 {
 		cr.stdoutTurnOver()
-		l.mu.Unlock()
+		o.mu.Unlock()
 		return
 	}
 	cr.locked = true // until release, after the hand-off
@@ -123,7 +128,7 @@ func (cr *chunkReader) readDone(n int) {
 }
 
 // stdoutTurnOver tells a stderr loop holding a chunk back that the
-// stdout loop has had its turn (with mu held).
+// stdout loop has had its turn (with the read lock held).
 func (cr *chunkReader) stdoutTurnOver() {
 	if o := &cr.log.order; cr.s == Stdout && o.held && !o.stdoutDone {
 		o.stdoutDone = true
@@ -131,12 +136,12 @@ func (cr *chunkReader) stdoutTurnOver() {
 	}
 }
 
-// release drops the Log lock taken for the current chunk, if any.
+// release drops the read lock taken for the current chunk, if any.
 func (cr *chunkReader) release() {
 	if cr.locked {
 		cr.locked = false
 		cr.stdoutTurnOver()
-		cr.log.mu.Unlock()
+		cr.log.order.mu.Unlock()
 	}
 }
 
@@ -147,11 +152,11 @@ func (cr *chunkReader) unorder() {
 	if cr.log == nil || cr.s != Stdout {
 		return
 	}
-	l := cr.log
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.order.stdout = nil
-	l.order.cond.Broadcast()
+	o := &cr.log.order
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.stdout = nil
+	o.cond.Broadcast()
 }
 
 // stamp records the time of the chunk just read.

@@ -118,9 +118,9 @@ func runLoops(t *testing.T, log *Log, write func(wo, we *os.File)) {
 	// ReadLoop): wait for it, as the monitor's container does not write
 	// before it is started.
 	for {
-		log.mu.Lock()
+		log.order.mu.Lock()
 		started := log.order.stdout != nil
-		log.mu.Unlock()
+		log.order.mu.Unlock()
 		if started {
 			break
 		}
@@ -223,4 +223,55 @@ func TestReadLoopOrderNoStarvation(t *testing.T) {
 		<-done
 		_, _ = wo.Close(), we.Close()
 	})
+}
+
+// blockingWriter blocks every Write until release is closed.
+type blockingWriter struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	select {
+	case w.entered <- struct{}{}:
+	default:
+	}
+	<-w.release
+	return len(p), nil
+}
+
+// TestReadLoopBlockedTeeReopen: a tee writer that blocks holds up the
+// container's reads (they are ordered), but not a ReopenLog, which waits
+// only for a log write.
+func TestReadLoopBlockedTeeReopen(t *testing.T) {
+	c, _ := openTestCRI(t, 0)
+	log := NewLog(c)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tee := &blockingWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = ReadLoop(r, Stdout, log, nil, tee)
+	}()
+	if _, err := w.WriteString("x\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-tee.entered
+	reopened := make(chan error, 1)
+	go func() { reopened <- log.Reopen() }()
+	select {
+	case err := <-reopened:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // hang guard
+		t.Fatal("Reopen waited for the blocked tee writer")
+	}
+	close(tee.release)
+	_ = w.Close()
+	<-done
+	_ = r.Close()
 }

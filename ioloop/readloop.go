@@ -66,7 +66,7 @@ const maxUnread = 4 * pipeSize
 // pipeSize (1 MiB) pipe buffer and batches the reads of a fast writer (see
 // batchDelay). Writers see each chunk only during their call.
 //
-// With a log, the container's loops share its lock (see order.go): a loop
+// With a log, the container's loops share its read lock (see order.go): a loop
 // reads (without blocking) and hands the chunk to log and tee while
 // holding it, so the log and the tee writers see the chunks of both
 // streams in the order they were read, each stamped with the time of its
@@ -96,7 +96,7 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 				st.Partials++
 			}
 			if log != nil {
-				werr := log.writeChunkLocked(s, p, cr.at)
+				werr := log.writeChunkAt(s, p, cr.at)
 				dests[0].record(logger, &st, "log", werr, uint64(n))
 			}
 			for i, w := range tee {
@@ -196,8 +196,8 @@ type chunkReader struct {
 	// (see order.go); s is this loop's stream.
 	log *Log
 	s   Stream
-	// locked is set while the current chunk holds log's lock: from its
-	// read until release.
+	// locked is set while the current chunk holds log's read lock: from
+	// its read until release.
 	locked bool
 	// at is when the current chunk was read.
 	at time.Time
@@ -264,7 +264,7 @@ func growPipe(rc syscall.RawConn) bool {
 // that came with them), or a nil buffer and n == 0 with an error (io.EOF at
 // end of stream) or, from a misbehaving io.Reader, without one. The caller returns the buffer with
 // putReadBuf. For an ordered reader (see order.go) a chunk comes with
-// the Log's lock held, which the caller drops with release once it has
+// the Log's read lock held, which the caller drops with release once it has
 // handed the chunk on; cr.at is the time of its read.
 func (cr *chunkReader) read() (*[]byte, int, error) {
 	if cr.rc != nil {
@@ -290,7 +290,7 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 		// is ordered, stamped with the time of the read.
 		cr.stamp()
 		if cr.log != nil {
-			cr.log.mu.Lock()
+			cr.log.order.mu.Lock()
 			cr.locked = true
 		}
 		return bp, n, err // the caller hands on the data before it looks at err
@@ -300,7 +300,7 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 }
 
 // rawRead waits for readability without holding a buffer, then takes one
-// and reads (an ordered reader under its Log's lock: see order.go). ok is false when the poller itself failed. When the pipe is
+// and reads (an ordered reader under its Log's read lock: see order.go). ok is false when the poller itself failed. When the pipe is
 // empty and hot is set it clears hot and returns no buffer, no error and
 // ok, without waiting.
 func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
