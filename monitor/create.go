@@ -86,7 +86,8 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (uint3
 	})
 
 	c.identity, c.settings = readBundle(req.BundlePath, logger)
-	l, err := openLog(req.LogDrivers, req.ID, ioloop.LogOptions{MaxLine: m.cfg.LogMaxLine}, logger)
+	l, err := openLog(req.LogDrivers, journalFields(req.ID, c.identity, c.settings),
+		ioloop.LogOptions{MaxLine: m.cfg.LogMaxLine}, logger)
 	if err != nil {
 		return 0, err
 	}
@@ -175,10 +176,28 @@ func (m *Monitor) reserve(c *container) error {
 	return nil
 }
 
+// logTagSetting is the container setting (annotation io.gomon.log.tag)
+// whose value becomes its journal entries' CONTAINER_TAG and
+// SYSLOG_IDENTIFIER.
+const logTagSetting = "log.tag"
+
+// journalFields are the fields of the container's journal entries: its
+// ID, its and its pod's Kubernetes names, its tag.
+func journalFields(id string, who bundle.Identity, settings map[string]string) ioloop.JournalFields {
+	return ioloop.JournalFields{
+		ContainerID:   id,
+		ContainerName: who.ContainerName,
+		Tag:           settings[logTagSetting],
+		PodName:       who.PodName,
+		PodNamespace:  who.PodNamespace,
+		PodUID:        who.PodUID,
+	}
+}
+
 // openLog opens every log driver now (CRI and JSON files are created and
 // truncated) and combines them. A missing journal is a warning, not an
 // error: the container runs without that sink.
-func openLog(drivers []LogDriver, id string, opts ioloop.LogOptions, logger interface {
+func openLog(drivers []LogDriver, jf ioloop.JournalFields, opts ioloop.LogOptions, logger interface {
 	Warn(string, ...any)
 },
 ) (*ioloop.Log, error) {
@@ -207,7 +226,7 @@ func openLog(drivers []LogDriver, id string, opts ioloop.LogOptions, logger inte
 			}
 			sinks = append(sinks, s)
 		case LogJournald:
-			s, err := ioloop.NewJournald(id)
+			s, err := ioloop.NewJournaldWith(jf)
 			if errors.Is(err, ioloop.ErrNoJournal) {
 				logger.Warn("journald log driver skipped", "error", err)
 				continue
