@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,5 +157,36 @@ func TestLogOrderStalledDisk(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	checkPairOrder(t, "container", c.logPath)
+	s.stop(t)
+}
+
+// TestLogMaxLineFromEnv: GOMON_LOG_MAX_LINE in the environment gomon
+// inherits from its client (CRI-O's) joins a 1 MiB line that the
+// container writes in small pieces into 64 KiB records: 15 P and one F.
+func TestLogMaxLineFromEnv(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	t.Setenv("GOMON_LOG_MAX_LINE", "64KiB")
+	s := startGomon(t, serverConfig(t, runcPath(t)))
+	c := running(t, s, nil, "sh", "-c", `head -c 1048576 /dev/zero | tr '\0' a; echo`)
+	if code := c.exitCode(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	recs, err := readCRILog(c.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags string
+	total := 0
+	for _, r := range recs {
+		tags += r.tag
+		if len(r.content) != 64<<10 || strings.Trim(r.content, "a") != "" {
+			t.Errorf("record of %d bytes, want 64 KiB of the line", len(r.content))
+		}
+		total += len(r.content)
+	}
+	if tags != strings.Repeat("P", 15)+"F" || total != 1<<20 {
+		t.Errorf("records %s with %d bytes, want 15 P and one F with 1 MiB", tags, total)
+	}
 	s.stop(t)
 }
