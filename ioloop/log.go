@@ -64,7 +64,9 @@ func NewLog(sinks ...Sink) *Log {
 	for i, s := range sinks {
 		timed[i], _ = s.(TimedSink) // nil: not timed
 	}
-	return &Log{sinks: sinks, timed: timed}
+	l := &Log{sinks: sinks, timed: timed}
+	l.order.cond.L = &l.order.mu
+	return l
 }
 
 // WriteChunk hands p to every sink, stamped with the current time. A

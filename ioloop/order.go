@@ -66,7 +66,8 @@ type readOrder struct {
 	// held is set while the stderr loop holds a chunk back for the
 	// stdout loop's turn; stdoutDone once that turn is over.
 	held, stdoutDone bool
-	// cond signals changes of the fields above; its L is &mu.
+	// cond signals changes of the fields above; its L is &mu (set by
+	// NewLog).
 	cond sync.Cond
 }
 
@@ -80,7 +81,6 @@ func (cr *chunkReader) ordered(l *Log, s Stream) {
 	cr.log, cr.s = l, s
 	l.order.mu.Lock()
 	defer l.order.mu.Unlock()
-	l.order.cond.L = &l.order.mu
 	if s == Stdout && cr.rc != nil {
 		l.order.stdout = cr.rc
 	}
