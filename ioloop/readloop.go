@@ -66,8 +66,8 @@ const maxUnread = 4 * pipeSize
 // pipeSize (1 MiB) pipe buffer and batches the reads of a fast writer (see
 // batchDelay). Writers see each chunk only during their call.
 //
-// With a log, the container's loops share its read lock (see order.go): a loop
-// reads (without blocking) and hands the chunk to log and tee while
+// With a log, the container's loops share its read lock (see order.go): a
+// loop reads (without blocking) and hands the chunk to log and tee while
 // holding it, so the log and the tee writers see the chunks of both
 // streams in the order they were read, each stamped with the time of its
 // read, and stdout's before stderr's when both pipes held data at once. A
@@ -300,9 +300,10 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 }
 
 // rawRead waits for readability without holding a buffer, then takes one
-// and reads (an ordered reader under its Log's read lock: see order.go). ok is false when the poller itself failed. When the pipe is
-// empty and hot is set it clears hot and returns no buffer, no error and
-// ok, without waiting.
+// and reads (an ordered reader under its Log's read lock: see order.go).
+// ok is false when the poller itself failed. When the pipe is empty and
+// hot is set it clears hot and returns no buffer, no error and ok, without
+// waiting.
 func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 	var opErr error
 	werr := cr.rc.Read(func(fd uintptr) bool {
