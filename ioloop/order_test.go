@@ -3,6 +3,7 @@ package ioloop
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -88,9 +89,24 @@ func pairInversions(t *testing.T, lines []string, pairs int) int {
 	return n
 }
 
-// runLoops runs a stdout and a stderr ReadLoop into log until both pipes
-// reach EOF; write gets the pipes' write ends (and must close them).
-func runLoops(t *testing.T, log *Log, write func(wo, we *os.File)) {
+// teeRecorder is one tee writer shared by both loops, like an attach
+// client: it records the lines in the order it got them.
+type teeRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (w *teeRecorder) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lines = append(w.lines, strings.Split(strings.TrimSuffix(string(p), "\n"), "\n")...)
+	return len(p), nil
+}
+
+// runLoops runs a stdout and a stderr ReadLoop into log (and tee, if not
+// nil) until both pipes reach EOF; write gets the pipes' write ends (and
+// must close them).
+func runLoops(t *testing.T, log *Log, write func(wo, we *os.File), tee ...io.Writer) {
 	t.Helper()
 	ro, wo, err := os.Pipe()
 	if err != nil {
@@ -109,7 +125,7 @@ func runLoops(t *testing.T, log *Log, write func(wo, we *os.File)) {
 		go func() {
 			defer wg.Done()
 			defer func() { _ = l.r.Close() }()
-			if _, err := ReadLoop(l.r, l.s, log, nil); err != nil {
+			if _, err := ReadLoop(l.r, l.s, log, nil, tee...); err != nil {
 				t.Errorf("%s loop: %v", l.s, err)
 			}
 		}()
@@ -131,8 +147,10 @@ func runLoops(t *testing.T, log *Log, write func(wo, we *os.File)) {
 }
 
 // TestReadLoopOrderSlowSink: a process writing "out N" to stdout and then
-// "err N" to stderr (busybox sh, one write each) gets its pairs in order
-// and its read times never go back, also when every log write is slow.
+// "err N" to stderr (busybox sh, one write each) gets its pairs in order,
+// in the log and for a tee writer shared by both streams (as an attach
+// client is), and its read times never go back, also when every log write
+// is slow.
 func TestReadLoopOrderSlowSink(t *testing.T) {
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("needs /bin/busybox")
@@ -143,6 +161,7 @@ func TestReadLoopOrderSlowSink(t *testing.T) {
 		t.Run(fmt.Sprintf("delay=%v", delay), func(t *testing.T) {
 			for range 5 {
 				sink := &timedSink{delay: delay}
+				tee := &teeRecorder{}
 				runLoops(t, NewLog(sink), func(wo, we *os.File) {
 					cmd := exec.Command("/bin/busybox", "sh", "-c", script)
 					cmd.Stdout, cmd.Stderr = wo, we
@@ -151,10 +170,13 @@ func TestReadLoopOrderSlowSink(t *testing.T) {
 					if err != nil {
 						t.Error(err)
 					}
-				})
+				}, tee)
 				lines, mono := sink.lines()
 				if n := pairInversions(t, lines, pairs); n != 0 {
-					t.Errorf("%d of %d pairs inverted", n, pairs)
+					t.Errorf("%d of %d pairs inverted in the log", n, pairs)
+				}
+				if n := pairInversions(t, tee.lines, pairs); n != 0 {
+					t.Errorf("%d of %d pairs inverted for the tee writer (an attach client)", n, pairs)
 				}
 				if !mono {
 					t.Error("a chunk's read time is older than the one before")
