@@ -2,6 +2,7 @@ package ioloop
 
 import (
 	"bytes"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,10 +29,14 @@ func NewLogWith(opts LogOptions, sinks ...Sink) *Log {
 }
 
 // lineJoiner holds the start of a stream's current line while its end has
-// not been read (LogOptions.MaxLine). Guarded by Log.mu.
+// not been read (LogOptions.MaxLine). Guarded by Log.mu, but holding.
 type lineJoiner struct {
 	// buf holds at most maxLine bytes, never a '\n'.
 	buf []byte
+	// holding is len(buf) > 0, readable without Log.mu: a loop ending
+	// with nothing held does not wait for the lock (a log write of the
+	// other stream may be stuck).
+	holding atomic.Bool
 }
 
 // keepJoinBuf is the largest buffer a lineJoiner keeps once its line was
@@ -44,6 +49,7 @@ const keepJoinBuf = 64 << 10
 // mu held and maxLine > 0.
 func (l *Log) joinLines(s Stream, p []byte, t time.Time) error {
 	j := &l.lines[s]
+	defer func() { j.holding.Store(len(j.buf) > 0) }()
 	var errs error
 	emit := func(b []byte) {
 		if err := l.fanOut(s, b, t); err != nil && errs == nil {
@@ -107,6 +113,9 @@ func (j *lineJoiner) reset() {
 // flushLine writes what is held of s's current line as a partial record
 // (the stream ended without its '\n') and returns its size.
 func (l *Log) flushLine(s Stream) (int, error) {
+	if l.maxLine == 0 || !l.lines[s].holding.Load() {
+		return 0, nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.flushLineLocked(s)
@@ -120,5 +129,6 @@ func (l *Log) flushLineLocked(s Stream) (int, error) {
 	}
 	err := l.fanOut(s, j.buf, time.Now())
 	j.reset()
+	j.holding.Store(false)
 	return n, err
 }

@@ -2,6 +2,7 @@ package ioloop
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,6 +51,15 @@ import (
 // when it goes on, after the stdout chunk, so the timestamps in the log
 // never go back.
 //
+// A loop finding the read lock busy waits for it only if its pipe holds
+// data: an empty pipe is waited for outside the lock, and an EOF is read
+// without it, so one stream's stuck log write (a frozen log disk) never
+// hides the other stream's end from the drain policy
+// (monitor/container.go), which would take it for a pipe held open by a
+// leftover process. Data that arrives at a pipe just then, or after its
+// EOF was seen (a new writer), is handed on under the lock taken after the
+// read, with the same stdout check; only its read is not ordered.
+//
 // Cost: a single stream pays one more uncontended lock per chunk (the read
 // lock, besides the sinks' lock it took already before), and the stderr
 // loop one ioctl per chunk while the stdout loop runs.
@@ -57,18 +67,26 @@ import (
 // readOrder is the Log's read lock and its record of the stdout loop for
 // the stderr loop's check. Lock order: mu before Log.mu.
 type readOrder struct {
-	// mu is the read lock; it guards the fields below.
+	// mu is the read lock; it guards the fields below but stdoutEnded.
 	mu sync.Mutex
-	// stdout is the stdout loop's pipe while that loop reads under the
-	// read lock; nil otherwise (no loop, a loop that ended, or one that
-	// cannot poll and so reads without the lock).
+	// stdout is the stdout loop's pipe once that loop reads under the
+	// read lock; nil before (or for a loop that cannot poll).
 	stdout syscall.RawConn
+	// stdoutEnded is set, without mu, when the stdout loop ended or
+	// stopped reading under the lock (see unorder).
+	stdoutEnded atomic.Bool
 	// held is set while the stderr loop holds a chunk back for the
 	// stdout loop's turn; stdoutDone once that turn is over.
 	held, stdoutDone bool
 	// cond signals changes of the fields above; its L is &mu (set by
 	// NewLog).
 	cond sync.Cond
+}
+
+// stdoutRunning reports whether a stdout loop reads under the lock (with
+// mu held).
+func (o *readOrder) stdoutRunning() bool {
+	return o.stdout != nil && !o.stdoutEnded.Load()
 }
 
 // ordered makes cr take l's read lock around each chunk of stream s (see
@@ -86,16 +104,51 @@ func (cr *chunkReader) ordered(l *Log, s Stream) {
 	}
 }
 
-// lockRead takes cr's Log read lock for a read (ordered readers only). The
-// stdout loop waits there while a held stderr chunk goes before its next
-// read.
-func (cr *chunkReader) lockRead() {
-	l := cr.log
-	l.order.mu.Lock()
+// readLock is how lockRead lets a read go on.
+type readLock uint8
+
+const (
+	readLocked   readLock = iota // under the read lock
+	readWait                     // lock busy, pipe empty: wait for it outside the lock
+	readUnlocked                 // lock busy, pipe at EOF: read the EOF without it
+)
+
+// lockRead takes cr's Log read lock for a read of fd (ordered readers
+// only). When the lock is busy (the other stream hands a chunk on, maybe
+// into a log write that is stuck), it waits for it only if fd holds data
+// to order: an empty pipe is waited for outside the lock (readWait), and
+// a pipe at EOF is read without it (readUnlocked), so a stuck write on one
+// stream does not hide the other stream's end from the drain policy
+// (monitor/container.go).
+func (cr *chunkReader) lockRead(fd uintptr) readLock {
+	o := &cr.log.order
+	if !o.mu.TryLock() {
+		switch pipeState(fd) {
+		case fdEmpty:
+			return readWait
+		case fdEOF:
+			return readUnlocked
+		}
+		o.mu.Lock()
+	}
+	cr.acquired()
+	return readLocked
+}
+
+// lockAfterRead takes the read lock for a chunk read without it (data
+// after an EOF was seen: a writer reappeared).
+func (cr *chunkReader) lockAfterRead() {
+	cr.log.order.mu.Lock()
+	cr.acquired()
+}
+
+// acquired runs with the read lock just taken: the stdout loop waits
+// while a held stderr chunk goes before its next read.
+func (cr *chunkReader) acquired() {
 	if cr.s != Stdout {
 		return
 	}
-	for o := &l.order; o.held && o.stdoutDone; {
+	for o := &cr.log.order; o.held && o.stdoutDone; {
 		o.cond.Wait()
 	}
 }
@@ -104,19 +157,18 @@ func (cr *chunkReader) lockRead() {
 // (n > 0) until release, and drops it otherwise. A stderr chunk read
 // while stdout's pipe holds data waits here for the stdout loop's turn.
 func (cr *chunkReader) readDone(n int) {
-	l := cr.log
-	o := &l.order
+	o := &cr.log.order
 	if n <= 0 {
 		cr.stdoutTurnOver()
 		o.mu.Unlock()
 		return
 	}
 	cr.locked = true // until release, after the hand-off
-	if cr.s != Stderr || o.stdout == nil || !pipeHasData(o.stdout) {
+	if cr.s != Stderr || !o.stdoutRunning() || !pipeHasData(o.stdout) {
 		return
 	}
 	o.held, o.stdoutDone = true, false
-	for o.held && !o.stdoutDone && o.stdout != nil {
+	for o.held && !o.stdoutDone && !o.stdoutEnded.Load() {
 		o.cond.Wait()
 	}
 	o.held = false
@@ -147,20 +199,65 @@ func (cr *chunkReader) release() {
 
 // unorder takes the stdout loop out of the stderr loop's check, waking a
 // stderr loop waiting for it: when the loop ends, or when it falls back
-// to reads that block (without the lock).
+// to reads that block (without the lock). It does not wait for the read
+// lock, which a stuck log write of the other stream may hold: a waiting
+// stderr loop holds no lock, so the wake-up can wait for it elsewhere.
 func (cr *chunkReader) unorder() {
 	if cr.log == nil || cr.s != Stdout {
 		return
 	}
 	o := &cr.log.order
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.stdout = nil
-	o.cond.Broadcast()
+	if o.stdoutEnded.Swap(true) {
+		return
+	}
+	wake := func() {
+		o.cond.Broadcast()
+		o.mu.Unlock()
+	}
+	if o.mu.TryLock() {
+		wake()
+		return
+	}
+	// Taking the lock orders the wake-up after a stderr loop's check of
+	// stdoutEnded: it cannot be lost. This goroutine ends with the
+	// holder's chunk.
+	go func() {
+		o.mu.Lock()
+		wake()
+	}()
 }
 
 // stamp records the time of the chunk just read.
 func (cr *chunkReader) stamp() { cr.at = time.Now() }
+
+// fdState is what a pipe (or pty, or socket) holds for its reader.
+type fdState uint8
+
+const (
+	fdData  fdState = iota // bytes to read, or unknown
+	fdEmpty                // nothing now, a writer is left
+	fdEOF                  // nothing, and no writer left
+)
+
+// pipeState tells whether fd has data, is empty, or is at EOF, without
+// reading. Unknown counts as data: the caller then waits for the lock.
+func pipeState(fd uintptr) fdState {
+	n, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
+	if err != nil || n > 0 {
+		return fdData
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(pfd, 0); err != nil {
+		return fdData
+	}
+	if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 && pfd[0].Revents&unix.POLLIN == 0 {
+		return fdEOF
+	}
+	if pfd[0].Revents&unix.POLLIN != 0 {
+		return fdData // arrived since the ioctl
+	}
+	return fdEmpty
+}
 
 // pipeHasData reports whether the pipe behind rc holds unread bytes. An
 // fd that is closed or does not answer counts as empty.

@@ -297,3 +297,59 @@ func TestReadLoopBlockedTeeReopen(t *testing.T) {
 	<-done
 	_ = r.Close()
 }
+
+// stuckSink blocks the writes of stdout chunks until release is closed.
+type stuckSink struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (k *stuckSink) WriteChunk(s Stream, _ []byte) error {
+	if s == Stdout {
+		select {
+		case k.entered <- struct{}{}:
+		default:
+		}
+		<-k.release
+	}
+	return nil
+}
+func (k *stuckSink) Reopen() error { return nil }
+func (k *stuckSink) Close() error  { return nil }
+
+// TestReadLoopOrderStuckWriteEOF: while stdout's log write is stuck (a
+// frozen log disk), the stderr loop still sees its EOF and ends, with and
+// without MaxLine, so the drain policy does not take stderr for a stream
+// held open by a leftover process.
+func TestReadLoopOrderStuckWriteEOF(t *testing.T) {
+	for _, maxLine := range []int{0, 4096} {
+		sink := &stuckSink{entered: make(chan struct{}, 1), release: make(chan struct{})}
+		log := NewLogWith(LogOptions{MaxLine: maxLine}, sink)
+		ro, wo, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		re, we, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		outDone, errDone := make(chan struct{}), make(chan struct{})
+		go func() { defer close(outDone); _, _ = ReadLoop(ro, Stdout, log, nil) }()
+		go func() { defer close(errDone); _, _ = ReadLoop(re, Stderr, log, nil) }()
+		if _, err := wo.WriteString("stuck\n"); err != nil {
+			t.Fatal(err)
+		}
+		<-sink.entered
+		_ = we.Close()
+		select {
+		case <-errDone:
+		case <-time.After(time.Minute): // hang guard
+			t.Errorf("maxLine %d: the stderr loop did not see its EOF while stdout's write was stuck", maxLine)
+		}
+		close(sink.release)
+		_ = wo.Close()
+		<-outDone
+		<-errDone
+		_, _ = ro.Close(), re.Close()
+	}
+}

@@ -308,19 +308,28 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 	var opErr error
 	werr := cr.rc.Read(func(fd uintptr) bool {
 		b := getReadBuf()
+		lk := readUnlocked
 		if cr.log != nil {
-			cr.lockRead()
+			lk = cr.lockRead(fd)
 		}
-		for {
-			n, opErr = unix.Read(int(fd), *b)
-			if !errors.Is(opErr, unix.EINTR) {
-				break
+		if lk == readWait {
+			n, opErr = -1, unix.EAGAIN // as if empty: wait outside the lock
+		} else {
+			for {
+				n, opErr = unix.Read(int(fd), *b)
+				if !errors.Is(opErr, unix.EINTR) {
+					break
+				}
 			}
 		}
 		if n > 0 {
 			cr.stamp()
 		}
-		if cr.log != nil {
+		if cr.log != nil && lk == readUnlocked && n > 0 {
+			cr.lockAfterRead()
+			lk = readLocked
+		}
+		if cr.log != nil && lk == readLocked {
 			cr.readDone(n)
 		}
 		if errors.Is(opErr, unix.EAGAIN) {
