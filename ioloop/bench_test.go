@@ -101,3 +101,81 @@ func benchReadLoopPipe(b *testing.B, lim RateLimit, cnt *Counters) {
 		b.Fatalf("counted %d bytes written, read %d", cnt.WrittenBytes.Load(), st.Bytes)
 	}
 }
+
+// BenchmarkReadLoopPipeSmallWrites: a writer producing one 100-byte line
+// per write(2), so most reads bring one line: the per-chunk cost (locks,
+// timestamp, syscalls) dominates.
+func BenchmarkReadLoopPipeSmallWrites(b *testing.B) {
+	line := append(bytes.Repeat([]byte("x"), 99), '\n')
+	c, err := OpenCRILog(filepath.Join(b.TempDir(), "ctr.log"), 256<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := NewLog(c)
+	defer func() { _ = log.Close() }()
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(line)))
+	b.ResetTimer()
+	go func() {
+		defer func() { _ = w.Close() }()
+		for range b.N {
+			if _, err := w.Write(line); err != nil {
+				return
+			}
+		}
+	}()
+	st, err := ReadLoop(r, Stdout, log, nil)
+	_ = r.Close()
+	if err != nil || st.Bytes != uint64(b.N*len(line)) {
+		b.Fatalf("%v, %+v", err, st)
+	}
+}
+
+// BenchmarkReadLoopPipeStderrCRI100B: 100-byte lines flooding stderr while
+// the container's stdout loop runs idle beside it, the case where the
+// stderr loop checks stdout's pipe before every hand-off.
+func BenchmarkReadLoopPipeStderrCRI100B(b *testing.B) {
+	line := append(bytes.Repeat([]byte("x"), 99), '\n')
+	p := bytes.Repeat(line, readBufSize/100)
+	c, err := OpenCRILog(filepath.Join(b.TempDir(), "ctr.log"), 256<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := NewLog(c)
+	defer func() { _ = log.Close() }()
+	ro, wo, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	idle := make(chan struct{})
+	go func() {
+		defer close(idle)
+		_, _ = ReadLoop(ro, Stdout, log, nil)
+	}()
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(p)))
+	b.ResetTimer()
+	go func() {
+		defer func() { _ = w.Close() }()
+		for range b.N {
+			if _, err := w.Write(p); err != nil {
+				return
+			}
+		}
+	}()
+	st, err := ReadLoop(r, Stderr, log, nil)
+	b.StopTimer()
+	_ = r.Close()
+	_ = wo.Close()
+	<-idle
+	_ = ro.Close()
+	if err != nil || st.Bytes != uint64(b.N*len(p)) {
+		b.Fatalf("%v, %+v", err, st)
+	}
+}

@@ -34,7 +34,7 @@ type CRILog struct {
 	now func() time.Time
 }
 
-var _ Sink = (*CRILog)(nil)
+var _ TimedSink = (*CRILog)(nil)
 
 // criOverhead is the length of " stdout " plus "F " around the timestamp and
 // the content; conmon-rs charges it (with the timestamp) for every record.
@@ -53,17 +53,24 @@ func OpenCRILog(path string, maxSize uint64) (*CRILog, error) {
 	return &CRILog{file: f, maxSize: maxSize, ts: make([]byte, 0, 40), now: time.Now}, nil
 }
 
-// WriteChunk writes the records of one chunk, normally with one write(2).
-// All records of a chunk share one timestamp, taken when WriteChunk starts.
-//
-// The timestamp is cached per chunk rather than for up to 100 ms as in
-// conmon-rs: a chunk is one read(2) of the container stream, so formatting
-// once per chunk already costs a fraction of the read and write syscalls,
-// and a later chunk never carries an older, stale time. Under Log the
-// timestamp is taken while holding Log's lock, so records of stdout and
-// stderr appear in the file in the order of their timestamps (as far as the
-// wall clock is monotonic).
+// WriteChunk writes the records of one chunk, stamped with the current
+// time: WriteChunkAt(s, p, now).
 func (c *CRILog) WriteChunk(s Stream, p []byte) error {
+	return c.WriteChunkAt(s, p, c.now())
+}
+
+// WriteChunkAt writes the records of one chunk, normally with one
+// write(2). All records of a chunk share one timestamp, t: the time the
+// chunk was read.
+//
+// The timestamp is formatted per chunk rather than cached for up to 100
+// ms as in conmon-rs: a chunk is one read(2) of the container stream, so
+// formatting once per chunk already costs a fraction of the read and write
+// syscalls, and a later chunk never carries an older, stale time. ReadLoop
+// reads and writes a container's chunks under Log's lock (see order.go),
+// so records of stdout and stderr appear in the file in the order of their
+// timestamps (as far as the wall clock is monotonic).
+func (c *CRILog) WriteChunkAt(s Stream, p []byte, t time.Time) error {
 	if c.file.f == nil {
 		return fmt.Errorf("write cri log: %w", ErrClosed)
 	}
@@ -73,7 +80,7 @@ func (c *CRILog) WriteChunk(s Stream, p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	c.ts = c.now().UTC().AppendFormat(c.ts[:0], time.RFC3339Nano)
+	c.ts = t.UTC().AppendFormat(c.ts[:0], time.RFC3339Nano)
 	tag := " stdout "
 	if s == Stderr {
 		tag = " stderr "

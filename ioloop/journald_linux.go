@@ -29,15 +29,23 @@ const journalSendTimeout = 2 * time.Second
 // /run/systemd/journal/socket; entries too large for a datagram go through a
 // sealed memfd passed with SCM_RIGHTS, as sd_journal_send does).
 //
-// Fields of each entry:
+// Fields of each entry, with C conmon's names where it has the field:
 //
 //	MESSAGE            the line without its trailing '\n' (bytes as read,
 //	                   binary-safe; invalid UTF-8 is passed through)
 //	CONTAINER_PARTIAL_MESSAGE=true   only when the line had no '\n' (a P
 //	                   record in CRI terms), as C conmon and Docker mark it
-//	CONTAINER_ID       the container ID given to NewJournald
+//	CONTAINER_ID       the container ID's first 12 characters (all of a
+//	                   shorter ID), as in C conmon and Docker
+//	CONTAINER_ID_FULL  the container ID
+//	CONTAINER_NAME     the container's name, when known (the kubelet's
+//	                   io.kubernetes.container.name)
+//	CONTAINER_TAG      the tag, when one is set
+//	POD_NAME, POD_NAMESPACE, POD_UID   the pod's, when known (C conmon has
+//	                   no pod fields; these are gomon's)
+//	SYSLOG_IDENTIFIER  the tag, else the container's name, else the short
+//	                   ID (C conmon's order)
 //	STREAM             stdout or stderr
-//	SYSLOG_IDENTIFIER  gomon
 //	PRIORITY           6 (info) for stdout, 3 (err) for stderr
 //
 // This deliberately differs from conmon-rs (docs/contract.md, "journald"), which sends
@@ -48,26 +56,76 @@ const journalSendTimeout = 2 * time.Second
 //
 // A Journald is not safe for concurrent use; Log serialises access.
 type Journald struct {
-	id   string
-	conn *net.UnixConn // unconnected, so a restarted journald is reached too
-	addr *net.UnixAddr
-	buf  []byte // datagram being built, reused
+	// fixed holds the fields that are the same in every entry of the
+	// container, encoded once.
+	fixed []byte
+	conn  *net.UnixConn // unconnected, so a restarted journald is reached too
+	addr  *net.UnixAddr
+	buf   []byte // datagram being built, reused
 	// forceMemfd sends every entry through a memfd (tests).
 	forceMemfd bool
 }
 
 var _ Sink = (*Journald)(nil)
 
+// JournalFields identify a container's journal entries (see Journald).
+// Only ContainerID is required; empty fields are left out.
+type JournalFields struct {
+	ContainerID   string
+	ContainerName string
+	// Tag, when set, is CONTAINER_TAG and the SYSLOG_IDENTIFIER.
+	Tag                           string
+	PodName, PodNamespace, PodUID string
+}
+
+// shortIDLen is the length of CONTAINER_ID, as in C conmon and Docker.
+const shortIDLen = 12
+
+// appendFixed appends the fields that are the same in every entry.
+func (f JournalFields) appendFixed(b []byte) []byte {
+	short := f.ContainerID
+	if len(short) > shortIDLen {
+		short = short[:shortIDLen]
+	}
+	ident := short
+	if f.ContainerName != "" {
+		ident = f.ContainerName
+	}
+	if f.Tag != "" {
+		ident = f.Tag
+	}
+	b = AppendJournalField(b, "CONTAINER_ID", short)
+	b = AppendJournalField(b, "CONTAINER_ID_FULL", f.ContainerID)
+	for _, kv := range [][2]string{
+		{"CONTAINER_NAME", f.ContainerName},
+		{"CONTAINER_TAG", f.Tag},
+		{"POD_NAME", f.PodName},
+		{"POD_NAMESPACE", f.PodNamespace},
+		{"POD_UID", f.PodUID},
+	} {
+		if kv[1] != "" {
+			b = AppendJournalField(b, kv[0], kv[1])
+		}
+	}
+	return AppendJournalField(b, "SYSLOG_IDENTIFIER", ident)
+}
+
 // NewJournald returns a journald sink for the container containerID. It
 // fails with an error wrapping ErrNoJournal when journald's socket does not
 // exist.
 func NewJournald(containerID string) (*Journald, error) {
-	return newJournald(containerID, journalSocket, 0)
+	return NewJournaldWith(JournalFields{ContainerID: containerID})
+}
+
+// NewJournaldWith is NewJournald with the container's name, tag and pod
+// in every entry.
+func NewJournaldWith(f JournalFields) (*Journald, error) {
+	return newJournald(f, journalSocket, 0)
 }
 
 // newJournald is NewJournald with the socket path and, when sndbuf > 0, the
 // sender's SO_SNDBUF (small values force the memfd path) injectable.
-func newJournald(containerID, path string, sndbuf int) (*Journald, error) {
+func newJournald(fields JournalFields, path string, sndbuf int) (*Journald, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("find journal socket: %w: %w", ErrNoJournal, err)
@@ -97,9 +155,9 @@ func newJournald(containerID, path string, sndbuf int) (*Journald, error) {
 		return nil, fmt.Errorf("wrap journal socket: unexpected %T", pc)
 	}
 	return &Journald{
-		id:   containerID,
-		conn: conn,
-		addr: &net.UnixAddr{Name: path, Net: "unixgram"},
+		fixed: fields.appendFixed(nil),
+		conn:  conn,
+		addr:  &net.UnixAddr{Name: path, Net: "unixgram"},
 	}, nil
 }
 
@@ -131,9 +189,8 @@ func (j *Journald) WriteChunk(s Stream, p []byte) error {
 		if partial {
 			b = AppendJournalField(b, "CONTAINER_PARTIAL_MESSAGE", "true")
 		}
-		b = AppendJournalField(b, "CONTAINER_ID", j.id)
+		b = append(b, j.fixed...)
 		b = AppendJournalField(b, "STREAM", s.String())
-		b = AppendJournalField(b, "SYSLOG_IDENTIFIER", "gomon")
 		b = AppendJournalField(b, "PRIORITY", priority)
 		j.buf = b
 		if err := j.send(b); err != nil {
@@ -188,7 +245,7 @@ type JournalSender struct{ j *Journald }
 // fails with an error wrapping ErrNoJournal when path is not a socket; a
 // socket nobody listens on is only noticed when Send fails.
 func NewJournalSender(path string) (*JournalSender, error) {
-	j, err := newJournald("", path, 0)
+	j, err := newJournald(JournalFields{}, path, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -183,7 +183,7 @@ func TestJournald(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fj := newFakeJournal(t)
-			j, err := newJournald("ctr1", fj.path, tt.sndbuf)
+			j, err := newJournald(JournalFields{ContainerID: "ctr1"}, fj.path, tt.sndbuf)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,8 +198,8 @@ func TestJournald(t *testing.T) {
 				if w.partial {
 					wantFields = append(wantFields, [2]string{"CONTAINER_PARTIAL_MESSAGE", "true"})
 				}
-				wantFields = append(wantFields, [2]string{"CONTAINER_ID", "ctr1"}, [2]string{"STREAM", w.stream},
-					[2]string{"SYSLOG_IDENTIFIER", "gomon"}, [2]string{"PRIORITY", w.prio})
+				wantFields = append(wantFields, [2]string{"CONTAINER_ID", "ctr1"}, [2]string{"CONTAINER_ID_FULL", "ctr1"},
+					[2]string{"SYSLOG_IDENTIFIER", "ctr1"}, [2]string{"STREAM", w.stream}, [2]string{"PRIORITY", w.prio})
 				if fmt.Sprint(e.fields) != fmt.Sprint(wantFields) {
 					t.Fatalf("fields %q\nwant %q", e.fields, wantFields)
 				}
@@ -211,6 +211,51 @@ func TestJournald(t *testing.T) {
 			case e := <-fj.entries:
 				t.Fatalf("unexpected extra entry %q", e.fields)
 			default:
+			}
+		})
+	}
+}
+
+// TestJournaldIdentity: the container's and pod's fields, C conmon's short
+// CONTAINER_ID, and SYSLOG_IDENTIFIER chosen as tag, else name, else short
+// ID.
+func TestJournaldIdentity(t *testing.T) {
+	const id = "0123456789abcdef0123456789abcdef"
+	pod := JournalFields{ContainerID: id, ContainerName: "web", PodName: "shop-7d9", PodNamespace: "prod", PodUID: "uid-1"}
+	tagged := pod
+	tagged.Tag = "shop-web"
+	tests := []struct {
+		name   string
+		fields JournalFields
+		want   [][2]string
+	}{
+		{"id only", JournalFields{ContainerID: id}, [][2]string{
+			{"CONTAINER_ID", "0123456789ab"}, {"CONTAINER_ID_FULL", id}, {"SYSLOG_IDENTIFIER", "0123456789ab"},
+		}},
+		{"pod", pod, [][2]string{
+			{"CONTAINER_ID", "0123456789ab"}, {"CONTAINER_ID_FULL", id}, {"CONTAINER_NAME", "web"},
+			{"POD_NAME", "shop-7d9"}, {"POD_NAMESPACE", "prod"}, {"POD_UID", "uid-1"}, {"SYSLOG_IDENTIFIER", "web"},
+		}},
+		{"tag", tagged, [][2]string{
+			{"CONTAINER_ID", "0123456789ab"}, {"CONTAINER_ID_FULL", id}, {"CONTAINER_NAME", "web"}, {"CONTAINER_TAG", "shop-web"},
+			{"POD_NAME", "shop-7d9"}, {"POD_NAMESPACE", "prod"}, {"POD_UID", "uid-1"}, {"SYSLOG_IDENTIFIER", "shop-web"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fj := newFakeJournal(t)
+			j, err := newJournald(tt.fields, fj.path, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = j.Close() }()
+			if err := j.WriteChunk(Stderr, []byte("boom\n")); err != nil {
+				t.Fatal(err)
+			}
+			want := append([][2]string{{"MESSAGE", "boom"}}, tt.want...)
+			want = append(want, [2]string{"STREAM", "stderr"}, [2]string{"PRIORITY", "3"})
+			if e := fj.next(t); fmt.Sprint(e.fields) != fmt.Sprint(want) {
+				t.Fatalf("fields %q\nwant %q", e.fields, want)
 			}
 		})
 	}
@@ -241,7 +286,7 @@ func TestJournalFieldEncoding(t *testing.T) {
 	}
 	// End to end: a container ID with a newline goes over the socket binary-safe.
 	fj := newFakeJournal(t)
-	j, err := newJournald("odd\nid", fj.path, 0)
+	j, err := newJournald(JournalFields{ContainerID: "odd\nid"}, fj.path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,14 +301,14 @@ func TestJournalFieldEncoding(t *testing.T) {
 
 func TestJournaldNoSocket(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := newJournald("c", filepath.Join(dir, "missing"), 0); !errors.Is(err, ErrNoJournal) {
+	if _, err := newJournald(JournalFields{ContainerID: "c"}, filepath.Join(dir, "missing"), 0); !errors.Is(err, ErrNoJournal) {
 		t.Fatalf("missing socket: %v, want ErrNoJournal", err)
 	}
 	regular := filepath.Join(dir, "file")
 	if err := os.WriteFile(regular, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newJournald("c", regular, 0); !errors.Is(err, ErrNoJournal) {
+	if _, err := newJournald(JournalFields{ContainerID: "c"}, regular, 0); !errors.Is(err, ErrNoJournal) {
 		t.Fatalf("regular file: %v, want ErrNoJournal", err)
 	}
 	if _, err := os.Stat(journalSocket); err != nil {
@@ -276,7 +321,7 @@ func TestJournaldNoSocket(t *testing.T) {
 // A journald that went away makes writes fail (counted by ReadLoop), not hang.
 func TestJournaldGone(t *testing.T) {
 	fj := newFakeJournal(t)
-	j, err := newJournald("c", fj.path, 0)
+	j, err := newJournald(JournalFields{ContainerID: "c"}, fj.path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ type JSONLog struct {
 	now     func() time.Time
 }
 
-var _ Sink = (*JSONLog)(nil)
+var _ TimedSink = (*JSONLog)(nil)
 
 // OpenJSONLog opens (creating or truncating) the JSON log file at path with
 // mode 0666 filtered by the process umask (0644 with the usual 022), as
@@ -48,9 +48,16 @@ func OpenJSONLog(path string, maxSize uint64) (*JSONLog, error) {
 	return &JSONLog{file: f, maxSize: maxSize, now: time.Now}, nil
 }
 
-// WriteChunk writes one JSON object per line of p, normally with one
-// write(2). All entries of a chunk share one timestamp.
+// WriteChunk writes one JSON object per line of p stamped with the
+// current time: WriteChunkAt(s, p, now).
 func (j *JSONLog) WriteChunk(s Stream, p []byte) error {
+	return j.WriteChunkAt(s, p, j.now())
+}
+
+// WriteChunkAt writes one JSON object per line of p, normally with one
+// write(2). All entries of a chunk share one timestamp, t: the time the
+// chunk was read.
+func (j *JSONLog) WriteChunkAt(s Stream, p []byte, t time.Time) error {
 	if j.file.f == nil {
 		return fmt.Errorf("write json log: %w", ErrClosed)
 	}
@@ -60,7 +67,7 @@ func (j *JSONLog) WriteChunk(s Stream, p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	secs := max(j.now().Unix(), 0)
+	secs := max(t.Unix(), 0)
 
 	bp := getRecordBuf()
 	defer putRecordBuf(bp)

@@ -20,7 +20,7 @@ type Stats struct {
 	Chunks uint64 // non-empty reads
 	Lines  uint64 // newline characters read (complete lines)
 	// Partials counts chunks that did not end with '\n', i.e. P records in
-	// the CRI log.
+	// the CRI log (fewer when the Log joins lines: LogOptions.MaxLine).
 	Partials uint64
 	// WriteErrors counts failed writes: one per chunk per failing
 	// destination (the Log, or one tee writer).
@@ -75,6 +75,16 @@ const maxUnread = 4 * pipeSize
 // on a quiet container holds no buffer; on a pipe it also asks for a
 // pipeSize (1 MiB) pipe buffer and batches the reads of a fast writer (see
 // batchDelay). Writers see each chunk only during their call.
+//
+// With a log, the container's loops share its read lock (see order.go): a
+// loop reads (without blocking) and hands the chunk to log and tee while
+// holding it, so the log and the tee writers see the chunks of both
+// streams in the order they were read, each stamped with the time of its
+// read, and stdout's before stderr's when both pipes held data at once. A
+// tee writer that blocks therefore holds up the other stream too. The
+// order holds from the moment the stdout loop has begun: start it before
+// the container writes (the monitor starts its loops before the runtime's
+// create).
 func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Writer) (Stats, error) {
 	return ReadLoopCounted(r, s, log, nil, logger, tee...)
 }
@@ -88,6 +98,12 @@ func ReadLoopCounted(r io.Reader, s Stream, log *Log, cnt *Counters, logger *slo
 	logger = logger.With("stream", s.String())
 	var st Stats
 	cr := newChunkReader(r)
+	cr.ordered(log, s)
+	// A panic in a sink or a tee writer (recovered by the caller, which
+	// may run the loop again) must not leave the read lock held, nor the
+	// other stream waiting for this one's turn: the order is given up.
+	// Both calls do nothing after a normal end.
+	defer func() { cr.release(); cr.unorder() }()
 	// dests[0] is the Log, dests[1+i] is tee[i].
 	dests := make([]destState, 1+len(tee))
 	gate := newRateGate(log, s, logger, cr) // nil without a rate limit
@@ -110,7 +126,7 @@ func ReadLoopCounted(r io.Reader, s Stream, log *Log, cnt *Counters, logger *slo
 					records++
 				}
 				if gate.pass(log, &st, p) {
-					werr := log.WriteChunk(s, p)
+					werr := log.writeChunkAt(s, p, cr.at)
 					dests[0].record(logger, &st, "log", werr, uint64(n))
 					if cnt != nil {
 						cnt.logged(uint64(n), records, partial, werr)
@@ -127,6 +143,7 @@ func ReadLoopCounted(r io.Reader, s Stream, log *Log, cnt *Counters, logger *slo
 				dests[1+i].record(logger, &st, teeName(i), werr, uint64(n-min(max(m, 0), n)))
 			}
 		}
+		cr.release()
 		if bp != nil {
 			putReadBuf(bp)
 		}
@@ -134,6 +151,13 @@ func ReadLoopCounted(r io.Reader, s Stream, log *Log, cnt *Counters, logger *slo
 			continue
 		}
 		gate.finish(log, &st)
+		cr.unorder()
+		if log != nil { // the end of a line that never came (LogOptions.MaxLine)
+			n, werr := log.flushLine(s)
+			if n > 0 {
+				dests[0].record(logger, &st, "log", werr, uint64(n))
+			}
+		}
 		for i := range dests {
 			dests[i].finish(logger, destName(i))
 		}
@@ -212,6 +236,16 @@ type chunkReader struct {
 	// the read(2), and a read finding none returns nothing (the loop then
 	// waits for budget, see rateGate).
 	quota *RateLimiter
+
+	// log, when set, orders this loop's chunks with the other stream's
+	// (see order.go); s is this loop's stream.
+	log *Log
+	s   Stream
+	// locked is set while the current chunk holds log's read lock: from
+	// its read until release.
+	locked bool
+	// at is when the current chunk was read.
+	at time.Time
 }
 
 // batchDelay and batchMin batch the reads of a container that writes
@@ -274,7 +308,9 @@ func growPipe(rc syscall.RawConn) bool {
 // read returns a pooled buffer holding n > 0 bytes (and possibly an error
 // that came with them), or a nil buffer and n == 0 with an error (io.EOF at
 // end of stream) or, from a misbehaving io.Reader, without one. The caller returns the buffer with
-// putReadBuf.
+// putReadBuf. For an ordered reader (see order.go) a chunk comes with
+// the Log's read lock held, which the caller drops with release once it has
+// handed the chunk on; cr.at is the time of its read.
 func (cr *chunkReader) read() (*[]byte, int, error) {
 	if cr.rc != nil {
 		bp, n, err, ok := cr.rawRead()
@@ -290,6 +326,7 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 		// polled): use plain reads from now on; they block when they must
 		// and report a closed file as os.ErrClosed.
 		cr.rc = nil
+		cr.unorder() // such reads cannot hold the lock
 	}
 	bp := getReadBuf()
 	buf := cr.budget(*bp)
@@ -300,6 +337,13 @@ func (cr *chunkReader) read() (*[]byte, int, error) {
 	n, err := cr.r.Read(buf)
 	cr.refund(buf, n)
 	if n > 0 {
+		// A read that may block cannot hold the lock: only the hand-off
+		// is ordered, stamped with the time of the read.
+		cr.stamp()
+		if cr.log != nil {
+			cr.log.order.mu.Lock()
+			cr.locked = true
+		}
 		return bp, n, err // the caller hands on the data before it looks at err
 	}
 	putReadBuf(bp)
@@ -323,9 +367,10 @@ func (cr *chunkReader) refund(b []byte, n int) {
 }
 
 // rawRead waits for readability without holding a buffer, then takes one
-// and reads. ok is false when the poller itself failed. When the pipe is
-// empty and hot is set it clears hot and returns no buffer, no error and
-// ok, without waiting.
+// and reads (an ordered reader under its Log's read lock: see order.go).
+// ok is false when the poller itself failed. When the pipe is empty and
+// hot is set it clears hot and returns no buffer, no error and ok, without
+// waiting.
 func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 	var opErr error
 	werr := cr.rc.Read(func(fd uintptr) bool {
@@ -333,15 +378,33 @@ func (cr *chunkReader) rawRead() (bp *[]byte, n int, err error, ok bool) {
 		buf := cr.budget(*b)
 		if len(buf) == 0 {
 			putReadBuf(b)
-			return true // no budget: returns nothing, the loop waits for it
+			return true // no budget: returns nothing, the loop waits for it, holding no lock
 		}
-		for {
-			n, opErr = unix.Read(int(fd), buf)
-			if !errors.Is(opErr, unix.EINTR) {
-				break
+		lk := readUnlocked
+		if cr.log != nil {
+			lk = cr.lockRead(fd)
+		}
+		if lk == readWait {
+			n, opErr = -1, unix.EAGAIN // as if empty: wait outside the lock
+		} else {
+			for {
+				n, opErr = unix.Read(int(fd), buf)
+				if !errors.Is(opErr, unix.EINTR) {
+					break
+				}
 			}
 		}
 		cr.refund(buf, n)
+		if n > 0 {
+			cr.stamp()
+		}
+		if cr.log != nil && lk == readUnlocked && n > 0 {
+			cr.lockAfterRead()
+			lk = readLocked
+		}
+		if cr.log != nil && lk == readLocked {
+			cr.readDone(n)
+		}
 		if errors.Is(opErr, unix.EAGAIN) {
 			putReadBuf(b)
 			if cr.hot {

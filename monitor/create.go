@@ -96,7 +96,8 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (_ uin
 		}
 	})
 
-	l, err := openLog(req.LogDrivers, req.ID, logger)
+	l, err := openLog(req.LogDrivers, journalFields(req.ID, c.identity, c.settings),
+		ioloop.LogOptions{MaxLine: m.cfg.LogMaxLine}, logger)
 	if err != nil {
 		return 0, err
 	}
@@ -198,10 +199,28 @@ func (m *Monitor) reserve(c *container) error {
 	return nil
 }
 
+// logTagSetting is the container setting (annotation io.gomon.log.tag)
+// whose value becomes its journal entries' CONTAINER_TAG and
+// SYSLOG_IDENTIFIER.
+const logTagSetting = "log.tag"
+
+// journalFields are the fields of the container's journal entries: its
+// ID, its and its pod's Kubernetes names, its tag.
+func journalFields(id string, who bundle.Identity, settings map[string]string) ioloop.JournalFields {
+	return ioloop.JournalFields{
+		ContainerID:   id,
+		ContainerName: who.ContainerName,
+		Tag:           settings[logTagSetting],
+		PodName:       who.PodName,
+		PodNamespace:  who.PodNamespace,
+		PodUID:        who.PodUID,
+	}
+}
+
 // openLog opens every log driver now (CRI and JSON files are created and
 // truncated) and combines them. A missing journal is a warning, not an
 // error: the container runs without that sink.
-func openLog(drivers []LogDriver, id string, logger interface {
+func openLog(drivers []LogDriver, jf ioloop.JournalFields, opts ioloop.LogOptions, logger interface {
 	Warn(string, ...any)
 },
 ) (*ioloop.Log, error) {
@@ -230,7 +249,7 @@ func openLog(drivers []LogDriver, id string, logger interface {
 			}
 			sinks = append(sinks, s)
 		case LogJournald:
-			s, err := ioloop.NewJournald(id)
+			s, err := ioloop.NewJournaldWith(jf)
 			if errors.Is(err, ioloop.ErrNoJournal) {
 				logger.Warn("journald log driver skipped", "error", err)
 				continue
@@ -243,7 +262,7 @@ func openLog(drivers []LogDriver, id string, logger interface {
 			return fail(fmt.Errorf("unknown log driver type %d: %w", d.Type, ErrInvalidArgument))
 		}
 	}
-	return ioloop.NewLog(sinks...), nil
+	return ioloop.NewLogWith(opts, sinks...), nil
 }
 
 // takeFDs takes the fds of slots out of the fd store.

@@ -58,6 +58,13 @@ type Config struct {
 	// Metrics makes the monitor record metrics for CollectMetrics
 	// (metrics.go); without it none are kept and recording costs nothing.
 	Metrics bool
+	// LogMaxLine > 0 joins a line that the container wrote over several
+	// reads into one record of up to LogMaxLine bytes in its CRI and JSON
+	// logs (and one journald entry), cutting only longer lines; 0 writes
+	// each read's trailing piece as its own partial record, as conmon-rs
+	// does. It costs up to LogMaxLine bytes per stream of a container in
+	// the middle of a long line. See ioloop.LogOptions.MaxLine.
+	LogMaxLine int
 }
 
 // maxExited bounds how many exited containers are remembered for Wait.

@@ -59,6 +59,9 @@ type Options struct {
 	TracingSamplingRatePerMillion int
 	// Args are the command-line arguments to hand to the daemon process.
 	Args []string
+
+	// logMaxLine is GOMON_LOG_MAX_LINE, read by Run.
+	logMaxLine int
 }
 
 const (
@@ -79,6 +82,12 @@ const (
 // daemon is listening; in the daemon (or with SkipFork) it serves until a
 // terminating signal and returns nil after a clean shutdown.
 func Run(opts Options) error {
+	// Checked in the launcher too, so a bad value fails the start at once.
+	maxLine, err := logMaxLine(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	opts.logMaxLine = maxLine
 	if fd, ok := os.LookupEnv(daemonEnv); ok {
 		_ = os.Unsetenv(daemonEnv)
 		n, err := strconv.Atoi(fd)
@@ -240,6 +249,7 @@ func serve(opts Options, l net.Listener) error {
 		RunDir:        opts.RunDir,
 		LogLevel:      slogLevel(opts.LogLevel),
 		CreateTimeout: opts.CreateTimeout,
+		LogMaxLine:    opts.logMaxLine,
 		Logger:        log,
 		// Export a container's spans as soon as it exits: the kubelet may
 		// SIGKILL the pod's processes, gomon included, soon after.
