@@ -99,7 +99,7 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 	if len(req.Command) == 0 {
 		return ExecSyncResult{}, fmt.Errorf("exec command is required: %w", ErrInvalidArgument)
 	}
-	c, err := m.lookup(req.ID)
+	c, _, err := m.lookup(req.ID)
 	if errors.Is(err, ErrNotFound) {
 		return ExecSyncResult{ExitCode: ExitRuntimeFailed, Stderr: []byte(err.Error() + "\n")}, nil
 	}
@@ -117,7 +117,11 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 		return ExecSyncResult{}, err
 	}
 	defer func() { _ = os.Remove(pidfile) }()
-	x := &execRun{m: m, req: req, logger: c.logger.With("exec_id", id), pidfile: pidfile}
+	logger := m.log.With("container_id", req.ID) // a tombstone has none: the runtime refuses the exec
+	if c != nil {
+		logger = c.logger
+	}
+	x := &execRun{m: m, req: req, logger: logger.With("exec_id", id), pidfile: pidfile}
 	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(
 		attribute.String("container_id", req.ID), attribute.String("exec_id", id),
 		attribute.StringSlice("command", req.Command), attribute.Bool("terminal", req.Terminal)))
