@@ -33,6 +33,11 @@ type Results struct {
 
 	// Tracing: gomon with tracing off and on.
 	Tracing *TracingResult
+
+	// WorkingPod: one daemon's memory through churn and exec syncs.
+	WorkingPod *WorkingPodResult
+	// Node: many pods at idle, and the Go floor.
+	Node *NodeResult
 }
 
 // StepDuration is how long one measure took.

@@ -54,6 +54,13 @@ type Params struct {
 	// the tracing comparison (more than LogReps: the on/off ratio of two
 	// close numbers needs more samples than a 2x comparison).
 	TraceLogReps int
+	// The working pod (workingpod): create/start/exit/delete cycles and
+	// exec syncs through one daemon, then WorkQuiet of quiet.
+	WorkCycles int
+	WorkExecs  int
+	WorkQuiet  time.Duration
+	// NodeScenario is the node-scale measure's pods at idle (node).
+	NodeScenario []Scenario
 }
 
 // QuickParams is a smoke run of about a minute.
@@ -67,6 +74,10 @@ func QuickParams() Params {
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 8 << 20, loggen.LongLine.Name: 8 << 20, loggen.Lines2.Name: 1 << 20},
 		TraceReps:    3,
 		TraceLogReps: 1,
+		WorkCycles:   20,
+		WorkExecs:    20,
+		WorkQuiet:    5 * time.Second,
+		NodeScenario: []Scenario{{5, 1}, {2, 5}},
 	}
 }
 
@@ -81,6 +92,11 @@ func FullParams() Params {
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
 		TraceReps:    20,
 		TraceLogReps: 20,
+		WorkCycles:   1000,
+		WorkExecs:    1000,
+		WorkQuiet:    time.Minute,
+		// 110 pods of one container: the kubelet's default pod limit.
+		NodeScenario: []Scenario{{110, 1}, {20, 5}},
 	}
 }
 
@@ -90,9 +106,11 @@ type Config struct {
 	Env     *driver.Env
 	Busybox string
 	Loggen  string // static writer binary
-	Logger  *slog.Logger
+	// Golisten is the node-scale floor, a static Go unix-socket listener.
+	Golisten string
+	Logger   *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing); empty means all.
+	// logs, tracing, workingpod, node); empty means all.
 	Only map[string]bool
 	// Sources maps "gomon" and "conmon" to the binaries the private copies
 	// in Env were made from (for the report).
@@ -144,6 +162,8 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"memory", h.memory},
 		{"logs", h.logs},
 		{"tracing", h.tracing},
+		{"workingpod", h.workingPod},
+		{"node", h.nodeScale},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {
