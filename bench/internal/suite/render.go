@@ -482,11 +482,12 @@ func (r *Results) nodeSection() report.Section {
 			s.Rows = append(s.Rows, []string{"", "USS per pod", num(gp), num(cp), rs, perPod.label(), perPod.verdict(gp)})
 		}
 	}
-	s.Rows = append(s.Rows, []string{"floor: static Go unix-socket listener, 1 process", "VmRSS / PSS / USS",
-		fmt.Sprintf("%s / %s / %s", num(mib(n.Floor.RSS)), num(mib(n.Floor.PSS)), num(mib(n.Floor.USS))), "—", "—", "—", "—"})
+	k := int64(max(1, n.FloorProcs))
+	s.Rows = append(s.Rows, []string{fmt.Sprintf("floor: static Go unix-socket listener, %d processes", k), "VmRSS / PSS / USS per process",
+		fmt.Sprintf("%s / %s / %s", num(mib(n.Floor.RSS/k)), num(mib(n.Floor.PSS/k)), num(mib(n.Floor.USS/k))), "—", "—", "—", "—"})
 	s.Notes = []string{
 		fmt.Sprintf("Containers run `sleep 3600`; figures read after %s idle, as in section 3. gomon: one daemon per pod; conmon: one process per container.", r.Params.Idle),
-		"The floor (bench/cmd/golisten, CGO_ENABLED=0) does nothing but listen on a unix socket: the private memory any static Go daemon of this kind costs.",
+		"The floor (bench/cmd/golisten, CGO_ENABLED=0) does nothing but listen on a unix socket: the private memory any static Go daemon of this kind costs. As many run as there are pods in the first scenario, so their code pages are shared as the daemons' are.",
 		"Aim (issue 21): at most 0.9 MiB of private memory per gomon pod at idle.",
 	}
 	return s

@@ -44,7 +44,9 @@ type MemSample struct {
 // floor, a trivial static Go listener measured the same way.
 type NodeResult struct {
 	Scenarios []MemoryResult
-	Floor     procfs.Memory
+	// Floor is the sum over FloorProcs listeners.
+	Floor      procfs.Memory
+	FloorProcs int
 }
 
 // workSamplePeriod is how often the working pod's daemon is sampled.
@@ -222,38 +224,57 @@ func (h *harness) nodeScale(ctx context.Context, res *Results) error {
 		}
 		r.Scenarios = append(r.Scenarios, mr)
 	}
+	r.FloorProcs = 1
+	if len(h.cfg.Params.NodeScenario) > 0 {
+		r.FloorProcs = max(1, h.cfg.Params.NodeScenario[0].Pods)
+	}
 	var err error
-	r.Floor, err = h.floor(ctx)
+	r.Floor, err = h.floor(ctx, r.FloorProcs)
 	return err
 }
 
-// floor starts the static Go listener, idles for Params.Idle as the
-// monitors do, and measures it.
-func (h *harness) floor(ctx context.Context) (procfs.Memory, error) {
+// floor starts n static Go listeners (as many as the first scenario's
+// pods, so that their code pages are shared as the daemons' are), idles
+// for Params.Idle as the monitors do, and sums their memory.
+func (h *harness) floor(ctx context.Context, n int) (procfs.Memory, error) {
 	if h.cfg.Golisten == "" {
 		return procfs.Memory{}, errors.New("no golisten binary")
 	}
-	sock := filepath.Join(h.env.WorkDir, "golisten.sock")
-	cmd := exec.Command(h.cfg.Golisten, sock)
-	if err := cmd.Start(); err != nil {
-		return procfs.Memory{}, fmt.Errorf("start golisten: %w", err)
-	}
+	var cmds []*exec.Cmd
 	defer func() {
-		_ = cmd.Process.Kill() // ours; Wait reaps it
-		_ = cmd.Wait()
-	}()
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
+		for _, cmd := range cmds {
+			_ = cmd.Process.Kill() // ours; Wait reaps it
+			_ = cmd.Wait()
 		}
-		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
-			return procfs.Memory{}, err
+	}()
+	for i := range n {
+		sock := filepath.Join(h.env.WorkDir, fmt.Sprintf("golisten%d.sock", i))
+		cmd := exec.Command(h.cfg.Golisten, sock)
+		if err := cmd.Start(); err != nil {
+			return procfs.Memory{}, fmt.Errorf("start golisten: %w", err)
+		}
+		cmds = append(cmds, cmd)
+		for {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+				return procfs.Memory{}, err
+			}
 		}
 	}
 	if err := sleepCtx(ctx, h.cfg.Params.Idle); err != nil {
 		return procfs.Memory{}, err
 	}
-	return procfs.ReadMemory(cmd.Process.Pid)
+	var sum procfs.Memory
+	for _, cmd := range cmds {
+		m, err := procfs.ReadMemory(cmd.Process.Pid)
+		if err != nil {
+			return procfs.Memory{}, err
+		}
+		sum = sum.Add(m)
+	}
+	return sum, nil
 }
 
 // sleepCtx sleeps for d or until ctx ends.
