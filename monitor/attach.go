@@ -27,12 +27,9 @@ func (m *Monitor) Attach(ctx context.Context, req AttachRequest) error {
 	if err := absolute("attach socket path", req.SocketPath); err != nil {
 		return err
 	}
-	c, err := m.lookup(req.ID)
+	c, err := m.running(req.ID)
 	if err != nil {
 		return err
-	}
-	if st, _ := c.snapshot(); st == stateExited {
-		return fmt.Errorf("container %s has exited: %w", req.ID, ErrNotFound)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("attach: %w", err)

@@ -205,6 +205,11 @@ func TestAttachSlowClient(t *testing.T) {
 	short := dialLong(t, sock)
 	_ = dialAttach(t, short) // never reads
 	reader := dialAttach(t, short)
+	// Taken now: once exited, the monitor keeps only a tombstone.
+	c, _, err := m.lookup("flood")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Start(ctx, "flood"); err != nil {
 		t.Fatal(err)
 	}
@@ -227,10 +232,6 @@ func TestAttachSlowClient(t *testing.T) {
 	}
 	if n, last := criStdoutBytes(t, p.log); n != 50000000+4 || last != "end" {
 		t.Errorf("log has %d bytes of stdout ending with %q, want %d ending with \"end\"", n, last, 50000000+4)
-	}
-	c, err := m.lookup("flood")
-	if err != nil {
-		t.Fatal(err)
 	}
 	as := c.attach.Stats()
 	if as.DroppedBytes == 0 {

@@ -80,7 +80,10 @@ const oomVerdictTimeout = 5 * time.Second
 // Thread safety: the immutable fields are set before the container is
 // published in Monitor.containers; the rest is guarded by mu.
 type container struct {
-	id     string
+	id string
+	// gen tells this container from an earlier or later one with the
+	// same ID (set by reserve); its tombstone carries it.
+	gen    uint64
 	req    CreateRequest // exit/OOM paths, cleanup, cgroup, global args
 	log    *ioloop.Log
 	logger *slog.Logger
@@ -136,6 +139,44 @@ type container struct {
 	stdin   io.WriteCloser // guarded by mu; the container's stdin (pipe or pty), nil if none
 	console console.Console
 	status  ExitStatus // guarded by mu; valid in stateExited
+}
+
+// tombstone is what the monitor remembers of an exited container once
+// its waiter retired it (Monitor.retire): enough to answer late calls as
+// the container would have, and nothing it held (request, environment,
+// log, attach server, logger), so that remembering maxExited of them
+// costs a few hundred bytes each. The late calls get:
+//
+//   - Wait: the exit status, at once.
+//   - Kill: nil (an exited container is nothing to signal).
+//   - Start and Delete: the runtime's own answer, run with the
+//     container's cgroup manager and global arguments; Delete then forgets
+//     the tombstone.
+//   - ExecSync: the runtime's answer too (ExitRuntimeFailed with its
+//     message), as conmon-rs lets the runtime fail.
+//   - ReopenLog, SetWindowSize, Attach, ServeExec, ServeAttach:
+//     ErrNotFound ("has exited"), as for an exited container before.
+//   - CreateContainer with the same ID: replaces the tombstone.
+//
+// It is immutable once made.
+type tombstone struct {
+	id         string
+	gen        uint64
+	status     ExitStatus
+	cgroup     CgroupManager
+	globalArgs []string
+	// metrics are the container's instruments (nil unless
+	// Config.Metrics): its series stay until the tombstone goes.
+	metrics *containerMetrics
+}
+
+// tombstone returns c's tombstone; c must be in stateExited.
+func (c *container) tombstone() *tombstone {
+	_, st := c.snapshot()
+	return &tombstone{
+		id: c.id, gen: c.gen, status: st, cgroup: c.req.Cgroup,
+		globalArgs: append([]string(nil), c.req.GlobalArgs...), metrics: c.metrics,
+	}
 }
 
 // created moves the container to stateRunning with its init process and

@@ -122,7 +122,7 @@ func TestInvalidEntrypoint(t *testing.T) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
-	if _, err := m.lookup("badentry"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := m.lookup("badentry"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("failed container still monitored: %v", err)
 	}
 	// The ID is free again.
@@ -176,7 +176,7 @@ func TestSetWindowSize(t *testing.T) {
 	if err := m.SetWindowSize(ctx, "tty-resize", 120, 40); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := m.lookup("tty-resize")
+	c, _, _ := m.lookup("tty-resize")
 	c.mu.Lock()
 	ws, err := c.console.Size()
 	c.mu.Unlock()

@@ -184,13 +184,14 @@ func (m *Monitor) reserve(c *container) error {
 		if st, _ := old.snapshot(); st != stateExited {
 			return fmt.Errorf("container %s: %w", c.id, ErrAlreadyExists)
 		}
-		for i, e := range m.exited {
-			if e == old {
-				m.exited = append(m.exited[:i], m.exited[i+1:]...)
-				break
-			}
-		}
+		// Exited but not retired yet: its waiter's retire finds it
+		// replaced and leaves no tombstone.
 	}
+	if t := m.tombs[c.id]; t != nil {
+		m.dropTomb(t)
+	}
+	m.gen++
+	c.gen = m.gen
 	m.containers[c.id] = c
 	if m.podIdentity.PodUID == "" && c.identity.PodUID != "" {
 		m.podIdentity = c.identity

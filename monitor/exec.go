@@ -102,7 +102,7 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 	if len(req.Command) == 0 {
 		return ExecSyncResult{}, fmt.Errorf("exec command is required: %w", ErrInvalidArgument)
 	}
-	c, err := m.lookup(req.ID)
+	c, _, err := m.lookup(req.ID)
 	if errors.Is(err, ErrNotFound) {
 		return ExecSyncResult{ExitCode: ExitRuntimeFailed, Stderr: []byte(err.Error() + "\n")}, nil
 	}
@@ -120,14 +120,20 @@ func (m *Monitor) ExecSync(ctx context.Context, req ExecSyncRequest) (ExecSyncRe
 		return ExecSyncResult{}, err
 	}
 	defer func() { _ = os.Remove(pidfile) }()
-	x := &execRun{m: m, c: c, req: req, logger: c.logger.With("exec_id", id), pidfile: pidfile}
-	trace.SpanFromContext(ctx).SetAttributes(c.attrs()...) // the exec_sync_container RPC's
-	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(c.attrs()...), trace.WithAttributes(
+	// A tombstone (c == nil) has no logger or identity: the runtime
+	// refuses the exec.
+	logger, attrs := m.log.With("container_id", req.ID), []attribute.KeyValue{attribute.String("container_id", req.ID)}
+	if c != nil {
+		logger, attrs = c.logger, c.attrs()
+	}
+	x := &execRun{m: m, c: c, req: req, logger: logger.With("exec_id", id), pidfile: pidfile}
+	trace.SpanFromContext(ctx).SetAttributes(attrs...) // the exec_sync_container RPC's
+	ctx, span := m.tracer.Start(ctx, "runtime_exec", trace.WithAttributes(attrs...), trace.WithAttributes(
 		attribute.String("exec_id", id),
 		attribute.StringSlice("command", req.Command), attribute.Bool("terminal", req.Terminal)))
 	begun := time.Now()
 	res, err := x.run(ctx)
-	if o := execOutcomeOf(res, err); c.metrics != nil {
+	if o := execOutcomeOf(res, err); c != nil && c.metrics != nil {
 		c.metrics.recordExec(o, time.Since(begun))
 		if o == execRuntimeError {
 			m.metrics.runtimeFailed("exec")

@@ -13,7 +13,7 @@ import (
 // Start runs `runtime start <id>` through the reaper, moving a created
 // container to running.
 func (m *Monitor) Start(ctx context.Context, id string) error {
-	c, err := m.lookup(id)
+	c, t, err := m.lookup(id)
 	if err != nil {
 		return err
 	}
@@ -22,7 +22,7 @@ func (m *Monitor) Start(ctx context.Context, id string) error {
 		return err
 	}
 	defer done()
-	args := append(m.globalArgs(id, c.req.Cgroup, c.req.GlobalArgs), "start", id)
+	args := append(m.runtimeArgs(c, t), "start", id)
 	if err := m.runRuntime(ctx, args); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
@@ -33,9 +33,12 @@ func (m *Monitor) Start(ctx context.Context, id string) error {
 // written, and returns how it ended. It works for containers that exited
 // recently too (the monitor remembers the last few hundred).
 func (m *Monitor) Wait(ctx context.Context, id string) (ExitStatus, error) {
-	c, err := m.lookup(id)
+	c, t, err := m.lookup(id)
 	if err != nil {
 		return ExitStatus{}, err
+	}
+	if t != nil {
+		return t.status, nil
 	}
 	select {
 	case <-c.done:
@@ -49,9 +52,12 @@ func (m *Monitor) Wait(ctx context.Context, id string) (ExitStatus, error) {
 // Kill sends sig to the container's init process through its pidfd (no
 // PID-reuse risk). A container that has exited already is not an error.
 func (m *Monitor) Kill(ctx context.Context, id string, sig syscall.Signal) error {
-	c, err := m.lookup(id)
+	c, _, err := m.lookup(id)
 	if err != nil {
 		return err
+	}
+	if c == nil {
+		return nil // a tombstone: exited
 	}
 	if err := c.signal(sig, false); err != nil {
 		return fmt.Errorf("kill container %s: %w", id, err)
@@ -63,7 +69,7 @@ func (m *Monitor) Kill(ctx context.Context, id string, sig syscall.Signal) error
 // container), waits for the monitor to see the exit and forgets the
 // container; Wait and ReopenLog then report ErrNotFound.
 func (m *Monitor) Delete(ctx context.Context, id string) error {
-	c, err := m.lookup(id)
+	c, t, err := m.lookup(id)
 	if err != nil {
 		return err
 	}
@@ -72,9 +78,15 @@ func (m *Monitor) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	defer done()
-	args := append(m.globalArgs(id, c.req.Cgroup, c.req.GlobalArgs), "delete", "--force", id)
+	args := append(m.runtimeArgs(c, t), "delete", "--force", id)
 	if err := m.runRuntime(opCtx, args); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	if t != nil {
+		m.mu.Lock()
+		m.dropTomb(t)
+		m.mu.Unlock()
+		return nil
 	}
 	select {
 	case <-c.done:
@@ -83,4 +95,13 @@ func (m *Monitor) Delete(ctx context.Context, id string) error {
 	}
 	m.forget(c)
 	return nil
+}
+
+// runtimeArgs are the runtime's global arguments for a container or its
+// tombstone (one of them is nil).
+func (m *Monitor) runtimeArgs(c *container, t *tombstone) []string {
+	if t != nil {
+		return m.globalArgs(t.id, t.cgroup, t.globalArgs)
+	}
+	return m.globalArgs(c.id, c.req.Cgroup, c.req.GlobalArgs)
 }

@@ -294,10 +294,15 @@ func (m *Monitor) CollectMetrics(b *metrics.Batch, podLevel ...metrics.Label) {
 		return
 	}
 	m.mu.Lock()
-	cms := make([]*containerMetrics, 0, len(m.containers))
+	cms := make([]*containerMetrics, 0, len(m.containers)+len(m.tombs))
 	for _, c := range m.containers {
 		if c.metrics != nil {
 			cms = append(cms, c.metrics)
+		}
+	}
+	for _, t := range m.tombs {
+		if t.metrics != nil {
+			cms = append(cms, t.metrics)
 		}
 	}
 	m.mu.Unlock()

@@ -67,7 +67,8 @@ type Config struct {
 	LogMaxLine int
 }
 
-// maxExited bounds how many exited containers are remembered for Wait.
+// maxExited bounds how many exited containers are remembered (as
+// tombstones) for late calls such as Wait.
 const maxExited = 256
 
 // Monitor monitors the containers of one pod.
@@ -103,13 +104,17 @@ type Monitor struct {
 	// mu guards the fields below. Lock order: mu before container.mu.
 	mu sync.Mutex
 	// containers maps IDs to containers in stateCreating or stateRunning,
-	// and to recently exited ones (also listed in exited, oldest first).
+	// and to exited ones until their waiter retires them: then the
+	// container is replaced by its tombstone, in tombs, and listed in
+	// exited (oldest first, at most maxExited).
 	containers map[string]*container // guarded by mu
-	exited     []*container          // guarded by mu
+	tombs      map[string]*tombstone // guarded by mu
+	exited     []*tombstone          // guarded by mu
 	shutdown   bool                  // guarded by mu; no new work
 	// podIdentity is the pod's identity as the first container that
 	// named one had it (PodLabels).
 	podIdentity bundle.Identity // guarded by mu
+	gen         uint64          // guarded by mu; the last container.gen
 
 	pod    podServices   // the pause process and the fd socket
 	stream streamService // the streaming server (stream.go)
@@ -151,6 +156,7 @@ func New(cfg Config) (*Monitor, error) {
 		stopRetries: make(chan struct{}),
 		containers:  make(map[string]*container),
 		oomWatch:    watchOOM,
+		tombs:       make(map[string]*tombstone),
 	}
 	if m.cfg.FDs == nil {
 		m.cfg.FDs = &m.pod
@@ -188,47 +194,69 @@ func (m *Monitor) beginOp(ctx context.Context) (context.Context, func(), error) 
 	}, nil
 }
 
-// lookup returns the container with id, running or recently exited. A
-// container whose create is still in progress is not found yet (as in
+// lookup returns the container with id while it is monitored, or the
+// tombstone of a recently exited one: exactly one of the two is non-nil.
+// A container whose create is still in progress is not found yet (as in
 // conmon-rs, which registers a child only once its create succeeded).
-func (m *Monitor) lookup(id string) (*container, error) {
+func (m *Monitor) lookup(id string) (*container, *tombstone, error) {
 	m.mu.Lock()
 	c, ok := m.containers[id]
+	t := m.tombs[id]
 	m.mu.Unlock()
 	if ok {
 		if st, _ := c.snapshot(); st != stateCreating {
-			return c, nil
+			return c, nil, nil
 		}
+	} else if t != nil {
+		return nil, t, nil
 	}
-	return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
+	return nil, nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
 }
 
-// retire moves an exited container to the bounded list of exited ones.
+// retire replaces an exited container by its tombstone, in the bounded
+// list of exited ones, so that nothing the container held (its request,
+// log, attach server, logger) stays reachable from the monitor.
 func (m *Monitor) retire(c *container) {
+	t := c.tombstone()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.containers[c.id] != c {
 		return // deleted meanwhile
 	}
-	m.exited = append(m.exited, c)
+	delete(m.containers, c.id)
+	m.tombs[c.id] = t
+	m.exited = append(m.exited, t)
 	if len(m.exited) > maxExited {
 		old := m.exited[0]
+		m.exited[0] = nil
 		m.exited = m.exited[1:]
-		if m.containers[old.id] == old {
-			delete(m.containers, old.id)
+		if m.tombs[old.id] == old {
+			delete(m.tombs, old.id)
 		}
 	}
 }
 
-// forget removes c from the monitor (failed create, Delete).
+// forget removes c from the monitor (failed create, Delete), or its
+// tombstone if it was retired meanwhile.
 func (m *Monitor) forget(c *container) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.containers[c.id] == c {
 		delete(m.containers, c.id)
+		return
+	}
+	if t := m.tombs[c.id]; t != nil && t.gen == c.gen {
+		m.dropTomb(t)
+	}
+}
+
+// dropTomb removes t from tombs and exited. Call with mu held.
+func (m *Monitor) dropTomb(t *tombstone) {
+	if m.tombs[t.id] == t {
+		delete(m.tombs, t.id)
 	}
 	for i, e := range m.exited {
-		if e == c {
+		if e == t {
 			m.exited = append(m.exited[:i], m.exited[i+1:]...)
 			break
 		}
@@ -238,12 +266,9 @@ func (m *Monitor) forget(c *container) {
 // ReopenLog reopens the log files of a running container (kubelet renamed
 // them first). An unknown or exited container is ErrNotFound.
 func (m *Monitor) ReopenLog(ctx context.Context, id string) error {
-	c, err := m.lookup(id)
+	c, err := m.running(id)
 	if err != nil {
 		return err
-	}
-	if st, _ := c.snapshot(); st == stateExited {
-		return fmt.Errorf("container %s has exited: %w", id, ErrNotFound)
 	}
 	if err := c.log.Reopen(); err != nil {
 		return fmt.Errorf("reopen log: %w", err)
@@ -254,12 +279,9 @@ func (m *Monitor) ReopenLog(ctx context.Context, id string) error {
 // SetWindowSize resizes a container's terminal (rows = height, cols =
 // width).
 func (m *Monitor) SetWindowSize(ctx context.Context, id string, width, height uint16) error {
-	c, err := m.lookup(id)
+	c, err := m.running(id)
 	if err != nil {
 		return err
-	}
-	if st, _ := c.snapshot(); st == stateExited {
-		return fmt.Errorf("container %s has exited: %w", id, ErrNotFound)
 	}
 	if !c.req.Terminal {
 		return fmt.Errorf("container has no terminal: %w", ErrFailedPrecondition)

@@ -73,6 +73,9 @@ type execOOM struct {
 
 // startExecOOM reads the container's count before an exec's process starts.
 func (c *container) startExecOOM() execOOM {
+	if c == nil { // a tombstone's exec: the runtime refuses it
+		return execOOM{}
+	}
 	w := c.oomWatcher()
 	if w == nil {
 		return execOOM{}

@@ -271,7 +271,7 @@ func TestExecOOMKills(t *testing.T) {
 
 	// While the container runs, the exec processes' own kills are known to
 	// be other processes'; the children's wait for the init's exit.
-	c, err := m.lookup(id)
+	c, _, err := m.lookup(id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,9 +73,12 @@ func (m *Monitor) addSession(add func(*stream.Server) (string, error)) (string, 
 // running returns container id unless it is unknown or has exited
 // (ErrNotFound, conmon-rs's "child not available").
 func (m *Monitor) running(id string) (*container, error) {
-	c, err := m.lookup(id)
+	c, _, err := m.lookup(id)
 	if err != nil {
 		return nil, err
+	}
+	if c == nil { // a tombstone
+		return nil, fmt.Errorf("container %s has exited: %w", id, ErrNotFound)
 	}
 	if st, _ := c.snapshot(); st == stateExited {
 		return nil, fmt.Errorf("container %s has exited: %w", id, ErrNotFound)

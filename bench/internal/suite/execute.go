@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -29,6 +30,10 @@ type Options struct {
 	WorkDir string // parent of the scratch dir
 	Keep    bool   // keep the scratch dir
 	Only    []string
+	// Cycles, Execs and Quiet override the working pod's counts and
+	// quiet time when set.
+	Cycles, Execs int
+	Quiet         time.Duration
 }
 
 // Execute checks the prerequisites, runs the benchmark and writes
@@ -89,9 +94,24 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 			return fmt.Errorf("build loggen (run from the bench module or pass -loggen): %w: %s", err, out)
 		}
 	}
+	golisten := filepath.Join(binDir, "golisten")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", golisten, "github.com/gomon-dev/gomon/bench/cmd/golisten")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build golisten (run from the bench module): %w: %s", err, out)
+	}
 	params := FullParams()
 	if o.Quick {
 		params = QuickParams()
+	}
+	if o.Cycles > 0 {
+		params.WorkCycles = o.Cycles
+	}
+	if o.Execs > 0 {
+		params.WorkExecs = o.Execs
+	}
+	if o.Quiet > 0 {
+		params.WorkQuiet = o.Quiet
 	}
 	only := map[string]bool{}
 	for _, s := range o.Only {
@@ -103,11 +123,12 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 			Runc: oci.Runc{Path: o.Runc}, Conmon: conmon, Gomon: gomon,
 			WorkDir: work, Logger: log,
 		},
-		Busybox: o.Busybox,
-		Loggen:  loggenBin,
-		Logger:  log,
-		Only:    only,
-		Sources: versionOf,
+		Busybox:  o.Busybox,
+		Loggen:   loggenBin,
+		Golisten: golisten,
+		Logger:   log,
+		Only:     only,
+		Sources:  versionOf,
 	}
 	res, runErr := Run(ctx, cfg)
 	if res == nil {

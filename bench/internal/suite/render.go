@@ -156,6 +156,12 @@ func (r *Results) Doc(quick bool) report.Doc {
 	if r.Metrics != nil {
 		d.Sections = append(d.Sections, r.metricsSection())
 	}
+	if r.WorkingPod != nil {
+		d.Sections = append(d.Sections, r.workingPodSection())
+	}
+	if r.Node != nil {
+		d.Sections = append(d.Sections, r.nodeSection())
+	}
 	return d
 }
 
@@ -447,4 +453,67 @@ func (r *Results) Chart() report.Chart {
 		c.Panels = append(c.Panels, report.Panel{Title: "create-to-running, tracing off/on", Unit: "ms", Bars: bars(r.Tracing.Latency, lGomon, lTrace)})
 	}
 	return c
+}
+
+func (r *Results) workingPodSection() report.Section {
+	w := r.WorkingPod
+	s := report.Section{
+		Title: fmt.Sprintf("6. Working pod: one monitor through %d create/start/exit/delete cycles and %d exec syncs (MiB)",
+			w.Cycles, w.Execs),
+		Columns: []string{"measure", lGomon, "conmon (per container, largest)", "target", "verdict"},
+	}
+	max10 := atMost(10, "≤ 10 MiB")
+	backRSS := atMost(mib(w.Idle.RSS)+1, "within 1 MiB of idle")
+	backUSS := atMost(mib(w.Idle.USS)+1, "within 1 MiB of idle")
+	na := math.NaN()
+	s.Rows = [][]string{
+		{"VmRSS at idle, before", num(mib(w.Idle.RSS)), "—", "—", "—"},
+		{"VmRSS, largest sample", num(mib(w.Max.RSS)), num(mib(w.ConmonMax.RSS)), max10.label(), max10.verdict(mib(w.Max.RSS))},
+		{fmt.Sprintf("VmRSS after %s quiet", w.Quiet), num(mib(w.AfterQuiet.RSS)), num(na), backRSS.label(), backRSS.verdict(mib(w.AfterQuiet.RSS))},
+		{"USS at idle, before", num(mib(w.Idle.USS)), "—", "—", "—"},
+		{"USS, largest sample", num(mib(w.Max.USS)), num(mib(w.ConmonMax.USS)), "—", "—"},
+		{fmt.Sprintf("USS after %s quiet", w.Quiet), num(mib(w.AfterQuiet.USS)), num(na), backUSS.label(), backUSS.verdict(mib(w.AfterQuiet.USS))},
+	}
+	s.Notes = []string{
+		fmt.Sprintf("gomon: one daemon; containers run `true` and are created, started (`runc start`), waited for (exit file) and removed (`runc delete --force`, as CRI-O does) one after the other, then %d exec syncs of `echo hello` into one sleeping container. "+
+			"Its VmRSS and USS (Private_Clean + Private_Dirty) are sampled every %s throughout; idle is read after %s, the last figure after the quiet time.",
+			w.Execs, workSamplePeriod, r.Params.Idle),
+		fmt.Sprintf("conmon: one process per container, measured right after each create (median VmRSS %s MiB, USS %s MiB); it exits with its container, so it has no figure after the quiet time, and its exec syncs (`conmon -e`, a process each) are not sampled.",
+			num(mib(w.ConmonMedian.RSS)), num(mib(w.ConmonMedian.USS))),
+		"Targets (issue 21): never above 10 MiB VmRSS; back within 1 MiB of idle after the quiet time.",
+	}
+	return s
+}
+
+func (r *Results) nodeSection() report.Section {
+	n := r.Node
+	s := report.Section{
+		Title:   "7. Node scale: pods at idle (MiB, summed over the node)",
+		Columns: []string{"scenario", "measure", lGomon, lConmon, "gomon/conmon", "target", "verdict"},
+	}
+	perPod := atMost(0.9, "gomon ≤ 0.9 MiB per pod")
+	for _, mr := range n.Scenarios {
+		g, c := mr.Mem[lGomon], mr.Mem[lConmon]
+		label := fmt.Sprintf("%s (gomon %d proc, conmon %d)", mr.Scenario, mr.Procs[lGomon], mr.Procs[lConmon])
+		pss, _ := ratio(mib(g.PSS), mib(c.PSS))
+		uss, _ := ratio(mib(g.USS), mib(c.USS))
+		s.Rows = append(s.Rows,
+			[]string{label, "total PSS", num(mib(g.PSS)), num(mib(c.PSS)), pss, "—", "—"},
+			[]string{"", "total USS", num(mib(g.USS)), num(mib(c.USS)), uss, "—", "—"})
+		if mr.Scenario.Pods > 0 {
+			gp := mib(g.USS) / float64(mr.Scenario.Pods)
+			cp := mib(c.USS) / float64(mr.Scenario.Pods)
+			rs, _ := ratio(gp, cp)
+			s.Rows = append(s.Rows, []string{"", "USS per pod", num(gp), num(cp), rs, perPod.label(), perPod.verdict(gp)})
+		}
+	}
+	k := int64(max(1, n.FloorProcs))
+	s.Rows = append(s.Rows, []string{fmt.Sprintf("floor: static Go unix-socket listener, %d processes", k), "VmRSS / PSS / USS per process",
+		fmt.Sprintf("%s / %s / %s", num(mib(n.Floor.RSS/k)), num(mib(n.Floor.PSS/k)), num(mib(n.Floor.USS/k))), "—", "—", "—", "—"})
+	s.Notes = []string{
+		fmt.Sprintf("Containers run `sleep 3600`; figures read after %s idle, as in section 3. gomon: one daemon per pod; conmon: one process per container.", r.Params.Idle),
+		"The floor (bench/cmd/golisten, CGO_ENABLED=0) does nothing but listen on a unix socket: the private memory any static Go daemon of this kind costs. As many run as there are pods in the first scenario, so their code pages are shared as the daemons' are.",
+		"Aim (issue 21): at most 0.9 MiB of private memory per gomon pod at idle.",
+	}
+	return s
 }

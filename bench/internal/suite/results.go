@@ -41,6 +41,10 @@ type Results struct {
 	RateCost *RateCostResult
 	// Metrics: gomon with tracing on, metrics off and on (the same shape).
 	Metrics *TracingResult
+	// WorkingPod: one daemon's memory through churn and exec syncs.
+	WorkingPod *WorkingPodResult
+	// Node: many pods at idle, and the Go floor.
+	Node *NodeResult
 }
 
 // StepDuration is how long one measure took.

@@ -60,6 +60,13 @@ type Params struct {
 	// RateCostReps runs of lines100 per variant measure the rate
 	// limiter's own cost (ratecost.go).
 	RateCostReps int
+	// The working pod (workingpod): create/start/exit/delete cycles and
+	// exec syncs through one daemon, then WorkQuiet of quiet.
+	WorkCycles int
+	WorkExecs  int
+	WorkQuiet  time.Duration
+	// NodeScenario is the node-scale measure's pods at idle (node).
+	NodeScenario []Scenario
 }
 
 // QuickParams is a smoke run of about a minute.
@@ -76,6 +83,10 @@ func QuickParams() Params {
 		// 1 s of ticks.
 		NeighbourReps: 1, NeighbourTicks: 100,
 		RateCostReps: 1,
+		WorkCycles:   20,
+		WorkExecs:    20,
+		WorkQuiet:    5 * time.Second,
+		NodeScenario: []Scenario{{5, 1}, {2, 5}},
 	}
 }
 
@@ -94,6 +105,11 @@ func FullParams() Params {
 		// GB to the log disk over the scenario.
 		NeighbourReps: 3, NeighbourTicks: 200,
 		RateCostReps: 10,
+		WorkCycles:   1000,
+		WorkExecs:    1000,
+		WorkQuiet:    time.Minute,
+		// 110 pods of one container: the kubelet's default pod limit.
+		NodeScenario: []Scenario{{110, 1}, {20, 5}},
 	}
 }
 
@@ -103,9 +119,12 @@ type Config struct {
 	Env     *driver.Env
 	Busybox string
 	Loggen  string // static writer binary
-	Logger  *slog.Logger
+	// Golisten is the node-scale floor, a static Go unix-socket listener.
+	Golisten string
+	Logger   *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing, neighbour, ratecost, metrics); empty means all.
+	// logs, tracing, neighbour, ratecost, metrics, workingpod, node); empty
+	// means all.
 	Only map[string]bool
 	// Sources maps "gomon" and "conmon" to the binaries the private copies
 	// in Env were made from (for the report).
@@ -162,6 +181,8 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"neighbour", h.neighbour},
 		{"ratecost", h.rateCost},
 		{"metrics", h.metrics},
+		{"workingpod", h.workingPod},
+		{"node", h.nodeScale},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {

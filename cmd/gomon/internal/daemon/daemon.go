@@ -211,6 +211,7 @@ func writePidfile(path string, pid int) error {
 
 // serve runs the daemon proper until SIGINT or SIGTERM.
 func serve(opts Options, l net.Listener) error {
+	defer tuneRuntime(os.LookupEnv)()
 	// Register before anything can need them; buffered so no signal is lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)

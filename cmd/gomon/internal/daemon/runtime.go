@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// The daemon's Go runtime settings (docs/reliability.md, "Memory").
+//
+// A monitor is idle most of its life with a live heap well under 1 MiB,
+// but Go's default GC lets the heap reach 4 MiB before a collection (GOGC
+// has a 4 MiB minimum heap goal) and keeps the pages it used: a pod that
+// churned through containers and execs sat ~5 MiB above its idle size
+// for good. Measured alternatives (docs/reliability.md): a soft memory
+// limit near the idle size, or one that tracks the live heap with a
+// 1 MiB minimum heap, held the churn to +1 MiB of anonymous memory, but
+// made the log path collect far more often (its pooled 128 KiB read and
+// 384 KiB record buffers are dropped by every second GC and allocated
+// again) and cost 30 to 75% more CPU per GB of log; GOGC=25 still grew by
+// 2.8 MiB. What costs the log path nothing is giving the pages back:
+// every reclaimPeriod, if the heap holds more than reclaimSlack of
+// memory beyond its live part (garbage not collected yet, or free pages
+// not returned), the daemon collects and returns them at once
+// (debug.FreeOSMemory, one GC); and once the heap has stopped growing
+// after some work, it returns what is left. An idle daemon, or one
+// streaming logs (which allocates next to nothing per chunk), does
+// neither.
+//
+// Operators' GOGC and GOMEMLIMIT apply as usual (nothing here sets
+// them); a GOMAXPROCS in the environment replaces the cap below.
+const (
+	// maxProcs caps GOMAXPROCS: a pod's monitor does not need more than
+	// two cores at once (C conmon uses one per container), and every P
+	// can end up with an OS thread of its own on a large node.
+	maxProcs = 2
+	// reclaimPeriod is how often the heap is checked; reclaimSlack is
+	// how much reclaimable memory makes the check collect.
+	reclaimPeriod = 5 * time.Second
+	reclaimSlack  = 1 << 20
+	// quietGrowth is the heap growth between two checks below which the
+	// daemon counts as quiet.
+	quietGrowth = 64 << 10
+)
+
+// heapSamples are the runtime metrics the reclaim check reads.
+var heapSamples = []string{
+	"/gc/heap/live:bytes",                // live after the last GC
+	"/memory/classes/heap/objects:bytes", // live and dead objects
+	"/memory/classes/heap/unused:bytes",  // fragmentation in spans
+	"/memory/classes/heap/free:bytes",    // free, not returned to the OS
+}
+
+// tuneRuntime applies the daemon's runtime settings unless the
+// environment (lookup: os.LookupEnv) sets them, and starts the reclaim
+// check; the returned func stops it.
+func tuneRuntime(lookup func(string) (string, bool)) (stop func()) {
+	if _, ok := lookup("GOMAXPROCS"); !ok {
+		if n := runtime.GOMAXPROCS(0); n > maxProcs {
+			runtime.GOMAXPROCS(maxProcs)
+		}
+	}
+	r := newReclaimer(debug.FreeOSMemory)
+	t := time.NewTicker(reclaimPeriod)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				r.check()
+			}
+		}
+	}()
+	return func() {
+		t.Stop()
+		close(done)
+		<-finished
+	}
+}
+
+// reclaimer returns the heap's memory to the OS when enough of it is
+// reclaimable. Used by one goroutine.
+type reclaimer struct {
+	samples []metrics.Sample
+	free    func() // debug.FreeOSMemory
+	// floor is what the heap held right after the last free: memory a
+	// collection cannot give back (fragmentation, pooled buffers) must
+	// not make every check collect again.
+	floor uint64
+	// last is what the heap held at the previous check; settled is set
+	// once a quiet check has returned what was left.
+	last    uint64
+	settled bool
+}
+
+func newReclaimer(free func()) *reclaimer {
+	r := &reclaimer{free: free, settled: true}
+	for _, n := range heapSamples {
+		r.samples = append(r.samples, metrics.Sample{Name: n})
+	}
+	return r
+}
+
+// check frees the heap's reclaimable memory when it exceeds reclaimSlack
+// (work is going on), or, at the first check that finds the heap quiet
+// (grown by less than quietGrowth since the previous one) after some
+// work, whatever is left. It reports whether it freed.
+func (r *reclaimer) check() bool {
+	live, held := r.read()
+	quiet := held < r.last+quietGrowth
+	r.last = held
+	switch {
+	case held > max(live, r.floor)+reclaimSlack:
+		r.settled = false
+	case quiet && !r.settled && held > max(live, r.floor)+quietGrowth:
+		r.settled = true
+	default:
+		if !quiet {
+			r.settled = false
+		}
+		return false
+	}
+	r.free()
+	_, r.floor = r.read()
+	r.last = r.floor
+	return true
+}
+
+// read returns the live heap after the last GC and what the heap holds:
+// objects, dead or alive, plus unused and free pages not returned to the
+// OS.
+func (r *reclaimer) read() (live, held uint64) {
+	metrics.Read(r.samples)
+	var v [4]uint64
+	for i, s := range r.samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
+	}
+	return v[0], v[1] + v[2] + v[3]
+}

@@ -1,0 +1,72 @@
+package daemon
+
+import (
+	"runtime"
+	"runtime/debug"
+	"testing"
+)
+
+// sink keeps the test's garbage from being optimised away.
+var sink []byte
+
+// TestReclaimer: garbage beyond reclaimSlack is collected and returned
+// once; a heap without it is left alone.
+func TestReclaimer(t *testing.T) {
+	debug.FreeOSMemory()
+	frees := 0
+	r := newReclaimer(func() { frees++; debug.FreeOSMemory() })
+	// Settle on whatever the test binary left behind.
+	for range 3 {
+		r.check()
+	}
+	frees = 0
+	if r.check() {
+		t.Fatal("collected a heap with nothing to give back")
+	}
+	for range 64 {
+		sink = make([]byte, 64<<10) // 4 MiB of garbage, 64 KiB at a time
+	}
+	sink = nil
+	if !r.check() || frees != 1 {
+		t.Fatalf("4 MiB of garbage not reclaimed (frees %d)", frees)
+	}
+	if r.check() || frees != 1 {
+		t.Errorf("collected again right after a reclaim (frees %d)", frees)
+	}
+	// Less than reclaimSlack while work goes on: kept, then returned at
+	// the first quiet check, once.
+	for range 8 {
+		sink = make([]byte, 64<<10) // 512 KiB
+	}
+	sink = nil
+	if r.check() || frees != 1 {
+		t.Fatalf("collected while the heap was growing by less than the slack (frees %d)", frees)
+	}
+	if !r.check() || frees != 2 {
+		t.Fatalf("not collected once quiet (frees %d)", frees)
+	}
+	for range 2 {
+		if r.check() || frees != 2 {
+			t.Errorf("collected again while quiet (frees %d)", frees)
+		}
+	}
+}
+
+func TestTuneRuntimeGOMAXPROCS(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
+
+	runtime.GOMAXPROCS(maxProcs + 1)
+	stop := tuneRuntime(func(string) (string, bool) { return "", false })
+	stop()
+	if got := runtime.GOMAXPROCS(0); got != maxProcs {
+		t.Errorf("GOMAXPROCS = %d, want the cap %d", got, maxProcs)
+	}
+
+	runtime.GOMAXPROCS(maxProcs + 1)
+	stop = tuneRuntime(func(k string) (string, bool) { return "3", k == "GOMAXPROCS" })
+	stop()
+	if got := runtime.GOMAXPROCS(0); got != maxProcs+1 {
+		t.Errorf("GOMAXPROCS = %d with GOMAXPROCS set, want it untouched (%d)", got, maxProcs+1)
+	}
+}
