@@ -105,6 +105,11 @@ func ReadLoop(r io.Reader, s Stream, log *Log, logger *slog.Logger, tee ...io.Wr
 		for i := range dests {
 			dests[i].finish(logger, destName(i))
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && isHandedOff(r) {
+			// Stopped for a handoff: what the stream holds is the next
+			// reader's (see StopForHandoff).
+			return st, fmt.Errorf("read %s: %w", s, ErrHandedOff)
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			st.UnreadBytes = cr.discard()
 			if st.UnreadBytes > 0 {

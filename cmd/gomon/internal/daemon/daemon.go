@@ -29,11 +29,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gomon-dev/gomon/cmd/gomon/internal/upgrade"
 	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/internal/atomicfile"
 	"github.com/gomon-dev/gomon/monitor"
@@ -78,6 +80,20 @@ const (
 // daemon is listening; in the daemon (or with SkipFork) it serves until a
 // terminating signal and returns nil after a clean shutdown.
 func Run(opts Options) error {
+	// After an upgrade in place this process is the new binary, exec'd by
+	// the daemon it replaces (docs/upgrade.md).
+	in, err := upgrade.TakeOver()
+	if in != nil || err != nil {
+		if in == nil || in.Listener == nil {
+			res := upgrade.Result{PID: os.Getpid(), To: opts.Version.Version,
+				Error: fmt.Sprintf("the new process cannot take over: %v", err)}
+			if in != nil && in.Control != nil {
+				_ = upgrade.Answer(in.Control, res)
+			}
+			return fmt.Errorf("take over after upgrade: %w", err)
+		}
+		return serve(opts, in.Listener, in)
+	}
 	if fd, ok := os.LookupEnv(daemonEnv); ok {
 		_ = os.Unsetenv(daemonEnv)
 		n, err := strconv.Atoi(fd)
@@ -90,7 +106,12 @@ func Run(opts Options) error {
 		if err != nil {
 			return fmt.Errorf("adopt listener: %w", err)
 		}
-		return serve(opts, l)
+		ul, ok := l.(*net.UnixListener)
+		if !ok {
+			_ = l.Close()
+			return fmt.Errorf("adopt listener: a %T, not a unix socket", l)
+		}
+		return serve(opts, ul, nil)
 	}
 
 	if err := cloexecInherited(); err != nil {
@@ -107,7 +128,7 @@ func Run(opts Options) error {
 		return err
 	}
 	if opts.SkipFork {
-		return serve(opts, l)
+		return serve(opts, l, nil)
 	}
 	return launch(opts, l)
 }
@@ -199,17 +220,24 @@ func writePidfile(path string, pid int) error {
 	return nil
 }
 
-// serve runs the daemon proper until SIGINT or SIGTERM.
-func serve(opts Options, l net.Listener) error {
+// serve runs the daemon proper until SIGINT or SIGTERM. in is what an
+// upgrade in place handed over (nil at a normal start).
+func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 	// Register before anything can need them; buffered so no signal is lost.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+
+	// The path this binary was started from, read before a package update
+	// replaces the file: the default new binary of an upgrade.
+	self, _ := os.Executable()
+	self = strings.TrimSuffix(self, " (deleted)")
 
 	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel, opts.RunDir)
 	defer closeLog()
 	log.Info("gomon starting", "version", opts.Version.Version, "pid", os.Getpid(),
-		"runtime", opts.Runtime, "run_dir", opts.RunDir, "tracing", opts.EnableTracing)
+		"runtime", opts.Runtime, "run_dir", opts.RunDir, "tracing", opts.EnableTracing,
+		"upgraded_from", upgradedFrom(in))
 
 	mode := exporter.ModeOff
 	if opts.EnableTracing {
@@ -246,20 +274,57 @@ func serve(opts Options, l net.Listener) error {
 		_ = l.Close()
 		return fmt.Errorf("start monitor: %w", err)
 	}
+	var adopted upgrade.Result
+	if in != nil {
+		adopted = adopt(mon, in, versionTag(opts.Version), log)
+	}
 
-	srv := rpc.NewServer(mon, opts.Version, log)
+	gate := upgrade.NewGate(mon)
+	srv := rpc.NewServer(gate, opts.Version, log)
+	pl := upgrade.NewListener(l)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	go func() { served <- srv.Serve(pl) }()
+
+	var requests <-chan upgrade.Pending
+	control, err := upgrade.Listen(opts.RunDir, log)
+	if err != nil {
+		log.Warn("no upgrade socket: upgrades only through SIGHUP", "error", err)
+	} else {
+		defer func() { _ = control.Close() }()
+		requests = control.Requests()
+	}
+	if in != nil {
+		adopted.PauseMicros = time.Since(time.Unix(0, in.State.PausedAt)).Microseconds()
+		log.Info("upgrade complete", "from", adopted.From, "to", adopted.To, "pause", time.Duration(adopted.PauseMicros)*time.Microsecond,
+			"containers", adopted.Containers, "warning", adopted.Warning)
+		if err := upgrade.Answer(in.Control, adopted); err != nil {
+			log.Warn("answer upgrade", "error", err)
+		}
+	}
+	up := &upgrade.Daemon{
+		RunDir: opts.RunDir, Version: versionTag(opts.Version), Binary: self, Argv: os.Args,
+		Listener: pl, Gate: gate, Monitor: mon, Log: log,
+	}
 
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGUSR1 {
+			switch sig {
+			case syscall.SIGUSR1:
 				dumpStacks(log)
+				continue
+			case syscall.SIGHUP:
+				res := up.Upgrade("", nil) // returns only when refused
+				log.Warn("upgrade on SIGHUP refused", "error", res.Error)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
 			return shutdown(opts, srv, mon, log, served)
+		case p := <-requests:
+			res := up.Upgrade(p.Request.Binary, p.Conn) // returns only when refused
+			if err := upgrade.Answer(p.Conn, res); err != nil {
+				log.Warn("answer upgrade", "error", err)
+			}
 		case err := <-served:
 			// The listener failed under us; stop everything all the same.
 			log.Error("rpc server stopped", "error", err)
@@ -267,6 +332,35 @@ func serve(opts Options, l net.Listener) error {
 			return err
 		}
 	}
+}
+
+// adopt takes over the containers an upgrade handed over and returns the
+// answer for whoever asked.
+func adopt(mon *monitor.Monitor, in *upgrade.Inherited, version string, log *slog.Logger) upgrade.Result {
+	res := upgrade.Result{OK: true, PID: os.Getpid(), From: in.State.From, To: version}
+	n, err := mon.Adopt(in.State)
+	res.Containers = n
+	if err != nil {
+		res.Warning = err.Error()
+		log.Error("upgrade: containers taken over in part", "taken_over", n, "handed_over", len(in.State.Containers), "error", err)
+	}
+	return res
+}
+
+// versionTag is the version an upgrade reports: the semantic version and
+// the build's tag, which tells two builds of one version apart.
+func versionTag(v rpc.VersionInfo) string {
+	if v.Tag == "" || v.Tag == "none" {
+		return v.Version
+	}
+	return v.Version + " (" + v.Tag + ")"
+}
+
+func upgradedFrom(in *upgrade.Inherited) string {
+	if in == nil {
+		return ""
+	}
+	return in.State.From
 }
 
 // shutdown kills the pod's containers (their exit files get 137), stops

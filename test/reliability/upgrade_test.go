@@ -1,0 +1,292 @@
+package reliability
+
+// Upgrade in place (docs/upgrade.md): a pod's daemon execs a new gomon
+// binary, several times in a row between two builds, while one container
+// logs continuously, one idles and one exits in the middle of a handoff;
+// and failed upgrades leave the old daemon serving.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containers/conmon-rs/pkg/client"
+)
+
+// upgradeRounds is how many upgrades the test does in a row
+// (GOMON_UPGRADE_ROUNDS overrides).
+const upgradeRounds = 6
+
+var (
+	upgradeBuildsOnce sync.Once
+	upgradeBuilds     [2]string
+	upgradeBuildsErr  error
+)
+
+// upgradeBinaries builds gomon twice from this repository, tagged
+// upgrade-a and upgrade-b (the buildinfo tag, as the Makefile sets it).
+func upgradeBinaries(t *testing.T) [2]string {
+	t.Helper()
+	upgradeBuildsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gomon-upgrade-builds-")
+		if err != nil {
+			upgradeBuildsErr = err
+			return
+		}
+		for i, tag := range []string{"upgrade-a", "upgrade-b"} {
+			out := filepath.Join(dir, "gomon-"+tag)
+			cmd := exec.Command("go", "build", "-C", "../..", "-o", out,
+				"-ldflags", "-X github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.tag="+tag, "./cmd/gomon")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				upgradeBuildsErr = fmt.Errorf("build %s: %w: %s", tag, err, b)
+				return
+			}
+			upgradeBuilds[i] = out
+		}
+	})
+	if upgradeBuildsErr != nil {
+		t.Fatal(upgradeBuildsErr)
+	}
+	return upgradeBuilds
+}
+
+// install puts src at dst atomically (rename), as a package update does.
+func install(t *testing.T, src, dst string) {
+	t.Helper()
+	tmp := dst + ".new"
+	if err := copyFile(src, tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gomonUpgrade runs `gomon upgrade --runtime-dir dir [--binary b]` with
+// the binary cli and returns its output and whether it succeeded.
+func gomonUpgrade(t *testing.T, cli, dir, binary string) (string, bool) {
+	t.Helper()
+	args := []string{"upgrade", "--runtime-dir", dir}
+	if binary != "" {
+		args = append(args, "--binary", binary)
+	}
+	out, err := exec.Command(cli, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err == nil
+}
+
+// versionTag asks the daemon for its version through the test's
+// conmon-rs v1.0 client and returns its tag and PID. That client holds one
+// connection for all its calls, and the old process's connections end at
+// the exec: the first call after an upgrade fails with "connection
+// closed", and the client dials again for the next one. So one failed
+// call is allowed here, a second is not.
+func versionTag(t *testing.T, s *gomonServer) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	v, err := s.client.Version(ctx, &client.VersionConfig{})
+	if err != nil {
+		t.Logf("first call after the upgrade, on the connection held across it: %v", err)
+		if v, err = s.client.Version(ctx, &client.VersionConfig{}); err != nil {
+			t.Fatalf("Version after redial: %v", err)
+		}
+	}
+	return v.Tag, int(v.ProcessID)
+}
+
+func execEcho(t *testing.T, s *gomonServer, c *ctr, word string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	res, err := s.client.ExecSyncContainer(ctx, &client.ExecSyncConfig{ID: c.id, Command: []string{"echo", word}, Timeout: 20})
+	if err != nil {
+		t.Fatalf("ExecSyncContainer: %v", err)
+	}
+	if res.ExitCode != 0 || string(res.Stdout) != word+"\n" {
+		t.Fatalf("exec echo %s: exit %d, stdout %q, stderr %q", word, res.ExitCode, res.Stdout, res.Stderr)
+	}
+}
+
+// counterScript writes "o N" to stdout and "e N" to stderr for N = 1, 2, …
+// until killed.
+const counterScript = `i=0; while :; do i=$((i+1)); echo "o $i"; echo "e $i" >&2; done`
+
+// checkCounter checks that the CRI log holds, per stream, the lines
+// "<p> 1" … "<p> N" exactly once each and in order, and returns N per
+// stream. Records are joined across P/F as the kubelet does.
+func checkCounter(t *testing.T, path string) (stdout, stderr int) {
+	t.Helper()
+	recs, err := readCRILog(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	next := map[string]int{"stdout": 1, "stderr": 1}
+	prefix := map[string]string{"stdout": "o ", "stderr": "e "}
+	partial := map[string]string{}
+	for i, r := range recs {
+		line := partial[r.stream] + r.content
+		if r.tag == "P" {
+			partial[r.stream] = line
+			continue
+		}
+		partial[r.stream] = ""
+		want := prefix[r.stream] + strconv.Itoa(next[r.stream])
+		if line != want {
+			t.Fatalf("%s record %d (%s): line %q, want %q: a line lost, repeated or out of order", path, i, r.stream, line, want)
+		}
+		next[r.stream]++
+	}
+	return next["stdout"] - 1, next["stderr"] - 1
+}
+
+// TestUpgradeInPlace: a pod goes through several upgrades in a row
+// between two builds. Every log stays byte-exact and in order, every
+// container keeps its PID, a container that exits during a handoff gets
+// its real exit code, Version reports the new build, exec sync works; and
+// a refused upgrade (missing binary, a binary that exits at once) leaves
+// the old daemon serving with nothing lost.
+func TestUpgradeInPlace(t *testing.T) {
+	requireRoot(t)
+	bins := upgradeBinaries(t)
+	rounds := upgradeRounds
+	if v, err := strconv.Atoi(os.Getenv("GOMON_UPGRADE_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+
+	installDir := t.TempDir()
+	installed := filepath.Join(installDir, "gomon")
+	install(t, bins[0], installed)
+	cfg := serverConfig(t, runcPath(t))
+	cfg.ConmonServerPath = installed
+	daemonLog := withDaemonLog(t, cfg)
+	s := startGomon(t, cfg)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(daemonLog)
+			t.Logf("daemon log:\n%s", b)
+		}
+	})
+
+	logger := running(t, s, nil, "sh", "-c", counterScript)
+	idle := running(t, s, nil, "sleep", "1000000")
+	// The exiter exits with 7 on SIGTERM (the trap runs after the current
+	// short sleep).
+	exiter := running(t, s, nil, "sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.1; done`)
+
+	// A wrapper around the real binary that, during the dry run (the old
+	// monitor is frozen then), makes the exiter exit and waits until it
+	// is a zombie: its exit falls between the two processes.
+	wrapper := filepath.Join(installDir, "gomon-exit-during-upgrade")
+	script := fmt.Sprintf(`#!/bin/sh
+if [ "$1" = upgrade ] && [ "$2" = --check-state ]; then
+	kill -TERM %d
+	i=0
+	while [ $i -lt 200 ]; do
+		case "$(cat /proc/%d/stat 2>/dev/null)" in *") Z "*|"") break;; esac
+		sleep 0.05; i=$((i+1))
+	done
+fi
+exec %s "$@"
+`, exiter.pid, exiter.pid, installed)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A binary that exits at once, dry run included.
+	broken := filepath.Join(installDir, "gomon-broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho broken build >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	tags := []string{"upgrade-a", "upgrade-b"}
+	if tag, pid := versionTag(t, s); tag != tags[0] || pid != s.pid {
+		t.Fatalf("before: Version tag %q pid %d, want %q pid %d", tag, pid, tags[0], s.pid)
+	}
+	for round := 1; round <= rounds; round++ {
+		next := round % 2
+		install(t, bins[next], installed)
+		binary := "" // the path the daemon was started from
+		if round == 1 {
+			binary = wrapper
+		}
+		time.Sleep(200 * time.Millisecond) // let the logger write between upgrades
+		out, ok := gomonUpgrade(t, installed, s.runDir, binary)
+		if !ok || !strings.Contains(out, "upgraded") {
+			t.Fatalf("round %d: gomon upgrade failed: %s", round, out)
+		}
+		t.Logf("round %d: %s", round, out)
+		if tag, pid := versionTag(t, s); tag != tags[next] || pid != s.pid {
+			t.Fatalf("round %d: Version tag %q pid %d, want %q pid %d", round, tag, pid, tags[next], s.pid)
+		}
+		execEcho(t, s, idle, fmt.Sprintf("round-%d", round))
+		if round == 1 {
+			if code := exiter.exitCode(t); code != 7 {
+				t.Fatalf("container that exited during the upgrade: exit file %d, want 7", code)
+			}
+			if !strings.Contains(out, "3 container(s)") {
+				t.Errorf("round 1 should carry 3 containers (one a zombie): %s", out)
+			}
+		}
+
+		// Failed upgrades: the daemon stays this build and keeps serving.
+		if round == 2 {
+			// The binary at the daemon's start path is gone (the default
+			// binary), then an explicit one exits at once.
+			away := installed + ".away"
+			if err := os.Rename(installed, away); err != nil {
+				t.Fatal(err)
+			}
+			for _, bad := range []string{"", broken} {
+				out, ok := gomonUpgrade(t, bins[0], s.runDir, bad)
+				if ok || !strings.Contains(out, "refused") {
+					t.Fatalf("upgrade to %q: ok=%v, output %q; want a refusal", bad, ok, out)
+				}
+				t.Logf("refused as expected: %s", out)
+				if tag, pid := versionTag(t, s); tag != tags[next] || pid != s.pid {
+					t.Fatalf("after a refused upgrade: Version tag %q pid %d, want %q pid %d", tag, pid, tags[next], s.pid)
+				}
+				execEcho(t, s, idle, "still-serving")
+				if bad == "" {
+					if err := os.Rename(away, installed); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+
+	// Every container kept its PID: the same processes run (or ran).
+	for _, c := range []*ctr{logger, idle} {
+		if !processExists(int(c.pid)) {
+			t.Errorf("container %s pid %d is gone", c.id, c.pid)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.runDir, "gomon-upgrade-state.json")); !os.IsNotExist(err) {
+		t.Errorf("upgrade state file left behind (stat: %v)", err)
+	}
+
+	// Stop the logger; its log must hold every line once, in order.
+	logger.runc(t, s, "kill", logger.id, "KILL")
+	if code := logger.exitCode(t); code != 137 {
+		t.Errorf("logger exit code %d, want 137", code)
+	}
+	o, e := checkCounter(t, logger.logPath)
+	t.Logf("logger wrote %d stdout and %d stderr lines across %d upgrades", o, e, rounds)
+	if o < 1000 || e < 1000 {
+		t.Errorf("logger wrote only %d/%d lines: it did not run across the upgrades", o, e)
+	}
+	idle.runc(t, s, "kill", idle.id, "KILL")
+	if code := idle.exitCode(t); code != 137 {
+		t.Errorf("idle exit code %d, want 137", code)
+	}
+	if z := zombiesOf(t, s.pid); len(z) > 0 {
+		t.Errorf("zombies left under the daemon: %v", z)
+	}
+}
