@@ -153,9 +153,7 @@ func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
 
 // refuseHandoff returns why the monitor cannot be handed over now, or nil.
 func (m *Monitor) refuseHandoff() error {
-	refuse := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrUpgradeRefused, fmt.Sprintf(format, a...))
-	}
+	refuse := func(why string) error { return fmt.Errorf("%w: %s", ErrUpgradeRefused, why) }
 	m.mu.Lock()
 	down := m.shutdown
 	m.mu.Unlock()

@@ -7,7 +7,10 @@ package reliability
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,13 +118,16 @@ func execEcho(t *testing.T, s *gomonServer, c *ctr, word string) {
 	}
 }
 
-// counterScript writes "o N" to stdout and "e N" to stderr for N = 1, 2, …
-// until killed.
-const counterScript = `i=0; while :; do i=$((i+1)); echo "o $i"; echo "e $i" >&2; done`
+// counterScript writes, until killed, the numbers 1, 2, … to stdout in
+// bursts of 20 000 lines (about 130 KiB, written as fast as seq goes, so
+// the pipe holds output when a handoff stops the read loop) and "e 1",
+// "e 2", … to stderr one echo at a time.
+const counterScript = `(a=1; while :; do seq $a $((a+19999)); a=$((a+20000)); done) &
+i=0; while :; do i=$((i+1)); echo "e $i" >&2; done`
 
 // checkCounter checks that the CRI log holds, per stream, the lines
-// "<p> 1" … "<p> N" exactly once each and in order, and returns N per
-// stream. Records are joined across P/F as the kubelet does.
+// "1" … "N" (stdout) and "e 1" … "e N" (stderr) exactly once each and in
+// order, and returns N per stream. Records are joined across P/F as the kubelet does.
 func checkCounter(t *testing.T, path string) (stdout, stderr int) {
 	t.Helper()
 	recs, err := readCRILog(path)
@@ -129,7 +135,7 @@ func checkCounter(t *testing.T, path string) (stdout, stderr int) {
 		t.Fatalf("%s: %v", path, err)
 	}
 	next := map[string]int{"stdout": 1, "stderr": 1}
-	prefix := map[string]string{"stdout": "o ", "stderr": "e "}
+	prefix := map[string]string{"stdout": "", "stderr": "e "}
 	partial := map[string]string{}
 	for i, r := range recs {
 		line := partial[r.stream] + r.content
@@ -268,7 +274,7 @@ exec %s "$@"
 			t.Errorf("container %s pid %d is gone", c.id, c.pid)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(s.runDir, "gomon-upgrade-state.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(s.runDir, "gomon-upgrade-state.json")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("upgrade state file left behind (stat: %v)", err)
 	}
 
@@ -279,7 +285,7 @@ exec %s "$@"
 	}
 	o, e := checkCounter(t, logger.logPath)
 	t.Logf("logger wrote %d stdout and %d stderr lines across %d upgrades", o, e, rounds)
-	if o < 1000 || e < 1000 {
+	if o < 100000 || e < 1000 {
 		t.Errorf("logger wrote only %d/%d lines: it did not run across the upgrades", o, e)
 	}
 	idle.runc(t, s, "kill", idle.id, "KILL")
@@ -288,5 +294,111 @@ exec %s "$@"
 	}
 	if z := zombiesOf(t, s.pid); len(z) > 0 {
 		t.Errorf("zombies left under the daemon: %v", z)
+	}
+}
+
+// attachTick opens c's attach socket at sock (the AttachContainer call
+// only: Passthrough), connects to it and waits for output holding "tick".
+// The call is retried once: the first call after an upgrade fails on the
+// client's held connection. The returned func disconnects.
+func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) (disconnect func()) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		err := s.client.AttachContainer(ctx, &client.AttachConfig{ID: c.id, SocketPath: sock, Passthrough: true})
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt > 1 {
+			t.Fatalf("AttachContainer: %v", err)
+		}
+		t.Logf("AttachContainer, first call after the upgrade: %v", err)
+	}
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatalf("connect to the attach socket: %v", err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(hangGuard)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			_ = conn.Close()
+			t.Fatalf("read the attach socket: %v", err)
+		}
+		// Each message is a pipe byte, then the output.
+		if n > 1 && strings.Contains(string(buf[1:n]), "tick") {
+			return func() { _ = conn.Close() }
+		}
+	}
+}
+
+// TestUpgradeRefusesWhatItDoesNotCarry: a terminal container and a
+// connected attach client make the daemon refuse, saying so, and serve on
+// unchanged; once they are gone the upgrade goes through, and the attach
+// socket works in the new process.
+func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
+	requireRoot(t)
+	bins := upgradeBinaries(t)
+	installed := filepath.Join(t.TempDir(), "gomon")
+	install(t, bins[0], installed)
+	cfg := serverConfig(t, runcPath(t))
+	cfg.ConmonServerPath = installed
+	s := startGomon(t, cfg)
+
+	ticker := running(t, s, nil, "sh", "-c", `i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done`)
+	term := newCtr(t, func(spec map[string]any) {
+		spec["process"].(map[string]any)["terminal"] = true
+	}, "sleep", "1000000")
+	if err := createCtr(t, s, term, func(r *client.CreateContainerConfig) { r.Terminal = true }); err != nil {
+		t.Fatalf("create terminal container: %v", err)
+	}
+	term.runc(t, s, "start", term.id)
+
+	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
+	if ok || !strings.Contains(out, "container "+term.id+": a terminal is not carried by an upgrade yet") {
+		t.Fatalf("upgrade with a terminal container: ok=%v, %q; want a refusal naming the terminal", ok, out)
+	}
+	if tag, pid := versionTag(t, s); tag != "upgrade-a" || pid != s.pid {
+		t.Fatalf("after the refusal: Version tag %q pid %d", tag, pid)
+	}
+	term.runc(t, s, "kill", term.id, "KILL")
+	if code := term.exitCode(t); code != 137 {
+		t.Fatalf("terminal container exit code %d", code)
+	}
+
+	sock := filepath.Join(t.TempDir(), "attach")
+	end := attachTick(t, s, ticker, sock)
+	out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
+	if ok || !strings.Contains(out, "attach client(s) connected") {
+		end()
+		t.Fatalf("upgrade with an attach client: ok=%v, %q; want a refusal naming it", ok, out)
+	}
+	end()
+	// The daemon notices the client left a little later: retry until the
+	// upgrade goes through.
+	deadline := time.Now().Add(hangGuard)
+	for {
+		out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
+		if ok || time.Now().After(deadline) || !strings.Contains(out, "attach client") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !ok {
+		t.Fatalf("upgrade after the attach client left: %s", out)
+	}
+	t.Log(out)
+	if tag, _ := versionTag(t, s); tag != "upgrade-b" {
+		t.Fatalf("after the upgrade: Version tag %q", tag)
+	}
+	// The attach socket was bound again by the new process.
+	attachTick(t, s, ticker, sock)()
+	ticker.runc(t, s, "kill", ticker.id, "KILL")
+	if code := ticker.exitCode(t); code != 137 {
+		t.Errorf("ticker exit code %d", code)
 	}
 }
