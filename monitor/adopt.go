@@ -348,6 +348,12 @@ func (r *reaper) kick() {
 // over; a container it could only take over in part (its log or an attach
 // socket failed to open) is counted, and the failure is in the error.
 func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
+	// First of all, close-on-exec again on every inherited pipe, so no
+	// runtime or container we start inherits one, whatever happens below.
+	for _, rec := range s.Containers {
+		unix.CloseOnExec(rec.StdoutFD)
+		unix.CloseOnExec(rec.StderrFD)
+	}
 	var errs []error
 	n := 0
 	for _, rec := range s.Containers {
@@ -378,17 +384,24 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 	for _, d := range rec.LogDrivers {
 		req.LogDrivers = append(req.LogDrivers, LogDriver{Type: LogDriverType(d.Type), Path: d.Path, MaxSize: d.MaxSize})
 	}
-	if err := checkOwnChild(rec.PID); err != nil {
-		return fmt.Errorf("not adopted: %w", err)
-	}
 	ends := make([]*os.File, 2)
 	for i, fd := range []int{rec.StdoutFD, rec.StderrFD} {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		// Only a pipe is taken: a record naming an fd that was not
+		// inherited must not make us take one of the runtime's own.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			closeFiles(ends[:i])
 			return fmt.Errorf("not adopted: inherited fd %d: %w", fd, err)
 		}
-		// Close-on-exec again, so the runtimes we start do not inherit it.
-		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			closeFiles(ends[:i])
+			return fmt.Errorf("not adopted: inherited fd %d is not a pipe (mode %#o)", fd, st.Mode&unix.S_IFMT)
+		}
 		ends[i] = os.NewFile(uintptr(fd), []string{"stdout", "stderr"}[i]) // pollable: the pipe is non-blocking
+	}
+	if err := checkOwnChild(rec.PID); err != nil {
+		closeFiles(ends)
+		return fmt.Errorf("not adopted: %w", err)
 	}
 	logger := m.log.With("container_id", rec.ID)
 	c := &container{

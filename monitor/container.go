@@ -178,8 +178,8 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 			attribute.Int64("write_errors", int64(stats.WriteErrors)),
 			attribute.Int64("dropped_bytes", int64(stats.DroppedBytes)),
 			attribute.Int64("unread_bytes", int64(stats.UnreadBytes)))
-		if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
-			err = nil // the drain policy stopped the stream: a normal stop
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ioloop.ErrHandedOff) {
+			err = nil // the drain policy or an upgrade (adopt.go) stopped the stream: a normal stop
 		}
 		c.logger.DebugContext(ctx, "read loop ended", "stream", s, "stats", stats, "error", err)
 		endSpan(span, err)

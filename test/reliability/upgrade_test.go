@@ -345,8 +345,11 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	bins := upgradeBinaries(t)
 	installed := filepath.Join(t.TempDir(), "gomon")
 	install(t, bins[0], installed)
+	recv, endpoint := startOTLPHTTPReceiver(t)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
 	cfg := serverConfig(t, runcPath(t))
 	cfg.ConmonServerPath = installed
+	cfg.Tracing = &client.Tracing{Enabled: true, Endpoint: endpoint}
 	s := startGomon(t, cfg)
 
 	ticker := running(t, s, nil, "sh", "-c", `i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done`)
@@ -397,6 +400,23 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	}
 	// The attach socket was bound again by the new process.
 	attachTick(t, s, ticker, sock)()
+	// The new process exported an upgrade span covering the pause.
+	var span *otlpSpan
+	for deadline := time.Now().Add(hangGuard); span == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		recv.mu.Lock()
+		for i := range recv.spans {
+			if recv.spans[i].name == "upgrade" {
+				span = &recv.spans[i]
+			}
+		}
+		recv.mu.Unlock()
+	}
+	switch {
+	case span == nil:
+		t.Error("no upgrade span at the collector")
+	case span.strs["from"] != "0.5.0 (upgrade-a)" || span.strs["to"] != "0.5.0 (upgrade-b)" || span.ints["containers"] != 1 || span.ints["pause_us"] <= 0:
+		t.Errorf("upgrade span: %+v", *span)
+	}
 	ticker.runc(t, s, "kill", ticker.id, "KILL")
 	if code := ticker.exitCode(t); code != 137 {
 		t.Errorf("ticker exit code %d", code)

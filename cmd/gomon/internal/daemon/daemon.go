@@ -33,6 +33,9 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/upgrade"
@@ -70,6 +73,10 @@ const (
 	// listener. It is removed from the environment as soon as it is read,
 	// so runtimes and containers never see it.
 	daemonEnv = "_GOMON_DAEMON_LISTENER_FD"
+
+	// upgradeFlush bounds the export of queued spans right before an
+	// upgrade's exec (part of the pause, only with tracing on).
+	upgradeFlush = time.Second
 
 	// shutdownGrace bounds the whole shutdown; the conmon-rs client waits
 	// 10 s for the process to disappear.
@@ -294,7 +301,20 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 		requests = control.Requests()
 	}
 	if in != nil {
-		adopted.PauseMicros = time.Since(time.Unix(0, in.State.PausedAt)).Microseconds()
+		pausedAt := time.Unix(0, in.State.PausedAt)
+		adopted.PauseMicros = time.Since(pausedAt).Microseconds()
+		// The upgrade's span covers the pause: from the old process's
+		// stop to serving here. It is a root span (no caller's trace
+		// context is carried yet).
+		_, span := tracing.TracerProvider().Tracer("gomon").Start(context.Background(), "upgrade",
+			trace.WithTimestamp(pausedAt), trace.WithAttributes(
+				attribute.String("from", adopted.From), attribute.String("to", adopted.To),
+				attribute.Int64("pause_us", adopted.PauseMicros), attribute.Int("containers", adopted.Containers),
+				attribute.Int("handed_over", len(in.State.Containers))))
+		if adopted.Warning != "" {
+			span.SetStatus(codes.Error, adopted.Warning)
+		}
+		span.End()
 		log.Info("upgrade complete", "from", adopted.From, "to", adopted.To, "pause", time.Duration(adopted.PauseMicros)*time.Microsecond,
 			"containers", adopted.Containers, "warning", adopted.Warning)
 		if err := upgrade.Answer(in.Control, adopted); err != nil {
@@ -304,6 +324,16 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 	up := &upgrade.Daemon{
 		RunDir: opts.RunDir, Version: versionTag(opts.Version), Binary: self, Argv: os.Args,
 		Listener: pl, Gate: gate, Monitor: mon, Log: log,
+		BeforeExec: func() {
+			if mode == exporter.ModeOff {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), upgradeFlush)
+			defer cancel()
+			if err := tracing.ForceFlush(ctx); err != nil {
+				log.Warn("upgrade: spans not exported before the exec are lost", "error", err)
+			}
+		},
 	}
 
 	for {

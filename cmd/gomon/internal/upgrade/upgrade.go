@@ -108,6 +108,9 @@ type Daemon struct {
 	Gate     *Gate
 	Monitor  *monitor.Monitor
 	Log      *slog.Logger
+	// BeforeExec, if set, runs right before the exec (the daemon exports
+	// the spans it still queues); it must be bounded.
+	BeforeExec func()
 }
 
 // Upgrade hands the daemon over to binary (Binary when empty), answering
@@ -188,6 +191,9 @@ func (d *Daemon) Upgrade(binary string, ctrl *net.UnixConn) Result {
 	}
 	env := append(withoutEnv(os.Environ(), StateEnv), StateEnv+"="+path)
 	d.Log.Info("upgrade: exec", "binary", binary, "containers", len(st.Containers))
+	if d.BeforeExec != nil {
+		d.BeforeExec()
+	}
 	err = syscall.Exec(binary, d.Argv, env)
 	// Still here: the exec failed, and nothing changed.
 	for _, fd := range kept {
