@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -420,5 +421,42 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	ticker.runc(t, s, "kill", ticker.id, "KILL")
 	if code := ticker.exitCode(t); code != 137 {
 		t.Errorf("ticker exit code %d", code)
+	}
+}
+
+// TestUpgradePause measures the pause of an upgrade (from the old process
+// no longer accepting to the new one serving, as the daemon reports it)
+// for pods of 1, 10 and 50 idle containers: the median of 7 upgrades each.
+// A measurement, not a check: it runs only with GOMON_UPGRADE_PAUSE=1.
+func TestUpgradePause(t *testing.T) {
+	if os.Getenv("GOMON_UPGRADE_PAUSE") != "1" {
+		t.Skip("a measurement: set GOMON_UPGRADE_PAUSE=1 to run it")
+	}
+	requireRoot(t)
+	bins := upgradeBinaries(t)
+	for _, n := range []int{1, 10, 50} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			cfg := serverConfig(t, runcPath(t))
+			cfg.ConmonServerPath = bins[0]
+			s := startGomon(t, cfg)
+			for range n {
+				running(t, s, nil, "sleep", "1000000")
+			}
+			var pauses []time.Duration
+			for i := range 7 {
+				out, ok := gomonUpgrade(t, bins[0], s.runDir, bins[(i+1)%2])
+				if !ok {
+					t.Fatalf("upgrade: %s", out)
+				}
+				_, rest, _ := strings.Cut(out, "paused ")
+				d, err := time.ParseDuration(strings.TrimSuffix(strings.Fields(rest)[0], ","))
+				if err != nil {
+					t.Fatalf("no pause in %q: %v", out, err)
+				}
+				pauses = append(pauses, d)
+			}
+			slices.Sort(pauses)
+			t.Logf("%d containers: pause median %v (min %v, max %v) over %d upgrades", n, pauses[len(pauses)/2], pauses[0], pauses[len(pauses)-1], len(pauses))
+		})
 	}
 }
