@@ -154,6 +154,51 @@ func checkCounter(t *testing.T, path string) (stdout, stderr int) {
 	return next["stdout"] - 1, next["stderr"] - 1
 }
 
+// clientDuringUpgrade waits until the old daemon is paused in its dry run
+// (held appears), starts client.New on the daemon's run dir, lets the dry
+// run go on once the client's connection is queued, and checks that the
+// client attached to the same daemon, now running the build tagged want.
+func clientDuringUpgrade(cfg *client.ConmonServerConfig, held, goOn string, pid int, want string) error {
+	release := func() { _ = os.WriteFile(goOn, nil, 0o644) }
+	defer release()
+	if _, err := waitForFile(held, hangGuard); err != nil {
+		return fmt.Errorf("the dry run never started: %w", err)
+	}
+	type result struct {
+		cl  *client.ConmonClient
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		cl, err := client.New(cfg)
+		res <- result{cl, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the client's connect and Version are queued now
+	select {
+	case r := <-res:
+		return fmt.Errorf("client.New returned while the daemon was paused: %v", r.err)
+	default:
+	}
+	release()
+	r := <-res
+	if r.err != nil {
+		return fmt.Errorf("client.New: %w", r.err)
+	}
+	if int(r.cl.PID()) != pid {
+		return fmt.Errorf("client.New attached to pid %d, want %d", r.cl.PID(), pid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	v, err := r.cl.Version(ctx, &client.VersionConfig{})
+	if err != nil {
+		return fmt.Errorf("Version on the new client: %w", err)
+	}
+	if v.Tag != want {
+		return fmt.Errorf("the new client sees tag %q, want %q", v.Tag, want)
+	}
+	return nil
+}
+
 // TestUpgradeInPlace: a pod goes through several upgrades in a row
 // between two builds. Every log stays byte-exact and in order, every
 // container keeps its PID, a container that exits during a handoff gets
@@ -206,6 +251,34 @@ exec %s "$@"
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A wrapper that holds the dry run (the old daemon is paused then)
+	// until the test says go on: calls made meanwhile wait in the backlog.
+	held, goOn := filepath.Join(installDir, "dry-run-held"), filepath.Join(installDir, "go-on")
+	holder := filepath.Join(installDir, "gomon-hold-dry-run")
+	script = fmt.Sprintf(`#!/bin/sh
+if [ "$1" = upgrade ] && [ "$2" = --check-state ]; then
+	echo held > %s
+	i=0
+	while [ ! -e %s ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+fi
+exec %s "$@"
+`, held, goOn, installed)
+	if err := os.WriteFile(holder, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A binary that knows another state schema: its dry run reads the
+	// record with the schema number changed (the real binary's check then
+	// refuses it as a binary of another schema would).
+	otherSchema := filepath.Join(installDir, "gomon-other-schema")
+	script = fmt.Sprintf(`#!/bin/sh
+if [ "$1" = upgrade ] && [ "$2" = --check-state ]; then
+	sed 's/"schema":1,/"schema":99,/' "$3" > %[1]s.json && exec %[2]s upgrade --check-state %[1]s.json
+fi
+exec %[2]s "$@"
+`, otherSchema, installed)
+	if err := os.WriteFile(otherSchema, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// A binary that exits at once, dry run included.
 	broken := filepath.Join(installDir, "gomon-broken")
 	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho broken build >&2\nexit 3\n"), 0o755); err != nil {
@@ -220,11 +293,25 @@ exec %s "$@"
 		next := round % 2
 		install(t, bins[next], installed)
 		binary := "" // the path the daemon was started from
-		if round == 1 {
+		var during chan error
+		switch round {
+		case 1:
 			binary = wrapper
+		case 3:
+			// A new client (client.New, which calls Version on a
+			// connection of its own) made while the daemon is paused:
+			// its call waits in the backlog and the new process answers.
+			binary = holder
+			during = make(chan error, 1)
+			go func() { during <- clientDuringUpgrade(cfg, held, goOn, s.pid, tags[next]) }()
 		}
 		time.Sleep(200 * time.Millisecond) // let the logger write between upgrades
 		out, ok := gomonUpgrade(t, installed, s.runDir, binary)
+		if during != nil {
+			if err := <-during; err != nil {
+				t.Fatalf("round %d: a client made during the upgrade: %v", round, err)
+			}
+		}
 		if !ok || !strings.Contains(out, "upgraded") {
 			t.Fatalf("round %d: gomon upgrade failed: %s", round, out)
 		}
@@ -245,12 +332,14 @@ exec %s "$@"
 		// Failed upgrades: the daemon stays this build and keeps serving.
 		if round == 2 {
 			// The binary at the daemon's start path is gone (the default
-			// binary), then an explicit one exits at once.
-			away := installed + ".away"
-			if err := os.Rename(installed, away); err != nil {
-				t.Fatal(err)
-			}
-			for _, bad := range []string{"", broken} {
+			// binary), then an explicit one exits at once, then one knows
+			// another schema.
+			for _, bad := range []string{"", broken, otherSchema} {
+				if bad == "" {
+					if err := os.Rename(installed, installed+".away"); err != nil {
+						t.Fatal(err)
+					}
+				}
 				out, ok := gomonUpgrade(t, bins[0], s.runDir, bad)
 				if ok || !strings.Contains(out, "refused") {
 					t.Fatalf("upgrade to %q: ok=%v, output %q; want a refusal", bad, ok, out)
@@ -261,9 +350,12 @@ exec %s "$@"
 				}
 				execEcho(t, s, idle, "still-serving")
 				if bad == "" {
-					if err := os.Rename(away, installed); err != nil {
+					if err := os.Rename(installed+".away", installed); err != nil {
 						t.Fatal(err)
 					}
+				}
+				if bad == otherSchema && !strings.Contains(out, "unknown upgrade state schema: schema 99") {
+					t.Errorf("refusal for another schema does not say so: %s", out)
 				}
 			}
 		}
