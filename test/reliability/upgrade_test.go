@@ -176,7 +176,7 @@ func clientDuringUpgrade(cfg *client.ConmonServerConfig, held, goOn string, pid 
 	time.Sleep(300 * time.Millisecond) // the client's connect and Version are queued now
 	select {
 	case r := <-res:
-		return fmt.Errorf("client.New returned while the daemon was paused: %v", r.err)
+		return fmt.Errorf("client.New returned while the daemon was paused: %w", r.err)
 	default:
 	}
 	release()
