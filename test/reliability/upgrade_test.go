@@ -176,7 +176,10 @@ func clientDuringUpgrade(cfg *client.ConmonServerConfig, held, goOn string, pid 
 	time.Sleep(300 * time.Millisecond) // the client's connect and Version are queued now
 	select {
 	case r := <-res:
-		return fmt.Errorf("client.New returned while the daemon was paused: %w", r.err)
+		if r.err != nil {
+			return fmt.Errorf("client.New failed while the daemon was paused: %w", r.err)
+		}
+		return errors.New("client.New returned while the daemon was paused: its call was not held")
 	default:
 	}
 	release()
