@@ -154,6 +154,35 @@ func checkCounter(t *testing.T, path string) (stdout, stderr int) {
 	return next["stdout"] - 1, next["stderr"] - 1
 }
 
+// assertCloexec checks that every fd of pid but 0-2 is close-on-exec
+// (/proc/<pid>/fdinfo "flags", octal, O_CLOEXEC 02000000).
+func assertCloexec(t *testing.T, pid int) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if n, _ := strconv.Atoi(e.Name()); n <= 2 {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, perr := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+				if perr == nil && flags&0o2000000 == 0 {
+					target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+					t.Errorf("daemon fd %s (%s) is not close-on-exec: runtimes and containers would inherit it", e.Name(), target)
+				}
+			}
+		}
+	}
+}
+
 // clientDuringUpgrade waits until the old daemon is paused in its dry run
 // (held appears), starts client.New on the daemon's run dir, lets the dry
 // run go on once the client's connection is queued, and checks that the
@@ -323,6 +352,7 @@ exec %[2]s "$@"
 			t.Fatalf("round %d: Version tag %q pid %d, want %q pid %d", round, tag, pid, tags[next], s.pid)
 		}
 		execEcho(t, s, idle, fmt.Sprintf("round-%d", round))
+		assertCloexec(t, s.pid) // the inherited fds are close-on-exec again
 		if round == 1 {
 			if code := exiter.exitCode(t); code != 7 {
 				t.Fatalf("container that exited during the upgrade: exit file %d, want 7", code)
@@ -337,7 +367,14 @@ exec %[2]s "$@"
 			// The binary at the daemon's start path is gone (the default
 			// binary), then an explicit one exits at once, then one knows
 			// another schema.
-			for _, bad := range []string{"", broken, otherSchema} {
+			// Last, one whose dry run passes and which is gone by the exec:
+			// the exec itself fails, past Keep, and everything is undone.
+			vanishing := filepath.Join(installDir, "gomon-vanishing")
+			if err := os.WriteFile(vanishing, []byte("#!/bin/sh\nrm -f \"$0\"\nexit 0\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			fdsBefore := fdCount(t, s.pid)
+			for _, bad := range []string{"", broken, otherSchema, vanishing} {
 				if bad == "" {
 					if err := os.Rename(installed, installed+".away"); err != nil {
 						t.Fatal(err)
@@ -360,7 +397,16 @@ exec %[2]s "$@"
 				if bad == otherSchema && !strings.Contains(out, "unknown upgrade state schema: schema 99") {
 					t.Errorf("refusal for another schema does not say so: %s", out)
 				}
+				if bad == vanishing && !strings.Contains(out, "exec "+vanishing+": no such file or directory") {
+					t.Errorf("refusal for a failed exec does not say so: %s", out)
+				}
 			}
+			// Nothing the refused upgrades opened (state, listener and
+			// control dups) is left, and the pipes are close-on-exec again.
+			if after := fdCount(t, s.pid); after != fdsBefore {
+				t.Errorf("daemon fds %d before the refused upgrades, %d after", fdsBefore, after)
+			}
+			assertCloexec(t, s.pid)
 		}
 	}
 
