@@ -22,11 +22,12 @@ import (
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"golang.org/x/sys/unix"
 )
 
 // upgradeRounds is how many upgrades the test does in a row
 // (GOMON_UPGRADE_ROUNDS overrides).
-const upgradeRounds = 6
+const upgradeRounds = 20
 
 var (
 	upgradeBuildsOnce sync.Once
@@ -559,6 +560,23 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	case span.strs["from"] != "0.5.0 (upgrade-a)" || span.strs["to"] != "0.5.0 (upgrade-b)" || span.ints["containers"] != 1 || span.ints["pause_us"] <= 0:
 		t.Errorf("upgrade span: %+v", *span)
 	}
+
+	// SIGHUP upgrades too, to the binary at the daemon's start path.
+	install(t, bins[0], installed)
+	if err := unix.Kill(s.pid, unix.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var tag string
+	for deadline := time.Now().Add(hangGuard); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if tag, _ = versionTag(t, s); tag == "upgrade-a" {
+			break
+		}
+	}
+	if tag != "upgrade-a" {
+		t.Fatalf("after SIGHUP: Version tag %q, want upgrade-a", tag)
+	}
+	attachTick(t, s, ticker, sock)()
+
 	ticker.runc(t, s, "kill", ticker.id, "KILL")
 	if code := ticker.exitCode(t); code != 137 {
 		t.Errorf("ticker exit code %d", code)

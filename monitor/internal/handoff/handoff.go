@@ -43,6 +43,9 @@ type State struct {
 	// ControlFD is the inherited connection of whoever asked for the
 	// upgrade, -1 for a SIGHUP: the new process writes the result there.
 	ControlFD int `json:"control_fd"`
+	// StartPath is the path the daemon was first started from: the
+	// default binary of its next upgrade, whatever binary this one ran.
+	StartPath string `json:"start_path,omitempty"`
 	// PausedAt is when the old process stopped taking calls (Unix
 	// nanoseconds), for the pause length the new one reports.
 	PausedAt int64 `json:"paused_at_unix_nano"`

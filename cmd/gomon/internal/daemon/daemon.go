@@ -239,6 +239,9 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 	// replaces the file: the default new binary of an upgrade.
 	self, _ := os.Executable()
 	self = strings.TrimSuffix(self, " (deleted)")
+	if in != nil && in.State.StartPath != "" {
+		self = in.State.StartPath // the first start's, carried by the upgrades since
+	}
 
 	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel, opts.RunDir)
 	defer closeLog()

@@ -98,8 +98,9 @@ func (r Result) String() string {
 type Daemon struct {
 	RunDir  string
 	Version string
-	// Binary is the default new binary: the path the daemon was started
-	// from (which a package update replaces).
+	// Binary is the default new binary: the path the daemon was first
+	// started from (which a package update replaces), kept across
+	// upgrades whatever --binary they used.
 	Binary string
 	// Argv is the daemon's command line, argv[0] included; the new binary
 	// gets it unchanged.
@@ -152,7 +153,7 @@ func (d *Daemon) Upgrade(binary string, ctrl *net.UnixConn) Result {
 	}
 	defer func() { _ = lf.Close() }()
 	st := &monitor.UpgradeState{
-		From: d.Version, ListenerFD: rawFD(lf), ControlFD: -1,
+		From: d.Version, StartPath: d.Binary, ListenerFD: rawFD(lf), ControlFD: -1,
 		PausedAt: pausedAt.UnixNano(), Containers: h.Containers(),
 	}
 	var cf *os.File
