@@ -496,6 +496,27 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	s := startGomon(t, cfg)
 
 	ticker := running(t, s, nil, "sh", "-c", `i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done`)
+	// A container under an 8 MiB memory limit that, on SIGUSR1 (sent after
+	// the upgrade), becomes `tail /dev/zero`, which buffers a line that
+	// never ends: the OOM killer must be seen by the new process.
+	hog := newCtr(t, func(spec map[string]any) {
+		linux := spec["linux"].(map[string]any)
+		res, _ := linux["resources"].(map[string]any)
+		if res == nil {
+			res = map[string]any{}
+		}
+		mem := map[string]any{"limit": 8 << 20}
+		if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+			mem["swap"] = 8 << 20 // no escape into swap
+		}
+		res["memory"] = mem
+		linux["resources"] = res
+	}, "sh", "-c", `trap "exec tail /dev/zero" USR1; while :; do sleep 0.1; done`)
+	oomPath := filepath.Join(hog.dir, "oom")
+	if err := createCtr(t, s, hog, func(r *client.CreateContainerConfig) { r.OOMExitPaths = []string{oomPath} }); err != nil {
+		t.Fatalf("create the memory hog: %v", err)
+	}
+	hog.runc(t, s, "start", hog.id)
 	term := newCtr(t, func(spec map[string]any) {
 		spec["process"].(map[string]any)["terminal"] = true
 	}, "sleep", "1000000")
@@ -543,6 +564,14 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	}
 	// The attach socket was bound again by the new process.
 	attachTick(t, s, ticker, sock)()
+	// OOM is still detected: the new process armed the watcher again.
+	hog.runc(t, s, "kill", hog.id, "USR1")
+	if code := hog.exitCode(t); code != 137 {
+		t.Errorf("memory hog exit code %d, want 137", code)
+	}
+	if _, err := os.Stat(oomPath); err != nil {
+		t.Errorf("memory hog OOM killed after the upgrade, but no OOM file: %v", err)
+	}
 	// The new process exported an upgrade span covering the pause.
 	var span *otlpSpan
 	for deadline := time.Now().Add(hangGuard); span == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -557,7 +586,7 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	switch {
 	case span == nil:
 		t.Error("no upgrade span at the collector")
-	case span.strs["from"] != "0.5.0 (upgrade-a)" || span.strs["to"] != "0.5.0 (upgrade-b)" || span.ints["containers"] != 1 || span.ints["pause_us"] <= 0:
+	case span.strs["from"] != "0.5.0 (upgrade-a)" || span.strs["to"] != "0.5.0 (upgrade-b)" || span.ints["containers"] != 2 || span.ints["pause_us"] <= 0:
 		t.Errorf("upgrade span: %+v", *span)
 	}
 
