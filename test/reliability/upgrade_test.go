@@ -130,12 +130,17 @@ i=0; while :; do i=$((i+1)); echo "e $i" >&2; done`
 // checkCounter checks that the CRI log holds, per stream, the lines
 // "1" … "N" (stdout) and "e 1" … "e N" (stderr) exactly once each and in
 // order, and returns N per stream. Records are joined across P/F as the kubelet does.
-func checkCounter(t *testing.T, path string) (stdout, stderr int) {
+func checkCounter(t *testing.T, paths ...string) (stdout, stderr int) {
 	t.Helper()
-	recs, err := readCRILog(path)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
+	var recs []criRecord
+	for _, p := range paths {
+		r, err := readCRILog(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		recs = append(recs, r...)
 	}
+	path := strings.Join(paths, " + ")
 	next := map[string]int{"stdout": 1, "stderr": 1}
 	prefix := map[string]string{"stdout": "", "stderr": "e "}
 	partial := map[string]string{}
@@ -421,12 +426,28 @@ exec %[2]s "$@"
 		t.Errorf("upgrade state file left behind (stat: %v)", err)
 	}
 
-	// Stop the logger; its log must hold every line once, in order.
+	// Log rotation after the upgrades: the kubelet renames the file and
+	// asks for a reopen; the output goes on in a new file.
+	rotated := logger.logPath + ".1"
+	if err := os.Rename(logger.logPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	if err := s.client.ReopenLogContainer(ctx, &client.ReopenLogContainerConfig{ID: logger.id}); err != nil {
+		t.Fatalf("ReopenLogContainer after the upgrades: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // some output into the new file
+
+	// Stop the logger; its logs must hold every line once, in order.
 	logger.runc(t, s, "kill", logger.id, "KILL")
 	if code := logger.exitCode(t); code != 137 {
 		t.Errorf("logger exit code %d, want 137", code)
 	}
-	o, e := checkCounter(t, logger.logPath)
+	if fi, err := os.Stat(logger.logPath); err != nil || fi.Size() == 0 {
+		t.Errorf("nothing logged after ReopenLog (%v)", err)
+	}
+	o, e := checkCounter(t, rotated, logger.logPath)
 	t.Logf("logger wrote %d stdout and %d stderr lines across %d upgrades", o, e, rounds)
 	if o < 100000 || e < 1000 {
 		t.Errorf("logger wrote only %d/%d lines: it did not run across the upgrades", o, e)
