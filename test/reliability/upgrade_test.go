@@ -324,6 +324,7 @@ exec %[2]s "$@"
 	}
 
 	tags := []string{"upgrade-a", "upgrade-b"}
+	steadyFDs := 0
 	if tag, pid := versionTag(t, s); tag != tags[0] || pid != s.pid {
 		t.Fatalf("before: Version tag %q pid %d, want %q pid %d", tag, pid, tags[0], s.pid)
 	}
@@ -359,6 +360,17 @@ exec %[2]s "$@"
 		}
 		execEcho(t, s, idle, fmt.Sprintf("round-%d", round))
 		assertCloexec(t, s.pid) // the inherited fds are close-on-exec again
+		// Upgrades do not accumulate fds: from round 4 on (the exiter is
+		// gone, round 3's extra client connection ended with round 4's
+		// exec) every round ends with the same count.
+		fds := fdCount(t, s.pid)
+		switch {
+		case round == 4:
+			steadyFDs = fds
+		case round > 4 && fds != steadyFDs:
+			t.Errorf("round %d: daemon has %d fds, %d after round 4", round, fds, steadyFDs)
+		}
+		t.Logf("round %d: fds %d, threads %d, VmRSS %d KiB", round, fds, procStatus(t, s.pid, "Threads"), procStatus(t, s.pid, "VmRSS")>>10)
 		if round == 1 {
 			if code := exiter.exitCode(t); code != 7 {
 				t.Fatalf("container that exited during the upgrade: exit file %d, want 7", code)
