@@ -296,7 +296,9 @@ func (h *Handoff) Keep() error {
 // Abort undoes PrepareHandoff (and Keep): the read loops start again on
 // the same pipes (nothing was lost: what they did not read is still
 // there) and the reaper reaps again, recording any exit that came
-// meanwhile. It is idempotent.
+// meanwhile. A loop stopped in the middle of a log write that is stuck
+// (PrepareHandoff gave up on it) is waited for: it cannot be restarted
+// before. It is idempotent.
 func (h *Handoff) Abort() {
 	if h.aborted {
 		return
@@ -316,7 +318,7 @@ func (h *Handoff) Abort() {
 		old := c.loops
 		c.loops = nil
 		for j, l := range old {
-			if !stopped[j] {
+			if j >= len(stopped) || !stopped[j] { // not reached before a failure
 				c.loops = append(c.loops, l)
 				continue
 			}
