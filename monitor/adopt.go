@@ -68,8 +68,8 @@ type Handoff struct {
 
 // PrepareHandoff freezes the monitor and describes its running
 // containers. It refuses (ErrUpgradeRefused, monitor unchanged) when the
-// monitor holds what an upgrade does not carry yet: a terminal, stdin or
-// leaked fds, an output copy for an embedder, an attach client, the pause
+// monitor holds what an upgrade does not carry yet: a terminal, leaked
+// fds, an output copy for an embedder, an attach client, the pause
 // process, the fd socket, a streaming session, a create in flight. A
 // container whose exit is being recorded is waited for, within ctx.
 //
@@ -215,8 +215,6 @@ func (c *container) handoffRecord() (handoff.Container, [2]*os.File, error) {
 	switch {
 	case r.Terminal:
 		return refuse("a terminal")
-	case r.Stdin:
-		return refuse("stdin")
 	case len(c.leak) > 0:
 		return refuse("leaked fds (LeakFDs)")
 	case r.Stdout != nil || r.Stderr != nil || r.Input != nil:
@@ -243,6 +241,21 @@ func (c *container) handoffRecord() (handoff.Container, [2]*os.File, error) {
 		CommandArgs: r.CommandArgs, Env: r.Env, Cgroup: uint8(r.Cgroup),
 	}
 	var err error
+	if r.Stdin {
+		rec.Stdin, rec.StdinFD = true, -1
+		c.mu.Lock()
+		in := c.stdin
+		c.mu.Unlock()
+		if in != nil {
+			f, ok := in.(*os.File)
+			if !ok {
+				return refuse("this kind of stdin")
+			}
+			if rec.StdinFD, err = rawFD(f); err != nil {
+				return refuse("an unusable stdin")
+			}
+		}
+	}
 	if rec.StdoutFD, err = rawFD(ends[0]); err != nil {
 		return refuse("an unusable stdout")
 	}
@@ -283,7 +296,11 @@ func (h *Handoff) Containers() []handoff.Container { return h.records }
 // binary inherits them. Abort sets it again.
 func (h *Handoff) Keep() error {
 	for _, r := range h.records {
-		for _, fd := range []int{r.StdoutFD, r.StderrFD} {
+		fds := []int{r.StdoutFD, r.StderrFD}
+		if r.Stdin && r.StdinFD >= 0 {
+			fds = append(fds, r.StdinFD)
+		}
+		for _, fd := range fds {
 			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 				return fmt.Errorf("keep fd %d of container %s across exec: %w", fd, r.ID, err)
 			}
@@ -355,6 +372,9 @@ func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
 	for _, rec := range s.Containers {
 		unix.CloseOnExec(rec.StdoutFD)
 		unix.CloseOnExec(rec.StderrFD)
+		if rec.Stdin && rec.StdinFD >= 0 {
+			unix.CloseOnExec(rec.StdinFD)
+		}
 	}
 	var errs []error
 	n := 0
@@ -376,7 +396,7 @@ var errPartial = errors.New("taken over in part")
 
 func (m *Monitor) adoptOne(rec handoff.Container) error {
 	req := CreateRequest{
-		ID: rec.ID, BundlePath: rec.BundlePath, OOMExitPaths: rec.OOMPaths,
+		ID: rec.ID, BundlePath: rec.BundlePath, OOMExitPaths: rec.OOMPaths, Stdin: rec.Stdin,
 		CleanupCmd: rec.CleanupCmd, GlobalArgs: rec.GlobalArgs, CommandArgs: rec.CommandArgs,
 		Env: rec.Env, Cgroup: CgroupManager(rec.Cgroup),
 	}
@@ -386,8 +406,12 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 	for _, d := range rec.LogDrivers {
 		req.LogDrivers = append(req.LogDrivers, LogDriver{Type: LogDriverType(d.Type), Path: d.Path, MaxSize: d.MaxSize})
 	}
-	ends := make([]*os.File, 2)
-	for i, fd := range []int{rec.StdoutFD, rec.StderrFD} {
+	fds := []int{rec.StdoutFD, rec.StderrFD}
+	if rec.Stdin && rec.StdinFD >= 0 {
+		fds = append(fds, rec.StdinFD)
+	}
+	ends := make([]*os.File, len(fds))
+	for i, fd := range fds {
 		// Only a pipe is taken: a record naming an fd that was not
 		// inherited must not make us take one of the runtime's own.
 		var st unix.Stat_t
@@ -399,7 +423,7 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 			closeFiles(ends[:i])
 			return fmt.Errorf("not adopted: inherited fd %d is not a pipe (mode %#o)", fd, st.Mode&unix.S_IFMT)
 		}
-		ends[i] = os.NewFile(uintptr(fd), []string{"stdout", "stderr"}[i]) // pollable: the pipe is non-blocking
+		ends[i] = os.NewFile(uintptr(fd), []string{"stdout", "stderr", "stdin"}[i]) // pollable: the pipe is non-blocking
 	}
 	if err := checkOwnChild(rec.PID); err != nil {
 		closeFiles(ends)
@@ -427,6 +451,9 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 		l = ioloop.NewLog()
 	}
 	c.log = l
+	if len(ends) == 3 {
+		c.stdin = ends[2] // before anything can write to it: the attach sockets are bound below
+	}
 	c.readEnds = []io.Closer{ends[0], ends[1]}
 	c.startStream(ends[0], ioloop.Stdout)
 	c.startStream(ends[1], ioloop.Stderr)

@@ -512,6 +512,46 @@ func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) (disconnect f
 	}
 }
 
+// attachWrite opens c's attach socket at sock (AttachContainer with
+// Passthrough, retried once after an upgrade), writes data as the
+// container's stdin and disconnects.
+func attachWrite(t *testing.T, s *gomonServer, c *ctr, sock, data string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		err := s.client.AttachContainer(ctx, &client.AttachConfig{ID: c.id, SocketPath: sock, Passthrough: true})
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt > 1 {
+			t.Fatalf("AttachContainer: %v", err)
+		}
+	}
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatalf("connect to the attach socket: %v", err)
+	}
+	defer func() { _ = conn.Close() }()
+	if _, err := conn.Write([]byte(data)); err != nil {
+		t.Fatalf("write to the attach socket: %v", err)
+	}
+}
+
+// waitForLine waits for a line in the CRI log at path.
+func waitForLine(t *testing.T, path, line string) {
+	t.Helper()
+	for deadline := time.Now().Add(hangGuard); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		recs, _ := readCRILog(path)
+		for _, r := range recs {
+			if r.content == line {
+				return
+			}
+		}
+	}
+	t.Fatalf("%q never appeared in %s", line, path)
+}
+
 // TestUpgradeRefusesWhatItDoesNotCarry: a terminal container and a
 // connected attach client make the daemon refuse, saying so, and serve on
 // unchanged; once they are gone the upgrade goes through, and the attach
@@ -570,6 +610,17 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 		t.Fatalf("terminal container exit code %d", code)
 	}
 
+	// A container reading its stdin (cat): input written through its
+	// attach socket before the upgrade and after it reaches its log.
+	echo := newCtr(t, nil, "cat")
+	if err := createCtr(t, s, echo, func(r *client.CreateContainerConfig) { r.Stdin = true }); err != nil {
+		t.Fatalf("create the stdin container: %v", err)
+	}
+	echo.runc(t, s, "start", echo.id)
+	echoSock := filepath.Join(t.TempDir(), "attach-stdin")
+	attachWrite(t, s, echo, echoSock, "before the upgrade\n")
+	waitForLine(t, echo.logPath, "before the upgrade")
+
 	sock := filepath.Join(t.TempDir(), "attach")
 	end := attachTick(t, s, ticker, sock)
 	out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
@@ -597,6 +648,9 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	}
 	// The attach socket was bound again by the new process.
 	attachTick(t, s, ticker, sock)()
+	// The stdin pipe was carried: input still reaches the container.
+	attachWrite(t, s, echo, echoSock, "after the upgrade\n")
+	waitForLine(t, echo.logPath, "after the upgrade")
 	// OOM is still detected: the new process armed the watcher again.
 	hog.runc(t, s, "kill", hog.id, "USR1")
 	if code := hog.exitCode(t); code != 137 {
@@ -619,7 +673,7 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	switch {
 	case span == nil:
 		t.Error("no upgrade span at the collector")
-	case span.strs["from"] != "0.5.0 (upgrade-a)" || span.strs["to"] != "0.5.0 (upgrade-b)" || span.ints["containers"] != 2 || span.ints["pause_us"] <= 0:
+	case span.strs["from"] != "0.5.0 (upgrade-a)" || span.strs["to"] != "0.5.0 (upgrade-b)" || span.ints["containers"] != 3 || span.ints["pause_us"] <= 0:
 		t.Errorf("upgrade span: %+v", *span)
 	}
 

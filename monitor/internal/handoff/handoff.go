@@ -55,11 +55,15 @@ type State struct {
 
 // Container is one running container.
 type Container struct {
-	ID         string   `json:"id"`
-	PID        int      `json:"pid"`
-	BundlePath string   `json:"bundle_path"`
-	StdoutFD   int      `json:"stdout_fd"` // pipe read end
-	StderrFD   int      `json:"stderr_fd"` // pipe read end
+	ID         string `json:"id"`
+	PID        int    `json:"pid"`
+	BundlePath string `json:"bundle_path"`
+	StdoutFD   int    `json:"stdout_fd"` // pipe read end
+	StderrFD   int    `json:"stderr_fd"` // pipe read end
+	// Stdin is the create's stdin flag; StdinFD the write end of the
+	// container's stdin pipe, -1 once it was closed (stdin EOF).
+	Stdin      bool     `json:"stdin,omitempty"`
+	StdinFD    int      `json:"stdin_fd,omitempty"`
 	ExitFiles  []Exit   `json:"exit_files,omitempty"`
 	OOMPaths   []string `json:"oom_exit_paths,omitempty"`
 	LogDrivers []Log    `json:"log_drivers,omitempty"`
@@ -176,6 +180,11 @@ func (s *State) validate() error {
 		}
 		if err := use(c.StderrFD, "stderr of "+c.ID); err != nil {
 			return err
+		}
+		if c.Stdin && c.StdinFD != -1 {
+			if err := use(c.StdinFD, "stdin of "+c.ID); err != nil {
+				return err
+			}
 		}
 		for _, l := range c.LogDrivers {
 			if l.Type > 2 || (l.Type < 2 && l.Path == "") {

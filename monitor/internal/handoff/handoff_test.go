@@ -10,7 +10,7 @@ func valid() *State {
 	return &State{
 		From: "0.5.0", ListenerFD: 3, ControlFD: 4, PausedAt: 1,
 		Containers: []Container{{
-			ID: "a", PID: 100, BundlePath: "/b", StdoutFD: 5, StderrFD: 6,
+			ID: "a", PID: 100, BundlePath: "/b", StdoutFD: 5, StderrFD: 6, Stdin: true, StdinFD: 7,
 			ExitFiles:  []Exit{{Path: "/exit/a", Tmp: "/exit/.a.tmp"}},
 			LogDrivers: []Log{{Type: 0, Path: "/log/a"}, {Type: 2}},
 			Attach:     []Attach{{Path: "/run/attach", StopAfterStdinEOF: true}},
@@ -46,13 +46,14 @@ func TestDecodeRefuses(t *testing.T) {
 		schema bool
 		says   string
 	}{
-		"newer schema":  {strings.Replace(rec, `"schema":1`, `"schema":2`, 1), true, "schema 2"},
-		"no schema":     {strings.Replace(rec, `"schema":1,`, ``, 1), true, "schema none"},
-		"unknown field": {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
-		"fd twice":      {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
-		"stdio fd":      {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
-		"zero pid":      {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
-		"not json":      {"{", false, "decode"},
+		"newer schema":   {strings.Replace(rec, `"schema":1`, `"schema":2`, 1), true, "schema 2"},
+		"no schema":      {strings.Replace(rec, `"schema":1,`, ``, 1), true, "schema none"},
+		"unknown field":  {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
+		"fd twice":       {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
+		"stdin fd twice": {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
+		"stdio fd":       {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
+		"zero pid":       {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
+		"not json":       {"{", false, "decode"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.rec))
