@@ -447,7 +447,8 @@ func readRequest(conn *net.UnixConn) (Request, error) {
 // answer.
 func Ask(runDir, binary string) (Result, error) {
 	path := filepath.Join(runDir, SocketName)
-	conn, err := net.DialTimeout("unix", path, requestTimeout)
+	// CRI-O's run directories are longer than sun_path allows.
+	conn, err := ioloop.DialUnix("unix", path)
 	if err != nil {
 		return Result{}, fmt.Errorf("no upgradable gomon daemon at %s: %w", runDir, err)
 	}
