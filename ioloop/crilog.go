@@ -156,3 +156,15 @@ func (c *CRILog) Reopen() error {
 func (c *CRILog) Close() error {
 	return c.file.close()
 }
+
+// AppendCRILog opens the CRI log file at path like OpenCRILog, but keeps
+// what it holds and writes after it: the log of a container that a new
+// gomon process takes over after an upgrade in place (docs/upgrade.md).
+// The size limit counts the file's current size as already written.
+func AppendCRILog(path string, maxSize uint64) (*CRILog, error) {
+	f, err := openLogFileMode(path, 0o600, false)
+	if err != nil {
+		return nil, fmt.Errorf("open cri log: %w", err)
+	}
+	return &CRILog{file: f, maxSize: maxSize, written: uint64(max(f.off, 0)), ts: make([]byte, 0, 40), now: time.Now}, nil
+}

@@ -207,3 +207,13 @@ func appendJSONString(dst, s []byte) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// AppendJSONLog opens the JSON log file at path like OpenJSONLog, but
+// keeps what it holds and writes after it (see AppendCRILog).
+func AppendJSONLog(path string, maxSize uint64) (*JSONLog, error) {
+	f, err := openLogFileMode(path, 0o666, false)
+	if err != nil {
+		return nil, fmt.Errorf("open json log: %w", err)
+	}
+	return &JSONLog{file: f, maxSize: maxSize, written: uint64(max(f.off, 0)), now: time.Now}, nil
+}

@@ -37,6 +37,13 @@ type logFile struct {
 }
 
 func openLogFile(path string, perm os.FileMode) (*logFile, error) {
+	return openLogFileMode(path, perm, true)
+}
+
+// openLogFileMode is openLogFile; with truncate false the file is kept and
+// written at its end (a new gomon process taking over a container after an
+// upgrade in place, see docs/upgrade.md), and off starts at its size.
+func openLogFileMode(path string, perm os.FileMode, truncate bool) (*logFile, error) {
 	dir, name := filepath.Split(path)
 	if name == "" || name == "." || name == ".." {
 		return nil, fmt.Errorf("open log file %q: %w: no file name", path, ErrUnsafeLogPath)
@@ -49,20 +56,30 @@ func openLogFile(path string, perm os.FileMode) (*logFile, error) {
 		return nil, fmt.Errorf("open log directory %s: %w", dir, &os.PathError{Op: "open", Path: dir, Err: err})
 	}
 	lf := &logFile{dir: os.NewFile(uintptr(dfd), dir), name: name, path: path, perm: perm}
-	f, err := lf.open()
+	f, err := lf.open(truncate)
 	if err != nil {
 		_ = lf.dir.Close()
 		return nil, err
 	}
 	lf.f = f
+	if !truncate {
+		end, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			_ = f.Close()
+			_ = lf.dir.Close()
+			return nil, fmt.Errorf("seek to the end of log file %s: %w", path, err)
+		}
+		lf.off = end
+	}
 	return lf, nil
 }
 
-// open opens (creating if needed) the regular file lf.name in lf.dir and
-// truncates it. It opens without following a symlink and without blocking
-// (a FIFO would otherwise wait for a reader), checks the opened file, and
-// truncates only then, so nothing but a plain log file is ever cut.
-func (lf *logFile) open() (*os.File, error) {
+// open opens (creating if needed) the regular file lf.name in lf.dir and,
+// with truncate, truncates it. It opens without following a symlink and
+// without blocking (a FIFO would otherwise wait for a reader), checks the
+// opened file, and truncates only then, so nothing but a plain log file is
+// ever cut.
+func (lf *logFile) open(truncate bool) (*os.File, error) {
 	var fd int
 	err := lf.dirControl(func(dfd int) error {
 		var oerr error
@@ -84,9 +101,11 @@ func (lf *logFile) open() (*os.File, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("open log file %s: %w", lf.path, err)
 	}
-	if err := unix.Ftruncate(fd, 0); err != nil {
-		_ = unix.Close(fd)
-		return nil, fmt.Errorf("truncate log file %s: %w", lf.path, err)
+	if truncate {
+		if err := unix.Ftruncate(fd, 0); err != nil {
+			_ = unix.Close(fd)
+			return nil, fmt.Errorf("truncate log file %s: %w", lf.path, err)
+		}
 	}
 	// Writes to a regular file never return EAGAIN; clearing the flag
 	// keeps os.File from treating the file as pollable.
@@ -181,7 +200,7 @@ func (lf *logFile) reopen() error {
 	if err := lf.f.Sync(); err != nil {
 		return fmt.Errorf("sync log file %s: %w", lf.path, err)
 	}
-	f, err := lf.open()
+	f, err := lf.open(true)
 	if err != nil {
 		return err
 	}

@@ -161,6 +161,11 @@ func ReadLoopCounted(r io.Reader, s Stream, log *Log, cnt *Counters, logger *slo
 		for i := range dests {
 			dests[i].finish(logger, destName(i))
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && isHandedOff(r) {
+			// Stopped for a handoff: what the stream holds is the next
+			// reader's (see StopForHandoff).
+			return st, fmt.Errorf("read %s: %w", s, ErrHandedOff)
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			st.UnreadBytes = cr.discard()
 			if log != nil {

@@ -254,8 +254,8 @@ func (c *container) startStream(r io.Reader, s ioloop.Stream, tee ...io.Writer) 
 			attribute.Int64("rate_limited_bytes", int64(stats.RateLimitedBytes)),
 			attribute.Int64("rate_limit_gaps", int64(stats.RateLimitGaps)),
 			attribute.Int64("rate_limit_wait_ms", stats.RateLimitWait.Milliseconds()))
-		if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
-			err = nil // the drain policy stopped the stream: a normal stop
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ioloop.ErrHandedOff) {
+			err = nil // the drain policy or an upgrade (adopt.go) stopped the stream: a normal stop
 		}
 		c.logger.DebugContext(ctx, "read loop ended", "stream", s, "stats", stats, "error", err)
 		endSpan(span, err)

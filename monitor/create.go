@@ -97,7 +97,7 @@ func (m *Monitor) CreateContainer(ctx context.Context, req CreateRequest) (_ uin
 	})
 
 	l, err := openLog(req.LogDrivers, journalFields(req.ID, c.identity, c.settings),
-		ioloop.LogOptions{MaxLine: m.cfg.LogMaxLine}, logger)
+		ioloop.LogOptions{MaxLine: m.cfg.LogMaxLine}, false, logger)
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +221,7 @@ func journalFields(id string, who bundle.Identity, settings map[string]string) i
 // openLog opens every log driver now (CRI and JSON files are created and
 // truncated) and combines them. A missing journal is a warning, not an
 // error: the container runs without that sink.
-func openLog(drivers []LogDriver, jf ioloop.JournalFields, opts ioloop.LogOptions, logger interface {
+func openLog(drivers []LogDriver, jf ioloop.JournalFields, opts ioloop.LogOptions, keep bool, logger interface {
 	Warn(string, ...any)
 },
 ) (*ioloop.Log, error) {
@@ -240,9 +240,14 @@ func openLog(drivers []LogDriver, jf ioloop.JournalFields, opts ioloop.LogOption
 			}
 			var s ioloop.Sink
 			var err error
-			if d.Type == LogCRI {
+			switch {
+			case d.Type == LogCRI && keep:
+				s, err = ioloop.AppendCRILog(d.Path, d.MaxSize)
+			case d.Type == LogCRI:
 				s, err = ioloop.OpenCRILog(d.Path, d.MaxSize)
-			} else {
+			case keep:
+				s, err = ioloop.AppendJSONLog(d.Path, d.MaxSize)
+			default:
 				s, err = ioloop.OpenJSONLog(d.Path, d.MaxSize)
 			}
 			if err != nil {

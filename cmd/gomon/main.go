@@ -22,6 +22,7 @@ import (
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/cli"
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/daemon"
 	gomonrun "github.com/gomon-dev/gomon/cmd/gomon/internal/run"
+	"github.com/gomon-dev/gomon/cmd/gomon/internal/upgrade"
 	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/monitor"
 )
@@ -52,6 +53,8 @@ func run() int {
 		return printVersion(cfg)
 	case cli.CommandRun:
 		return runOne(cfg)
+	case cli.CommandUpgrade:
+		return runUpgrade(cfg.Upgrade)
 	case cli.CommandPause:
 		p := cfg.Pause
 		return monitor.PauseMain(monitor.PauseOptions{
@@ -168,6 +171,57 @@ func runOne(cfg *cli.Config) int {
 		return fail(err)
 	}
 	return code
+}
+
+// runUpgrade is `gomon upgrade`: it asks each daemon to upgrade and
+// prints one line per daemon; the exit code is 1 when any refused. With
+// --check-state it is the dry run the old daemon asks of the new binary.
+func runUpgrade(u cli.UpgradeConfig) int {
+	if u.CheckState != "" {
+		if err := upgrade.Check(u.CheckState, os.Stdout); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	dirs := []string{u.RuntimeDir}
+	if u.All {
+		var err error
+		if dirs, err = upgrade.FindAll(serverRunDir); err != nil {
+			return fail(err)
+		}
+		if len(dirs) == 0 {
+			fmt.Println("no upgradable gomon daemon found")
+			return 0
+		}
+	}
+	code := 0
+	for _, d := range dirs {
+		res, err := upgrade.Ask(d, u.Binary)
+		switch {
+		case err != nil:
+			fmt.Printf("%s: %v\n", d, err)
+			code = 1
+		case !res.OK:
+			fmt.Printf("%s: %s\n", d, res)
+			code = 1
+		default:
+			fmt.Printf("%s: %s\n", d, res)
+		}
+	}
+	return code
+}
+
+// serverRunDir is the run directory of a process whose arguments and
+// environment are a gomon server's, "" for any other process.
+func serverRunDir(args []string, env map[string]string) string {
+	cfg, err := cli.Parse(args, func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	})
+	if err != nil || cfg.Command != cli.CommandServer {
+		return ""
+	}
+	return cfg.RuntimeDir
 }
 
 // fail prints err the way conmon-rs prints a fatal error and returns the

@@ -154,6 +154,12 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 			shorten(out), shorten(wantOut), errOut, wantStderr)
 	}
 
+	if monitor > 0 {
+		// Upgrade the pod's gomon in place (docs/upgrade.md); every step below then runs
+		// against the new process: same PID, same containers.
+		s.upgradeInPlace(t, col, monitor)
+	}
+
 	// crictl prints ExecSync's stdout, then its stderr, each with a newline, on its stdout.
 	out, _, err = s.crictlStep(t, col, "exec -s", "exec", "-s", "--timeout", "20", ctr,
 		"/bin/sh", "-c", "echo sync-out; echo sync-err >&2")
@@ -202,6 +208,34 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 			t.Errorf("after rmp: %v (CRI-O sends SIGINT when the infra container is removed)", err)
 		}
 		s.checkTextfileGone(t, name)
+	}
+}
+
+// upgradeInPlace runs `gomon upgrade --runtime-dir` for the monitor's run directory (not
+// --all: other gomon daemons on a shared machine are not this test's) and checks that the
+// same PID now serves, as a new process.
+func (s *suite) upgradeInPlace(t *testing.T, col string, monitor int) {
+	t.Helper()
+	var dir string
+	args := strings.Fields(cmdline(monitor))
+	for i, a := range args {
+		if a == "--runtime-dir" && i+1 < len(args) {
+			dir = args[i+1]
+		}
+	}
+	if dir == "" {
+		t.Fatalf("gomon %d: no --runtime-dir in %q", monitor, cmdline(monitor))
+	}
+	start := time.Now()
+	out, err := exec.Command(s.gomon, "upgrade", "--runtime-dir", dir).CombinedOutput()
+	s.times.record("gomon upgrade", col, time.Since(start), stepStatus(err))
+	if err != nil || !strings.Contains(string(out), "upgraded") {
+		s.dumpLogs(t)
+		t.Fatalf("gomon upgrade: %v: %s", err, out)
+	}
+	t.Logf("%s", strings.TrimSpace(string(out)))
+	if !strings.Contains(string(out), fmt.Sprintf("pid %d:", monitor)) {
+		t.Errorf("the upgrade answered for another pid: %s", out)
 	}
 }
 

@@ -329,3 +329,13 @@ func (s *Server) handle(k kind) http.HandlerFunc {
 		log.Debug("streaming session ended")
 	}
 }
+
+// Busy reports whether the server has a connection open or a session
+// waiting for its client: an upgrade in place, which does not carry them,
+// refuses then (docs/upgrade.md).
+func (s *Server) Busy() bool {
+	s.mu.Lock()
+	open := len(s.open)
+	s.mu.Unlock()
+	return open > 0 || s.sessions.len() > 0
+}

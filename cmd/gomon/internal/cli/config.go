@@ -50,6 +50,9 @@ const (
 	CommandPause
 	// CommandRun runs one container in the foreground (`run`).
 	CommandRun
+	// CommandUpgrade asks running daemons to upgrade in place
+	// (`upgrade`, docs/upgrade.md).
+	CommandUpgrade
 	// CommandVersion prints the version: --version or --version-json (or
 	// their env vars) was given. It wins over any subcommand, because
 	// conmon-rs checks the version flags before it looks at `pause`.
@@ -120,6 +123,21 @@ type Config struct {
 	Pause PauseConfig
 	// Run holds the `run` subcommand's arguments (CommandRun only).
 	Run RunConfig
+	// Upgrade holds the `upgrade` subcommand's arguments (CommandUpgrade
+	// only).
+	Upgrade UpgradeConfig
+}
+
+// UpgradeConfig is `upgrade (--runtime-dir DIR | --all) [--binary PATH]`.
+type UpgradeConfig struct {
+	// RuntimeDir is --runtime-dir: the run directory of one daemon.
+	RuntimeDir string
+	// All is --all: every gomon daemon on the node.
+	All bool
+	// Binary is --binary; empty means each daemon's own start path.
+	Binary string
+	// CheckState is the hidden --check-state FILE: the dry run.
+	CheckState string
 }
 
 // PauseConfig is `pause [--base-path|-p PATH] --pod-id ID [--ipc] [--pid]
@@ -214,6 +232,12 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Config, error
 			Runtime: s.value("runtime"), TTY: s.flag("tty"), Interactive: s.flag("interactive"),
 			LogPath: s.value("log-path"), Trace: TraceMode(s.value("trace")), Bundle: s.value("bundle"), ID: s.pos,
 		}
+	case upgradeCommand:
+		cfg.Command = CommandUpgrade
+		cfg.Upgrade = UpgradeConfig{
+			RuntimeDir: s.value("runtime-dir"), All: s.flag("all"), Binary: s.value("binary"),
+			CheckState: s.value("check-state"),
+		}
 	default:
 		cfg.Command = CommandServer
 	}
@@ -247,6 +271,8 @@ func (c *Config) Validate() error {
 		return c.validateServer()
 	case CommandRun:
 		return c.Run.validate()
+	case CommandUpgrade:
+		return c.Upgrade.validate()
 	case CommandPause, CommandVersion:
 		return nil
 	default:
@@ -307,6 +333,23 @@ func (c *Config) Prepare() error {
 	if c.RuntimeRoot != "" {
 		if err := os.MkdirAll(c.RuntimeRoot, RuntimeRootMode); err != nil {
 			return fmt.Errorf("create runtime root: %w", err)
+		}
+	}
+	return nil
+}
+
+func (u UpgradeConfig) validate() error {
+	switch {
+	case u.CheckState != "":
+		return nil
+	case u.All && u.RuntimeDir != "":
+		return &configError{msg: "give either --runtime-dir or --all, not both"}
+	case !u.All && u.RuntimeDir == "":
+		return &configError{msg: "--runtime-dir or --all is required"}
+	}
+	if u.Binary != "" {
+		if _, err := os.Stat(u.Binary); err != nil {
+			return &configError{msg: fmt.Sprintf("--binary '%s' does not exist", u.Binary), cause: err}
 		}
 	}
 	return nil

@@ -470,6 +470,37 @@ func TestParseRun(t *testing.T) {
 	}
 }
 
+func TestParseUpgrade(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want UpgradeConfig
+	}{
+		{name: "one daemon", args: []string{"upgrade", "--runtime-dir", "/d"}, want: UpgradeConfig{RuntimeDir: "/d"}},
+		{name: "all with a binary", args: []string{"upgrade", "--all", "--binary=/usr/bin/gomon"}, want: UpgradeConfig{All: true, Binary: "/usr/bin/gomon"}},
+		{name: "dry run", args: []string{"upgrade", "--check-state", "/d/s.json"}, want: UpgradeConfig{CheckState: "/d/s.json"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.args, nil)
+			if err != nil {
+				t.Fatalf("Parse(%q):\n%v", tt.args, err)
+			}
+			want := serverDefaults()
+			want.Command = CommandUpgrade
+			want.Upgrade = tt.want
+			if !reflect.DeepEqual(*got, want) {
+				t.Fatalf("Parse(%q)\n got %+v\nwant %+v", tt.args, *got, want)
+			}
+		})
+	}
+	for _, bad := range []UpgradeConfig{{}, {All: true, RuntimeDir: "/d"}, {RuntimeDir: "/d", Binary: "/nonexistent/gomon"}} {
+		if err := bad.validate(); err == nil {
+			t.Errorf("validate(%+v) = nil, want an error", bad)
+		}
+	}
+}
+
 func TestVersionWinsOverSubcommand(t *testing.T) {
 	// conmon-rs handles --version before it looks at `pause`, and a stray
 	// CONMON_VERSION in the environment therefore hijacks any invocation.

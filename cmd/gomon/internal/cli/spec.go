@@ -9,8 +9,9 @@ import (
 
 // Subcommand names.
 const (
-	pauseCommand = "pause"
-	runCommand   = "run"
+	pauseCommand   = "pause"
+	runCommand     = "run"
+	upgradeCommand = "upgrade"
 )
 
 // Value sets, in conmon-rs's order.
@@ -101,7 +102,7 @@ func rootCommand() *cmdSpec {
 	cgroupManager.hidden = true
 	return &cmdSpec{
 		name:  "gomon",
-		usage: "gomon [FLAGS] [pause|run]",
+		usage: "gomon [FLAGS] [pause|run|upgrade]",
 		about: "A conmon-rs compatible OCI container runtime monitor, in Go.",
 		args: []*argSpec{
 			versionArg("version", "", 'v', "CONMON_VERSION", `Show version information, "full" for verbose output`),
@@ -121,7 +122,7 @@ func rootCommand() *cmdSpec {
 				DefaultCreateTimeoutSeconds, MaxCreateTimeoutSeconds, "Seconds a runtime create may take"),
 			helpArg(),
 		},
-		subs: []*cmdSpec{pauseCommandSpec(), runCommandSpec()},
+		subs: []*cmdSpec{pauseCommandSpec(), runCommandSpec(), upgradeCommandSpec()},
 		after: "Every CONMON_* variable is read even when the flag is absent; a stray\n" +
 			"CONMON_VERSION in the environment makes the server print its version and exit.",
 	}
@@ -173,6 +174,25 @@ func runCommandSpec() *cmdSpec {
 			valueArg("log-path", 0, typePath, "FILE", "", "", "Also write the container's output to FILE in CRI log format"),
 			trace,
 			bundle,
+			helpArg(),
+		},
+	}
+}
+
+func upgradeCommandSpec() *cmdSpec {
+	// --check-state is the dry run the old daemon asks of the new binary
+	// before it execs it (docs/upgrade.md); not for people.
+	check := valueArg("check-state", 0, typePath, "FILE", "", "", "Check that this binary reads the upgrade state in FILE, and exit")
+	check.hidden = true
+	return &cmdSpec{
+		name:  upgradeCommand,
+		usage: "gomon upgrade [FLAGS] (--runtime-dir DIR | --all)",
+		about: "Make running gomon daemons exec a new gomon binary in place, keeping their containers.",
+		args: []*argSpec{
+			valueArg("runtime-dir", 0, typePath, "DIR", "", "", "The run directory of the daemon to upgrade"),
+			boolArg("all", 0, "", "Upgrade every gomon daemon on the node"),
+			valueArg("binary", 0, typePath, "PATH", "", "", "The new gomon binary (default: the path each daemon was started from)"),
+			check,
 			helpArg(),
 		},
 	}

@@ -29,11 +29,16 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
+	"github.com/gomon-dev/gomon/cmd/gomon/internal/upgrade"
 	"github.com/gomon-dev/gomon/exporter"
 	"github.com/gomon-dev/gomon/internal/atomicfile"
 	"github.com/gomon-dev/gomon/ioloop"
@@ -73,6 +78,10 @@ const (
 	// so runtimes and containers never see it.
 	daemonEnv = "_GOMON_DAEMON_LISTENER_FD"
 
+	// upgradeFlush bounds the export of queued spans right before an
+	// upgrade's exec (part of the pause, only with tracing on).
+	upgradeFlush = time.Second
+
 	// shutdownGrace bounds the whole shutdown; the conmon-rs client waits
 	// 10 s for the process to disappear.
 	shutdownGrace = 8 * time.Second
@@ -88,6 +97,20 @@ func Run(opts Options) error {
 		return err
 	}
 	opts.logMaxLine = maxLine
+	// After an upgrade in place this process is the new binary, exec'd by
+	// the daemon it replaces (docs/upgrade.md).
+	in, err := upgrade.TakeOver()
+	if in != nil || err != nil {
+		if in == nil || in.Listener == nil {
+			res := upgrade.Result{PID: os.Getpid(), To: opts.Version.Version,
+				Error: fmt.Sprintf("the new process cannot take over: %v", err)}
+			if in != nil && in.Control != nil {
+				_ = upgrade.Answer(in.Control, res)
+			}
+			return fmt.Errorf("take over after upgrade: %w", err)
+		}
+		return serve(opts, in.Listener, in)
+	}
 	if fd, ok := os.LookupEnv(daemonEnv); ok {
 		_ = os.Unsetenv(daemonEnv)
 		n, err := strconv.Atoi(fd)
@@ -100,7 +123,12 @@ func Run(opts Options) error {
 		if err != nil {
 			return fmt.Errorf("adopt listener: %w", err)
 		}
-		return serve(opts, l)
+		ul, ok := l.(*net.UnixListener)
+		if !ok {
+			_ = l.Close()
+			return fmt.Errorf("adopt listener: a %T, not a unix socket", l)
+		}
+		return serve(opts, ul, nil)
 	}
 
 	if err := cloexecInherited(); err != nil {
@@ -117,7 +145,7 @@ func Run(opts Options) error {
 		return err
 	}
 	if opts.SkipFork {
-		return serve(opts, l)
+		return serve(opts, l, nil)
 	}
 	return launch(opts, l)
 }
@@ -209,18 +237,28 @@ func writePidfile(path string, pid int) error {
 	return nil
 }
 
-// serve runs the daemon proper until SIGINT or SIGTERM.
-func serve(opts Options, l net.Listener) error {
+// serve runs the daemon proper until SIGINT or SIGTERM. in is what an
+// upgrade in place handed over (nil at a normal start).
+func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 	defer tuneRuntime(os.LookupEnv)()
 	// Register before anything can need them; buffered so no signal is lost.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+
+	// The path this binary was started from, read before a package update
+	// replaces the file: the default new binary of an upgrade.
+	self, _ := os.Executable()
+	self = strings.TrimSuffix(self, " (deleted)")
+	if in != nil && in.State.StartPath != "" {
+		self = in.State.StartPath // the first start's, carried by the upgrades since
+	}
 
 	log, closeLog := newLogger(opts.LogDriver, opts.LogLevel, opts.RunDir)
 	defer closeLog()
 	log.Info("gomon starting", "version", opts.Version.Version, "pid", os.Getpid(),
-		"runtime", opts.Runtime, "run_dir", opts.RunDir, "tracing", opts.EnableTracing)
+		"runtime", opts.Runtime, "run_dir", opts.RunDir, "tracing", opts.EnableTracing,
+		"upgraded_from", upgradedFrom(in))
 
 	mode := exporter.ModeOff
 	if opts.EnableTracing {
@@ -261,8 +299,13 @@ func serve(opts Options, l net.Listener) error {
 		_ = l.Close()
 		return fmt.Errorf("start monitor: %w", err)
 	}
+	var adopted upgrade.Result
+	if in != nil {
+		adopted = adopt(mon, in, versionTag(opts.Version), log)
+	}
 
-	srv := rpc.NewServer(mon, opts.Version, log)
+	gate := upgrade.NewGate(mon)
+	srv := rpc.NewServer(gate, opts.Version, log)
 	reader, err := startMetrics(mcfg, opts, mon, srv, log)
 	if err != nil {
 		_ = l.Close()
@@ -270,18 +313,73 @@ func serve(opts Options, l net.Listener) error {
 		return fmt.Errorf("set up metrics: %w", err)
 	}
 	defer stopMetrics(reader, log)
+	pl := upgrade.NewListener(l)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	go func() { served <- srv.Serve(pl) }()
+
+	var requests <-chan upgrade.Pending
+	control, err := upgrade.Listen(opts.RunDir, log)
+	if err != nil {
+		log.Warn("no upgrade socket: upgrades only through SIGHUP", "error", err)
+	} else {
+		defer func() { _ = control.Close() }()
+		requests = control.Requests()
+	}
+	if in != nil {
+		pausedAt := time.Unix(0, in.State.PausedAt)
+		adopted.PauseMicros = time.Since(pausedAt).Microseconds()
+		// The upgrade's span covers the pause: from the old process's
+		// stop to serving here. It is a root span (no caller's trace
+		// context is carried yet).
+		_, span := tracing.TracerProvider().Tracer("gomon").Start(context.Background(), "upgrade",
+			trace.WithTimestamp(pausedAt), trace.WithAttributes(
+				attribute.String("from", adopted.From), attribute.String("to", adopted.To),
+				attribute.Int64("pause_us", adopted.PauseMicros), attribute.Int("containers", adopted.Containers),
+				attribute.Int("handed_over", len(in.State.Containers))))
+		if adopted.Warning != "" {
+			span.SetStatus(codes.Error, adopted.Warning)
+		}
+		span.End()
+		log.Info("upgrade complete", "from", adopted.From, "to", adopted.To, "pause", time.Duration(adopted.PauseMicros)*time.Microsecond,
+			"containers", adopted.Containers, "warning", adopted.Warning)
+		if err := upgrade.Answer(in.Control, adopted); err != nil {
+			log.Warn("answer upgrade", "error", err)
+		}
+	}
+	up := &upgrade.Daemon{
+		RunDir: opts.RunDir, Version: versionTag(opts.Version), Binary: self, Argv: os.Args,
+		Listener: pl, Gate: gate, Monitor: mon, Log: log,
+		BeforeExec: func() {
+			if mode == exporter.ModeOff {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), upgradeFlush)
+			defer cancel()
+			if err := tracing.ForceFlush(ctx); err != nil {
+				log.Warn("upgrade: spans not exported before the exec are lost", "error", err)
+			}
+		},
+	}
 
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGUSR1 {
+			switch sig {
+			case syscall.SIGUSR1:
 				dumpStacks(log)
+				continue
+			case syscall.SIGHUP:
+				res := up.Upgrade("", nil) // returns only when refused
+				log.Warn("upgrade on SIGHUP refused", "error", res.Error)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
 			return shutdown(opts, srv, mon, log, served)
+		case p := <-requests:
+			res := up.Upgrade(p.Request.Binary, p.Conn) // returns only when refused
+			if err := upgrade.Answer(p.Conn, res); err != nil {
+				log.Warn("answer upgrade", "error", err)
+			}
 		case err := <-served:
 			// The listener failed under us; stop everything all the same.
 			log.Error("rpc server stopped", "error", err)
@@ -312,6 +410,35 @@ func logRateLimitFromEnv(getenv func(string) string, log *slog.Logger) ioloop.Ra
 		log.Info("log rate limit for every container", "limit", lim.String())
 	}
 	return lim
+}
+
+// adopt takes over the containers an upgrade handed over and returns the
+// answer for whoever asked.
+func adopt(mon *monitor.Monitor, in *upgrade.Inherited, version string, log *slog.Logger) upgrade.Result {
+	res := upgrade.Result{OK: true, PID: os.Getpid(), From: in.State.From, To: version}
+	n, err := mon.Adopt(in.State)
+	res.Containers = n
+	if err != nil {
+		res.Warning = err.Error()
+		log.Error("upgrade: containers taken over in part", "taken_over", n, "handed_over", len(in.State.Containers), "error", err)
+	}
+	return res
+}
+
+// versionTag is the version an upgrade reports: the semantic version and
+// the build's tag, which tells two builds of one version apart.
+func versionTag(v rpc.VersionInfo) string {
+	if v.Tag == "" || v.Tag == "none" {
+		return v.Version
+	}
+	return v.Version + " (" + v.Tag + ")"
+}
+
+func upgradedFrom(in *upgrade.Inherited) string {
+	if in == nil {
+		return ""
+	}
+	return in.State.From
 }
 
 // shutdown kills the pod's containers (their exit files get 137), stops

@@ -1,0 +1,491 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/handoff"
+)
+
+// Upgrade in place (docs/upgrade.md): the daemon execs a new gomon binary
+// in its own process. execve keeps the PID, so the containers stay the
+// children of the same subreaper, their pipes stay open in the process
+// (their read ends are kept across the exec), and an exit that happens in
+// between stays a zombie until the new process reaps it.
+//
+// This file is the monitor's half: PrepareHandoff freezes the monitor and
+// describes its running containers in the record (package handoff), the
+// caller execs, and the new process's Adopt takes the containers over.
+// What the record does not carry yet is refused by PrepareHandoff, with
+// the reason, and the monitor goes on as before.
+
+// UpgradeState is the record handed to the new binary.
+type UpgradeState = handoff.State
+
+// UpgradeSchema is the record version this binary writes and reads.
+const UpgradeSchema = handoff.Schema
+
+// ErrUpgradeSchema is a record of a schema this binary does not know.
+var ErrUpgradeSchema = handoff.ErrSchema
+
+// ErrUpgradeRefused is an upgrade the monitor cannot do now: it holds
+// something the record does not carry yet, or it did not come to rest in
+// time. The monitor is unchanged.
+var ErrUpgradeRefused = errors.New("upgrade refused")
+
+// EncodeUpgradeState returns s as the record's bytes, with its schema set.
+func EncodeUpgradeState(s *UpgradeState) ([]byte, error) { return handoff.Encode(s) }
+
+// DecodeUpgradeState parses and validates a record; a schema other than
+// UpgradeSchema is ErrUpgradeSchema. It touches no file descriptor: it is
+// the whole of the dry run.
+func DecodeUpgradeState(b []byte) (*UpgradeState, error) { return handoff.Decode(b) }
+
+// Handoff is a monitor frozen for an upgrade: no exit is reaped, no
+// container output is read, until Abort (or the exec that ends the
+// process). Calls must already be held by the caller (the RPC gate of the
+// daemon): PrepareHandoff refuses a create in flight but does not stop
+// new calls itself.
+type Handoff struct {
+	m *Monitor
+	// containers are the running containers, with their loops stopped;
+	// read ends are the *os.File of their stdout and stderr.
+	containers []*container
+	readEnds   [][2]*os.File
+	records    []handoff.Container
+	// stopped[i][j] is set once loop j of containers[i] was told to stop.
+	stopped [][]bool
+	kept    []int // fds whose close-on-exec flag Keep cleared
+	aborted bool
+}
+
+// PrepareHandoff freezes the monitor and describes its running
+// containers. It refuses (ErrUpgradeRefused, monitor unchanged) when the
+// monitor holds what an upgrade does not carry yet: a terminal, leaked
+// fds, an output copy for an embedder, an attach client, the pause
+// process, the fd socket, a streaming session, a create in flight. A
+// container whose exit is being recorded is waited for, within ctx.
+//
+// On success the reaper is stopped (exits stay zombies) and every read
+// loop has written out what it read and stopped, leaving the rest in its
+// pipe. The caller then calls Keep and execs, or calls Abort.
+//
+// While the monitor is frozen, the caller may start and wait for a child
+// of its own (exec.Cmd.Run: the dry run): the reaper does not wait.
+func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
+	if err := m.refuseHandoff(); err != nil {
+		return nil, err
+	}
+	h := &Handoff{m: m}
+	// Freeze the reaper with no exit half recorded: a container whose
+	// exit was dispatched (its PID no longer subscribed) is finished
+	// first, so each container is either running with its exit still to
+	// be reaped, or gone from the record.
+	for {
+		live, err := m.runningContainers()
+		if err != nil {
+			return nil, err
+		}
+		m.reaper.mu.Lock()
+		var exiting *container
+		for _, c := range live {
+			if _, ok := m.reaper.subs[c.pid()]; !ok {
+				exiting = c
+				break
+			}
+		}
+		if exiting == nil {
+			h.containers = live
+			break
+		}
+		m.reaper.mu.Unlock()
+		select {
+		case <-exiting.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: container %s is exiting and its exit is not recorded yet: %w",
+				ErrUpgradeRefused, exiting.id, ctx.Err())
+		}
+	}
+	// From here Abort undoes.
+	for _, c := range h.containers {
+		rec, ends, err := c.handoffRecord()
+		if err != nil {
+			h.Abort()
+			return nil, err
+		}
+		h.records = append(h.records, rec)
+		h.readEnds = append(h.readEnds, ends)
+	}
+	// Stop every read loop, then wait for them all: each finishes the
+	// write of what it read; the rest stays in its pipe.
+	h.stopped = make([][]bool, len(h.containers))
+	for i, c := range h.containers {
+		h.stopped[i] = make([]bool, len(c.loops))
+		for j, l := range c.loops {
+			err := ioloop.StopForHandoff(l.r)
+			h.stopped[i][j] = err == nil
+			if err != nil {
+				h.Abort()
+				return nil, fmt.Errorf("%w: container %s: %w", ErrUpgradeRefused, c.id, err)
+			}
+		}
+	}
+	for _, c := range h.containers {
+		for _, l := range c.loops {
+			select {
+			case <-l.ended:
+			case <-ctx.Done():
+				h.Abort()
+				return nil, fmt.Errorf("%w: container %s: a log write did not finish: %w",
+					ErrUpgradeRefused, c.id, ctx.Err())
+			}
+		}
+	}
+	return h, nil
+}
+
+// refuseHandoff returns why the monitor cannot be handed over now, or nil.
+func (m *Monitor) refuseHandoff() error {
+	refuse := func(why string) error { return fmt.Errorf("%w: %s", ErrUpgradeRefused, why) }
+	m.mu.Lock()
+	down := m.shutdown
+	m.mu.Unlock()
+	if down {
+		return refuse("the monitor is shutting down")
+	}
+	m.pod.mu.Lock()
+	pause, fds := m.pod.pause != nil, m.pod.fds != nil
+	m.pod.mu.Unlock()
+	if pause {
+		return refuse("the pod's pause process (CreateNamespaces) is not carried by an upgrade yet")
+	}
+	if fds {
+		return refuse("the fd socket (StartFdSocket) is not carried by an upgrade yet")
+	}
+	m.stream.mu.Lock()
+	srv := m.stream.srv
+	m.stream.mu.Unlock()
+	if srv != nil && srv.Busy() {
+		return refuse("streaming sessions (exec, attach, port-forward) are open or pending; retry when they ended")
+	}
+	return nil
+}
+
+// runningContainers returns the running containers, or refuses when a
+// create is in flight or a container holds what is not carried yet.
+func (m *Monitor) runningContainers() ([]*container, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var live []*container
+	for _, c := range m.containers {
+		st, _ := c.snapshot()
+		switch st {
+		case stateCreating:
+			return nil, fmt.Errorf("%w: container %s is being created", ErrUpgradeRefused, c.id)
+		case stateExited:
+			continue // remembered for Wait only; not carried
+		}
+		live = append(live, c)
+	}
+	return live, nil
+}
+
+// pid is the container's init PID; the container is running.
+func (c *container) pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.init.pid
+}
+
+// handoffRecord describes a running container, or refuses what the record
+// does not carry yet.
+func (c *container) handoffRecord() (handoff.Container, [2]*os.File, error) {
+	refuse := func(what string) (handoff.Container, [2]*os.File, error) {
+		return handoff.Container{}, [2]*os.File{}, fmt.Errorf("%w: container %s: %s is not carried by an upgrade yet",
+			ErrUpgradeRefused, c.id, what)
+	}
+	r := c.req
+	switch {
+	case r.Terminal:
+		return refuse("a terminal")
+	case len(c.leak) > 0:
+		return refuse("leaked fds (LeakFDs)")
+	case r.Stdout != nil || r.Stderr != nil || r.Input != nil:
+		return refuse("an embedder's output copy or input")
+	case len(c.loops) != 2 || len(c.readEnds) != 2:
+		return refuse("this stream layout")
+	}
+	var ends [2]*os.File
+	for i, e := range c.readEnds {
+		f, ok := e.(*os.File)
+		if !ok || c.loops[i].r != io.Reader(f) {
+			return refuse("this stream layout")
+		}
+		ends[i] = f
+	}
+	sockets, clients := c.attach.HandoffState()
+	if clients > 0 {
+		return handoff.Container{}, ends, fmt.Errorf("%w: container %s has %d attach client(s) connected; retry when they left",
+			ErrUpgradeRefused, c.id, clients)
+	}
+	rec := handoff.Container{
+		ID: c.id, PID: c.pid(), BundlePath: r.BundlePath,
+		OOMPaths: r.OOMExitPaths, CleanupCmd: r.CleanupCmd, GlobalArgs: r.GlobalArgs,
+		CommandArgs: r.CommandArgs, Env: r.Env, Cgroup: uint8(r.Cgroup),
+	}
+	var err error
+	if r.Stdin {
+		rec.Stdin, rec.StdinFD = true, -1
+		c.mu.Lock()
+		in := c.stdin
+		c.mu.Unlock()
+		if in != nil {
+			f, ok := in.(*os.File)
+			if !ok {
+				return refuse("this kind of stdin")
+			}
+			if rec.StdinFD, err = rawFD(f); err != nil {
+				return refuse("an unusable stdin")
+			}
+		}
+	}
+	if rec.StdoutFD, err = rawFD(ends[0]); err != nil {
+		return refuse("an unusable stdout")
+	}
+	if rec.StderrFD, err = rawFD(ends[1]); err != nil {
+		return refuse("an unusable stderr")
+	}
+	for _, e := range c.exitFiles {
+		rec.ExitFiles = append(rec.ExitFiles, handoff.Exit{Path: e.path, Tmp: e.tmp})
+	}
+	for _, d := range r.LogDrivers {
+		rec.LogDrivers = append(rec.LogDrivers, handoff.Log{Type: uint8(d.Type), Path: d.Path, MaxSize: d.MaxSize})
+	}
+	for _, s := range sockets {
+		rec.Attach = append(rec.Attach, handoff.Attach{Path: s.Path, StopAfterStdinEOF: s.StopAfterStdinEOF})
+	}
+	return rec, ends, nil
+}
+
+// rawFD returns f's descriptor without Fd, which would switch a
+// non-blocking pipe to blocking mode for good (the new process's read
+// loops need it non-blocking to be stopped by a deadline).
+func rawFD(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// Containers returns the records of the running containers.
+func (h *Handoff) Containers() []handoff.Container { return h.records }
+
+// Keep clears the close-on-exec flag of every read end, so the exec'd
+// binary inherits them. Abort sets it again.
+func (h *Handoff) Keep() error {
+	for _, r := range h.records {
+		fds := []int{r.StdoutFD, r.StderrFD}
+		if r.Stdin && r.StdinFD >= 0 {
+			fds = append(fds, r.StdinFD)
+		}
+		for _, fd := range fds {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+				return fmt.Errorf("keep fd %d of container %s across exec: %w", fd, r.ID, err)
+			}
+			h.kept = append(h.kept, fd)
+		}
+	}
+	return nil
+}
+
+// Abort undoes PrepareHandoff (and Keep): the read loops start again on
+// the same pipes (nothing was lost: what they did not read is still
+// there) and the reaper reaps again, recording any exit that came
+// meanwhile. A loop stopped in the middle of a log write that is stuck
+// (PrepareHandoff gave up on it) is waited for: it cannot be restarted
+// before. It is idempotent.
+func (h *Handoff) Abort() {
+	if h.aborted {
+		return
+	}
+	h.aborted = true
+	for _, fd := range h.kept {
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) // our own open fds: cannot fail
+	}
+	kinds := []ioloop.Stream{ioloop.Stdout, ioloop.Stderr}
+	for i, stopped := range h.stopped {
+		c, ends := h.containers[i], h.readEnds[i]
+		// A stopped loop ends after its current write; it is started
+		// again on the same pipe, in its place in c.loops (loops that
+		// were not stopped go on). The waiter reads c.loops only after
+		// its exit arrives, which the frozen reaper cannot deliver
+		// before the unlock below.
+		old := c.loops
+		c.loops = nil
+		for j, l := range old {
+			if j >= len(stopped) || !stopped[j] { // not reached before a failure
+				c.loops = append(c.loops, l)
+				continue
+			}
+			<-l.ended
+			ioloop.EndHandoff(l.r)
+			c.startStream(ends[j], kinds[j])
+		}
+	}
+	h.m.reaper.mu.Unlock()
+	h.m.reaper.kick()
+}
+
+// kick makes the reaper look for exited children now: after an exec no
+// SIGCHLD announces the zombies left by the old process, and after a
+// frozen spell the one pending SIGCHLD may have been consumed already.
+func (r *reaper) kick() {
+	select {
+	case r.sigc <- syscall.SIGCHLD:
+	default: // a wake-up is pending already
+	}
+}
+
+// Adopt takes over the containers of an upgrade record in the new
+// process: their read loops start on the inherited pipes, their logs are
+// opened again without truncation, their attach sockets are bound again,
+// and each init PID is subscribed to the reaper (an exit that came during
+// the exec is a zombie the reaper now reaps, with its real status), its
+// OOM watcher and waiter started. It returns how many containers it took
+// over; a container it could only take over in part (its log or an attach
+// socket failed to open) is counted, and the failure is in the error.
+func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
+	// First of all, close-on-exec again on every inherited pipe, so no
+	// runtime or container we start inherits one, whatever happens below.
+	for _, rec := range s.Containers {
+		unix.CloseOnExec(rec.StdoutFD)
+		unix.CloseOnExec(rec.StderrFD)
+		if rec.Stdin && rec.StdinFD >= 0 {
+			unix.CloseOnExec(rec.StdinFD)
+		}
+	}
+	var errs []error
+	n := 0
+	for _, rec := range s.Containers {
+		err := m.adoptOne(rec)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("container %s: %w", rec.ID, err))
+		}
+		if err == nil || errors.Is(err, errPartial) {
+			n++
+		}
+	}
+	m.reaper.kick()
+	return n, errors.Join(errs...)
+}
+
+// errPartial marks a container taken over without one of its sinks.
+var errPartial = errors.New("taken over in part")
+
+func (m *Monitor) adoptOne(rec handoff.Container) error {
+	req := CreateRequest{
+		ID: rec.ID, BundlePath: rec.BundlePath, OOMExitPaths: rec.OOMPaths, Stdin: rec.Stdin,
+		CleanupCmd: rec.CleanupCmd, GlobalArgs: rec.GlobalArgs, CommandArgs: rec.CommandArgs,
+		Env: rec.Env, Cgroup: CgroupManager(rec.Cgroup),
+	}
+	for _, e := range rec.ExitFiles {
+		req.ExitPaths = append(req.ExitPaths, e.Path)
+	}
+	for _, d := range rec.LogDrivers {
+		req.LogDrivers = append(req.LogDrivers, LogDriver{Type: LogDriverType(d.Type), Path: d.Path, MaxSize: d.MaxSize})
+	}
+	fds := []int{rec.StdoutFD, rec.StderrFD}
+	if rec.Stdin && rec.StdinFD >= 0 {
+		fds = append(fds, rec.StdinFD)
+	}
+	ends := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		// Only a pipe is taken: a record naming an fd that was not
+		// inherited must not make us take one of the runtime's own.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			closeFiles(ends[:i])
+			return fmt.Errorf("not adopted: inherited fd %d: %w", fd, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			closeFiles(ends[:i])
+			return fmt.Errorf("not adopted: inherited fd %d is not a pipe (mode %#o)", fd, st.Mode&unix.S_IFMT)
+		}
+		ends[i] = os.NewFile(uintptr(fd), []string{"stdout", "stderr", "stdin"}[i]) // pollable: the pipe is non-blocking
+	}
+	if err := checkOwnChild(rec.PID); err != nil {
+		closeFiles(ends)
+		return fmt.Errorf("not adopted: %w", err)
+	}
+	logger := m.log.With("container_id", rec.ID)
+	c := &container{
+		id: rec.ID, req: req, logger: logger, tracer: m.tracer,
+		traceCtx: context.Background(), done: make(chan struct{}),
+	}
+	// As the create does (create.go), but the log files keep their
+	// contents. The metric counters start again from zero (a counter
+	// reset, with a new start time).
+	c.identity, c.settings = readBundle(req.BundlePath, logger)
+	c.attrSet = identityAttrs(req.ID, c.identity)
+	if m.metrics != nil {
+		c.metrics = newContainerMetrics(req.ID, c.identity)
+	}
+	c.attach = ioloop.NewAttachServer(ioloop.AttachOptions{Logger: logger, Stdin: containerStdin{c}})
+	if err := m.reserve(c); err != nil {
+		closeFiles(ends)
+		return fmt.Errorf("not adopted: %w", err)
+	}
+	for _, e := range rec.ExitFiles {
+		c.exitFiles = append(c.exitFiles, exitFile{path: e.Path, tmp: e.Tmp})
+	}
+
+	var partial []error
+	l, err := openLog(req.LogDrivers, journalFields(req.ID, c.identity, c.settings),
+		ioloop.LogOptions{MaxLine: m.cfg.LogMaxLine}, true, logger)
+	if err != nil {
+		partial = append(partial, fmt.Errorf("log not reopened, output is read and dropped: %w", err))
+		l = ioloop.NewLog()
+	}
+	c.log = l
+	c.setRateLimit(m.logRateLimit(c.settings, logger))
+	if len(ends) == 3 {
+		c.stdin = ends[2] // before anything can write to it: the attach sockets are bound below
+	}
+	c.readEnds = []io.Closer{ends[0], ends[1]}
+	c.startStream(ends[0], ioloop.Stdout)
+	c.startStream(ends[1], ioloop.Stderr)
+
+	initProc := m.reaper.adopt(rec.PID)
+	var oomw oomWatcher
+	if initProc.alive() {
+		if oomw, err = watchOOM(rec.PID, logger); err != nil {
+			logger.Warn("no OOM detection for container", "pid", rec.PID, "error", err)
+			oomw = nil
+		}
+	}
+	c.created(initProc, oomw)
+	m.waiters.Add(1)
+	go m.waitExit(context.Background(), c, initProc.exit, oomw)
+	for _, a := range rec.Attach {
+		if err := c.attach.Listen(a.Path, a.StopAfterStdinEOF); err != nil {
+			partial = append(partial, fmt.Errorf("attach socket %s: %w", a.Path, err))
+		}
+	}
+	logger.Info("container taken over after an upgrade", "pid", rec.PID, "alive", initProc.alive())
+	if len(partial) > 0 {
+		return fmt.Errorf("%w: %w", errPartial, errors.Join(partial...))
+	}
+	return nil
+}

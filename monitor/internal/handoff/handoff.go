@@ -1,0 +1,196 @@
+// Package handoff is the versioned record a gomon process hands to the
+// binary it execs during an upgrade in place (docs/upgrade.md): what the
+// new process needs to go on monitoring the pod's running containers. The
+// file descriptors it names are inherited across execve (their
+// close-on-exec flag is cleared just before), so the record holds their
+// numbers, not their contents.
+//
+// A record carries Schema; a binary refuses a record whose schema it does
+// not know (Decode), and the old process runs the new binary on the record
+// before the point of no return to learn that (the dry run).
+package handoff
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Schema is the version of the record this binary writes and reads.
+// Change it whenever a field's meaning changes or a field a reader must
+// understand is added; a reader refuses any other version.
+const Schema = 1
+
+// MaxContainers bounds the containers of one record, and MaxSize its
+// encoded size, so a record read from disk cannot make the reader
+// allocate without bound. A pod has a few dozen containers at most.
+const (
+	MaxContainers = 4096
+	MaxSize       = 16 << 20
+)
+
+// ErrSchema is a record of a schema this binary does not know.
+var ErrSchema = errors.New("unknown upgrade state schema")
+
+// State is the whole record.
+type State struct {
+	Schema int `json:"schema"`
+	// From is the version of the gomon that wrote the record.
+	From string `json:"from"`
+	// ListenerFD is the inherited conmon.sock listener.
+	ListenerFD int `json:"listener_fd"`
+	// ControlFD is the inherited connection of whoever asked for the
+	// upgrade, -1 for a SIGHUP: the new process writes the result there.
+	ControlFD int `json:"control_fd"`
+	// StartPath is the path the daemon was first started from: the
+	// default binary of its next upgrade, whatever binary this one ran.
+	StartPath string `json:"start_path,omitempty"`
+	// PausedAt is when the old process stopped taking calls (Unix
+	// nanoseconds), for the pause length the new one reports.
+	PausedAt int64 `json:"paused_at_unix_nano"`
+	// Containers are the running containers handed over.
+	Containers []Container `json:"containers"`
+}
+
+// Container is one running container.
+type Container struct {
+	ID         string `json:"id"`
+	PID        int    `json:"pid"`
+	BundlePath string `json:"bundle_path"`
+	StdoutFD   int    `json:"stdout_fd"` // pipe read end
+	StderrFD   int    `json:"stderr_fd"` // pipe read end
+	// Stdin is the create's stdin flag; StdinFD the write end of the
+	// container's stdin pipe, -1 once it was closed (stdin EOF).
+	Stdin      bool     `json:"stdin,omitempty"`
+	StdinFD    int      `json:"stdin_fd,omitempty"`
+	ExitFiles  []Exit   `json:"exit_files,omitempty"`
+	OOMPaths   []string `json:"oom_exit_paths,omitempty"`
+	LogDrivers []Log    `json:"log_drivers,omitempty"`
+	CleanupCmd []string `json:"cleanup_cmd,omitempty"`
+	GlobalArgs []string `json:"global_args,omitempty"`
+	// CommandArgs and Env are the create's runtime arguments and
+	// environment, kept for what later calls derive from them.
+	CommandArgs []string          `json:"command_args,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	Cgroup      uint8             `json:"cgroup_manager"`
+	// Attach are the container's attach sockets; the new process binds
+	// them again (their clients are not carried: the old process refuses
+	// an upgrade while any is connected).
+	Attach []Attach `json:"attach,omitempty"`
+}
+
+// Exit is one exit path and the temporary file reserved for it ("" if
+// none).
+type Exit struct {
+	Path string `json:"path"`
+	Tmp  string `json:"tmp,omitempty"`
+}
+
+// Log is one log driver: type is 0 CRI, 1 JSON, 2 journald (as
+// monitor.LogDriverType).
+type Log struct {
+	Type    uint8  `json:"type"`
+	Path    string `json:"path,omitempty"`
+	MaxSize uint64 `json:"max_size,omitempty"`
+}
+
+// Attach is one attach socket.
+type Attach struct {
+	Path              string `json:"path"`
+	StopAfterStdinEOF bool   `json:"stop_after_stdin_eof,omitempty"`
+}
+
+// Encode returns the record as JSON.
+func Encode(s *State) ([]byte, error) {
+	s.Schema = Schema
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode upgrade state: %w", err)
+	}
+	return b, nil
+}
+
+// Decode parses and validates a record: its schema must be Schema, every
+// field a reader relies on must be there, and no fd may be named twice.
+// It touches no fd.
+func Decode(b []byte) (*State, error) {
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("upgrade state of %d bytes is over the %d-byte limit", len(b), MaxSize)
+	}
+	var probe struct {
+		Schema *int `json:"schema"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, fmt.Errorf("decode upgrade state: %w", err)
+	}
+	if probe.Schema == nil || *probe.Schema != Schema {
+		got := "none"
+		if probe.Schema != nil {
+			got = fmt.Sprint(*probe.Schema)
+		}
+		return nil, fmt.Errorf("%w: schema %s, this binary reads schema %d", ErrSchema, got, Schema)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields() // a field this binary would ignore is a field it does not carry
+	var s State
+	if err := d.Decode(&s); err != nil {
+		return nil, fmt.Errorf("decode upgrade state: %w", err)
+	}
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("invalid upgrade state: %w", err)
+	}
+	return &s, nil
+}
+
+func (s *State) validate() error {
+	if len(s.Containers) > MaxContainers {
+		return fmt.Errorf("%d containers, over the limit of %d", len(s.Containers), MaxContainers)
+	}
+	fds := map[int]string{}
+	use := func(fd int, what string) error {
+		if fd < 3 {
+			return fmt.Errorf("%s: fd %d is not an inherited descriptor", what, fd)
+		}
+		if other, dup := fds[fd]; dup {
+			return fmt.Errorf("%s: fd %d is also %s", what, fd, other)
+		}
+		fds[fd] = what
+		return nil
+	}
+	if err := use(s.ListenerFD, "listener"); err != nil {
+		return err
+	}
+	if s.ControlFD != -1 {
+		if err := use(s.ControlFD, "control connection"); err != nil {
+			return err
+		}
+	}
+	ids := map[string]bool{}
+	for _, c := range s.Containers {
+		if c.ID == "" || ids[c.ID] {
+			return fmt.Errorf("container ID %q empty or repeated", c.ID)
+		}
+		ids[c.ID] = true
+		if c.PID <= 0 {
+			return fmt.Errorf("container %s: pid %d", c.ID, c.PID)
+		}
+		if err := use(c.StdoutFD, "stdout of "+c.ID); err != nil {
+			return err
+		}
+		if err := use(c.StderrFD, "stderr of "+c.ID); err != nil {
+			return err
+		}
+		if c.Stdin && c.StdinFD != -1 {
+			if err := use(c.StdinFD, "stdin of "+c.ID); err != nil {
+				return err
+			}
+		}
+		for _, l := range c.LogDrivers {
+			if l.Type > 2 || (l.Type < 2 && l.Path == "") {
+				return fmt.Errorf("container %s: log driver %d with path %q", c.ID, l.Type, l.Path)
+			}
+		}
+	}
+	return nil
+}

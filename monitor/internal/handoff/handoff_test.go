@@ -1,0 +1,68 @@
+package handoff
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func valid() *State {
+	return &State{
+		From: "0.5.0", ListenerFD: 3, ControlFD: 4, PausedAt: 1,
+		Containers: []Container{{
+			ID: "a", PID: 100, BundlePath: "/b", StdoutFD: 5, StderrFD: 6, Stdin: true, StdinFD: 7,
+			ExitFiles:  []Exit{{Path: "/exit/a", Tmp: "/exit/.a.tmp"}},
+			LogDrivers: []Log{{Type: 0, Path: "/log/a"}, {Type: 2}},
+			Attach:     []Attach{{Path: "/run/attach", StopAfterStdinEOF: true}},
+		}},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	b, err := Encode(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Schema != Schema || len(s.Containers) != 1 || s.Containers[0].Attach[0].Path != "/run/attach" ||
+		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" {
+		t.Fatalf("round trip: %+v", s)
+	}
+}
+
+// A record of another schema, or of none, is refused as ErrSchema; so is a
+// field this binary does not know (it would not be carried).
+func TestDecodeRefuses(t *testing.T) {
+	b, err := Encode(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := string(b)
+	for name, tc := range map[string]struct {
+		rec    string
+		schema bool
+		says   string
+	}{
+		"newer schema":   {strings.Replace(rec, `"schema":1`, `"schema":2`, 1), true, "schema 2"},
+		"no schema":      {strings.Replace(rec, `"schema":1,`, ``, 1), true, "schema none"},
+		"unknown field":  {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
+		"fd twice":       {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
+		"stdin fd twice": {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
+		"stdio fd":       {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
+		"zero pid":       {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
+		"not json":       {"{", false, "decode"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.rec))
+			if err == nil {
+				t.Fatalf("Decode accepted %s", tc.rec)
+			}
+			if errors.Is(err, ErrSchema) != tc.schema || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("Decode: %v (ErrSchema %v), want one saying %q (ErrSchema %v)", err, errors.Is(err, ErrSchema), tc.says, tc.schema)
+			}
+		})
+	}
+}
