@@ -10,7 +10,6 @@ import (
 
 	"github.com/gomon-dev/gomon/bench/internal/driver"
 	"github.com/gomon-dev/gomon/bench/internal/otlpsink"
-	"github.com/gomon-dev/gomon/bench/internal/procfs"
 	"github.com/gomon-dev/gomon/bench/internal/report"
 )
 
@@ -46,37 +45,9 @@ func (h *harness) metrics(ctx context.Context, res *Results) error {
 	on := &driver.Gomon{Env: h.env, Label: lMetrics, TracingEndpoint: sink.Endpoint(), ExtraEnv: []string{
 		"GOMON_METRICS=otlp", "GOMON_METRICS_TEXTFILE_DIR=" + textDir, "OTEL_METRIC_EXPORT_INTERVAL=" + metricsInterval,
 	}}
-	drivers := []driver.Driver{off, on}
-	mr := &TracingResult{
-		Latency: map[string][]float64{}, Exec: map[string][]float64{}, ExecNA: map[string]string{},
-		Memory:  map[string]procfs.Memory{},
-		LogMBps: map[string][]float64{}, LogCPUPerGB: map[string][]float64{}, LogErrors: map[string][]string{},
-	}
+	mr, err := h.compare(ctx, []driver.Driver{off, on}, sink)
 	res.Metrics = mr
-	if err := h.latencyInto(ctx, drivers, h.cfg.Params.TraceReps, mr.Latency, nil); err != nil {
-		return err
-	}
-	if err := h.execInto(ctx, drivers, h.cfg.Params.TraceReps, mr.Exec, mr.ExecNA); err != nil {
-		return err
-	}
-	if err := h.tracingLogs(ctx, drivers, mr); err != nil {
-		return err
-	}
-	if err := h.closePods(ctx); err != nil {
-		return err
-	}
-	for _, d := range drivers {
-		m, _, _, err := h.idleMemory(ctx, d, Scenario{Pods: 1, PerPod: 1})
-		if err != nil {
-			return fmt.Errorf("%s: %w", d.Name(), err)
-		}
-		mr.Memory[d.Name()] = m
-	}
-	if err := h.closePods(ctx); err != nil {
-		return err
-	}
-	mr.Requests, mr.Bytes = sink.Requests(), sink.Bytes()
-	return nil
+	return err
 }
 
 func (r *Results) metricsSection() report.Section {

@@ -28,39 +28,48 @@ func (h *harness) tracing(ctx context.Context, res *Results) error {
 	off := &driver.Gomon{Env: h.env, Label: "gomon"}
 	on := &driver.Gomon{Env: h.env, Label: "gomon+tracing", TracingEndpoint: sink.Endpoint()}
 	drivers := []driver.Driver{off, on}
+	tr, err := h.compare(ctx, drivers, sink)
+	res.Tracing = tr
+	return err
+}
+
+// compare runs the tracing comparison's measures on drivers, interleaved:
+// create-to-running, exec sync, lines100 log throughput, then the idle
+// memory of one pod with one container each; the OTLP sink's counts come
+// last. The result holds what was measured before a failure.
+func (h *harness) compare(ctx context.Context, drivers []driver.Driver, sink *otlpsink.Sink) (*TracingResult, error) {
 	tr := &TracingResult{
 		Latency: map[string][]float64{}, Exec: map[string][]float64{}, ExecNA: map[string]string{},
 		Memory:  map[string]procfs.Memory{},
 		LogMBps: map[string][]float64{}, LogCPUPerGB: map[string][]float64{}, LogErrors: map[string][]string{},
 	}
-	res.Tracing = tr
 	if err := h.latencyInto(ctx, drivers, h.cfg.Params.TraceReps, tr.Latency, nil); err != nil {
-		return err
+		return tr, err
 	}
 	if err := h.execInto(ctx, drivers, h.cfg.Params.TraceReps, tr.Exec, tr.ExecNA); err != nil {
-		return err
+		return tr, err
 	}
 	if err := h.tracingLogs(ctx, drivers, tr); err != nil {
-		return err
+		return tr, err
 	}
 	// Memory is read with nothing else of ours running (PSS depends on who
 	// else maps the binary).
 	if err := h.closePods(ctx); err != nil {
-		return err
+		return tr, err
 	}
 	for _, d := range drivers {
 		m, _, _, err := h.idleMemory(ctx, d, Scenario{Pods: 1, PerPod: 1})
 		if err != nil {
-			return fmt.Errorf("%s: %w", d.Name(), err)
+			return tr, fmt.Errorf("%s: %w", d.Name(), err)
 		}
 		tr.Memory[d.Name()] = m
 	}
 	// Pods shut down (SIGINT) flush their spans before exiting.
 	if err := h.closePods(ctx); err != nil {
-		return err
+		return tr, err
 	}
 	tr.Requests, tr.Bytes = sink.Requests(), sink.Bytes()
-	return nil
+	return tr, nil
 }
 
 // tracingLogs runs the lines100 log pattern Params.TraceLogReps times on
