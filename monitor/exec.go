@@ -260,19 +260,9 @@ func (x *execRun) run(ctx context.Context) (ExecSyncResult, error) {
 		return ExecSyncResult{}, err
 	}
 	defer p.close()
-	// A panic from here on fails the call (the RPC layer recovers it);
-	// the process must not outlive it unseen.
+	// A panic from here on fails the call (the RPC layer recovers it).
 	returned := false
-	defer func() {
-		if returned {
-			return
-		}
-		if !x.reaped {
-			p.killGroup()
-			p.await(execKillWait)
-		}
-		x.out.finish(failedDrainTimeout)
-	}()
+	defer abandonOnPanic(p, &x.out, &returned, &x.reaped)()
 	res, err := x.wait(ctx, p, oomc, returnedAt)
 	returned = true
 	return res, err

@@ -130,3 +130,20 @@ func killPidfileProcess(p string) {
 	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) // best effort
 	_ = unix.Close(fd)
 }
+
+// abandonOnPanic returns the deferred step of an exec whose waiting code
+// may panic: unless the call returned (*returned), the process must not
+// outlive it unseen, so it is killed and reaped (unless its exit was
+// received, *reaped) and its output collectors are ended.
+func abandonOnPanic(p *proc, out *outputs, returned, reaped *bool) func() {
+	return func() {
+		if *returned {
+			return
+		}
+		if !*reaped {
+			p.killGroup()
+			p.await(execKillWait)
+		}
+		out.finish(failedDrainTimeout)
+	}
+}

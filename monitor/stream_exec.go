@@ -117,18 +117,9 @@ func (x *streamExecRun) run(ctx context.Context) (int, error) {
 	}
 	defer p.close()
 	// A panic from here on ends the session (the streaming server
-	// recovers it); the process must not outlive it unseen.
+	// recovers it).
 	returned := false
-	defer func() {
-		if returned {
-			return
-		}
-		if !x.reaped {
-			p.killGroup()
-			p.await(execKillWait)
-		}
-		x.out.finish(failedDrainTimeout)
-	}()
+	defer abandonOnPanic(p, &x.out, &returned, &x.reaped)()
 	code, err := x.wait(ctx, p, oomc)
 	returned = true
 	return code, err
