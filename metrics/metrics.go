@@ -138,6 +138,28 @@ func NewHist(d *Desc) *Hist {
 	return &Hist{bounds: d.Bounds, counts: make([]uint64, len(d.Bounds)+1)}
 }
 
+// State returns h's bucket counts (one per bound, and the last for
+// values above them all), count and sum.
+func (h *Hist) State() (counts []uint64, count uint64, sum float64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]uint64(nil), h.counts...), h.count, h.sum
+}
+
+// SetState replaces h's state with one State returned (an upgrade in
+// place carries it to the new process). It reports false, changing
+// nothing, when counts does not fit h's bounds.
+func (h *Hist) SetState(counts []uint64, count uint64, sum float64) bool {
+	if len(counts) != len(h.bounds)+1 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	copy(h.counts, counts)
+	h.count, h.sum = count, sum
+	return true
+}
+
 // Observe records v. NaN is ignored.
 func (h *Hist) Observe(v float64) {
 	if math.IsNaN(v) {

@@ -2,12 +2,16 @@ package monitor
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"syscall"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
@@ -137,7 +141,7 @@ func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
 			}
 		}
 	}
-	for _, c := range h.containers {
+	for i, c := range h.containers {
 		for _, l := range c.loops {
 			select {
 			case <-l.ended:
@@ -147,6 +151,8 @@ func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
 					ErrUpgradeRefused, c.id, ctx.Err())
 			}
 		}
+		// Counted to the last chunk written: the loops have ended.
+		h.records[i].Metrics = c.metrics.handoffState()
 	}
 	return h, nil
 }
@@ -239,6 +245,7 @@ func (c *container) handoffRecord() (handoff.Container, [2]*os.File, error) {
 		ID: c.id, PID: c.pid(), BundlePath: r.BundlePath,
 		OOMPaths: r.OOMExitPaths, CleanupCmd: r.CleanupCmd, GlobalArgs: r.GlobalArgs,
 		CommandArgs: r.CommandArgs, Env: r.Env, Cgroup: uint8(r.Cgroup),
+		TraceParent: traceParent(c.traceCtx),
 	}
 	var err error
 	if r.Stdin {
@@ -432,15 +439,17 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 	logger := m.log.With("container_id", rec.ID)
 	c := &container{
 		id: rec.ID, req: req, logger: logger, tracer: m.tracer,
-		traceCtx: context.Background(), done: make(chan struct{}),
+		traceCtx: fromTraceParent(rec.TraceParent), done: make(chan struct{}),
 	}
 	// As the create does (create.go), but the log files keep their
-	// contents. The metric counters start again from zero (a counter
-	// reset, with a new start time).
+	// contents and the metric counters go on from the handed-over ones.
 	c.identity, c.settings = readBundle(req.BundlePath, logger)
 	c.attrSet = identityAttrs(req.ID, c.identity)
 	if m.metrics != nil {
 		c.metrics = newContainerMetrics(req.ID, c.identity)
+		if rec.Metrics != nil && !c.metrics.restore(rec.Metrics) {
+			logger.Warn("metric counters of another shape handed over: they start again from zero")
+		}
 	}
 	c.attach = ioloop.NewAttachServer(ioloop.AttachOptions{Logger: logger, Stdin: containerStdin{c}})
 	if err := m.reserve(c); err != nil {
@@ -476,8 +485,13 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 		}
 	}
 	c.created(initProc, oomw)
+	// The old process's wait_for_exit_code span ended with it, unexported
+	// (a span is exported when it ends): this one takes over, in the same
+	// trace.
+	wctx, _ := m.tracer.Start(c.traceCtx, "wait_for_exit_code", trace.WithAttributes(c.attrs()...),
+		trace.WithAttributes(attribute.Int("pid", rec.PID), attribute.Bool("adopted", true)))
 	m.waiters.Add(1)
-	go m.waitExit(context.Background(), c, initProc.exit, oomw)
+	go m.waitExit(wctx, c, initProc.exit, oomw)
 	for _, a := range rec.Attach {
 		if err := c.attach.Listen(a.Path, a.StopAfterStdinEOF); err != nil {
 			partial = append(partial, fmt.Errorf("attach socket %s: %w", a.Path, err))
@@ -488,4 +502,33 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 		return fmt.Errorf("%w: %w", errPartial, errors.Join(partial...))
 	}
 	return nil
+}
+
+// traceParent renders the span of ctx as a W3C traceparent, "" if none.
+func traceParent(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return ""
+	}
+	return fmt.Sprintf("00-%s-%s-%s", sc.TraceID(), sc.SpanID(), sc.TraceFlags())
+}
+
+// fromTraceParent returns a context whose (remote) parent span is tp, or
+// a plain one when tp is empty or malformed: the spans then start a trace
+// of their own.
+func fromTraceParent(tp string) context.Context {
+	ctx := context.Background()
+	parts := strings.Split(tp, "-")
+	if len(parts) != 4 || parts[0] != "00" {
+		return ctx
+	}
+	tid, err1 := trace.TraceIDFromHex(parts[1])
+	sid, err2 := trace.SpanIDFromHex(parts[2])
+	flags, err3 := hex.DecodeString(parts[3])
+	if err1 != nil || err2 != nil || err3 != nil || len(flags) != 1 {
+		return ctx
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags[0]), Remote: true,
+	}))
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/metrics"
 	"github.com/gomon-dev/gomon/monitor/internal/bundle"
+	"github.com/gomon-dev/gomon/monitor/internal/handoff"
 )
 
 // Metrics. With Config.Metrics set the monitor records what it already
@@ -330,4 +331,70 @@ func (m *Monitor) PodLabels() []metrics.Label {
 		}
 	}
 	return l
+}
+
+// handoffState returns the counters for an upgrade's record (nil when
+// metrics are off). The container's loops are stopped and no exec runs.
+func (cm *containerMetrics) handoffState() *handoff.Metrics {
+	if cm == nil {
+		return nil
+	}
+	hm := &handoff.Metrics{Start: cm.start.UnixNano()}
+	for i := range cm.streams {
+		c := &cm.streams[i]
+		sm := handoff.StreamMetrics{
+			Present:      cm.hasStream[i].Load(),
+			WrittenBytes: c.WrittenBytes.Load(), WrittenRecords: c.WrittenRecords.Load(),
+			Partials: c.Partials.Load(),
+		}
+		for r := range ioloop.NumDropReasons {
+			sm.DroppedBytes = append(sm.DroppedBytes, c.DroppedBytes[r].Load())
+			sm.DroppedRecords = append(sm.DroppedRecords, c.DroppedRecords[r].Load())
+		}
+		hm.Streams = append(hm.Streams, sm)
+	}
+	for k := range cm.oom {
+		hm.OOM = append(hm.OOM, cm.oom[k].Load())
+	}
+	for _, h := range cm.exec {
+		counts, n, sum := h.State()
+		hm.Exec = append(hm.Exec, handoff.Hist{Counts: counts, Count: n, Sum: sum})
+	}
+	return hm
+}
+
+// restore takes the counters an upgrade carried over; a record of another
+// shape is refused (false) and the counters start from zero.
+func (cm *containerMetrics) restore(hm *handoff.Metrics) bool {
+	if cm == nil || hm == nil {
+		return false
+	}
+	if len(hm.Streams) != len(cm.streams) || len(hm.OOM) != len(cm.oom) || len(hm.Exec) != len(cm.exec) {
+		return false
+	}
+	for _, sm := range hm.Streams {
+		if len(sm.DroppedBytes) != int(ioloop.NumDropReasons) || len(sm.DroppedRecords) != int(ioloop.NumDropReasons) {
+			return false
+		}
+	}
+	for i, h := range hm.Exec {
+		if !cm.exec[i].SetState(h.Counts, h.Count, h.Sum) {
+			return false
+		}
+	}
+	cm.start = time.Unix(0, hm.Start)
+	for i, sm := range hm.Streams {
+		c := &cm.streams[i]
+		c.WrittenBytes.Store(sm.WrittenBytes)
+		c.WrittenRecords.Store(sm.WrittenRecords)
+		c.Partials.Store(sm.Partials)
+		for r := range ioloop.NumDropReasons {
+			c.DroppedBytes[r].Store(sm.DroppedBytes[r])
+			c.DroppedRecords[r].Store(sm.DroppedRecords[r])
+		}
+	}
+	for k := range cm.oom {
+		cm.oom[k].Store(hm.OOM[k])
+	}
+	return true
 }

@@ -3,7 +3,9 @@ package monitor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/gomon-dev/gomon/ioloop"
 	"github.com/gomon-dev/gomon/metrics"
 	"github.com/gomon-dev/gomon/monitor/internal/bundle"
+	"github.com/gomon-dev/gomon/monitor/internal/handoff"
 	"github.com/gomon-dev/gomon/monitor/monitortest"
 )
 
@@ -369,5 +372,40 @@ func TestMetricsOff(t *testing.T) {
 	}
 	if m.metrics != nil {
 		t.Error("monitor-level instruments exist with metrics off")
+	}
+}
+
+// TestMetricsHandoffRoundTrip: the counters an upgrade carries come back
+// the same in the new process's instruments, through the record's JSON;
+// a record of another shape is refused.
+func TestMetricsHandoffRoundTrip(t *testing.T) {
+	old := newContainerMetrics("c1", bundle.Identity{})
+	old.hasStream[0].Store(true)
+	old.streams[0].WrittenBytes.Store(10048)
+	old.streams[0].WrittenRecords.Store(5001)
+	old.streams[0].Partials.Store(1)
+	old.streams[0].Drop(ioloop.DropRateLimit, 4096, 40)
+	old.addOOM(oomOther, 2)
+	old.recordExec(execExitZero, 30*time.Millisecond)
+	old.recordExec(execTimeout, 2*time.Second)
+	data, err := json.Marshal(old.handoffState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hm handoff.Metrics
+	if err := json.Unmarshal(data, &hm); err != nil {
+		t.Fatal(err)
+	}
+	cm := newContainerMetrics("c1", bundle.Identity{})
+	if !cm.restore(&hm) {
+		t.Fatal("restore refused its own record")
+	}
+	cm.hasStream[0].Store(true) // as the adopted container's startStream does
+	if got, want := cm.handoffState(), old.handoffState(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the round trip\n%+v\nwant\n%+v", got, want)
+	}
+	hm.OOM = hm.OOM[:1]
+	if newContainerMetrics("c1", bundle.Identity{}).restore(&hm) {
+		t.Fatal("a record of another shape was taken")
 	}
 }

@@ -78,6 +78,42 @@ type Container struct {
 	// them again (their clients are not carried: the old process refuses
 	// an upgrade while any is connected).
 	Attach []Attach `json:"attach,omitempty"`
+	// TraceParent is the create's span (a W3C traceparent, "" if none):
+	// the new process's read_loop and wait_for_exit_code spans of the
+	// container join the trace of the create that started it.
+	TraceParent string `json:"traceparent,omitempty"`
+	// Metrics are the container's metric counters (nil with metrics
+	// off), carried so that an upgrade does not reset them.
+	Metrics *Metrics `json:"metrics,omitempty"`
+}
+
+// Metrics are a container's cumulative metric counters (monitor's
+// containerMetrics), in the order the monitor defines; a record whose
+// lengths do not match the new binary's is dropped and the counters start
+// again (a counter reset).
+type Metrics struct {
+	Start   int64           `json:"start"` // the series' start, Unix ns
+	Streams []StreamMetrics `json:"streams"`
+	OOM     []uint64        `json:"oom"`
+	Exec    []Hist          `json:"exec"`
+}
+
+// StreamMetrics are one stream's log counters; Present is false for a
+// stream without a loop.
+type StreamMetrics struct {
+	Present        bool     `json:"present,omitempty"`
+	WrittenBytes   uint64   `json:"written_bytes"`
+	WrittenRecords uint64   `json:"written_records"`
+	DroppedBytes   []uint64 `json:"dropped_bytes"`
+	DroppedRecords []uint64 `json:"dropped_records"`
+	Partials       uint64   `json:"partials"`
+}
+
+// Hist is a histogram's state: its bucket counts, count and sum.
+type Hist struct {
+	Counts []uint64 `json:"counts"`
+	Count  uint64   `json:"count"`
+	Sum    float64  `json:"sum"`
 }
 
 // Exit is one exit path and the temporary file reserved for it ("" if
