@@ -70,8 +70,10 @@ type readOrder struct {
 	// mu is the read lock; it guards the fields below but stdoutEnded.
 	mu sync.Mutex
 	// stdout is the stdout loop's pipe once that loop reads under the
-	// read lock; nil before (or for a loop that cannot poll).
-	stdout syscall.RawConn
+	// read lock; nil before (or for a loop that cannot poll). Atomic, not
+	// under mu: a loop that starts while the other stream's log write is
+	// stuck (holding mu) must not wait for it.
+	stdout atomic.Pointer[syscall.RawConn]
 	// stdoutEnded is set, without mu, when the stdout loop ended or
 	// stopped reading under the lock (see unorder).
 	stdoutEnded atomic.Bool
@@ -86,7 +88,7 @@ type readOrder struct {
 // stdoutRunning reports whether a stdout loop reads under the lock (with
 // mu held).
 func (o *readOrder) stdoutRunning() bool {
-	return o.stdout != nil && !o.stdoutEnded.Load()
+	return o.stdout.Load() != nil && !o.stdoutEnded.Load()
 }
 
 // ordered makes cr take l's read lock around each chunk of stream s (see
@@ -97,10 +99,9 @@ func (cr *chunkReader) ordered(l *Log, s Stream) {
 		return
 	}
 	cr.log, cr.s = l, s
-	l.order.mu.Lock()
-	defer l.order.mu.Unlock()
 	if s == Stdout && cr.rc != nil {
-		l.order.stdout = cr.rc
+		rc := cr.rc
+		l.order.stdout.Store(&rc)
 	}
 }
 
@@ -164,7 +165,7 @@ func (cr *chunkReader) readDone(n int) {
 		return
 	}
 	cr.locked = true // until release, after the hand-off
-	if cr.s != Stderr || !o.stdoutRunning() || !pipeHasData(o.stdout) {
+	if cr.s != Stderr || !o.stdoutRunning() || !pipeHasData(*o.stdout.Load()) {
 		return
 	}
 	o.held, o.stdoutDone = true, false

@@ -134,10 +134,7 @@ func runLoops(t *testing.T, log *Log, write func(wo, we *os.File), tee ...io.Wri
 	// ReadLoop): wait for it, as the monitor's container does not write
 	// before it is started.
 	for {
-		log.order.mu.Lock()
-		started := log.order.stdout != nil
-		log.order.mu.Unlock()
-		if started {
+		if log.order.stdout.Load() != nil {
 			break
 		}
 		time.Sleep(time.Millisecond)
