@@ -133,10 +133,7 @@ func runLoops(t *testing.T, log *Log, write func(wo, we *os.File), tee ...io.Wri
 	// A stderr read before the stdout loop began is not ordered (see
 	// ReadLoop): wait for it, as the monitor's container does not write
 	// before it is started.
-	for {
-		if log.order.stdout.Load() != nil {
-			break
-		}
+	for log.order.stdout.Load() == nil {
 		time.Sleep(time.Millisecond)
 	}
 	write(wo, we)
