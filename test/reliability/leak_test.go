@@ -46,7 +46,12 @@ func (u usage) String() string {
 // measure snapshots s's resources after letting in-flight work settle.
 func measure(t *testing.T, s *gomonServer) usage {
 	t.Helper()
-	time.Sleep(500 * time.Millisecond)
+	// The daemon gives memory back to the OS a while after work stops
+	// (reclaimPeriod, 5 s, in cmd/gomon/internal/daemon/runtime.go): a
+	// reading right after a burst depends on where that tick fell. Two
+	// periods of quiet make both readings steady-state ones, which is
+	// what a leak shows in.
+	time.Sleep(11 * time.Second)
 	return usage{fds: fdCount(t, s.pid), threads: procStatus(t, s.pid, "Threads"), rss: procStatus(t, s.pid, "VmRSS")}
 }
 
