@@ -1,37 +1,19 @@
 package fdstore
 
 import (
-	"bytes"
 	"encoding/binary"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gomon-dev/gomon/internal/contain"
+	"github.com/gomon-dev/gomon/monitor/monitortest"
 )
 
 // poisonID is the request id whose message panics in the server (through
 // testHookRequest).
 const poisonID = 0x7e57
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A panic while serving one connection ends that connection only, as if
 // the client had hung up: what it parked and the descriptors of the
@@ -45,7 +27,7 @@ func TestPanicEndsOnlyThatConnection(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { testHookRequest = nil })
-	var logs lockedLog
+	var logs monitortest.SyncBuffer
 	s, err := Listen(filepath.Join(t.TempDir(), "conmon-fd.sock"), slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

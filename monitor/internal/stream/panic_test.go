@@ -1,35 +1,17 @@
 package stream
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/gomon-dev/gomon/internal/contain"
+	"github.com/gomon-dev/gomon/monitor/monitortest"
 )
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // runSession connects to an exec URL and returns what arrived on stdout
 // and the status message on the error channel.
@@ -67,7 +49,7 @@ func panicInRun() { panic("injected session panic") }
 // status; the server goes on serving other sessions, and the panic is
 // counted and logged with its stack. Before, it ended the daemon.
 func TestPanicFailsOnlyThatSession(t *testing.T) {
-	var logs lockedLog
+	var logs monitortest.SyncBuffer
 	s := New(Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
