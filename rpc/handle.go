@@ -61,7 +61,12 @@ func handle[P params[Q], Q, D, V, R any](ctx context.Context, a *adapter, call s
 	decode func(Q) (D, Metadata, error), attrs func(D) []attribute.KeyValue,
 	do func(context.Context, D) (V, error), answer func(trace.Span, R, V) error,
 ) (err error) {
-	defer func() { a.s.metrics.record(name, err) }()
+	defer func() {
+		a.s.metrics.record(name, err)
+		if a.s.afterCall != nil {
+			a.s.afterCall()
+		}
+	}()
 	var span trace.Span
 	defer func() { // deferred first, so it ends the span after the panic is on it
 		if span != nil {

@@ -44,6 +44,9 @@ type Server struct {
 	lim limitState
 	// metrics counts RPCs; nil unless EnableMetrics (set before Serve).
 	metrics *rpcMetrics
+	// afterCall runs when a call has been answered; nil unless
+	// AfterEachCall (set before Serve).
+	afterCall func()
 
 	wg sync.WaitGroup // one per connection watcher
 }
@@ -64,6 +67,11 @@ func NewServer(backend Backend, info VersionInfo, log *slog.Logger) *Server {
 		done:      make(chan struct{}),
 	}
 }
+
+// AfterEachCall makes the server run f after it has answered each call
+// of a method that reaches the backend, on the call's goroutine: f must
+// be quick and must not block. Call it before Serve.
+func (s *Server) AfterEachCall(f func()) { s.afterCall = f }
 
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("rpc server closed")

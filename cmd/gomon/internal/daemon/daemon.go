@@ -240,7 +240,8 @@ func writePidfile(path string, pid int) error {
 // serve runs the daemon proper until SIGINT or SIGTERM. in is what an
 // upgrade in place handed over (nil at a normal start).
 func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
-	defer tuneRuntime(os.LookupEnv)()
+	reclaim, stopReclaim := tuneRuntime(os.LookupEnv)
+	defer stopReclaim()
 	// Register before anything can need them; buffered so no signal is lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
@@ -292,7 +293,7 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 		Logger:        log,
 		// Export a container's spans as soon as it exits: the kubelet may
 		// SIGKILL the pod's processes, gomon included, soon after.
-		OnContainerExit: func(string) { tracing.FlushSoon() },
+		OnContainerExit: func(string) { tracing.FlushSoon(); reclaim() },
 		Metrics:         mcfg.on(),
 	})
 	if err != nil {
@@ -306,6 +307,7 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 
 	gate := upgrade.NewGate(mon)
 	srv := rpc.NewServer(gate, opts.Version, log)
+	srv.AfterEachCall(reclaim)
 	reader, err := startMetrics(mcfg, opts, mon, srv, log)
 	if err != nil {
 		_ = l.Close()

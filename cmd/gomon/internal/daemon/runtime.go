@@ -20,7 +20,8 @@ import (
 // 384 KiB record buffers are dropped by every second GC and allocated
 // again) and cost 30 to 75% more CPU per GB of log; GOGC=25 still grew by
 // 2.8 MiB. What costs the log path nothing is giving the pages back:
-// every reclaimPeriod, if the heap holds more than reclaimSlack of
+// when an RPC or a container ends, and every reclaimPeriod, if the heap
+// holds more than reclaimSlack of
 // memory beyond its live part (garbage not collected yet, or free pages
 // not returned), the daemon collects and returns them at once
 // (debug.FreeOSMemory, one GC); and once the heap has stopped growing
@@ -54,8 +55,13 @@ var heapSamples = []string{
 
 // tuneRuntime applies the daemon's runtime settings unless the
 // environment (lookup: os.LookupEnv) sets them, and starts the reclaim
-// check; the returned func stops it.
-func tuneRuntime(lookup func(string) (string, bool)) (stop func()) {
+// check. poke asks for a check now, without waiting for the next period:
+// the daemon calls it when an RPC or a container ends, the moments
+// garbage is left behind, so a burst of calls is collected when it
+// crosses reclaimSlack rather than when the heap reaches Go's 4 MiB
+// minimum goal or the period ends. poke never blocks; stop ends the
+// check.
+func tuneRuntime(lookup func(string) (string, bool)) (poke, stop func()) {
 	if _, ok := lookup("GOMAXPROCS"); !ok {
 		if n := runtime.GOMAXPROCS(0); n > maxProcs {
 			runtime.GOMAXPROCS(maxProcs)
@@ -63,6 +69,7 @@ func tuneRuntime(lookup func(string) (string, bool)) (stop func()) {
 	}
 	r := newReclaimer(debug.FreeOSMemory)
 	t := time.NewTicker(reclaimPeriod)
+	poked := make(chan struct{}, 1)
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -73,10 +80,18 @@ func tuneRuntime(lookup func(string) (string, bool)) (stop func()) {
 				return
 			case <-t.C:
 				r.check()
+			case <-poked:
+				r.checkBusy()
 			}
 		}
 	}()
-	return func() {
+	poke = func() {
+		select {
+		case poked <- struct{}{}:
+		default: // a check is already due
+		}
+	}
+	return poke, func() {
 		t.Stop()
 		close(done)
 		<-finished
@@ -125,6 +140,21 @@ func (r *reclaimer) check() bool {
 		}
 		return false
 	}
+	r.free()
+	_, r.floor = r.read()
+	r.last = r.floor
+	return true
+}
+
+// checkBusy is the check made when work just ended: it frees only when
+// the reclaimable memory exceeds reclaimSlack, and leaves the quiet
+// detection of the periodic check to it. It reports whether it freed.
+func (r *reclaimer) checkBusy() bool {
+	live, held := r.read()
+	if held <= max(live, r.floor)+reclaimSlack {
+		return false
+	}
+	r.settled = false
 	r.free()
 	_, r.floor = r.read()
 	r.last = r.floor

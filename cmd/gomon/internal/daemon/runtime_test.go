@@ -57,14 +57,14 @@ func TestTuneRuntimeGOMAXPROCS(t *testing.T) {
 	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
 
 	runtime.GOMAXPROCS(maxProcs + 1)
-	stop := tuneRuntime(func(string) (string, bool) { return "", false })
+	_, stop := tuneRuntime(func(string) (string, bool) { return "", false })
 	stop()
 	if got := runtime.GOMAXPROCS(0); got != maxProcs {
 		t.Errorf("GOMAXPROCS = %d, want the cap %d", got, maxProcs)
 	}
 
 	runtime.GOMAXPROCS(maxProcs + 1)
-	stop = tuneRuntime(func(k string) (string, bool) { return "3", k == "GOMAXPROCS" })
+	_, stop = tuneRuntime(func(k string) (string, bool) { return "3", k == "GOMAXPROCS" })
 	stop()
 	if got := runtime.GOMAXPROCS(0); got != maxProcs+1 {
 		t.Errorf("GOMAXPROCS = %d with GOMAXPROCS set, want it untouched (%d)", got, maxProcs+1)
