@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
@@ -16,12 +17,15 @@ import (
 
 // TestRPCMetrics: with EnableMetrics every RPC is counted by method and
 // outcome, an exception as an error; without it nothing is collected.
+// The AfterEachCall hook runs once per answered call, failed or not.
 func TestRPCMetrics(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "conmon.sock")
 	l, err := net.Listen("unix", sock)
 	must(t, err)
 	s := NewServer(&recorder{err: monitor.ErrNotFound}, testInfo, nil)
 	s.EnableMetrics()
+	var after atomic.Int32
+	s.AfterEachCall(func() { after.Add(1) })
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(l) }()
 	defer func() {
@@ -53,6 +57,11 @@ func TestRPCMetrics(t *testing.T) {
 		t.Fatal("reopen of an unknown container succeeded")
 	}
 	rel()
+	// The hook runs before the answer is sent (a deferred step of the
+	// method), so all three have run by now.
+	if n := after.Load(); n != 3 {
+		t.Errorf("AfterEachCall hook ran %d times for 3 calls", n)
+	}
 
 	b := metrics.NewBatch()
 	s.CollectMetrics(b, metrics.Label{Key: "process.pid", Value: "1"})

@@ -70,3 +70,32 @@ func TestTuneRuntimeGOMAXPROCS(t *testing.T) {
 		t.Errorf("GOMAXPROCS = %d with GOMAXPROCS set, want it untouched (%d)", got, maxProcs+1)
 	}
 }
+
+// TestReclaimerBusyCheck: the check made when a call ends frees only
+// past reclaimSlack, and leaves a smaller remainder to the quiet check.
+func TestReclaimerBusyCheck(t *testing.T) {
+	debug.FreeOSMemory()
+	frees := 0
+	r := newReclaimer(func() { frees++; debug.FreeOSMemory() })
+	for range 3 {
+		r.check()
+	}
+	frees = 0
+	for range 8 {
+		sink = make([]byte, 64<<10) // 512 KiB: under the slack
+	}
+	sink = nil
+	if r.checkBusy() || frees != 0 {
+		t.Fatalf("freed %d time(s) with less than the slack reclaimable", frees)
+	}
+	for range 48 {
+		sink = make([]byte, 64<<10) // 3 MiB more
+	}
+	sink = nil
+	if !r.checkBusy() || frees != 1 {
+		t.Fatalf("3.5 MiB of garbage not reclaimed when a call ended (frees %d)", frees)
+	}
+	if r.checkBusy() || frees != 1 {
+		t.Errorf("freed again right after a reclaim (frees %d)", frees)
+	}
+}
