@@ -40,6 +40,9 @@ const (
 	// how much reclaimable memory makes the check collect.
 	reclaimPeriod = 5 * time.Second
 	reclaimSlack  = 1 << 20
+	// busySlack is the reclaimable memory that makes the check at the
+	// end of a call collect: the garbage a few dozen calls leave.
+	busySlack = 256 << 10
 	// quietGrowth is the heap growth between two checks below which the
 	// daemon counts as quiet.
 	quietGrowth = 64 << 10
@@ -151,7 +154,7 @@ func (r *reclaimer) check() bool {
 // detection of the periodic check to it. It reports whether it freed.
 func (r *reclaimer) checkBusy() bool {
 	live, held := r.read()
-	if held <= max(live, r.floor)+reclaimSlack {
+	if held <= max(live, r.floor)+busySlack {
 		return false
 	}
 	r.settled = false
