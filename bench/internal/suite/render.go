@@ -151,7 +151,7 @@ func (r *Results) Doc(quick bool) report.Doc {
 		d.Sections = append(d.Sections, r.neighbourSection())
 	}
 	if r.RateCost != nil {
-		d.Sections = append(d.Sections, r.rateCostSection())
+		d.Sections = append(d.Sections, r.rateCostSections()...)
 	}
 	if r.Metrics != nil {
 		d.Sections = append(d.Sections, r.metricsSection())
