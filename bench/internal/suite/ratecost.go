@@ -169,6 +169,10 @@ const (
 	ciMet        = "met (95% CI inside the target)"
 	ciMissed     = "missed (95% CI outside the target)"
 	ciUnresolved = "not resolved at this noise (95% CI straddles the target)"
+	// ciRoundsHint follows ciUnresolved when the median is off the
+	// threshold: the rounds that would narrow the interval enough if the
+	// median and the noise held.
+	ciRoundsHint = "; about %d rounds would resolve it if the median held"
 	ciTooFew     = "not resolved: too few rounds for a 95% CI"
 )
 
@@ -187,8 +191,28 @@ func ciVerdict(t *target, p pairedRatio) string {
 	case !t.ok(p.Lo) && !t.ok(p.Hi):
 		return ciMissed
 	default:
+		if n := roundsToResolve(t.x, p); n > 0 {
+			return strings.TrimSuffix(ciUnresolved, ")") + fmt.Sprintf(ciRoundsHint, n) + ")"
+		}
 		return ciUnresolved
 	}
+}
+
+// roundsToResolve estimates how many rounds would shrink p's interval to
+// exclude threshold x: its width shrinks about as 1/√rounds, so the side
+// towards x (median − Lo or Hi − median) must shrink to the distance
+// from the median to x. 0 when the median is on x (no number of rounds
+// helps) or p has no rounds.
+func roundsToResolve(x float64, p pairedRatio) int {
+	side := p.Hi - p.Median
+	if x < p.Median {
+		side = p.Median - p.Lo
+	}
+	m := math.Abs(p.Median - x)
+	if p.N == 0 || m == 0 || math.IsNaN(m) || math.IsNaN(side) {
+		return 0
+	}
+	return int(math.Ceil(float64(p.N) * (side / m) * (side / m)))
 }
 
 // rateCostComparison is one row of the ratio table.

@@ -29,7 +29,8 @@ func TestCIVerdict(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ciVerdict(tc.t, pairedRatio{Lo: tc.lo, Hi: tc.hi}); got != tc.want {
+			p := pairedRatio{Lo: tc.lo, Hi: tc.hi, Median: math.NaN()}
+			if got := ciVerdict(tc.t, p); got != tc.want {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 		})
@@ -60,6 +61,25 @@ func TestComparePairedCancelsDrift(t *testing.T) {
 	}
 	if p := comparePaired(nil, nil); !math.IsNaN(p.Median) || !math.IsNaN(p.Lo) || !math.IsNaN(p.OfMedians) {
 		t.Fatalf("no data: %+v", p)
+	}
+}
+
+// TestCIVerdictRoundsHint: 12 rounds with median 0.99 and CI 0.95 –
+// 1.03 against ≥ 0.97: the lower side (0.04) must shrink to 0.02, a
+// quarter of the variance, so 4 × 12 = 48 rounds.
+func TestCIVerdictRoundsHint(t *testing.T) {
+	p := pairedRatio{Median: 0.99, Lo: 0.95, Hi: 1.03, N: 12}
+	want := "not resolved at this noise (95% CI straddles the target; about 48 rounds would resolve it if the median held)"
+	if got := ciVerdict(atLeast(0.97, "x"), p); got != want {
+		t.Fatalf("got %q", got)
+	}
+	// CPU: median 1.04 above ≤ 1.03, the lower side 0.03 must shrink to 0.01.
+	p = pairedRatio{Median: 1.04, Lo: 1.01, Hi: 1.05, N: 10}
+	if got := roundsToResolve(1.03, p); got != 90 {
+		t.Fatalf("rounds %d, want 90", got)
+	}
+	if got := roundsToResolve(1.04, p); got != 0 {
+		t.Fatalf("median on the threshold: rounds %d, want 0", got)
 	}
 }
 
@@ -102,7 +122,7 @@ func TestRateCostSections(t *testing.T) {
 		"| no limit / baseline | MB/s | 0.990× | 0.990× | 0.990 – 0.990 | 12 | ≥ 0.97 (within 3%) | " + ciMet + " |",
 		"| no limit / baseline | CPU s/GB | 1.010× | 1.010× | 1.010 – 1.010 | 12 | ≤ 1.03 (within 3%) | " + ciMet + " |",
 		"| limit 1TiB/s / baseline | MB/s | 0.900× | 0.900× | 0.882 – 0.918 | 12 | ≥ 0.95 (within 5%) | " + ciMissed + " |",
-		"| limit 1TiB/s / baseline | CPU s/GB | 1.030× | 1.030× | 0.989 – 1.071 | 12 | ≤ 1.05 (within 5%) | " + ciUnresolved + " |",
+		"| limit 1TiB/s / baseline | CPU s/GB | 1.030× | 1.030× | 0.989 – 1.071 | 12 | ≤ 1.05 (within 5%) | not resolved at this noise (95% CI straddles the target; about 51 rounds would resolve it if the median held) |",
 		"Every byte of every run verified.",
 	} {
 		if !strings.Contains(md, want) {

@@ -25,15 +25,16 @@ type target struct {
 	text string
 	ok   func(v float64) bool
 	aim  func(v float64) bool
+	x    float64 // the threshold of ok
 }
 
 // atMost is "v ≤ x"; atLeast is "v ≥ x".
 func atMost(x float64, text string) *target {
-	return &target{text: text, ok: func(v float64) bool { return v <= x }}
+	return &target{text: text, ok: func(v float64) bool { return v <= x }, x: x}
 }
 
 func atLeast(x float64, text string) *target {
-	return &target{text: text, ok: func(v float64) bool { return v >= x }}
+	return &target{text: text, ok: func(v float64) bool { return v >= x }, x: x}
 }
 
 // verdict renders "met"/"missed" for value v against t.

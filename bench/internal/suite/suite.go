@@ -92,8 +92,10 @@ func QuickParams() Params {
 }
 
 // RateCostRounds is the full run's default number of ratecost rounds
-// (gomon-bench -ratecost-rounds).
-const RateCostRounds = 48
+// (gomon-bench -ratecost-rounds): 180 runs of 128 MiB, about 1 s each
+// with the settling on a quiet 2-core VM (1.5 s under load), so about 3
+// minutes. A multiple of 6: every order of the 3 contenders equally often.
+const RateCostRounds = 60
 
 // FullParams is the full run (a few minutes on 2 cores).
 func FullParams() Params {
@@ -109,7 +111,6 @@ func FullParams() Params {
 		// 2 s of ticks per run: the unlimited noisy container writes a few
 		// GB to the log disk over the scenario.
 		NeighbourReps: 3, NeighbourTicks: 200,
-		// A multiple of 6 (every order of 3 contenders equally often).
 		RateCostReps: RateCostRounds,
 		WorkCycles:   1000,
 		WorkExecs:    1000,
