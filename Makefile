@@ -113,13 +113,36 @@ clean: ## remove build output
 # bench/cmd/gomon-bench in its own module. Results land in bench/results/.
 CONMON      ?= /usr/bin/conmon
 BENCH_FLAGS ?=
+# The ratecost measure's baseline: gomon before issue 20's log work (order
+# kept across streams, rate limit, whole long lines), built from git with
+# the same flags as bin/gomon and cached in bin/. Without the git history
+# it is skipped (with a message) and gomon-bench runs without -baseline.
+BASELINE_COMMIT ?= 836b64a
+BASELINE        := $(BIN)/gomon-$(BASELINE_COMMIT)
+BASELINE_LDFLAGS := -s -w \
+	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.tag=$(BASELINE_COMMIT)' \
+	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.buildDate=$(BUILD_DATE)' \
+	-X 'github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.commit=$(BASELINE_COMMIT)'
 
-.PHONY: bench test-bench
+.PHONY: bench test-bench bench-baseline
+bench-baseline: ## build the ratecost baseline bin/gomon-$(BASELINE_COMMIT) from git once (skipped without the history)
+	@if [ -x $(BASELINE) ]; then exit 0; fi; \
+	if ! git cat-file -e '$(BASELINE_COMMIT)^{commit}' 2>/dev/null; then \
+		echo "bench: git commit $(BASELINE_COMMIT) is not available (no git history?): the ratecost baseline is skipped, issue 20's targets will not be checked"; \
+		exit 0; \
+	fi; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	echo "bench: building the ratecost baseline $(BASELINE) from git $(BASELINE_COMMIT)" && \
+	git archive $(BASELINE_COMMIT) | tar -x -C "$$tmp" && \
+	(cd "$$tmp" && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(BASELINE_LDFLAGS)" -o $(CURDIR)/$(BASELINE).tmp ./cmd/gomon) && \
+	mv $(CURDIR)/$(BASELINE).tmp $(CURDIR)/$(BASELINE)
+
 test-bench: build ## the bench harness's own tests (its driver tests need root, runc and apt's conmon)
 	cd bench && $(GO) vet ./... && GOMON_BINARY=$(CURDIR)/$(GOMON) $(GO) test -count=1 ./...
 
-bench: build ## benchmark gomon vs C conmon vs bare runc (root; BENCH_FLAGS=-quick for a 1-minute smoke run)
+bench: build bench-baseline ## benchmark gomon vs C conmon vs bare runc (root; BENCH_FLAGS=-quick for a 1-minute smoke run)
 	@test -x $(CONMON) || { echo "installing conmon (apt-get install -y conmon)"; apt-get update -qq && apt-get install -y -qq conmon; }
 	cd bench && CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/$(BIN)/loggen ./cmd/loggen
 	cd bench && $(GO) run ./cmd/gomon-bench -gomon $(CURDIR)/$(GOMON) -runc $(RUNC) -conmon $(CONMON) \
-		-loggen $(CURDIR)/$(BIN)/loggen -out $(CURDIR)/bench/results $(BENCH_FLAGS)
+		-loggen $(CURDIR)/$(BIN)/loggen -out $(CURDIR)/bench/results \
+		$$(test -x $(CURDIR)/$(BASELINE) && echo -baseline $(CURDIR)/$(BASELINE)) $(BENCH_FLAGS)

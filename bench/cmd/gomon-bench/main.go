@@ -36,6 +36,8 @@ func main() {
 	flag.IntVar(&o.Cycles, "cycles", 0, "working pod: create/start/exit/delete cycles (default 1000, 20 with -quick)")
 	flag.IntVar(&o.Execs, "execs", 0, "working pod: exec syncs (default 1000, 20 with -quick)")
 	flag.DurationVar(&o.Quiet, "quiet", 0, "working pod: quiet time before the last figure (default 1m, 5s with -quick)")
+	flag.StringVar(&o.Baseline, "baseline", "", "ratecost: gomon from before issue 20's log work to compare against (make bench builds commit 836b64a); empty: left out")
+	flag.IntVar(&o.RateCostRounds, "ratecost-rounds", 0, fmt.Sprintf("ratecost: rounds, one lines100 run per contender each (default %d, 6 with -quick)", suite.RateCostRounds))
 	verbose := flag.Bool("v", false, "log every sample")
 	flag.Parse()
 	if only != "" {

@@ -34,6 +34,11 @@ type Options struct {
 	// quiet time when set.
 	Cycles, Execs int
 	Quiet         time.Duration
+	// Baseline is a gomon from before issue 20's log work for the
+	// ratecost measure; empty to leave that contender out.
+	Baseline string
+	// RateCostRounds overrides the ratecost measure's rounds when set.
+	RateCostRounds int
 }
 
 // Execute checks the prerequisites, runs the benchmark and writes
@@ -85,6 +90,18 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 	}
 	versionOf := map[string]string{"gomon": gomon, "conmon": o.Conmon}
 	gomon = filepath.Join(binDir, "gomon")
+	baseline := ""
+	if o.Baseline != "" {
+		src, err := filepath.Abs(o.Baseline)
+		if err != nil {
+			return fmt.Errorf("resolve baseline path: %w", err)
+		}
+		baseline = filepath.Join(binDir, "gomon-baseline")
+		if err := oci.CopyExecutable(src, baseline); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		versionOf["baseline"] = src
+	}
 	loggenBin := o.Loggen
 	if loggenBin == "" {
 		loggenBin = filepath.Join(work, "loggen")
@@ -113,6 +130,9 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 	if o.Quiet > 0 {
 		params.WorkQuiet = o.Quiet
 	}
+	if o.RateCostRounds > 0 {
+		params.RateCostReps = o.RateCostRounds
+	}
 	only := map[string]bool{}
 	for _, s := range o.Only {
 		only[s] = true
@@ -126,6 +146,7 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 		Busybox:  o.Busybox,
 		Loggen:   loggenBin,
 		Golisten: golisten,
+		Baseline: baseline,
 		Logger:   log,
 		Only:     only,
 		Sources:  versionOf,
@@ -140,6 +161,12 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 	}
 	if err := write(o, res); err != nil {
 		return errors.Join(runErr, err)
+	}
+	if res.RateCost != nil {
+		// The verdicts the ratecost measure exists for, also on the terminal.
+		for _, l := range res.RateCost.VerdictLines() {
+			fmt.Println(l)
+		}
 	}
 	return runErr
 }

@@ -25,15 +25,16 @@ type target struct {
 	text string
 	ok   func(v float64) bool
 	aim  func(v float64) bool
+	x    float64 // the threshold of ok
 }
 
 // atMost is "v ≤ x"; atLeast is "v ≥ x".
 func atMost(x float64, text string) *target {
-	return &target{text: text, ok: func(v float64) bool { return v <= x }}
+	return &target{text: text, ok: func(v float64) bool { return v <= x }, x: x}
 }
 
 func atLeast(x float64, text string) *target {
-	return &target{text: text, ok: func(v float64) bool { return v >= x }}
+	return &target{text: text, ok: func(v float64) bool { return v >= x }, x: x}
 }
 
 // verdict renders "met"/"missed" for value v against t.
@@ -151,7 +152,7 @@ func (r *Results) Doc(quick bool) report.Doc {
 		d.Sections = append(d.Sections, r.neighbourSection())
 	}
 	if r.RateCost != nil {
-		d.Sections = append(d.Sections, r.rateCostSection())
+		d.Sections = append(d.Sections, r.rateCostSections()...)
 	}
 	if r.Metrics != nil {
 		d.Sections = append(d.Sections, r.metricsSection())

@@ -57,8 +57,8 @@ type Params struct {
 	// NeighbourReps runs of the noisy-neighbour scenario per variant,
 	// each NeighbourTicks quiet lines long (neighbour.go).
 	NeighbourReps, NeighbourTicks int
-	// RateCostReps runs of lines100 per variant measure the rate
-	// limiter's own cost (ratecost.go).
+	// RateCostReps rounds of lines100, one run per contender each,
+	// measure the cost of issue 20's log work (ratecost.go).
 	RateCostReps int
 	// The working pod (workingpod): create/start/exit/delete cycles and
 	// exec syncs through one daemon, then WorkQuiet of quiet.
@@ -82,13 +82,20 @@ func QuickParams() Params {
 		TraceLogReps: 1,
 		// 1 s of ticks.
 		NeighbourReps: 1, NeighbourTicks: 100,
-		RateCostReps: 1,
+		// 6 rounds: the fewest with a 95 % interval (min – max).
+		RateCostReps: 6,
 		WorkCycles:   20,
 		WorkExecs:    20,
 		WorkQuiet:    5 * time.Second,
 		NodeScenario: []Scenario{{5, 1}, {2, 5}},
 	}
 }
+
+// RateCostRounds is the full run's default number of ratecost rounds
+// (gomon-bench -ratecost-rounds): 180 runs of 128 MiB, about 1 s each
+// with the settling on a quiet 2-core VM (1.5 s under load), so about 3
+// minutes. A multiple of 6: every order of the 3 contenders equally often.
+const RateCostRounds = 60
 
 // FullParams is the full run (a few minutes on 2 cores).
 func FullParams() Params {
@@ -104,7 +111,7 @@ func FullParams() Params {
 		// 2 s of ticks per run: the unlimited noisy container writes a few
 		// GB to the log disk over the scenario.
 		NeighbourReps: 3, NeighbourTicks: 200,
-		RateCostReps: 10,
+		RateCostReps: RateCostRounds,
 		WorkCycles:   1000,
 		WorkExecs:    1000,
 		WorkQuiet:    time.Minute,
@@ -126,8 +133,11 @@ type Config struct {
 	// logs, tracing, neighbour, ratecost, metrics, workingpod, node); empty
 	// means all.
 	Only map[string]bool
-	// Sources maps "gomon" and "conmon" to the binaries the private copies
-	// in Env were made from (for the report).
+	// Baseline is a private copy of a gomon from before issue 20's log
+	// work, the ratecost measure's reference; empty for none.
+	Baseline string
+	// Sources maps "gomon", "conmon" and "baseline" to the binaries the
+	// private copies were made from (for the report).
 	Sources map[string]string
 }
 
