@@ -230,7 +230,9 @@ func (c *container) handoffRecord() (handoff.Container, error) {
 		return refuse("this stream layout")
 	}
 	for i, e := range c.readEnds {
-		if _, ok := e.(syscall.Conn); !ok || c.loops[i].r != e.(io.Reader) {
+		rd, isReader := e.(io.Reader)
+		_, hasFD := e.(syscall.Conn)
+		if !isReader || !hasFD || c.loops[i].r != rd {
 			return refuse("this stream layout")
 		}
 	}
@@ -337,12 +339,12 @@ func (m *Monitor) tombstones() []handoff.Tombstone {
 // old process did, before any container is adopted (a container of the
 // same ID replaces its tombstone, as a create does).
 func (m *Monitor) restoreTombstones(ts []handoff.Tombstone) {
+	if n := len(ts) - maxExited; n > 0 { // the old process kept no more: keep the newest
+		ts = ts[n:]
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range ts {
-		if len(m.exited) >= maxExited { // the old process kept as many
-			break
-		}
 		m.gen++
 		t := &tombstone{
 			id: r.ID, gen: m.gen, cgroup: CgroupManager(r.Cgroup), globalArgs: r.GlobalArgs,

@@ -2,8 +2,10 @@ package monitor
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,5 +191,109 @@ func TestRestoreTombstones(t *testing.T) {
 	}
 	if _, tomb, _ := m.lookup("a"); tomb != nil || len(m.exited) != 1 {
 		t.Fatalf("create over a restored tombstone left it (%d exited)", len(m.exited))
+	}
+}
+
+// TestTakeInherited: the new process takes an inherited fd only if it is
+// what the record says: pipes for a container's streams, a pty master for
+// a terminal, the same file for a leaked fd.
+func TestTakeInherited(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pw.Close() }()
+	file, err := os.CreateTemp(t.TempDir(), "leaked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = file.Close() }()
+	other, err := os.CreateTemp(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Close() }()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ptmx.Close() }()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = slave.Close() }()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	// Each case takes dups, so the test's own files stay open.
+	dup := func(f *os.File) int {
+		fd, err := unix.Dup(int(f.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	leak := func() []handoff.FD {
+		return []handoff.FD{{FD: dup(file), Dev: uint64(st.Dev), Ino: st.Ino}}
+	}
+	// A refused record's fds are left open by takeInherited but for those
+	// it took before the refusal (closed); open lists those left.
+	all := func(r handoff.Container) []int { return inheritedFDs(r) }
+	for name, tc := range map[string]struct {
+		rec  func() handoff.Container
+		says string
+		open func(handoff.Container) []int
+	}{
+		"pipes and a leaked fd": {func() handoff.Container {
+			return handoff.Container{StdoutFD: dup(pr), StderrFD: dup(pr), LeakFDs: leak()}
+		}, "", nil},
+		"a terminal": {func() handoff.Container {
+			return handoff.Container{Terminal: true, ConsoleFD: dup(ptmx), StdoutFD: -1, StderrFD: -1}
+		}, "", nil},
+		"a file as stdout": {func() handoff.Container {
+			return handoff.Container{StdoutFD: dup(other), StderrFD: dup(pr)}
+		}, "is not a pipe", all},
+		"a pipe as console": {func() handoff.Container {
+			return handoff.Container{Terminal: true, ConsoleFD: dup(pr), StdoutFD: -1, StderrFD: -1}
+		}, "is not a terminal", all},
+		"a pty slave as console": {func() handoff.Container {
+			return handoff.Container{Terminal: true, ConsoleFD: dup(slave), StdoutFD: -1, StderrFD: -1}
+		}, "is not a pty master", all},
+		"another file as leaked fd": {func() handoff.Container {
+			l := leak()
+			_ = unix.Close(l[0].FD)
+			l[0].FD = dup(other)
+			return handoff.Container{StdoutFD: dup(pr), StderrFD: dup(pr), LeakFDs: l}
+		}, "is not the file it was", func(r handoff.Container) []int { return []int{r.LeakFDs[0].FD} }},
+		"an fd not open": {func() handoff.Container {
+			return handoff.Container{StdoutFD: 999, StderrFD: dup(pr)}
+		}, "bad file descriptor", func(r handoff.Container) []int { return []int{r.StderrFD} }},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := tc.rec()
+			in, err := takeInherited(rec)
+			if tc.says == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				in.close()
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("takeInherited = %v, want an error saying %q", err, tc.says)
+			}
+			for _, fd := range tc.open(rec) {
+				_ = unix.Close(fd)
+			}
+		})
 	}
 }
