@@ -292,10 +292,14 @@ func upgradeOK(t *testing.T, cli, dir, binary string) string {
 	}
 }
 
-// terminalScript is a terminal container's shell: for each line it reads
-// from its terminal it answers "got <line>", and "size" makes it print
-// the terminal's size (`stty size`: rows, then columns).
-const terminalScript = `while read l; do case "$l" in size) stty size;; *) echo "got $l";; esac; done`
+// terminalScript is a terminal container's shell: it writes "t 1",
+// "t 2", … a hundred a second, and for each line it reads from its
+// terminal it answers "got <line>"; "size" makes it print the terminal's
+// size (`stty size`: rows, then columns). The terminal does not echo the
+// input, so the log holds only whole lines of the container (a write to a
+// terminal is not interleaved with another).
+const terminalScript = `stty -echo; (i=0; while :; do i=$((i+1)); echo "t $i"; sleep 0.01; done) &
+while read l; do case "$l" in size) stty size;; *) echo "got $l";; esac; done`
 
 // terminalCtr creates and starts a container running terminalScript on a
 // terminal, with stdin.
@@ -719,8 +723,8 @@ exec %[2]s "$@"
 		t.Errorf("memory hog OOM killed after the upgrades, but no OOM file: %v", err)
 	}
 
-	// The terminal's log holds every answer once, in order (its input's
-	// echo by the terminal is there too), and the sizes it printed.
+	// The terminal's log holds every line of its counter and every
+	// answer once, in order, and the size it printed last.
 	setWindowSize(t, s, term, 132, 43)
 	converse(t, s, term, termSock, "size\n", "43 132")
 	term.runc(t, s, "kill", term.id, "KILL")
@@ -728,23 +732,30 @@ exec %[2]s "$@"
 		t.Errorf("terminal container exit code %d, want 137", code)
 	}
 	var answers []string
-	sizes := 0
+	sizes, ticks := 0, 0
 	for _, line := range logLines(t, term.logPath) {
-		line = strings.TrimRight(line, "\r")
-		if strings.HasPrefix(line, "got ") {
+		line = strings.TrimSuffix(line, "\r") // the terminal's ONLCR
+		switch {
+		case strings.HasPrefix(line, "got "):
 			answers = append(answers, line)
-		}
-		if line == "43 132" {
+		case strings.HasPrefix(line, "t "):
+			if want := fmt.Sprintf("t %d", ticks+1); line != want {
+				t.Fatalf("terminal log: %q after %d counter lines, want %q: a line lost, repeated or out of order", line, ticks, want)
+			}
+			ticks++
+		case line == "43 132":
 			sizes++
 		}
 	}
+	t.Logf("terminal: %d counter lines, %d answers", ticks, len(answers))
 	for i, a := range answers {
 		if want := fmt.Sprintf("got ping-%d", i); a != want {
 			t.Fatalf("terminal log answer %d is %q, want %q: a line lost, repeated or out of order (all: %q)", i, a, want, answers)
 		}
 	}
-	if len(answers) != rounds+1 || sizes != 1 {
-		t.Errorf("terminal log: %d answers (want %d), the last size %d times (want once)", len(answers), rounds+1, sizes)
+	if len(answers) != rounds+1 || sizes != 1 || ticks < 100 {
+		t.Errorf("terminal log: %d answers (want %d), the last size %d times (want once), %d counter lines (want 100 or more)",
+			len(answers), rounds+1, sizes, ticks)
 	}
 	if z := zombiesOf(t, s.pid); len(z) > 0 {
 		t.Errorf("zombies left under the daemon: %v", z)
