@@ -59,11 +59,11 @@ func DecodeUpgradeState(b []byte) (*UpgradeState, error) { return handoff.Decode
 // new calls itself.
 type Handoff struct {
 	m *Monitor
-	// containers are the running containers, with their loops stopped;
-	// read ends are the *os.File of their stdout and stderr.
+	// containers are the running containers, with their loops stopped
+	// (each loop's reader is its pipe read end or pty master).
 	containers []*container
-	readEnds   [][2]*os.File
 	records    []handoff.Container
+	exited     []handoff.Tombstone
 	// stopped[i][j] is set once loop j of containers[i] was told to stop.
 	stopped [][]bool
 	kept    []int // fds whose close-on-exec flag Keep cleared
@@ -71,11 +71,12 @@ type Handoff struct {
 }
 
 // PrepareHandoff freezes the monitor and describes its running
-// containers. It refuses (ErrUpgradeRefused, monitor unchanged) when the
-// monitor holds what an upgrade does not carry yet: a terminal, leaked
-// fds, an output copy for an embedder, an attach client, the pause
-// process, the fd socket, a streaming session, a create in flight. A
-// container whose exit is being recorded is waited for, within ctx.
+// containers and the tombstones of its exited ones. It refuses
+// (ErrUpgradeRefused, monitor unchanged) when the monitor holds what an
+// upgrade does not carry yet: an output copy for an embedder, an attach
+// client, the pause process, the fd socket, a streaming session, a create
+// in flight. A container whose exit is being recorded is waited for,
+// within ctx.
 //
 // On success the reaper is stopped (exits stay zombies) and every read
 // loop has written out what it read and stopped, leaving the rest in its
@@ -119,14 +120,16 @@ func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
 	}
 	// From here Abort undoes.
 	for _, c := range h.containers {
-		rec, ends, err := c.handoffRecord()
+		rec, err := c.handoffRecord()
 		if err != nil {
 			h.Abort()
 			return nil, err
 		}
 		h.records = append(h.records, rec)
-		h.readEnds = append(h.readEnds, ends)
 	}
+	// No container can exit now: the tombstones are all there are, but
+	// for an exited container whose waiter has not retired it yet.
+	h.exited = m.tombstones()
 	// Stop every read loop, then wait for them all: each finishes the
 	// write of what it read; the rest stays in its pipe.
 	h.stopped = make([][]bool, len(h.containers))
@@ -196,7 +199,7 @@ func (m *Monitor) runningContainers() ([]*container, error) {
 		case stateCreating:
 			return nil, fmt.Errorf("%w: container %s is being created", ErrUpgradeRefused, c.id)
 		case stateExited:
-			continue // remembered for Wait only; not carried
+			continue // its tombstone is carried (tombstones)
 		}
 		live = append(live, c)
 	}
@@ -212,62 +215,73 @@ func (c *container) pid() int {
 
 // handoffRecord describes a running container, or refuses what the record
 // does not carry yet.
-func (c *container) handoffRecord() (handoff.Container, [2]*os.File, error) {
-	refuse := func(what string) (handoff.Container, [2]*os.File, error) {
-		return handoff.Container{}, [2]*os.File{}, fmt.Errorf("%w: container %s: %s is not carried by an upgrade yet",
+func (c *container) handoffRecord() (handoff.Container, error) {
+	refuse := func(what string) (handoff.Container, error) {
+		return handoff.Container{}, fmt.Errorf("%w: container %s: %s is not carried by an upgrade yet",
 			ErrUpgradeRefused, c.id, what)
 	}
 	r := c.req
 	switch {
-	case r.Terminal:
-		return refuse("a terminal")
-	case len(c.leak) > 0:
-		return refuse("leaked fds (LeakFDs)")
 	case r.Stdout != nil || r.Stderr != nil || r.Input != nil:
 		return refuse("an embedder's output copy or input")
-	case len(c.loops) != 2 || len(c.readEnds) != 2:
+	case r.Terminal && (len(c.loops) != 1 || len(c.readEnds) != 1):
+		return refuse("this stream layout")
+	case !r.Terminal && (len(c.loops) != 2 || len(c.readEnds) != 2):
 		return refuse("this stream layout")
 	}
-	var ends [2]*os.File
 	for i, e := range c.readEnds {
-		f, ok := e.(*os.File)
-		if !ok || c.loops[i].r != io.Reader(f) {
+		rd, isReader := e.(io.Reader)
+		_, hasFD := e.(syscall.Conn)
+		if !isReader || !hasFD || c.loops[i].r != rd {
 			return refuse("this stream layout")
 		}
-		ends[i] = f
 	}
 	sockets, clients := c.attach.HandoffState()
 	if clients > 0 {
-		return handoff.Container{}, ends, fmt.Errorf("%w: container %s has %d attach client(s) connected; retry when they left",
+		return handoff.Container{}, fmt.Errorf("%w: container %s has %d attach client(s) connected; retry when they left",
 			ErrUpgradeRefused, c.id, clients)
 	}
 	rec := handoff.Container{
 		ID: c.id, PID: c.pid(), BundlePath: r.BundlePath,
 		OOMPaths: r.OOMExitPaths, CleanupCmd: r.CleanupCmd, GlobalArgs: r.GlobalArgs,
 		CommandArgs: r.CommandArgs, Env: r.Env, Cgroup: uint8(r.Cgroup),
-		TraceParent: traceParent(c.traceCtx),
+		TraceParent: traceParent(c.traceCtx), Stdin: r.Stdin, StdinFD: -1, StdoutFD: -1, StderrFD: -1,
 	}
 	var err error
-	if r.Stdin {
-		rec.Stdin, rec.StdinFD = true, -1
-		c.mu.Lock()
-		in := c.stdin
-		c.mu.Unlock()
-		if in != nil {
-			f, ok := in.(*os.File)
-			if !ok {
-				return refuse("this kind of stdin")
-			}
-			if rec.StdinFD, err = rawFD(f); err != nil {
-				return refuse("an unusable stdin")
+	if r.Terminal {
+		// The master is the output and, with Stdin, the input: one fd.
+		rec.Terminal = true
+		if rec.ConsoleFD, err = rawFD(c.readEnds[0].(syscall.Conn)); err != nil {
+			return refuse("an unusable console")
+		}
+	} else {
+		if r.Stdin {
+			c.mu.Lock()
+			in := c.stdin
+			c.mu.Unlock()
+			if in != nil {
+				f, ok := in.(*os.File)
+				if !ok {
+					return refuse("this kind of stdin")
+				}
+				if rec.StdinFD, err = rawFD(f); err != nil {
+					return refuse("an unusable stdin")
+				}
 			}
 		}
+		if rec.StdoutFD, err = rawFD(c.readEnds[0].(syscall.Conn)); err != nil {
+			return refuse("an unusable stdout")
+		}
+		if rec.StderrFD, err = rawFD(c.readEnds[1].(syscall.Conn)); err != nil {
+			return refuse("an unusable stderr")
+		}
 	}
-	if rec.StdoutFD, err = rawFD(ends[0]); err != nil {
-		return refuse("an unusable stdout")
-	}
-	if rec.StderrFD, err = rawFD(ends[1]); err != nil {
-		return refuse("an unusable stderr")
+	for _, f := range c.leak {
+		l, err := leakRecord(f)
+		if err != nil {
+			return refuse(fmt.Sprintf("an unusable leaked fd (%v)", err))
+		}
+		rec.LeakFDs = append(rec.LeakFDs, l)
 	}
 	for _, e := range c.exitFiles {
 		rec.ExitFiles = append(rec.ExitFiles, handoff.Exit{Path: e.path, Tmp: e.tmp})
@@ -278,13 +292,79 @@ func (c *container) handoffRecord() (handoff.Container, [2]*os.File, error) {
 	for _, s := range sockets {
 		rec.Attach = append(rec.Attach, handoff.Attach{Path: s.Path, StopAfterStdinEOF: s.StopAfterStdinEOF})
 	}
-	return rec, ends, nil
+	return rec, nil
+}
+
+// leakRecord names a leaked fd and the file it is.
+func leakRecord(f *os.File) (handoff.FD, error) {
+	fd, err := rawFD(f)
+	if err != nil {
+		return handoff.FD{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return handoff.FD{}, err
+	}
+	return handoff.FD{FD: fd, Dev: uint64(st.Dev), Ino: st.Ino}, nil // Dev is not 64-bit on every architecture
+}
+
+// tombstones returns the records of the exited containers the monitor
+// answers late calls for, oldest first: its tombstones, then the exited
+// containers whose waiter has not retired them yet.
+func (m *Monitor) tombstones() []handoff.Tombstone {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []handoff.Tombstone
+	add := func(t *tombstone) {
+		out = append(out, handoff.Tombstone{
+			ID: t.id, ExitCode: t.status.Code, Signal: int(t.status.Signal), OOMKilled: t.status.OOMKilled,
+			OOMInit: t.status.OOMKills.Init, OOMOther: t.status.OOMKills.Other,
+			Cgroup: uint8(t.cgroup), GlobalArgs: t.globalArgs,
+		})
+	}
+	for _, t := range m.exited {
+		if m.tombs[t.id] == t { // replaced by a container of the same ID otherwise
+			add(t)
+		}
+	}
+	for _, c := range m.containers {
+		if st, _ := c.snapshot(); st == stateExited {
+			add(c.tombstone())
+		}
+	}
+	return out
+}
+
+// restoreTombstones remembers the exited containers of a record, as the
+// old process did, before any container is adopted (a container of the
+// same ID replaces its tombstone, as a create does).
+func (m *Monitor) restoreTombstones(ts []handoff.Tombstone) {
+	if n := len(ts) - maxExited; n > 0 { // the old process kept no more: keep the newest
+		ts = ts[n:]
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range ts {
+		m.gen++
+		t := &tombstone{
+			id: r.ID, gen: m.gen, cgroup: CgroupManager(r.Cgroup), globalArgs: r.GlobalArgs,
+			status: ExitStatus{
+				Code: r.ExitCode, Signal: syscall.Signal(r.Signal), OOMKilled: r.OOMKilled,
+				OOMKills: OOMKills{Init: r.OOMInit, Other: r.OOMOther},
+			},
+		}
+		if old := m.tombs[r.ID]; old != nil {
+			m.dropTomb(old)
+		}
+		m.tombs[r.ID] = t
+		m.exited = append(m.exited, t)
+	}
 }
 
 // rawFD returns f's descriptor without Fd, which would switch a
-// non-blocking pipe to blocking mode for good (the new process's read
-// loops need it non-blocking to be stopped by a deadline).
-func rawFD(f *os.File) (int, error) {
+// non-blocking pipe or pty master to blocking mode for good (the new
+// process's read loops need it non-blocking to be stopped by a deadline).
+func rawFD(f syscall.Conn) (int, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return -1, err
@@ -299,15 +379,32 @@ func rawFD(f *os.File) (int, error) {
 // Containers returns the records of the running containers.
 func (h *Handoff) Containers() []handoff.Container { return h.records }
 
-// Keep clears the close-on-exec flag of every read end, so the exec'd
-// binary inherits them. Abort sets it again.
-func (h *Handoff) Keep() error {
-	for _, r := range h.records {
-		fds := []int{r.StdoutFD, r.StderrFD}
+// Exited returns the records of the exited containers' tombstones.
+func (h *Handoff) Exited() []handoff.Tombstone { return h.exited }
+
+// inheritedFDs are the fds of r the new process inherits.
+func inheritedFDs(r handoff.Container) []int {
+	var fds []int
+	if r.Terminal {
+		fds = append(fds, r.ConsoleFD)
+	} else {
+		fds = append(fds, r.StdoutFD, r.StderrFD)
 		if r.Stdin && r.StdinFD >= 0 {
 			fds = append(fds, r.StdinFD)
 		}
-		for _, fd := range fds {
+	}
+	for _, l := range r.LeakFDs {
+		fds = append(fds, l.FD)
+	}
+	return fds
+}
+
+// Keep clears the close-on-exec flag of every read end, pty master, stdin
+// write end and leaked fd, so the exec'd binary inherits them. Abort sets
+// it again.
+func (h *Handoff) Keep() error {
+	for _, r := range h.records {
+		for _, fd := range inheritedFDs(r) {
 			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 				return fmt.Errorf("keep fd %d of container %s across exec: %w", fd, r.ID, err)
 			}
@@ -333,7 +430,7 @@ func (h *Handoff) Abort() {
 	}
 	kinds := []ioloop.Stream{ioloop.Stdout, ioloop.Stderr}
 	for i, stopped := range h.stopped {
-		c, ends := h.containers[i], h.readEnds[i]
+		c := h.containers[i]
 		// A stopped loop ends after its current write; it is started
 		// again on the same pipe, in its place in c.loops (loops that
 		// were not stopped go on). The waiter reads c.loops only after
@@ -348,7 +445,7 @@ func (h *Handoff) Abort() {
 			}
 			<-l.ended
 			ioloop.EndHandoff(l.r)
-			c.startStream(ends[j], kinds[j])
+			c.startStream(l.r, kinds[j]) // a terminal's one loop is stdout
 		}
 	}
 	h.m.reaper.mu.Unlock()
@@ -366,7 +463,8 @@ func (r *reaper) kick() {
 }
 
 // Adopt takes over the containers of an upgrade record in the new
-// process: their read loops start on the inherited pipes, their logs are
+// process, after remembering its exited containers' tombstones: their
+// read loops start on the inherited pipes or pty master, their logs are
 // opened again without truncation, their attach sockets are bound again,
 // and each init PID is subscribed to the reaper (an exit that came during
 // the exec is a zombie the reaper now reaps, with its real status), its
@@ -374,15 +472,14 @@ func (r *reaper) kick() {
 // over; a container it could only take over in part (its log or an attach
 // socket failed to open) is counted, and the failure is in the error.
 func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
-	// First of all, close-on-exec again on every inherited pipe, so no
+	// First of all, close-on-exec again on every inherited fd, so no
 	// runtime or container we start inherits one, whatever happens below.
 	for _, rec := range s.Containers {
-		unix.CloseOnExec(rec.StdoutFD)
-		unix.CloseOnExec(rec.StderrFD)
-		if rec.Stdin && rec.StdinFD >= 0 {
-			unix.CloseOnExec(rec.StdinFD)
+		for _, fd := range inheritedFDs(rec) {
+			unix.CloseOnExec(fd)
 		}
 	}
+	m.restoreTombstones(s.Exited)
 	var errs []error
 	n := 0
 	for _, rec := range s.Containers {
@@ -403,7 +500,7 @@ var errPartial = errors.New("taken over in part")
 
 func (m *Monitor) adoptOne(rec handoff.Container) error {
 	req := CreateRequest{
-		ID: rec.ID, BundlePath: rec.BundlePath, OOMExitPaths: rec.OOMPaths, Stdin: rec.Stdin,
+		ID: rec.ID, BundlePath: rec.BundlePath, OOMExitPaths: rec.OOMPaths, Stdin: rec.Stdin, Terminal: rec.Terminal,
 		CleanupCmd: rec.CleanupCmd, GlobalArgs: rec.GlobalArgs, CommandArgs: rec.CommandArgs,
 		Env: rec.Env, Cgroup: CgroupManager(rec.Cgroup),
 	}
@@ -413,27 +510,12 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 	for _, d := range rec.LogDrivers {
 		req.LogDrivers = append(req.LogDrivers, LogDriver{Type: LogDriverType(d.Type), Path: d.Path, MaxSize: d.MaxSize})
 	}
-	fds := []int{rec.StdoutFD, rec.StderrFD}
-	if rec.Stdin && rec.StdinFD >= 0 {
-		fds = append(fds, rec.StdinFD)
-	}
-	ends := make([]*os.File, len(fds))
-	for i, fd := range fds {
-		// Only a pipe is taken: a record naming an fd that was not
-		// inherited must not make us take one of the runtime's own.
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			closeFiles(ends[:i])
-			return fmt.Errorf("not adopted: inherited fd %d: %w", fd, err)
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFIFO {
-			closeFiles(ends[:i])
-			return fmt.Errorf("not adopted: inherited fd %d is not a pipe (mode %#o)", fd, st.Mode&unix.S_IFMT)
-		}
-		ends[i] = os.NewFile(uintptr(fd), []string{"stdout", "stderr", "stdin"}[i]) // pollable: the pipe is non-blocking
+	in, err := takeInherited(rec)
+	if err != nil {
+		return fmt.Errorf("not adopted: %w", err)
 	}
 	if err := checkOwnChild(rec.PID); err != nil {
-		closeFiles(ends)
+		in.close()
 		return fmt.Errorf("not adopted: %w", err)
 	}
 	logger := m.log.With("container_id", rec.ID)
@@ -453,9 +535,10 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 	}
 	c.attach = ioloop.NewAttachServer(ioloop.AttachOptions{Logger: logger, Stdin: containerStdin{c}})
 	if err := m.reserve(c); err != nil {
-		closeFiles(ends)
+		in.close()
 		return fmt.Errorf("not adopted: %w", err)
 	}
+	c.leak = in.leak
 	for _, e := range rec.ExitFiles {
 		c.exitFiles = append(c.exitFiles, exitFile{path: e.Path, tmp: e.Tmp})
 	}
@@ -469,12 +552,23 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 	}
 	c.log = l
 	c.setRateLimit(m.logRateLimit(c.settings, logger))
-	if len(ends) == 3 {
-		c.stdin = ends[2] // before anything can write to it: the attach sockets are bound below
+	// The stdin before anything can write to it: the attach sockets are
+	// bound below.
+	if in.console != nil {
+		c.console = in.console
+		if rec.Stdin {
+			c.stdin = in.console
+		}
+		c.readEnds = []io.Closer{in.console}
+		c.startStream(in.console, ioloop.Stdout)
+	} else {
+		if in.stdin != nil {
+			c.stdin = in.stdin
+		}
+		c.readEnds = []io.Closer{in.stdout, in.stderr}
+		c.startStream(in.stdout, ioloop.Stdout)
+		c.startStream(in.stderr, ioloop.Stderr)
 	}
-	c.readEnds = []io.Closer{ends[0], ends[1]}
-	c.startStream(ends[0], ioloop.Stdout)
-	c.startStream(ends[1], ioloop.Stderr)
 
 	initProc := m.reaper.adopt(rec.PID)
 	var oomw oomWatcher
@@ -502,6 +596,95 @@ func (m *Monitor) adoptOne(rec handoff.Container) error {
 		return fmt.Errorf("%w: %w", errPartial, errors.Join(partial...))
 	}
 	return nil
+}
+
+// inherited are the fds of a container record, taken over.
+type inherited struct {
+	stdout, stderr, stdin *os.File   // pipes; nil for a terminal (stdin: or none)
+	console               *ptyMaster // a terminal's pty master
+	leak                  []*os.File
+}
+
+// takeInherited takes over the fds rec names, checking each is what the
+// record says: a record naming an fd that was not inherited must not make
+// us take one of our own (the runtime's, the listener).
+func takeInherited(rec handoff.Container) (in *inherited, err error) {
+	in = &inherited{}
+	defer func() {
+		if err != nil {
+			in.close()
+		}
+	}()
+	pipe := func(fd int, name string) (*os.File, error) {
+		if err := checkFDType(fd, unix.S_IFIFO, "a pipe"); err != nil {
+			return nil, err
+		}
+		return os.NewFile(uintptr(fd), name), nil // pollable: the pipe is non-blocking
+	}
+	if rec.Terminal {
+		if err := checkFDType(rec.ConsoleFD, unix.S_IFCHR, "a terminal"); err != nil {
+			return in, err
+		}
+		// Only a pty master answers TIOCGPTN.
+		if _, err := unix.IoctlGetInt(rec.ConsoleFD, unix.TIOCGPTN); err != nil {
+			return in, fmt.Errorf("inherited fd %d is not a pty master: %w", rec.ConsoleFD, err)
+		}
+		if err := unix.SetNonblock(rec.ConsoleFD, true); err != nil { // it is: the flag is the open file's
+			return in, fmt.Errorf("set inherited pty master non-blocking: %w", err)
+		}
+		if in.console, err = newPtyMaster(rec.ConsoleFD, "pty-master"); err != nil {
+			return in, err
+		}
+	} else {
+		if in.stdout, err = pipe(rec.StdoutFD, "stdout"); err != nil {
+			return in, err
+		}
+		if in.stderr, err = pipe(rec.StderrFD, "stderr"); err != nil {
+			return in, err
+		}
+		if rec.Stdin && rec.StdinFD >= 0 {
+			if in.stdin, err = pipe(rec.StdinFD, "stdin"); err != nil {
+				return in, err
+			}
+		}
+	}
+	for _, l := range rec.LeakFDs {
+		var st unix.Stat_t
+		if err := unix.Fstat(l.FD, &st); err != nil {
+			return in, fmt.Errorf("inherited leaked fd %d: %w", l.FD, err)
+		}
+		if uint64(st.Dev) != l.Dev || st.Ino != l.Ino { // Dev is not 64-bit on every architecture
+			return in, fmt.Errorf("inherited leaked fd %d is not the file it was (device %d inode %d, now %d %d)",
+				l.FD, l.Dev, l.Ino, st.Dev, st.Ino)
+		}
+		in.leak = append(in.leak, os.NewFile(uintptr(l.FD), "leaked"))
+	}
+	return in, nil
+}
+
+// checkFDType checks that fd is open and of file type typ (S_IFMT bits).
+func checkFDType(fd int, typ uint32, what string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("inherited fd %d: %w", fd, err)
+	}
+	if st.Mode&unix.S_IFMT != typ {
+		return fmt.Errorf("inherited fd %d is not %s (mode %#o)", fd, what, st.Mode&unix.S_IFMT)
+	}
+	return nil
+}
+
+// close closes what was taken.
+func (in *inherited) close() {
+	for _, f := range []*os.File{in.stdout, in.stderr, in.stdin} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+	if in.console != nil {
+		_ = in.console.Close()
+	}
+	closeFiles(in.leak)
 }
 
 // traceParent renders the span of ctx as a W3C traceparent, "" if none.

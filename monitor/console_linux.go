@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/containerd/console"
@@ -122,13 +123,52 @@ func receiveConsole(conn *net.UnixConn, deadline time.Time) (console.Console, er
 	if name == "" {
 		name = "pty-master"
 	}
+	p, err := newPtyMaster(fd, name)
+	if err != nil {
+		return nil, err // not a nil *ptyMaster in a non-nil interface
+	}
+	return p, nil
+}
+
+// ptyMaster is a pty master as a console.Console that stays non-blocking:
+// its reads wait in Go's poller, so a read deadline stops them (the drain
+// policy, an upgrade's handoff: ioloop.StopForHandoff) and a Close ends
+// them. It also gives its fd to an upgrade (SyscallConn), which keeps it
+// across the exec.
+type ptyMaster struct {
+	console.Console // over ptyFile
+	f               *os.File
+}
+
+// newPtyMaster wraps fd, a non-blocking pty master, taking it over.
+func newPtyMaster(fd int, name string) (*ptyMaster, error) {
 	f := os.NewFile(uintptr(fd), name)
-	c, err := console.ConsoleFromFile(f)
+	c, err := console.ConsoleFromFile(ptyFile{f})
 	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("wrap pty master: %w", err)
 	}
-	return c, nil
+	return &ptyMaster{Console: c, f: f}, nil
+}
+
+// SetReadDeadline sets the master's read deadline.
+func (p *ptyMaster) SetReadDeadline(t time.Time) error { return p.f.SetReadDeadline(t) }
+
+// SyscallConn gives the master's fd without making it blocking.
+func (p *ptyMaster) SyscallConn() (syscall.RawConn, error) { return p.f.SyscallConn() }
+
+// ptyFile is the console.File under a ptyMaster: its Fd does not switch
+// the file to blocking mode as os.File.Fd does (the console calls Fd for
+// every ioctl); it is ^0 once the file is closed, which the ioctl refuses.
+type ptyFile struct{ *os.File }
+
+// Fd returns the descriptor, leaving the file non-blocking.
+func (p ptyFile) Fd() uintptr {
+	fd := ^uintptr(0)
+	if rc, err := p.SyscallConn(); err == nil {
+		_ = rc.Control(func(u uintptr) { fd = u })
+	}
+	return fd
 }
 
 // setONLCR makes the terminal translate "\n" to "\r\n" on output.

@@ -9,6 +9,7 @@ require (
 	github.com/sirupsen/logrus v1.9.4
 	go.opentelemetry.io/otel v1.43.0
 	go.opentelemetry.io/otel/trace v1.43.0
+	go.podman.io/common v0.66.2-0.20260126213724-1e46b0756b39
 	golang.org/x/sys v0.43.0
 )
 
@@ -24,7 +25,6 @@ require (
 	github.com/moby/sys/user v0.4.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/metric v1.43.0 // indirect
-	go.podman.io/common v0.66.2-0.20260126213724-1e46b0756b39 // indirect
 	go.podman.io/storage v1.61.1-0.20251212224252-b0f86df5a665 // indirect
 	golang.org/x/sync v0.20.0 // indirect
 )

@@ -6,14 +6,17 @@ package reliability
 // and failed upgrades leave the old daemon serving.
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +25,7 @@ import (
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"go.podman.io/common/pkg/resize"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,44 +124,73 @@ func execEcho(t *testing.T, s *gomonServer, c *ctr, word string) {
 	}
 }
 
-// counterScript writes, until killed, the numbers 1, 2, … to stdout in
-// bursts of 20 000 lines (about 130 KiB, written as fast as seq goes, so
-// the pipe holds output when a handoff stops the read loop) and "e 1",
-// "e 2", … to stderr one echo at a time.
-const counterScript = `(a=1; while :; do seq $a $((a+19999)); a=$((a+20000)); done) &
+// counterPad is what follows each number on the logger's stdout lines.
+var counterPad = strings.Repeat("0", 100)
+
+// counterScript writes, until killed, the lines "1 <counterPad>", "2
+// <counterPad>", … to stdout as fast as awk goes (tens of MB/s: its
+// buffered writes keep the pipe full, so a handoff always leaves output in
+// it) and "e 1", "e 2", … to stderr one echo at a time.
+const counterScript = `awk 'BEGIN { p = sprintf("%0100d", 0); for (i = 1; ; i++) print i, p }' &
 i=0; while :; do i=$((i+1)); echo "e $i" >&2; done`
 
-// checkCounter checks that the CRI log holds, per stream, the lines
-// "1" … "N" (stdout) and "e 1" … "e N" (stderr) exactly once each and in
-// order, and returns N per stream. Records are joined across P/F as the kubelet does.
-func checkCounter(t *testing.T, paths ...string) (stdout, stderr int) {
+// checkCounter checks that the CRI logs at paths hold, per stream, the
+// lines counterScript writes exactly once each and in order, and returns
+// how many per stream, the bytes the container wrote (lines with their
+// newlines) and the logs' size. Records are joined across P/F
+// as the kubelet does; the logs are read as a stream (they are hundreds
+// of MiB).
+func checkCounter(t *testing.T, paths ...string) (stdout, stderr int, wrote, size int64) {
 	t.Helper()
-	var recs []criRecord
-	for _, p := range paths {
-		r, err := readCRILog(p)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		recs = append(recs, r...)
-	}
-	path := strings.Join(paths, " + ")
 	next := map[string]int{"stdout": 1, "stderr": 1}
-	prefix := map[string]string{"stdout": "", "stderr": "e "}
 	partial := map[string]string{}
-	for i, r := range recs {
-		line := partial[r.stream] + r.content
-		if r.tag == "P" {
-			partial[r.stream] = line
-			continue
+	want := func(stream string) string {
+		if stream == "stderr" {
+			return "e " + strconv.Itoa(next[stream])
 		}
-		partial[r.stream] = ""
-		want := prefix[r.stream] + strconv.Itoa(next[r.stream])
-		if line != want {
-			t.Fatalf("%s record %d (%s): line %q, want %q: a line lost, repeated or out of order", path, i, r.stream, line, want)
-		}
-		next[r.stream]++
+		return strconv.Itoa(next[stream]) + " " + counterPad
 	}
-	return next["stdout"] - 1, next["stderr"] - 1
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReaderSize(f, 1<<20)
+		for i := 0; ; i++ {
+			line, err := r.ReadString('\n')
+			if errors.Is(err, io.EOF) && line == "" {
+				break
+			}
+			if err != nil {
+				_ = f.Close()
+				t.Fatalf("%s record %d: %q: %v", p, i, line, err)
+			}
+			size += int64(len(line))
+			fields := strings.SplitN(strings.TrimSuffix(line, "\n"), " ", 4)
+			if len(fields) != 4 || (fields[2] != "P" && fields[2] != "F") || next[fields[1]] == 0 {
+				_ = f.Close()
+				t.Fatalf("%s record %d: malformed CRI log line %q", p, i, line)
+			}
+			if _, err := time.Parse(time.RFC3339Nano, fields[0]); err != nil {
+				_ = f.Close()
+				t.Fatalf("%s record %d: timestamp: %v", p, i, err)
+			}
+			stream, text := fields[1], partial[fields[1]]+fields[3]
+			if fields[2] == "P" {
+				partial[stream] = text
+				continue
+			}
+			partial[stream] = ""
+			if w := want(stream); text != w {
+				_ = f.Close()
+				t.Fatalf("%s record %d (%s): line %q, want %q: a line lost, repeated or out of order", p, i, stream, text, w)
+			}
+			next[stream]++
+			wrote += int64(len(text)) + 1
+		}
+		_ = f.Close()
+	}
+	return next["stdout"] - 1, next["stderr"] - 1, wrote, size
 }
 
 // assertCloexec checks that every fd of pid but 0-2 is close-on-exec
@@ -237,11 +270,182 @@ func clientDuringUpgrade(cfg *client.ConmonServerConfig, held, goOn string, pid 
 	return nil
 }
 
+// runcTime is the timestamp of a line of runc's log.
+var runcTime = regexp.MustCompile(`time="[^"]*" `)
+
+// upgradeOK runs `gomon upgrade` until it goes through and returns its
+// output. A refusal because of an attach client is retried: the test's
+// attach clients disconnect right before, and the daemon notices a little
+// later. Any other refusal fails the test.
+func upgradeOK(t *testing.T, cli, dir, binary string) string {
+	t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for {
+		out, ok := gomonUpgrade(t, cli, dir, binary)
+		if ok && strings.Contains(out, "upgraded") {
+			return out
+		}
+		if !strings.Contains(out, "attach client") || time.Now().After(deadline) {
+			t.Fatalf("gomon upgrade failed: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// terminalScript is a terminal container's shell: it writes "t 1",
+// "t 2", … a hundred a second, and for each line it reads from its
+// terminal it answers "got <line>"; "size" makes it print the terminal's
+// size (`stty size`: rows, then columns). The terminal does not echo the
+// input, so the log holds only whole lines of the container (a write to a
+// terminal is not interleaved with another).
+const terminalScript = `stty -echo; (i=0; while :; do i=$((i+1)); echo "t $i"; sleep 0.01; done) &
+while read l; do case "$l" in size) stty size;; *) echo "got $l";; esac; done`
+
+// terminalCtr creates and starts a container running terminalScript on a
+// terminal, with stdin.
+func terminalCtr(t *testing.T, s *gomonServer) *ctr {
+	t.Helper()
+	c := newCtr(t, func(spec map[string]any) {
+		spec["process"].(map[string]any)["terminal"] = true
+	}, "sh", "-c", terminalScript)
+	if err := createCtr(t, s, c, func(r *client.CreateContainerConfig) { r.Terminal, r.Stdin = true, true }); err != nil {
+		t.Fatalf("create the terminal container: %v", err)
+	}
+	c.runc(t, s, "start", c.id)
+	return c
+}
+
+// converse attaches to c at sock (AttachContainer, retried once after an
+// upgrade), writes in as the container's stdin, reads the attach output
+// until it holds want, and disconnects.
+func converse(t *testing.T, s *gomonServer, c *ctr, sock, in, want string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		err := s.client.AttachContainer(ctx, &client.AttachConfig{ID: c.id, SocketPath: sock, Passthrough: true})
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt > 1 {
+			t.Fatalf("AttachContainer: %v", err)
+		}
+	}
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatalf("connect to the attach socket: %v", err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := conn.SetDeadline(time.Now().Add(hangGuard)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte(in)); err != nil {
+		t.Fatalf("write to the attach socket: %v", err)
+	}
+	var got strings.Builder
+	buf := make([]byte, 64<<10)
+	for !strings.Contains(got.String(), want) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read the attach socket for %q (got %q): %v", want, got.String(), err)
+		}
+		if n > 1 { // each message is a pipe byte, then the output
+			got.Write(buf[1:n])
+		}
+	}
+}
+
+// setWindowSize resizes c's terminal (retried once after an upgrade).
+func setWindowSize(t *testing.T, s *gomonServer, c *ctr, width, height uint16) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		err := s.client.SetWindowSizeContainer(ctx, &client.SetWindowSizeContainerConfig{
+			ID: c.id, Size: &resize.TerminalSize{Width: width, Height: height},
+		})
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt > 1 {
+			t.Fatalf("SetWindowSizeContainer: %v", err)
+		}
+	}
+}
+
+// memoryHog creates and starts a container under an 8 MiB memory limit
+// that, on SIGUSR1, becomes `tail /dev/zero`, which buffers a line that
+// never ends until the OOM killer kills it. It returns the container and
+// its OOM exit path.
+func memoryHog(t *testing.T, s *gomonServer) (*ctr, string) {
+	t.Helper()
+	hog := newCtr(t, func(spec map[string]any) {
+		linux := spec["linux"].(map[string]any)
+		res, _ := linux["resources"].(map[string]any)
+		if res == nil {
+			res = map[string]any{}
+		}
+		mem := map[string]any{"limit": 8 << 20}
+		if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+			mem["swap"] = 8 << 20 // no escape into swap
+		}
+		res["memory"] = mem
+		linux["resources"] = res
+	}, "sh", "-c", `trap "exec tail /dev/zero" USR1; while :; do sleep 0.1; done`)
+	oomPath := filepath.Join(hog.dir, "oom")
+	if err := createCtr(t, s, hog, func(r *client.CreateContainerConfig) { r.OOMExitPaths = []string{oomPath} }); err != nil {
+		t.Fatalf("create the memory hog: %v", err)
+	}
+	hog.runc(t, s, "start", hog.id)
+	return hog, oomPath
+}
+
+// execSync runs command in c and returns the answer.
+func execSync(t *testing.T, s *gomonServer, c *ctr, command ...string) *client.ExecContainerResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	res, err := s.client.ExecSyncContainer(ctx, &client.ExecSyncConfig{ID: c.id, Command: command, Timeout: 20})
+	if err != nil {
+		t.Fatalf("ExecSyncContainer: %v", err)
+	}
+	return res
+}
+
+// footprint is what a daemon holds, from /proc.
+type footprint struct {
+	fds, threads int
+	rssKiB       int64
+}
+
+func footprintOf(t *testing.T, pid int) footprint {
+	t.Helper()
+	return footprint{fds: fdCount(t, pid), threads: int(procStatus(t, pid, "Threads")), rssKiB: procStatus(t, pid, "VmRSS") >> 10}
+}
+
+// The bounds of the comparison of an upgraded daemon with a fresh one
+// (TestUpgradeInPlace): the fds must be the same; the Go runtime's
+// threads depend on how many blocking syscalls (log writes) happened at
+// once, so they may differ by threadMargin; VmRSS may exceed the fresh
+// daemon's by rssFactor plus rssSlackKiB (heap growth under the loggers'
+// load is not deterministic).
+const (
+	threadMargin = 4
+	rssFactor    = 1.5
+	rssSlackKiB  = 8 << 10
+)
+
 // TestUpgradeInPlace: a pod goes through several upgrades in a row
-// between two builds. Every log stays byte-exact and in order, every
-// container keeps its PID, a container that exits during a handoff gets
-// its real exit code, Version reports the new build, exec sync works; and
-// a refused upgrade (missing binary, a binary that exits at once) leaves
+// between two builds: a container logging continuously, one on a
+// terminal (written to, attached to and resized between upgrades), an
+// idle one, one that exits during a handoff and one that is OOM killed
+// after the last. Every log stays byte-exact and in order, every
+// container keeps its PID, the one that exited during a handoff gets its
+// real exit code (and its late calls are answered as before), Version
+// reports the new build, exec sync, attach, resize and ReopenLog work,
+// OOM is detected; the upgraded daemon holds the same fds, about the
+// same threads and memory as a fresh one with the same containers; and a
+// refused upgrade (missing binary, a binary that exits at once) leaves
 // the old daemon serving with nothing lost.
 func TestUpgradeInPlace(t *testing.T) {
 	requireRoot(t)
@@ -265,8 +469,13 @@ func TestUpgradeInPlace(t *testing.T) {
 		}
 	})
 
+	start := time.Now()
 	logger := running(t, s, nil, "sh", "-c", counterScript)
 	idle := running(t, s, nil, "sleep", "1000000")
+	term := terminalCtr(t, s)
+	termSock := filepath.Join(t.TempDir(), "attach-term")
+	converse(t, s, term, termSock, "ping-0\n", "got ping-0")
+	hog, oomPath := memoryHog(t, s)
 	// The exiter exits with 7 on SIGTERM (the trap runs after the current
 	// short sleep).
 	exiter := running(t, s, nil, "sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.1; done`)
@@ -310,7 +519,7 @@ exec %s "$@"
 	otherSchema := filepath.Join(installDir, "gomon-other-schema")
 	script = fmt.Sprintf(`#!/bin/sh
 if [ "$1" = upgrade ] && [ "$2" = --check-state ]; then
-	sed 's/"schema":1,/"schema":99,/' "$3" > %[1]s.json && exec %[2]s upgrade --check-state %[1]s.json
+	sed 's/"schema":[0-9]*,/"schema":99,/' "$3" > %[1]s.json && exec %[2]s upgrade --check-state %[1]s.json
 fi
 exec %[2]s "$@"
 `, otherSchema, installed)
@@ -325,6 +534,7 @@ exec %[2]s "$@"
 
 	tags := []string{"upgrade-a", "upgrade-b"}
 	steadyFDs := 0
+	var exiterAnswer *client.ExecContainerResult
 	if tag, pid := versionTag(t, s); tag != tags[0] || pid != s.pid {
 		t.Fatalf("before: Version tag %q pid %d, want %q pid %d", tag, pid, tags[0], s.pid)
 	}
@@ -345,14 +555,11 @@ exec %[2]s "$@"
 			go func() { during <- clientDuringUpgrade(cfg, held, goOn, s.pid, tags[next]) }()
 		}
 		time.Sleep(200 * time.Millisecond) // let the logger write between upgrades
-		out, ok := gomonUpgrade(t, installed, s.runDir, binary)
+		out := upgradeOK(t, installed, s.runDir, binary)
 		if during != nil {
 			if err := <-during; err != nil {
 				t.Fatalf("round %d: a client made during the upgrade: %v", round, err)
 			}
-		}
-		if !ok || !strings.Contains(out, "upgraded") {
-			t.Fatalf("round %d: gomon upgrade failed: %s", round, out)
 		}
 		t.Logf("round %d: %s", round, out)
 		if tag, pid := versionTag(t, s); tag != tags[next] || pid != s.pid {
@@ -375,9 +582,14 @@ exec %[2]s "$@"
 			if code := exiter.exitCode(t); code != 7 {
 				t.Fatalf("container that exited during the upgrade: exit file %d, want 7", code)
 			}
-			if !strings.Contains(out, "3 container(s)") {
-				t.Errorf("round 1 should carry 3 containers (one a zombie): %s", out)
+			if !strings.Contains(out, "5 container(s)") {
+				t.Errorf("round 1 should carry 5 containers (one a zombie): %s", out)
 			}
+			// A late call for the exited container: the runtime's
+			// answer (the monitor remembers it); the same after the
+			// last upgrade.
+			exiterAnswer = execSync(t, s, exiter, "true")
+			t.Logf("exec in the exited container: exit %d, stderr %q", exiterAnswer.ExitCode, exiterAnswer.Stderr)
 		}
 
 		// Failed upgrades: the daemon stays this build and keeps serving.
@@ -426,10 +638,40 @@ exec %[2]s "$@"
 			}
 			assertCloexec(t, s.pid)
 		}
+
+		// The terminal: its input and output go on through its attach
+		// socket, bound again by each new process; every fifth round it
+		// is resized, and its shell sees the new size. (Last in the
+		// round: the daemon notices a little later that the attach
+		// client left, and the fd counts above must not see it.)
+		converse(t, s, term, termSock, fmt.Sprintf("ping-%d\n", round), fmt.Sprintf("got ping-%d", round))
+		if round%5 == 0 {
+			setWindowSize(t, s, term, uint16(80+round), uint16(20+round))
+			converse(t, s, term, termSock, "size\n", fmt.Sprintf("%d %d", 20+round, 80+round))
+		}
+	}
+
+	// The late call for the exited container is answered as after round 1
+	// (the runtime's answer, but for its log's timestamp), not as for an
+	// unknown container.
+	untimed := func(b []byte) string { return runcTime.ReplaceAllString(string(b), "") }
+	if got := execSync(t, s, exiter, "true"); got.ExitCode != exiterAnswer.ExitCode ||
+		untimed(got.Stderr) != untimed(exiterAnswer.Stderr) {
+		t.Errorf("exec in the exited container after %d upgrades: exit %d, stderr %q; after round 1: exit %d, stderr %q",
+			rounds, got.ExitCode, got.Stderr, exiterAnswer.ExitCode, exiterAnswer.Stderr)
+	}
+
+	// A fresh daemon of the same build with the same containers (a
+	// logger, an idle one, a terminal with its attach socket bound, a
+	// memory hog, one exited): the upgraded daemon holds as many fds, and
+	// about as many threads and as much memory.
+	// (Round 3's extra client holds a connection until round 4's exec.)
+	if rounds >= 4 {
+		compareWithFresh(t, bins[rounds%2], s.pid)
 	}
 
 	// Every container kept its PID: the same processes run (or ran).
-	for _, c := range []*ctr{logger, idle} {
+	for _, c := range []*ctr{logger, idle, term, hog} {
 		if !processExists(int(c.pid)) {
 			t.Errorf("container %s pid %d is gone", c.id, c.pid)
 		}
@@ -459,8 +701,10 @@ exec %[2]s "$@"
 	if fi, err := os.Stat(logger.logPath); err != nil || fi.Size() == 0 {
 		t.Errorf("nothing logged after ReopenLog (%v)", err)
 	}
-	o, e := checkCounter(t, rotated, logger.logPath)
-	t.Logf("logger wrote %d stdout and %d stderr lines across %d upgrades", o, e, rounds)
+	o, e, wrote, logged := checkCounter(t, rotated, logger.logPath)
+	elapsed := time.Since(start)
+	t.Logf("logger wrote %d stdout and %d stderr lines across %d upgrades: %d MiB in %s (%.1f MiB/s), %d MiB of CRI log",
+		o, e, rounds, wrote>>20, elapsed.Round(time.Millisecond), float64(wrote)/(1<<20)/elapsed.Seconds(), logged>>20)
 	if o < 100000 || e < 1000 {
 		t.Errorf("logger wrote only %d/%d lines: it did not run across the upgrades", o, e)
 	}
@@ -468,8 +712,101 @@ exec %[2]s "$@"
 	if code := idle.exitCode(t); code != 137 {
 		t.Errorf("idle exit code %d, want 137", code)
 	}
+
+	// OOM is detected after the upgrades: the last process armed the
+	// watcher again.
+	hog.runc(t, s, "kill", hog.id, "USR1")
+	if code := hog.exitCode(t); code != 137 {
+		t.Errorf("memory hog exit code %d, want 137", code)
+	}
+	if _, err := os.Stat(oomPath); err != nil {
+		t.Errorf("memory hog OOM killed after the upgrades, but no OOM file: %v", err)
+	}
+
+	// The terminal's log holds every line of its counter and every
+	// answer once, in order, and the size it printed last.
+	setWindowSize(t, s, term, 132, 43)
+	converse(t, s, term, termSock, "size\n", "43 132")
+	term.runc(t, s, "kill", term.id, "KILL")
+	if code := term.exitCode(t); code != 137 {
+		t.Errorf("terminal container exit code %d, want 137", code)
+	}
+	var answers []string
+	sizes, ticks := 0, 0
+	for _, line := range logLines(t, term.logPath) {
+		line = strings.TrimSuffix(line, "\r") // the terminal's ONLCR
+		switch {
+		case strings.HasPrefix(line, "got "):
+			answers = append(answers, line)
+		case strings.HasPrefix(line, "t "):
+			if want := fmt.Sprintf("t %d", ticks+1); line != want {
+				t.Fatalf("terminal log: %q after %d counter lines, want %q: a line lost, repeated or out of order", line, ticks, want)
+			}
+			ticks++
+		case line == "43 132":
+			sizes++
+		}
+	}
+	t.Logf("terminal: %d counter lines, %d answers", ticks, len(answers))
+	for i, a := range answers {
+		if want := fmt.Sprintf("got ping-%d", i); a != want {
+			t.Fatalf("terminal log answer %d is %q, want %q: a line lost, repeated or out of order (all: %q)", i, a, want, answers)
+		}
+	}
+	if len(answers) != rounds+1 || sizes != 1 || ticks < 100 {
+		t.Errorf("terminal log: %d answers (want %d), the last size %d times (want once), %d counter lines (want 100 or more)",
+			len(answers), rounds+1, sizes, ticks)
+	}
 	if z := zombiesOf(t, s.pid); len(z) > 0 {
 		t.Errorf("zombies left under the daemon: %v", z)
+	}
+}
+
+// compareWithFresh starts a fresh daemon of binary with containers like
+// TestUpgradeInPlace's at the end of its upgrades and compares the
+// upgraded daemon's (pid) footprint with it: the same fds, threads within
+// threadMargin, VmRSS within rssFactor and rssSlackKiB. The fresh daemon
+// is stopped before it returns.
+func compareWithFresh(t *testing.T, binary string, pid int) {
+	t.Helper()
+	cfg := serverConfig(t, runcPath(t))
+	cfg.ConmonServerPath = binary
+	withDaemonLog(t, cfg)
+	f := startGomon(t, cfg)
+	defer f.stop(t)
+	logger := running(t, f, nil, "sh", "-c", counterScript)
+	running(t, f, nil, "sleep", "1000000")
+	term := terminalCtr(t, f)
+	converse(t, f, term, filepath.Join(t.TempDir(), "attach-term"), "ping\n", "got ping")
+	memoryHog(t, f)
+	exited := running(t, f, nil, "sh", "-c", "exit 7")
+	if code := exited.exitCode(t); code != 7 {
+		t.Fatalf("fresh daemon: exit code %d, want 7", code)
+	}
+	execEcho(t, f, logger, "fresh")
+	// Both loggers run; let the fresh daemon's settle as the upgraded
+	// one's has (a reading, not a timed check).
+	time.Sleep(time.Second)
+	up, fresh := footprintOf(t, pid), footprintOf(t, f.pid)
+	t.Logf("upgraded daemon: %d fds, %d threads, VmRSS %d KiB; fresh daemon: %d fds, %d threads, VmRSS %d KiB",
+		up.fds, up.threads, up.rssKiB, fresh.fds, fresh.threads, fresh.rssKiB)
+	if up.fds != fresh.fds {
+		t.Errorf("upgraded daemon has %d fds, a fresh one %d", up.fds, fresh.fds)
+		for _, p := range []int{pid, f.pid} {
+			ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+			var targets []string
+			for _, e := range ents {
+				target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, e.Name()))
+				targets = append(targets, e.Name()+"="+target)
+			}
+			t.Logf("pid %d fds: %v", p, targets)
+		}
+	}
+	if d := up.threads - fresh.threads; d > threadMargin || d < -threadMargin {
+		t.Errorf("upgraded daemon has %d threads, a fresh one %d (margin %d)", up.threads, fresh.threads, threadMargin)
+	}
+	if limit := int64(float64(fresh.rssKiB)*rssFactor) + rssSlackKiB; up.rssKiB > limit {
+		t.Errorf("upgraded daemon VmRSS %d KiB, over %d KiB (a fresh one: %d KiB)", up.rssKiB, limit, fresh.rssKiB)
 	}
 }
 
@@ -552,10 +889,10 @@ func waitForLine(t *testing.T, path, line string) {
 	t.Fatalf("%q never appeared in %s", line, path)
 }
 
-// TestUpgradeRefusesWhatItDoesNotCarry: a terminal container and a
-// connected attach client make the daemon refuse, saying so, and serve on
-// unchanged; once they are gone the upgrade goes through, and the attach
-// socket works in the new process.
+// TestUpgradeRefusesWhatItDoesNotCarry: a connected attach client makes
+// the daemon refuse, saying so, and serve on unchanged; once it is gone
+// the upgrade goes through, and the attach socket works in the new
+// process.
 func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	requireRoot(t)
 	bins := upgradeBinaries(t)
@@ -569,46 +906,9 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	s := startGomon(t, cfg)
 
 	ticker := running(t, s, nil, "sh", "-c", `i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done`)
-	// A container under an 8 MiB memory limit that, on SIGUSR1 (sent after
-	// the upgrade), becomes `tail /dev/zero`, which buffers a line that
-	// never ends: the OOM killer must be seen by the new process.
-	hog := newCtr(t, func(spec map[string]any) {
-		linux := spec["linux"].(map[string]any)
-		res, _ := linux["resources"].(map[string]any)
-		if res == nil {
-			res = map[string]any{}
-		}
-		mem := map[string]any{"limit": 8 << 20}
-		if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
-			mem["swap"] = 8 << 20 // no escape into swap
-		}
-		res["memory"] = mem
-		linux["resources"] = res
-	}, "sh", "-c", `trap "exec tail /dev/zero" USR1; while :; do sleep 0.1; done`)
-	oomPath := filepath.Join(hog.dir, "oom")
-	if err := createCtr(t, s, hog, func(r *client.CreateContainerConfig) { r.OOMExitPaths = []string{oomPath} }); err != nil {
-		t.Fatalf("create the memory hog: %v", err)
-	}
-	hog.runc(t, s, "start", hog.id)
-	term := newCtr(t, func(spec map[string]any) {
-		spec["process"].(map[string]any)["terminal"] = true
-	}, "sleep", "1000000")
-	if err := createCtr(t, s, term, func(r *client.CreateContainerConfig) { r.Terminal = true }); err != nil {
-		t.Fatalf("create terminal container: %v", err)
-	}
-	term.runc(t, s, "start", term.id)
-
-	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
-	if ok || !strings.Contains(out, "container "+term.id+": a terminal is not carried by an upgrade yet") {
-		t.Fatalf("upgrade with a terminal container: ok=%v, %q; want a refusal naming the terminal", ok, out)
-	}
-	if tag, pid := versionTag(t, s); tag != "upgrade-a" || pid != s.pid {
-		t.Fatalf("after the refusal: Version tag %q pid %d", tag, pid)
-	}
-	term.runc(t, s, "kill", term.id, "KILL")
-	if code := term.exitCode(t); code != 137 {
-		t.Fatalf("terminal container exit code %d", code)
-	}
+	// A memory hog, OOM killed after the upgrade: the new process must
+	// see it.
+	hog, oomPath := memoryHog(t, s)
 
 	// A container reading its stdin (cat): input written through its
 	// attach socket before the upgrade and after it reaches its log.
@@ -623,7 +923,7 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 
 	sock := filepath.Join(t.TempDir(), "attach")
 	end := attachTick(t, s, ticker, sock)
-	out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
+	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
 	if ok || !strings.Contains(out, "attach client(s) connected") {
 		end()
 		t.Fatalf("upgrade with an attach client: ok=%v, %q; want a refusal naming it", ok, out)

@@ -20,13 +20,19 @@ import (
 // Schema is the version of the record this binary writes and reads.
 // Change it whenever a field's meaning changes or a field a reader must
 // understand is added; a reader refuses any other version.
-const Schema = 1
+//
+// Schema 2 added terminals (terminal, console_fd), leaked fds
+// (leak_fds) and the exited containers' tombstones (exited).
+const Schema = 2
 
-// MaxContainers bounds the containers of one record, and MaxSize its
-// encoded size, so a record read from disk cannot make the reader
-// allocate without bound. A pod has a few dozen containers at most.
+// MaxContainers bounds the containers of one record (and, apart, its
+// exited ones), MaxLeakFDs the leaked fds of one container, and MaxSize
+// its encoded size, so a record read from disk cannot make the reader
+// allocate without bound. A pod has a few dozen containers at most, and
+// the monitor remembers 256 exited ones.
 const (
 	MaxContainers = 4096
+	MaxLeakFDs    = 1024
 	MaxSize       = 16 << 20
 )
 
@@ -51,6 +57,9 @@ type State struct {
 	PausedAt int64 `json:"paused_at_unix_nano"`
 	// Containers are the running containers handed over.
 	Containers []Container `json:"containers"`
+	// Exited are the tombstones of exited containers the monitor still
+	// answers late calls for, oldest first.
+	Exited []Tombstone `json:"exited,omitempty"`
 }
 
 // Container is one running container.
@@ -58,12 +67,23 @@ type Container struct {
 	ID         string `json:"id"`
 	PID        int    `json:"pid"`
 	BundlePath string `json:"bundle_path"`
-	StdoutFD   int    `json:"stdout_fd"` // pipe read end
-	StderrFD   int    `json:"stderr_fd"` // pipe read end
+	// StdoutFD and StderrFD are the pipes' read ends; -1 for a terminal.
+	StdoutFD int `json:"stdout_fd"`
+	StderrFD int `json:"stderr_fd"`
+	// Terminal is the create's terminal flag; ConsoleFD is then the pty
+	// master, the container's output (logged as stdout) and, with Stdin,
+	// its input.
+	Terminal  bool `json:"terminal,omitempty"`
+	ConsoleFD int  `json:"console_fd,omitempty"`
 	// Stdin is the create's stdin flag; StdinFD the write end of the
-	// container's stdin pipe, -1 once it was closed (stdin EOF).
-	Stdin      bool     `json:"stdin,omitempty"`
-	StdinFD    int      `json:"stdin_fd,omitempty"`
+	// container's stdin pipe, -1 once it was closed (stdin EOF) and for a
+	// terminal.
+	Stdin   bool `json:"stdin,omitempty"`
+	StdinFD int  `json:"stdin_fd,omitempty"`
+	// LeakFDs are the fds the create was asked to hold until the
+	// container exits (LeakFDs), with the identity of the file each had,
+	// checked before the new process takes it.
+	LeakFDs    []FD     `json:"leak_fds,omitempty"`
 	ExitFiles  []Exit   `json:"exit_files,omitempty"`
 	OOMPaths   []string `json:"oom_exit_paths,omitempty"`
 	LogDrivers []Log    `json:"log_drivers,omitempty"`
@@ -114,6 +134,30 @@ type Hist struct {
 	Counts []uint64 `json:"counts"`
 	Count  uint64   `json:"count"`
 	Sum    float64  `json:"sum"`
+}
+
+// FD is an inherited fd that may be of any kind, and the device and
+// inode of its file (fstat), so the new process takes it only if it is
+// that file.
+type FD struct {
+	FD  int    `json:"fd"`
+	Dev uint64 `json:"dev"`
+	Ino uint64 `json:"ino"`
+}
+
+// Tombstone is what the monitor remembers of an exited container to
+// answer late calls (monitor's tombstone): its exit status, and its
+// cgroup manager and runtime global arguments for the runtime calls
+// made on its behalf.
+type Tombstone struct {
+	ID         string   `json:"id"`
+	ExitCode   int      `json:"exit_code"`
+	Signal     int      `json:"signal,omitempty"`
+	OOMKilled  bool     `json:"oom_killed,omitempty"`
+	OOMInit    uint64   `json:"oom_kills_init,omitempty"`
+	OOMOther   uint64   `json:"oom_kills_other,omitempty"`
+	Cgroup     uint8    `json:"cgroup_manager"`
+	GlobalArgs []string `json:"global_args,omitempty"`
 }
 
 // Exit is one exit path and the temporary file reserved for it ("" if
@@ -211,6 +255,40 @@ func (s *State) validate() error {
 		if c.PID <= 0 {
 			return fmt.Errorf("container %s: pid %d", c.ID, c.PID)
 		}
+		if err := c.validateFDs(use); err != nil {
+			return err
+		}
+		for _, l := range c.LogDrivers {
+			if l.Type > 2 || (l.Type < 2 && l.Path == "") {
+				return fmt.Errorf("container %s: log driver %d with path %q", c.ID, l.Type, l.Path)
+			}
+		}
+	}
+	if len(s.Exited) > MaxContainers {
+		return fmt.Errorf("%d exited containers, over the limit of %d", len(s.Exited), MaxContainers)
+	}
+	for _, t := range s.Exited {
+		if t.ID == "" {
+			return errors.New("exited container with an empty ID")
+		}
+	}
+	return nil
+}
+
+// validateFDs checks c's fds with use: a terminal has its console and no
+// pipes, any other container its two pipes and no console.
+func (c *Container) validateFDs(use func(int, string) error) error {
+	if c.Terminal {
+		if c.StdoutFD != -1 || c.StderrFD != -1 || (c.Stdin && c.StdinFD != -1) {
+			return fmt.Errorf("container %s: a terminal with pipes", c.ID)
+		}
+		if err := use(c.ConsoleFD, "console of "+c.ID); err != nil {
+			return err
+		}
+	} else {
+		if c.ConsoleFD != 0 {
+			return fmt.Errorf("container %s: a console without a terminal", c.ID)
+		}
 		if err := use(c.StdoutFD, "stdout of "+c.ID); err != nil {
 			return err
 		}
@@ -222,10 +300,13 @@ func (s *State) validate() error {
 				return err
 			}
 		}
-		for _, l := range c.LogDrivers {
-			if l.Type > 2 || (l.Type < 2 && l.Path == "") {
-				return fmt.Errorf("container %s: log driver %d with path %q", c.ID, l.Type, l.Path)
-			}
+	}
+	if len(c.LeakFDs) > MaxLeakFDs {
+		return fmt.Errorf("container %s: %d leaked fds, over the limit of %d", c.ID, len(c.LeakFDs), MaxLeakFDs)
+	}
+	for _, l := range c.LeakFDs {
+		if err := use(l.FD, "leaked fd of "+c.ID); err != nil {
+			return err
 		}
 	}
 	return nil

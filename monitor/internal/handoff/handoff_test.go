@@ -14,7 +14,12 @@ func valid() *State {
 			ExitFiles:  []Exit{{Path: "/exit/a", Tmp: "/exit/.a.tmp"}},
 			LogDrivers: []Log{{Type: 0, Path: "/log/a"}, {Type: 2}},
 			Attach:     []Attach{{Path: "/run/attach", StopAfterStdinEOF: true}},
+			LeakFDs:    []FD{{FD: 8, Dev: 1, Ino: 2}},
+		}, {
+			ID: "t", PID: 101, BundlePath: "/t", StdoutFD: -1, StderrFD: -1, Terminal: true, ConsoleFD: 9,
+			Stdin: true, StdinFD: -1,
 		}},
+		Exited: []Tombstone{{ID: "x", ExitCode: 137, Signal: 9, OOMKilled: true, OOMInit: 1, GlobalArgs: []string{"--debug"}}},
 	}
 }
 
@@ -27,9 +32,14 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Schema != Schema || len(s.Containers) != 1 || s.Containers[0].Attach[0].Path != "/run/attach" ||
-		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" {
+	if s.Schema != Schema || len(s.Containers) != 2 || s.Containers[0].Attach[0].Path != "/run/attach" ||
+		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" || s.Containers[0].LeakFDs[0] != (FD{FD: 8, Dev: 1, Ino: 2}) ||
+		!s.Containers[1].Terminal || s.Containers[1].ConsoleFD != 9 {
 		t.Fatalf("round trip: %+v", s)
+	}
+	if len(s.Exited) != 1 || s.Exited[0].ID != "x" || s.Exited[0].ExitCode != 137 || !s.Exited[0].OOMKilled ||
+		s.Exited[0].GlobalArgs[0] != "--debug" {
+		t.Fatalf("round trip of the exited: %+v", s.Exited)
 	}
 }
 
@@ -46,13 +56,19 @@ func TestDecodeRefuses(t *testing.T) {
 		schema bool
 		says   string
 	}{
-		"newer schema":   {strings.Replace(rec, `"schema":1`, `"schema":2`, 1), true, "schema 2"},
-		"no schema":      {strings.Replace(rec, `"schema":1,`, ``, 1), true, "schema none"},
+		"newer schema":   {strings.Replace(rec, `"schema":2`, `"schema":3`, 1), true, "schema 3"},
+		"older schema":   {strings.Replace(rec, `"schema":2`, `"schema":1`, 1), true, "schema 1"},
+		"no schema":      {strings.Replace(rec, `"schema":2,`, ``, 1), true, "schema none"},
 		"unknown field":  {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
 		"fd twice":       {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
 		"stdin fd twice": {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
 		"stdio fd":       {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
 		"zero pid":       {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
+		"console twice":  {strings.Replace(rec, `"console_fd":9`, `"console_fd":5`, 1), false, "fd 5"},
+		"leak fd twice":  {strings.Replace(rec, `"fd":8`, `"fd":7`, 1), false, "fd 7"},
+		"terminal pipe":  {strings.Replace(rec, `"stdout_fd":-1`, `"stdout_fd":20`, 1), false, "a terminal with pipes"},
+		"console no tty": {strings.Replace(rec, `"stdin_fd":7,`, `"stdin_fd":7,"console_fd":20,`, 1), false, "a console without a terminal"},
+		"exited no id":   {strings.Replace(rec, `"id":"x"`, `"id":""`, 1), false, "empty ID"},
 		"not json":       {"{", false, "decode"},
 	} {
 		t.Run(name, func(t *testing.T) {

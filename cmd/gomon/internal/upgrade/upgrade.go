@@ -154,7 +154,7 @@ func (d *Daemon) Upgrade(binary string, ctrl *net.UnixConn) Result {
 	defer func() { _ = lf.Close() }()
 	st := &monitor.UpgradeState{
 		From: d.Version, StartPath: d.Binary, ListenerFD: rawFD(lf), ControlFD: -1,
-		PausedAt: pausedAt.UnixNano(), Containers: h.Containers(),
+		PausedAt: pausedAt.UnixNano(), Containers: h.Containers(), Exited: h.Exited(),
 	}
 	var cf *os.File
 	if ctrl != nil {
