@@ -20,14 +20,14 @@ import (
 // 7.5 MiB of the static binary, file-backed and shared with every other
 // gomon on the node, which counts in VmRSS all the same), so conmon-rs's
 // 5.6 MB, or issue 21's 8 MiB, is out of reach: an idle daemon is at
-// about 8.8 MiB here (1.3 MiB of it anonymous) and the series peaks at
-// 12 to 13 MiB (docs/reliability.md, "Memory").
+// about 9.1 to 9.5 MiB here (1.3 to 1.7 MiB of it anonymous) and the
+// series peaks at 11.8 to 12 MiB (docs/reliability.md, "Memory").
 const vmRSSBound = 14 << 20
 
 // quietBound is how far above its idle VmRSS the daemon may stay once the
-// series is over and it had reclaimQuiet to give memory back (about +2
-// MiB is reached: runtime metadata Go does not return, and code pages
-// touched; before the reclaim it stayed +4.5 MiB above).
+// series is over and it had reclaimQuiet to give memory back (+2.0 to
+// +2.6 MiB is reached: runtime metadata and heap pages Go does not return,
+// and code pages touched; before the reclaim it stayed +4.5 MiB above).
 const (
 	quietBound   = 3 << 20
 	reclaimQuiet = 15 * time.Second
