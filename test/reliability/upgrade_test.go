@@ -310,7 +310,7 @@ exec %s "$@"
 	otherSchema := filepath.Join(installDir, "gomon-other-schema")
 	script = fmt.Sprintf(`#!/bin/sh
 if [ "$1" = upgrade ] && [ "$2" = --check-state ]; then
-	sed 's/"schema":1,/"schema":99,/' "$3" > %[1]s.json && exec %[2]s upgrade --check-state %[1]s.json
+	sed 's/"schema":[0-9]*,/"schema":99,/' "$3" > %[1]s.json && exec %[2]s upgrade --check-state %[1]s.json
 fi
 exec %[2]s "$@"
 `, otherSchema, installed)

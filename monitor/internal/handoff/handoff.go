@@ -20,7 +20,7 @@ import (
 // Schema is the version of the record this binary writes and reads.
 // Change it whenever a field's meaning changes or a field a reader must
 // understand is added; a reader refuses any other version.
-const Schema = 1
+const Schema = 2
 
 // MaxContainers bounds the containers of one record, and MaxSize its
 // encoded size, so a record read from disk cannot make the reader
@@ -49,6 +49,10 @@ type State struct {
 	// PausedAt is when the old process stopped taking calls (Unix
 	// nanoseconds), for the pause length the new one reports.
 	PausedAt int64 `json:"paused_at_unix_nano"`
+	// TraceParent is the span of whoever asked for the upgrade (a W3C
+	// traceparent, "" if none): the new process's `upgrade` span is its
+	// child.
+	TraceParent string `json:"traceparent,omitempty"`
 	// Containers are the running containers handed over.
 	Containers []Container `json:"containers"`
 }

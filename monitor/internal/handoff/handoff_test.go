@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -41,13 +42,14 @@ func TestDecodeRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := string(b)
+	schema := fmt.Sprintf(`"schema":%d`, Schema)
 	for name, tc := range map[string]struct {
 		rec    string
 		schema bool
 		says   string
 	}{
-		"newer schema":   {strings.Replace(rec, `"schema":1`, `"schema":2`, 1), true, "schema 2"},
-		"no schema":      {strings.Replace(rec, `"schema":1,`, ``, 1), true, "schema none"},
+		"newer schema":   {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, Schema+1), 1), true, fmt.Sprintf("schema %d", Schema+1)},
+		"no schema":      {strings.Replace(rec, schema+",", ``, 1), true, "schema none"},
 		"unknown field":  {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
 		"fd twice":       {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
 		"stdin fd twice": {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
