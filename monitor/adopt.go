@@ -15,7 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/fdstore"
 	"github.com/gomon-dev/gomon/monitor/internal/handoff"
+	"github.com/gomon-dev/gomon/monitor/internal/pause"
 )
 
 // Upgrade in place (docs/upgrade.md): the daemon execs a new gomon binary
@@ -68,14 +70,22 @@ type Handoff struct {
 	stopped [][]bool
 	kept    []int // fds whose close-on-exec flag Keep cleared
 	aborted bool
+	// pause and fdSocket are the pod services' records (nil if not
+	// started); fdFile is the fd socket's listener, a dup, and fds its
+	// server, paused until Abort.
+	pause    *handoff.Pause
+	fdSocket *handoff.FDSocket
+	fdFile   *os.File
+	fds      *fdstore.Server
 }
 
 // PrepareHandoff freezes the monitor and describes its running
-// containers. It refuses (ErrUpgradeRefused, monitor unchanged) when the
-// monitor holds what an upgrade does not carry yet: a terminal, leaked
-// fds, an output copy for an embedder, an attach client, the pause
-// process, the fd socket, a streaming session, a create in flight. A
-// container whose exit is being recorded is waited for, within ctx.
+// containers and pod services. It refuses (ErrUpgradeRefused, monitor
+// unchanged) when the monitor holds what an upgrade does not carry yet: a
+// terminal, leaked fds, an output copy for an embedder, an attach client,
+// a connection open on the fd socket, a streaming session, a create in
+// flight. A container whose exit is being recorded is waited for, within
+// ctx; so is the pause process's.
 //
 // On success the reaper is stopped (exits stay zombies) and every read
 // loop has written out what it read and stopped, leaving the rest in its
@@ -118,6 +128,10 @@ func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
 		}
 	}
 	// From here Abort undoes.
+	if err := h.podServices(ctx); err != nil {
+		h.Abort()
+		return nil, err
+	}
 	for _, c := range h.containers {
 		rec, ends, err := c.handoffRecord()
 		if err != nil {
@@ -166,20 +180,51 @@ func (m *Monitor) refuseHandoff() error {
 	if down {
 		return refuse("the monitor is shutting down")
 	}
-	m.pod.mu.Lock()
-	pause, fds := m.pod.pause != nil, m.pod.fds != nil
-	m.pod.mu.Unlock()
-	if pause {
-		return refuse("the pod's pause process (CreateNamespaces) is not carried by an upgrade yet")
-	}
-	if fds {
-		return refuse("the fd socket (StartFdSocket) is not carried by an upgrade yet")
-	}
 	m.stream.mu.Lock()
 	srv := m.stream.srv
 	m.stream.mu.Unlock()
 	if srv != nil && srv.Busy() {
 		return refuse("streaming sessions (exec, attach, port-forward) are open or pending; retry when they ended")
+	}
+	return nil
+}
+
+// podServices describes the pause process and hands over the fd socket's
+// listener; the reaper is frozen. The fd socket stops accepting (new
+// connections wait in its backlog) and is handed over only with no
+// connection open: the fds a connection sent are closed when it ends,
+// and the exec would end it.
+func (h *Handoff) podServices(ctx context.Context) error {
+	m := h.m
+	m.pod.mu.Lock()
+	ps, fds := m.pod.pause, m.pod.fds
+	m.pod.mu.Unlock()
+	if ps != nil {
+		_, subscribed := m.reaper.subs[ps.PID()]
+		pid, pidFile, paths, err := ps.Handoff(ctx, !subscribed)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
+		}
+		h.pause = &handoff.Pause{PID: pid, PIDFile: pidFile}
+		for _, p := range paths {
+			h.pause.Namespaces = append(h.pause.Namespaces, handoff.Namespace{Type: uint8(p.Type), Path: p.Path})
+		}
+	}
+	if fds != nil {
+		f, err := fds.PauseForHandoff()
+		if errors.Is(err, fdstore.ErrConnsOpen) {
+			return fmt.Errorf("%w: the fd socket (StartFdSocket) has %w: the fds they sent live only as long as they do; retry when they left",
+				ErrUpgradeRefused, err)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
+		}
+		h.fds, h.fdFile = fds, f
+		fd, err := rawFD(f)
+		if err != nil {
+			return fmt.Errorf("%w: fd socket: %w", ErrUpgradeRefused, err)
+		}
+		h.fdSocket = &handoff.FDSocket{FD: fd, Path: fds.Path()}
 	}
 	return nil
 }
@@ -299,9 +344,21 @@ func rawFD(f *os.File) (int, error) {
 // Containers returns the records of the running containers.
 func (h *Handoff) Containers() []handoff.Container { return h.records }
 
+// Pause returns the pause process's record, nil if none was started.
+func (h *Handoff) Pause() *handoff.Pause { return h.pause }
+
+// FDSocket returns the fd socket's record, nil if none was started.
+func (h *Handoff) FDSocket() *handoff.FDSocket { return h.fdSocket }
+
 // Keep clears the close-on-exec flag of every read end, so the exec'd
 // binary inherits them. Abort sets it again.
 func (h *Handoff) Keep() error {
+	if h.fdSocket != nil {
+		if _, err := unix.FcntlInt(uintptr(h.fdSocket.FD), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("keep the fd socket across exec: %w", err)
+		}
+		h.kept = append(h.kept, h.fdSocket.FD)
+	}
 	for _, r := range h.records {
 		fds := []int{r.StdoutFD, r.StderrFD}
 		if r.Stdin && r.StdinFD >= 0 {
@@ -330,6 +387,10 @@ func (h *Handoff) Abort() {
 	h.aborted = true
 	for _, fd := range h.kept {
 		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) // our own open fds: cannot fail
+	}
+	if h.fds != nil {
+		_ = h.fdFile.Close()
+		h.fds.ResumeAfterHandoff()
 	}
 	kinds := []ioloop.Stream{ioloop.Stdout, ioloop.Stderr}
 	for i, stopped := range h.stopped {
@@ -376,6 +437,9 @@ func (r *reaper) kick() {
 func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
 	// First of all, close-on-exec again on every inherited pipe, so no
 	// runtime or container we start inherits one, whatever happens below.
+	if s.FDSocket != nil {
+		unix.CloseOnExec(s.FDSocket.FD)
+	}
 	for _, rec := range s.Containers {
 		unix.CloseOnExec(rec.StdoutFD)
 		unix.CloseOnExec(rec.StderrFD)
@@ -383,7 +447,7 @@ func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
 			unix.CloseOnExec(rec.StdinFD)
 		}
 	}
-	var errs []error
+	errs := m.adoptPod(s)
 	n := 0
 	for _, rec := range s.Containers {
 		err := m.adoptOne(rec)
@@ -396,6 +460,54 @@ func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
 	}
 	m.reaper.kick()
 	return n, errors.Join(errs...)
+}
+
+// adoptPod takes over the pause process (Shutdown stops it and removes
+// its files, as for one this process started) and serves the inherited
+// fd socket.
+func (m *Monitor) adoptPod(s *UpgradeState) []error {
+	var errs []error
+	if p := s.Pause; p != nil {
+		pid := p.PID
+		if pid > 0 {
+			if err := checkOwnChild(pid); err != nil {
+				// Not ours to signal: only its files are removed at shutdown.
+				errs = append(errs, fmt.Errorf("pause process not adopted: %w", err))
+				pid = 0
+			}
+		}
+		var exited <-chan int
+		if pid > 0 {
+			exited = pauseReaper{m.reaper}.adopt(pid)
+		}
+		paths := make([]pause.Path, len(p.Namespaces))
+		for i, n := range p.Namespaces {
+			paths[i] = pause.Path{Type: pause.Namespace(n.Type), Path: n.Path}
+		}
+		inst := pause.Adopt(pid, p.PIDFile, paths, exited, m.log.With("component", "pause"))
+		m.pod.mu.Lock()
+		m.pod.pause = inst
+		m.pod.mu.Unlock()
+		m.log.Info("pause process taken over after an upgrade", "pid", pid)
+	}
+	if f := s.FDSocket; f != nil {
+		// Only a socket is taken, as only a pipe is for a container.
+		var st unix.Stat_t
+		if err := unix.Fstat(f.FD, &st); err != nil {
+			return append(errs, fmt.Errorf("fd socket not adopted: inherited fd %d: %w", f.FD, err))
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return append(errs, fmt.Errorf("fd socket not adopted: inherited fd %d is not a socket (mode %#o)", f.FD, st.Mode&unix.S_IFMT))
+		}
+		srv, err := fdstore.Adopt(os.NewFile(uintptr(f.FD), "fd-socket"), f.Path, m.log.With("component", "fd_socket"))
+		if err != nil {
+			return append(errs, fmt.Errorf("fd socket not adopted: %w", err))
+		}
+		m.pod.mu.Lock()
+		m.pod.fds = srv
+		m.pod.mu.Unlock()
+	}
+	return errs
 }
 
 // errPartial marks a container taken over without one of its sinks.

@@ -6,14 +6,20 @@ package reliability
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containers/conmon-rs/pkg/client"
+	"golang.org/x/sys/unix"
 )
 
 // waitSpan waits for a span named name at recv, with trace ID trace, and
@@ -102,5 +108,167 @@ func TestUpgradeSpanInAskersTrace(t *testing.T) {
 	c.runc(t, s, "kill", c.id, "KILL")
 	if code := c.exitCode(t); code != 137 {
 		t.Errorf("exit code %d after two upgrades", code)
+	}
+}
+
+// The pod services are carried: the pause process (CreateNamespaces) keeps
+// its PID and namespace files across upgrades, the new process answers
+// CreateNamespaces with them and tears them down at shutdown; the fd
+// socket keeps its socket (same inode: not bound again) and serves fds
+// into containers after the upgrade. A connection open on the fd socket
+// refuses the upgrade: the fds it sent live only as long as it does.
+func TestUpgradeCarriesPodServices(t *testing.T) {
+	requireRoot(t)
+	bins := upgradeBinaries(t)
+	base := t.TempDir() // created first, so removed after the daemon stops
+	cfg := serverConfig(t, runcPath(t))
+	cfg.ConmonServerPath = bins[0]
+	s := startGomon(t, cfg)
+	pod := fmt.Sprintf("gomon-upgrade-pod-%d", os.Getpid())
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+
+	resp, err := s.client.CreateNamespaces(ctx, &client.CreateNamespacesConfig{
+		Namespaces: []client.Namespace{client.NamespaceNet, client.NamespaceUTS}, BasePath: base, PodID: pod,
+	})
+	if err != nil || len(resp.Namespaces) != 5 {
+		t.Fatalf("CreateNamespaces: %v %v", resp, err)
+	}
+	netns := resp.Namespaces[2].Path
+	var held unix.Stat_t
+	if err := unix.Stat(netns, &held); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(base, "conmonrs", pod+".pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pausePID, _ := strconv.Atoi(string(raw))
+
+	remote, err := s.client.RemoteFDs(ctx) // starts the fd socket, holds a connection
+	if err != nil {
+		t.Fatalf("RemoteFDs: %v", err)
+	}
+	fdSock := filepath.Join(s.runDir, "conmon-fd.sock")
+	var sockBefore unix.Stat_t
+	if err := unix.Stat(fdSock, &sockBefore); err != nil {
+		t.Fatal(err)
+	}
+	idle := running(t, s, nil, "sleep", "1000000")
+
+	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
+	if ok || !strings.Contains(out, "the fd socket (StartFdSocket) has fd socket connections open: 1 connection(s)") {
+		t.Fatalf("upgrade with an fd socket connection open: ok=%v, %q; want a refusal naming it", ok, out)
+	}
+	if err := remote.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon notices the connection ended a little later.
+	deadline := time.Now().Add(hangGuard)
+	for {
+		out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
+		if ok || time.Now().After(deadline) || !strings.Contains(out, "fd socket connections open") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !ok {
+		t.Fatalf("upgrade with the pause process and an idle fd socket: %s", out)
+	}
+	t.Log(out)
+	if tag, pid := versionTag(t, s); tag != "upgrade-b" || pid != s.pid {
+		t.Fatalf("after the upgrade: Version tag %q pid %d", tag, pid)
+	}
+
+	// The pause process and its files are there, and the new process
+	// knows them: CreateNamespaces answers with the same files.
+	if !processExists(pausePID) {
+		t.Fatalf("pause process %d gone after the upgrade", pausePID)
+	}
+	var now unix.Stat_t
+	if err := unix.Stat(netns, &now); err != nil || now.Ino != held.Ino {
+		t.Fatalf("netns file after the upgrade: inode %d (%v), want %d", now.Ino, err, held.Ino)
+	}
+	again, err := s.client.CreateNamespaces(ctx, &client.CreateNamespacesConfig{BasePath: base, PodID: pod})
+	if err != nil || len(again.Namespaces) != 5 || again.Namespaces[2].Path != netns {
+		t.Fatalf("CreateNamespaces after the upgrade: %v %v", again, err)
+	}
+	if b, _ := os.ReadFile(pidFile); string(b) != string(raw) {
+		t.Fatalf("pause PID file after the upgrade: %q, want %q", b, raw)
+	}
+
+	// The fd socket is the same socket and passes fds into a container.
+	var sockAfter unix.Stat_t
+	if err := unix.Stat(fdSock, &sockAfter); err != nil || sockAfter.Ino != sockBefore.Ino {
+		t.Fatalf("fd socket after the upgrade: inode %d (%v), want %d (the carried socket)", sockAfter.Ino, err, sockBefore.Ino)
+	}
+	remote, err = s.client.RemoteFDs(ctx)
+	if err != nil {
+		t.Fatalf("RemoteFDs after the upgrade: %v", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots, err := remote.Send(int(r.Fd()))
+	if err != nil || len(slots) != 1 {
+		t.Fatalf("Send after the upgrade: %v %v", slots, err)
+	}
+	_ = r.Close()
+	const msg = "through the carried fd socket"
+	if _, err := w.WriteString(msg + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	c := newCtr(t, nil, "cat", "/proc/self/fd/3")
+	if err := createCtr(t, s, c, func(req *client.CreateContainerConfig) {
+		req.AdditionalFDs = slots
+		req.CommandArgs = []string{"--preserve-fds", "1"}
+	}); err != nil {
+		t.Fatalf("create with the passed fd: %v", err)
+	}
+	_ = remote.Close()
+	c.runc(t, s, "start", c.id)
+	if code := c.exitCode(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if recs, err := readCRILog(c.logPath); err != nil || len(recs) != 1 || recs[0].content != msg {
+		t.Fatalf("container read %v (%v), want %q", recs, err, msg)
+	}
+
+	// Carried a second time, by a process that adopted both.
+	deadline = time.Now().Add(hangGuard)
+	for {
+		out, ok = gomonUpgrade(t, bins[0], s.runDir, bins[0])
+		if ok || time.Now().After(deadline) || !strings.Contains(out, "fd socket connections open") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !ok {
+		t.Fatalf("second upgrade: %s", out)
+	}
+	if tag, _ := versionTag(t, s); tag != "upgrade-a" {
+		t.Fatalf("after the second upgrade: Version tag %q", tag)
+	}
+	idle.runc(t, s, "kill", idle.id, "KILL")
+	if code := idle.exitCode(t); code != 137 {
+		t.Errorf("idle container exit code %d", code)
+	}
+
+	// The new process tears the pause process and the fd socket down at
+	// shutdown, as the one that started them would.
+	s.stop(t)
+	if mounts, err := os.ReadFile("/proc/self/mountinfo"); err != nil || strings.Contains(string(mounts), base) {
+		t.Errorf("mounts under %s left after shutdown (%v)", base, err)
+	}
+	for _, p := range []string{netns, pidFile, fdSock} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after shutdown: %v", p, err)
+		}
+	}
+	if processExists(pausePID) {
+		t.Errorf("pause process %d left after shutdown", pausePID)
 	}
 }

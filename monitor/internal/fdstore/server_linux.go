@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -48,6 +49,13 @@ type Server struct {
 	ln     *net.UnixListener
 	done   chan struct{} // closed by Close; stops the accept loop's backoff
 	wg     sync.WaitGroup
+	// stopAccept, when closed, ends the accept loop that was started
+	// with it (an upgrade's handoff); acceptEnded is closed when it has.
+	// Both are replaced when the loop starts again; they are touched only
+	// by the goroutine that starts and stops the loop (Listen, Adopt,
+	// PauseForHandoff, ResumeAfterHandoff; never concurrently).
+	stopAccept  chan struct{}
+	acceptEnded chan struct{}
 	// limiter caps the connections (MaxConns); a connection counts as
 	// quiet, and gives way to a newcomer at the cap, until its first
 	// message.
@@ -93,6 +101,12 @@ func Listen(path string, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on fd socket %s: %w", path, err)
 	}
+	s := newServer(path, ln, logger)
+	logger.Debug("fd socket listening", "path", path)
+	return s, nil
+}
+
+func newServer(path string, ln *net.UnixListener, logger *slog.Logger) *Server {
 	s := &Server{
 		path:    path,
 		logger:  logger,
@@ -102,10 +116,96 @@ func Listen(path string, logger *slog.Logger) (*Server, error) {
 		conns:   make(map[*netguard.Conn]struct{}),
 		limiter: netguard.NewLimiter(MaxConns, "fd socket", logger),
 	}
+	s.startAccepting()
+	return s
+}
+
+// Adopt serves the fd socket whose listener f is (inherited across an
+// upgrade's exec, docs/upgrade.md) at path; f is closed. The store starts
+// empty: the old process handed the socket over only with no connection
+// open, so it held no fd.
+func Adopt(f *os.File, path string, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l, err := net.FileListener(f) // a dup
+	_ = f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("adopt fd socket: %w", err)
+	}
+	ln, ok := l.(*net.UnixListener)
+	if !ok || ln.Addr().Network() != "unixpacket" {
+		_ = l.Close()
+		return nil, fmt.Errorf("adopt fd socket: a %T on %s, not a seqpacket unix socket", l, l.Addr().Network())
+	}
+	ln.SetUnlinkOnClose(false) // Close removes the file itself
+	return newServer(filepath.Clean(path), ln, logger), nil
+}
+
+// ErrConnsOpen is a handoff refused because the socket has connections
+// open: the fds they parked live as long as they do, and an exec would
+// close them.
+var ErrConnsOpen = errors.New("fd socket connections open")
+
+// PauseForHandoff stops accepting, for an upgrade: connections that
+// arrive now wait in the socket's backlog, for whoever accepts next (this
+// server after ResumeAfterHandoff, or the new process after Adopt). With
+// no connection open, the store is empty (a connection's parked fds are
+// closed when it ends) and it returns a dup of the listener (close-on-exec)
+// for the exec; otherwise it resumes and returns ErrConnsOpen.
+func (s *Server) PauseForHandoff() (*os.File, error) {
+	close(s.stopAccept) // first: the Accept the deadline wakes must see it
+	_ = s.ln.SetDeadline(time.Unix(1, 0))
+	<-s.acceptEnded
+	s.mu.Lock()
+	n, closed := len(s.conns), s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("fd socket: %w", net.ErrClosed)
+	}
+	if n > 0 {
+		s.ResumeAfterHandoff()
+		return nil, fmt.Errorf("%w: %d connection(s)", ErrConnsOpen, n)
+	}
+	f, err := s.ln.File()
+	if err != nil {
+		s.ResumeAfterHandoff()
+		return nil, fmt.Errorf("fd socket listener: %w", err)
+	}
+	return f, nil
+}
+
+// ResumeAfterHandoff accepts again after PauseForHandoff.
+func (s *Server) ResumeAfterHandoff() {
+	_ = s.ln.SetDeadline(time.Time{})
+	s.startAccepting()
+}
+
+func (s *Server) startAccepting() {
+	s.stopAccept, s.acceptEnded = make(chan struct{}), make(chan struct{})
 	s.wg.Add(1)
-	go s.acceptLoop()
-	logger.Debug("fd socket listening", "path", path)
-	return s, nil
+	go s.acceptLoop(handoffListener{s.ln, s.stopAccept}, s.acceptEnded)
+}
+
+// handoffListener is the listener as the accept loop sees it: once stop
+// is closed (and the deadline PauseForHandoff sets has woken Accept), it
+// reports itself closed, so the loop ends without counting an accept
+// error.
+type handoffListener struct {
+	*net.UnixListener
+	stop <-chan struct{}
+}
+
+func (l handoffListener) Accept() (net.Conn, error) {
+	c, err := l.UnixListener.Accept()
+	if err != nil {
+		select {
+		case <-l.stop:
+			return nil, fmt.Errorf("%w: handed over", net.ErrClosed)
+		default:
+		}
+	}
+	return c, err
 }
 
 // bindLong listens on dir/name (which may be longer than sun_path) with
@@ -199,11 +299,12 @@ func (s *Server) Close() error {
 // acceptLoop accepts connections until Close, within MaxConns, and serves
 // each in its own goroutine. Accept errors (EMFILE, ...) are retried with
 // netguard's backoff.
-func (s *Server) acceptLoop() {
+func (s *Server) acceptLoop(ln net.Listener, ended chan struct{}) {
 	defer s.wg.Done()
+	defer close(ended)
 	retry := netguard.AcceptRetry{Log: s.logger, What: "fd socket"}
 	for {
-		c, err := netguard.Accept(s.ln, s.limiter, &retry, s.done)
+		c, err := netguard.Accept(ln, s.limiter, &retry, s.done)
 		if err != nil {
 			return // closed
 		}

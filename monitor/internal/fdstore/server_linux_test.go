@@ -668,3 +668,66 @@ func TestConnectionFlood(t *testing.T) {
 		t.Fatalf("served client after the second flood: %v", err)
 	}
 }
+
+// An upgrade's handoff: with a connection open the server refuses and
+// serves on; with none it stops accepting (a client that dials meanwhile
+// waits in the backlog) and hands over its listener, which Adopt serves,
+// answering that waiting client.
+func TestHandoff(t *testing.T) {
+	s, err := Listen(filepath.Join(t.TempDir(), "conmon-fd.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s.Path())
+	p := newPipes(t, 1)
+	if _, err := c.send(p.readFDs()...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PauseForHandoff(); !errors.Is(err, ErrConnsOpen) {
+		t.Fatalf("PauseForHandoff with a connection open: %v, want ErrConnsOpen", err)
+	}
+	if _, err := c.send(p.readFDs()...); err != nil { // still served
+		t.Fatalf("send after the refusal: %v", err)
+	}
+	c2 := dial(t, s.Path())
+	if _, err := c2.send(p.readFDs()...); err != nil { // and accepting
+		t.Fatalf("new connection after the refusal: %v", err)
+	}
+	_ = c.conn.Close()
+	_ = c2.conn.Close()
+	var f *os.File
+	eventually(t, "the handoff goes through once the connections ended", func() bool {
+		f, err = s.PauseForHandoff()
+		return err == nil
+	})
+	waiting := dial(t, s.Path()) // queued in the backlog
+	// The old server is abandoned (an exec would end it); the listener
+	// goes on in the adopter.
+	a, err := Adopt(f, s.Path(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	slots, err := waiting.send(p.readFDs()...)
+	if err != nil || len(slots) != 1 {
+		t.Fatalf("send through the adopted socket: %v %v", slots, err)
+	}
+	if g, err := a.Take(slots[0]); err != nil {
+		t.Fatalf("Take from the adopted store: %v", err)
+	} else {
+		_ = g.Close()
+	}
+
+	// ResumeAfterHandoff (an aborted upgrade) accepts again.
+	_ = waiting.conn.Close()
+	var f2 *os.File
+	eventually(t, "the adopted server hands off", func() bool {
+		f2, err = a.PauseForHandoff()
+		return err == nil
+	})
+	_ = f2.Close()
+	a.ResumeAfterHandoff()
+	if _, err := dial(t, s.Path()).send(p.readFDs()...); err != nil {
+		t.Fatalf("send after a resumed handoff: %v", err)
+	}
+}

@@ -55,6 +55,37 @@ type State struct {
 	TraceParent string `json:"traceparent,omitempty"`
 	// Containers are the running containers handed over.
 	Containers []Container `json:"containers"`
+	// Pause is the pod's pause process (CreateNamespaces), nil if none
+	// was started: the new process stops it at shutdown.
+	Pause *Pause `json:"pause,omitempty"`
+	// FDSocket is the fd socket (StartFdSocket), nil if none was
+	// started: its inherited listener.
+	FDSocket *FDSocket `json:"fd_socket,omitempty"`
+}
+
+// Pause is the pause process and its namespace files.
+type Pause struct {
+	// PID is the pause process, a child of the daemon; 0 when it had
+	// already exited (and was reaped): only its files are left to remove.
+	PID     int    `json:"pid"`
+	PIDFile string `json:"pid_file"`
+	// Namespaces are the bind-mounted namespace files, in the order ipc,
+	// pid, net, user, uts (type 0 to 4).
+	Namespaces []Namespace `json:"namespaces"`
+}
+
+// Namespace is one namespace file of the pause process.
+type Namespace struct {
+	Type uint8  `json:"type"`
+	Path string `json:"path"`
+}
+
+// FDSocket is the fd socket's listener. The fds it stores live only as
+// long as the connection that sent them, and the old process refuses an
+// upgrade while one is open: there are none to carry.
+type FDSocket struct {
+	FD   int    `json:"fd"`
+	Path string `json:"path"`
 }
 
 // Container is one running container.
@@ -204,6 +235,24 @@ func (s *State) validate() error {
 	if s.ControlFD != -1 {
 		if err := use(s.ControlFD, "control connection"); err != nil {
 			return err
+		}
+	}
+	if p := s.Pause; p != nil {
+		if p.PID < 0 || len(p.Namespaces) > 5 {
+			return fmt.Errorf("pause process: pid %d, %d namespace files", p.PID, len(p.Namespaces))
+		}
+		for _, n := range p.Namespaces {
+			if n.Type > 4 || n.Path == "" {
+				return fmt.Errorf("pause process: namespace file %d %q", n.Type, n.Path)
+			}
+		}
+	}
+	if f := s.FDSocket; f != nil {
+		if err := use(f.FD, "fd socket"); err != nil {
+			return err
+		}
+		if f.Path == "" {
+			return errors.New("fd socket without a path")
 		}
 	}
 	ids := map[string]bool{}

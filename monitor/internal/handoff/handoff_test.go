@@ -16,6 +16,8 @@ func valid() *State {
 			LogDrivers: []Log{{Type: 0, Path: "/log/a"}, {Type: 2}},
 			Attach:     []Attach{{Path: "/run/attach", StopAfterStdinEOF: true}},
 		}},
+		Pause:    &Pause{PID: 99, PIDFile: "/run/conmonrs/p.pid", Namespaces: []Namespace{{Type: 2, Path: "/run/netns/p"}}},
+		FDSocket: &FDSocket{FD: 8, Path: "/run/pod/conmon-fd.sock"},
 	}
 }
 
@@ -29,7 +31,8 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.Schema != Schema || len(s.Containers) != 1 || s.Containers[0].Attach[0].Path != "/run/attach" ||
-		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" {
+		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" || s.Pause.PID != 99 || s.Pause.Namespaces[0].Path != "/run/netns/p" ||
+		s.FDSocket.FD != 8 {
 		t.Fatalf("round trip: %+v", s)
 	}
 }
@@ -48,14 +51,16 @@ func TestDecodeRefuses(t *testing.T) {
 		schema bool
 		says   string
 	}{
-		"newer schema":   {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, Schema+1), 1), true, fmt.Sprintf("schema %d", Schema+1)},
-		"no schema":      {strings.Replace(rec, schema+",", ``, 1), true, "schema none"},
-		"unknown field":  {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
-		"fd twice":       {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
-		"stdin fd twice": {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
-		"stdio fd":       {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
-		"zero pid":       {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
-		"not json":       {"{", false, "decode"},
+		"newer schema":    {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, Schema+1), 1), true, fmt.Sprintf("schema %d", Schema+1)},
+		"no schema":       {strings.Replace(rec, schema+",", ``, 1), true, "schema none"},
+		"unknown field":   {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
+		"fd twice":        {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
+		"stdin fd twice":  {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
+		"stdio fd":        {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
+		"zero pid":        {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
+		"fd socket twice": {strings.Replace(rec, `"fd":8`, `"fd":5`, 1), false, "fd 5"},
+		"namespace type":  {strings.Replace(rec, `"type":2,"path":"/run/netns/p"`, `"type":7,"path":"/run/netns/p"`, 1), false, "namespace file 7"},
+		"not json":        {"{", false, "decode"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.rec))

@@ -163,6 +163,7 @@ func (d *Daemon) Upgrade(req Request, ctrl *net.UnixConn) Result {
 		From: d.Version, StartPath: d.Binary, ListenerFD: rawFD(lf), ControlFD: -1,
 		PausedAt: pausedAt.UnixNano(), Containers: h.Containers(),
 		TraceParent: ValidTraceParent(req.TraceParent),
+		Pause:       h.Pause(), FDSocket: h.FDSocket(),
 	}
 	var cf *os.File
 	if ctrl != nil {
