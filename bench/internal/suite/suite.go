@@ -67,6 +67,10 @@ type Params struct {
 	WorkQuiet  time.Duration
 	// NodeScenario is the node-scale measure's pods at idle (node).
 	NodeScenario []Scenario
+	// UpgradeReps upgrades in place of one pod per UpgradeContainers
+	// count of idle containers (upgrade.go).
+	UpgradeReps       int
+	UpgradeContainers []int
 }
 
 // QuickParams is a smoke run of about a minute.
@@ -82,11 +86,13 @@ func QuickParams() Params {
 		TraceLogReps: 1,
 		// 1 s of ticks.
 		NeighbourReps: 1, NeighbourTicks: 100,
-		RateCostReps: 1,
-		WorkCycles:   20,
-		WorkExecs:    20,
-		WorkQuiet:    5 * time.Second,
-		NodeScenario: []Scenario{{5, 1}, {2, 5}},
+		RateCostReps:      1,
+		WorkCycles:        20,
+		WorkExecs:         20,
+		WorkQuiet:         5 * time.Second,
+		NodeScenario:      []Scenario{{5, 1}, {2, 5}},
+		UpgradeReps:       3,
+		UpgradeContainers: []int{1, 10},
 	}
 }
 
@@ -109,7 +115,9 @@ func FullParams() Params {
 		WorkExecs:    1000,
 		WorkQuiet:    time.Minute,
 		// 110 pods of one container: the kubelet's default pod limit.
-		NodeScenario: []Scenario{{110, 1}, {20, 5}},
+		NodeScenario:      []Scenario{{110, 1}, {20, 5}},
+		UpgradeReps:       15,
+		UpgradeContainers: []int{1, 10, 50},
 	}
 }
 
@@ -123,7 +131,8 @@ type Config struct {
 	Golisten string
 	Logger   *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing, neighbour, ratecost, metrics, workingpod, node); empty
+	// logs, tracing, neighbour, ratecost, metrics, workingpod, node,
+	// upgrade); empty
 	// means all.
 	Only map[string]bool
 	// Sources maps "gomon" and "conmon" to the binaries the private copies
@@ -183,6 +192,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"metrics", h.metrics},
 		{"workingpod", h.workingPod},
 		{"node", h.nodeScale},
+		{"upgrade", h.upgradePause},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {
