@@ -199,6 +199,12 @@ func runUpgrade(cfg *cli.Config) int {
 		if dirs, err = upgrade.FindAll(serverRunDir); err != nil {
 			return fail(err)
 		}
+		if u.List {
+			for _, d := range dirs {
+				fmt.Println(d)
+			}
+			return 0
+		}
 		if len(dirs) == 0 {
 			fmt.Println("no upgradable gomon daemon found")
 			return 0

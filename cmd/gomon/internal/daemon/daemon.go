@@ -339,11 +339,13 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 			trace.WithTimestamp(pausedAt), trace.WithAttributes(
 				attribute.String("from", adopted.From), attribute.String("to", adopted.To),
 				attribute.Int64("pause_us", adopted.PauseMicros), attribute.Int("containers", adopted.Containers),
+				attribute.Int("pid", os.Getpid()), attribute.String("run_dir", opts.RunDir),
 				attribute.Int("handed_over", len(in.State.Containers))))
 		if adopted.Warning != "" {
 			span.SetStatus(codes.Error, adopted.Warning)
 		}
 		span.End()
+		tracing.FlushSoon() // an operator waits for it, not for the next batch
 		log.Info("upgrade complete", "from", adopted.From, "to", adopted.To, "pause", time.Duration(adopted.PauseMicros)*time.Microsecond,
 			"containers", adopted.Containers, "warning", adopted.Warning)
 		if err := upgrade.Answer(in.Control, adopted); err != nil {
