@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,6 +75,16 @@ func TestUpgradeSpanInAskersTrace(t *testing.T) {
 			t.Fatalf("gomon upgrade %v: %v: %s", args, err, out)
 		}
 		t.Log(strings.TrimSpace(string(out)))
+	}
+
+	// `--all --list` finds this daemon (and upgrades nothing: other
+	// daemons on a shared test machine are not this test's).
+	list, err := exec.Command(bins[0], "upgrade", "--all", "--list").Output()
+	if err != nil || !slices.Contains(strings.Fields(string(list)), s.runDir) {
+		t.Fatalf("gomon upgrade --all --list: %v: %q, want %s among them", err, list, s.runDir)
+	}
+	if tag, _ := versionTag(t, s); tag != "upgrade-a" {
+		t.Fatalf("--list upgraded: Version tag %q", tag)
 	}
 
 	// TRACEPARENT alone: the upgrade span is its child.
@@ -158,7 +169,7 @@ func TestUpgradeCarriesPodServices(t *testing.T) {
 	idle := running(t, s, nil, "sleep", "1000000")
 
 	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
-	if ok || !strings.Contains(out, "the fd socket (StartFdSocket) has fd socket connections open: 1 connection(s)") {
+	if ok || !strings.Contains(out, "the fd socket (StartFdSocket) has 1 connection(s) open") {
 		t.Fatalf("upgrade with an fd socket connection open: ok=%v, %q; want a refusal naming it", ok, out)
 	}
 	if err := remote.Close(); err != nil {
@@ -168,7 +179,7 @@ func TestUpgradeCarriesPodServices(t *testing.T) {
 	deadline := time.Now().Add(hangGuard)
 	for {
 		out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
-		if ok || time.Now().After(deadline) || !strings.Contains(out, "fd socket connections open") {
+		if ok || time.Now().After(deadline) || !strings.Contains(out, "the fd socket (StartFdSocket) has") {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -241,7 +252,7 @@ func TestUpgradeCarriesPodServices(t *testing.T) {
 	deadline = time.Now().Add(hangGuard)
 	for {
 		out, ok = gomonUpgrade(t, bins[0], s.runDir, bins[0])
-		if ok || time.Now().After(deadline) || !strings.Contains(out, "fd socket connections open") {
+		if ok || time.Now().After(deadline) || !strings.Contains(out, "the fd socket (StartFdSocket) has") {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

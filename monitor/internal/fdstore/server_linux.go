@@ -145,7 +145,7 @@ func Adopt(f *os.File, path string, logger *slog.Logger) (*Server, error) {
 // ErrConnsOpen is a handoff refused because the socket has connections
 // open: the fds they parked live as long as they do, and an exec would
 // close them.
-var ErrConnsOpen = errors.New("fd socket connections open")
+var ErrConnsOpen = errors.New("connection(s) open")
 
 // PauseForHandoff stops accepting, for an upgrade: connections that
 // arrive now wait in the socket's backlog, for whoever accepts next (this
@@ -165,7 +165,7 @@ func (s *Server) PauseForHandoff() (*os.File, error) {
 	}
 	if n > 0 {
 		s.ResumeAfterHandoff()
-		return nil, fmt.Errorf("%w: %d connection(s)", ErrConnsOpen, n)
+		return nil, fmt.Errorf("%d %w", n, ErrConnsOpen)
 	}
 	f, err := s.ln.File()
 	if err != nil {
