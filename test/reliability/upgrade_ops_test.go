@@ -283,3 +283,58 @@ func TestUpgradeCarriesPodServices(t *testing.T) {
 		t.Errorf("pause process %d left after shutdown", pausePID)
 	}
 }
+
+// A pause process that died before the upgrade (and was reaped) is
+// carried as gone: the upgrade goes through, and the new process still
+// removes its namespace files and PID file at shutdown.
+func TestUpgradeCarriesADeadPauseProcess(t *testing.T) {
+	requireRoot(t)
+	bins := upgradeBinaries(t)
+	base := t.TempDir()
+	cfg := serverConfig(t, runcPath(t))
+	cfg.ConmonServerPath = bins[0]
+	s := startGomon(t, cfg)
+	pod := fmt.Sprintf("gomon-upgrade-deadpod-%d", os.Getpid())
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	resp, err := s.client.CreateNamespaces(ctx, &client.CreateNamespacesConfig{
+		Namespaces: []client.Namespace{client.NamespaceUTS}, BasePath: base, PodID: pod,
+	})
+	if err != nil || len(resp.Namespaces) != 5 {
+		t.Fatalf("CreateNamespaces: %v %v", resp, err)
+	}
+	pidFile := filepath.Join(base, "conmonrs", pod+".pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pausePID, _ := strconv.Atoi(string(raw))
+	if err := unix.Kill(pausePID, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Reaped by the daemon: its /proc entry goes.
+	for deadline := time.Now().Add(hangGuard); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pausePID)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pause process %d not reaped", pausePID)
+		}
+	}
+	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
+	if !ok {
+		t.Fatalf("upgrade with a dead pause process: %s", out)
+	}
+	if tag, _ := versionTag(t, s); tag != "upgrade-b" {
+		t.Fatalf("after the upgrade: Version tag %q", tag)
+	}
+	s.stop(t)
+	for _, ns := range resp.Namespaces {
+		if _, err := os.Lstat(ns.Path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after shutdown: %v", ns.Path, err)
+		}
+	}
+	if _, err := os.Lstat(pidFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left after shutdown: %v", pidFile, err)
+	}
+}
