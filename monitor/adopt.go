@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
@@ -71,20 +72,19 @@ type Handoff struct {
 	kept    []int // fds whose close-on-exec flag Keep cleared
 	aborted bool
 	// pause and fdSocket are the pod services' records (nil if not
-	// started); fdFile is the fd socket's listener, a dup, and fds its
-	// server, paused until Abort.
-	pause    *handoff.Pause
-	fdSocket *handoff.FDSocket
-	fdFile   *os.File
-	fds      *fdstore.Server
+	// started); fdHandoff is what the fd socket's server fds hands over
+	// (dups of its listener and connections; it is paused until Abort).
+	pause     *handoff.Pause
+	fdSocket  *handoff.FDSocket
+	fdHandoff *fdstore.Handoff
+	fds       *fdstore.Server
 }
 
 // PrepareHandoff freezes the monitor and describes its running
 // containers and pod services. It refuses (ErrUpgradeRefused, monitor
 // unchanged) when the monitor holds what an upgrade does not carry yet: a
 // terminal, leaked fds, an output copy for an embedder, an attach client,
-// a connection open on the fd socket, a streaming session, a create in
-// flight. A container whose exit is being recorded is waited for, within
+// a streaming session, a create in flight. A container whose exit is being recorded is waited for, within
 // ctx; so is the pause process's.
 //
 // On success the reaper is stopped (exits stay zombies) and every read
@@ -189,11 +189,11 @@ func (m *Monitor) refuseHandoff() error {
 	return nil
 }
 
-// podServices describes the pause process and hands over the fd socket's
-// listener; the reaper is frozen. The fd socket stops accepting (new
-// connections wait in its backlog) and is handed over only with no
-// connection open: the fds a connection sent are closed when it ends,
-// and the exec would end it.
+// podServices describes the pause process and hands over the fd socket;
+// the reaper is frozen. The fd socket stops accepting (new connections
+// wait in its backlog) and parks its connections, which are handed over
+// with the fds they stored: a stored fd lives as long as the connection
+// that sent it.
 func (h *Handoff) podServices(ctx context.Context) error {
 	m := h.m
 	m.pod.mu.Lock()
@@ -211,20 +211,30 @@ func (h *Handoff) podServices(ctx context.Context) error {
 		}
 	}
 	if fds != nil {
-		f, err := fds.PauseForHandoff()
-		if errors.Is(err, fdstore.ErrConnsOpen) {
-			return fmt.Errorf("%w: the fd socket (StartFdSocket) has %w: the fds they sent live only as long as they do; retry when they left",
-				ErrUpgradeRefused, err)
-		}
+		fh, err := fds.PauseForHandoff()
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
 		}
-		h.fds, h.fdFile = fds, f
-		fd, err := rawFD(f)
-		if err != nil {
+		h.fds, h.fdHandoff = fds, fh
+		rec := &handoff.FDSocket{Path: fds.Path(), Last: fh.Last}
+		if rec.FD, err = rawFD(fh.Listener); err != nil {
 			return fmt.Errorf("%w: fd socket: %w", ErrUpgradeRefused, err)
 		}
-		h.fdSocket = &handoff.FDSocket{FD: fd, Path: fds.Path()}
+		for _, c := range fh.Conns {
+			rc := handoff.FDConn{}
+			if rc.FD, err = rawFD(c.Conn); err != nil {
+				return fmt.Errorf("%w: fd socket connection: %w", ErrUpgradeRefused, err)
+			}
+			for _, sl := range c.Slots {
+				fd, err := rawFD(sl.File)
+				if err != nil {
+					return fmt.Errorf("%w: fd socket slot %d: %w", ErrUpgradeRefused, sl.Slot, err)
+				}
+				rc.Slots = append(rc.Slots, handoff.FDSlot{Slot: sl.Slot, FD: fd})
+			}
+			rec.Conns = append(rec.Conns, rc)
+		}
+		h.fdSocket = rec
 	}
 	return nil
 }
@@ -353,11 +363,11 @@ func (h *Handoff) FDSocket() *handoff.FDSocket { return h.fdSocket }
 // Keep clears the close-on-exec flag of every read end, so the exec'd
 // binary inherits them. Abort sets it again.
 func (h *Handoff) Keep() error {
-	if h.fdSocket != nil {
-		if _, err := unix.FcntlInt(uintptr(h.fdSocket.FD), unix.F_SETFD, 0); err != nil {
-			return fmt.Errorf("keep the fd socket across exec: %w", err)
+	for _, fd := range h.fdSocket.FDs() {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("keep the fd socket's fd %d across exec: %w", fd, err)
 		}
-		h.kept = append(h.kept, h.fdSocket.FD)
+		h.kept = append(h.kept, fd)
 	}
 	for _, r := range h.records {
 		fds := []int{r.StdoutFD, r.StderrFD}
@@ -389,7 +399,7 @@ func (h *Handoff) Abort() {
 		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) // our own open fds: cannot fail
 	}
 	if h.fds != nil {
-		_ = h.fdFile.Close()
+		h.fdHandoff.Close()
 		h.fds.ResumeAfterHandoff()
 	}
 	kinds := []ioloop.Stream{ioloop.Stdout, ioloop.Stderr}
@@ -437,8 +447,8 @@ func (r *reaper) kick() {
 func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
 	// First of all, close-on-exec again on every inherited pipe, so no
 	// runtime or container we start inherits one, whatever happens below.
-	if s.FDSocket != nil {
-		unix.CloseOnExec(s.FDSocket.FD)
+	for _, fd := range s.FDSocket.FDs() {
+		unix.CloseOnExec(fd)
 	}
 	for _, rec := range s.Containers {
 		unix.CloseOnExec(rec.StdoutFD)
@@ -491,23 +501,60 @@ func (m *Monitor) adoptPod(s *UpgradeState) []error {
 		m.log.Info("pause process taken over after an upgrade", "pid", pid)
 	}
 	if f := s.FDSocket; f != nil {
-		// Only a socket is taken, as only a pipe is for a container.
-		var st unix.Stat_t
-		if err := unix.Fstat(f.FD, &st); err != nil {
-			return append(errs, fmt.Errorf("fd socket not adopted: inherited fd %d: %w", f.FD, err))
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-			return append(errs, fmt.Errorf("fd socket not adopted: inherited fd %d is not a socket (mode %#o)", f.FD, st.Mode&unix.S_IFMT))
-		}
-		srv, err := fdstore.Adopt(os.NewFile(uintptr(f.FD), "fd-socket"), f.Path, m.log.With("component", "fd_socket"))
+		srv, err := adoptFDSocket(f, m.log.With("component", "fd_socket"))
 		if err != nil {
-			return append(errs, fmt.Errorf("fd socket not adopted: %w", err))
+			errs = append(errs, err)
 		}
-		m.pod.mu.Lock()
-		m.pod.fds = srv
-		m.pod.mu.Unlock()
+		if srv != nil {
+			m.pod.mu.Lock()
+			m.pod.fds = srv
+			m.pod.mu.Unlock()
+		}
 	}
 	return errs
+}
+
+// adoptFDSocket serves the fd socket of a record: its listener, and its
+// connections with their stored fds. Only sockets are taken as the
+// listener and connections, as only pipes are for a container; a
+// connection that cannot be taken ends (its fds are closed, as at its
+// end). The server is nil when the listener could not be taken.
+func adoptFDSocket(f *handoff.FDSocket, log *slog.Logger) (*fdstore.Server, error) {
+	isSocket := func(fd int) error {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("inherited fd %d: %w", fd, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return fmt.Errorf("inherited fd %d is not a socket (mode %#o)", fd, st.Mode&unix.S_IFMT)
+		}
+		return nil
+	}
+	if err := isSocket(f.FD); err != nil {
+		return nil, fmt.Errorf("fd socket not adopted: %w", err)
+	}
+	var errs []error
+	var conns []fdstore.HandoffConn
+	for _, c := range f.Conns {
+		hc := fdstore.HandoffConn{}
+		for _, sl := range c.Slots {
+			hc.Slots = append(hc.Slots, fdstore.HandoffSlot{Slot: sl.Slot, File: os.NewFile(uintptr(sl.FD), "fd-socket")})
+		}
+		if err := isSocket(c.FD); err != nil {
+			errs = append(errs, fmt.Errorf("fd socket connection not adopted: %w", err))
+			for _, sl := range hc.Slots {
+				_ = sl.File.Close()
+			}
+			continue
+		}
+		hc.Conn = os.NewFile(uintptr(c.FD), "fd-socket-conn")
+		conns = append(conns, hc)
+	}
+	srv, err := fdstore.Adopt(os.NewFile(uintptr(f.FD), "fd-socket"), f.Path, conns, f.Last, log)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("fd socket taken over in part: %w", err))
+	}
+	return srv, errors.Join(errs...)
 }
 
 // errPartial marks a container taken over without one of its sinks.

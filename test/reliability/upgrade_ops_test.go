@@ -125,9 +125,10 @@ func TestUpgradeSpanInAskersTrace(t *testing.T) {
 // The pod services are carried: the pause process (CreateNamespaces) keeps
 // its PID and namespace files across upgrades, the new process answers
 // CreateNamespaces with them and tears them down at shutdown; the fd
-// socket keeps its socket (same inode: not bound again) and serves fds
-// into containers after the upgrade. A connection open on the fd socket
-// refuses the upgrade: the fds it sent live only as long as it does.
+// socket keeps its socket (same inode: not bound again) and a connection
+// held open across the upgrades with the fds it stored: one goes into a
+// container after the upgrade, the connection stores more, and when it
+// ends the new process closes what nobody took.
 func TestUpgradeCarriesPodServices(t *testing.T) {
 	requireRoot(t)
 	bins := upgradeBinaries(t)
@@ -157,35 +158,41 @@ func TestUpgradeCarriesPodServices(t *testing.T) {
 	}
 	pausePID, _ := strconv.Atoi(string(raw))
 
-	remote, err := s.client.RemoteFDs(ctx) // starts the fd socket, holds a connection
+	// The fd socket, with a connection held open across both upgrades
+	// and fds stored on it: A is taken after the first upgrade, B and C
+	// (sent after it) never are.
+	remote, err := s.client.RemoteFDs(ctx) // starts the fd socket
 	if err != nil {
 		t.Fatalf("RemoteFDs: %v", err)
 	}
+	defer func() { _ = remote.Close() }()
 	fdSock := filepath.Join(s.runDir, "conmon-fd.sock")
 	var sockBefore unix.Stat_t
 	if err := unix.Stat(fdSock, &sockBefore); err != nil {
 		t.Fatal(err)
 	}
+	var writers [3]*os.File
+	send := func(i int) client.RemoteFD {
+		t.Helper()
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		writers[i] = w
+		t.Cleanup(func() { _ = w.Close() })
+		slots, err := remote.Send(int(r.Fd()))
+		_ = r.Close() // the daemon holds it now
+		if err != nil || len(slots) != 1 {
+			t.Fatalf("Send pipe %d: %v %v", i, slots, err)
+		}
+		return slots[0]
+	}
+	slotA, slotB := send(0), send(1)
 	idle := running(t, s, nil, "sleep", "1000000")
 
 	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
-	if ok || !strings.Contains(out, "the fd socket (StartFdSocket) has 1 connection(s) open") {
-		t.Fatalf("upgrade with an fd socket connection open: ok=%v, %q; want a refusal naming it", ok, out)
-	}
-	if err := remote.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// The daemon notices the connection ended a little later.
-	deadline := time.Now().Add(hangGuard)
-	for {
-		out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
-		if ok || time.Now().After(deadline) || !strings.Contains(out, "the fd socket (StartFdSocket) has") {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	if !ok {
-		t.Fatalf("upgrade with the pause process and an idle fd socket: %s", out)
+		t.Fatalf("upgrade with the pause process and an fd socket connection holding fds: %s", out)
 	}
 	t.Log(out)
 	if tag, pid := versionTag(t, s); tag != "upgrade-b" || pid != s.pid {
@@ -209,37 +216,24 @@ func TestUpgradeCarriesPodServices(t *testing.T) {
 		t.Fatalf("pause PID file after the upgrade: %q, want %q", b, raw)
 	}
 
-	// The fd socket is the same socket and passes fds into a container.
+	// The fd socket is the same socket; the fd stored before the upgrade
+	// goes into a container; the held connection stores more.
 	var sockAfter unix.Stat_t
 	if err := unix.Stat(fdSock, &sockAfter); err != nil || sockAfter.Ino != sockBefore.Ino {
 		t.Fatalf("fd socket after the upgrade: inode %d (%v), want %d (the carried socket)", sockAfter.Ino, err, sockBefore.Ino)
 	}
-	remote, err = s.client.RemoteFDs(ctx)
-	if err != nil {
-		t.Fatalf("RemoteFDs after the upgrade: %v", err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
+	const msg = "stored before the upgrade"
+	if _, err := writers[0].WriteString(msg + "\n"); err != nil {
 		t.Fatal(err)
 	}
-	slots, err := remote.Send(int(r.Fd()))
-	if err != nil || len(slots) != 1 {
-		t.Fatalf("Send after the upgrade: %v %v", slots, err)
-	}
-	_ = r.Close()
-	const msg = "through the carried fd socket"
-	if _, err := w.WriteString(msg + "\n"); err != nil {
-		t.Fatal(err)
-	}
-	_ = w.Close()
+	_ = writers[0].Close()
 	c := newCtr(t, nil, "cat", "/proc/self/fd/3")
 	if err := createCtr(t, s, c, func(req *client.CreateContainerConfig) {
-		req.AdditionalFDs = slots
+		req.AdditionalFDs = []client.RemoteFD{slotA}
 		req.CommandArgs = []string{"--preserve-fds", "1"}
 	}); err != nil {
-		t.Fatalf("create with the passed fd: %v", err)
+		t.Fatalf("create with the fd stored before the upgrade: %v", err)
 	}
-	_ = remote.Close()
 	c.runc(t, s, "start", c.id)
 	if code := c.exitCode(t); code != 0 {
 		t.Fatalf("exit code %d", code)
@@ -247,18 +241,30 @@ func TestUpgradeCarriesPodServices(t *testing.T) {
 	if recs, err := readCRILog(c.logPath); err != nil || len(recs) != 1 || recs[0].content != msg {
 		t.Fatalf("container read %v (%v), want %q", recs, err, msg)
 	}
+	if slotC := send(2); slotC != slotB+1 {
+		t.Errorf("slot on the carried connection: %d, want %d (the counter goes on)", slotC, slotB+1)
+	}
 
 	// Carried a second time, by a process that adopted both.
-	deadline = time.Now().Add(hangGuard)
-	for {
-		out, ok = gomonUpgrade(t, bins[0], s.runDir, bins[0])
-		if ok || time.Now().After(deadline) || !strings.Contains(out, "the fd socket (StartFdSocket) has") {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	out, ok = gomonUpgrade(t, bins[0], s.runDir, bins[0])
 	if !ok {
 		t.Fatalf("second upgrade: %s", out)
+	}
+	// The connection ends: the process that took it over twice closes
+	// the fds it stored and nobody took.
+	_ = remote.Close()
+	for _, i := range []int{1, 2} {
+		deadline := time.Now().Add(hangGuard)
+		for {
+			_, err := writers[i].Write([]byte("x"))
+			if errors.Is(err, unix.EPIPE) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the fd of pipe %d, stored on a connection that ended, is still held (%v)", i, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	if tag, _ := versionTag(t, s); tag != "upgrade-a" {
 		t.Fatalf("after the second upgrade: Version tag %q", tag)

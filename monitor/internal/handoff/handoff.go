@@ -80,12 +80,43 @@ type Namespace struct {
 	Path string `json:"path"`
 }
 
-// FDSocket is the fd socket's listener. The fds it stores live only as
-// long as the connection that sent them, and the old process refuses an
-// upgrade while one is open: there are none to carry.
+// FDSocket is the fd socket: its listener, its open connections with
+// the fds they stored (a stored fd lives as long as the connection that
+// sent it) and the slot counter.
 type FDSocket struct {
+	FD    int      `json:"fd"`
+	Path  string   `json:"path"`
+	Last  uint64   `json:"last_slot,omitempty"`
+	Conns []FDConn `json:"conns,omitempty"`
+}
+
+// FDs returns every fd the record names (none for a nil record): the
+// listener, the connections and the stored fds.
+func (f *FDSocket) FDs() []int {
+	if f == nil {
+		return nil
+	}
+	fds := []int{f.FD}
+	for _, c := range f.Conns {
+		fds = append(fds, c.FD)
+		for _, sl := range c.Slots {
+			fds = append(fds, sl.FD)
+		}
+	}
+	return fds
+}
+
+// FDConn is one open connection of the fd socket and the fds it stored
+// that nobody took yet.
+type FDConn struct {
+	FD    int      `json:"fd"`
+	Slots []FDSlot `json:"slots,omitempty"`
+}
+
+// FDSlot is one stored fd and its slot.
+type FDSlot struct {
+	Slot uint64 `json:"slot"`
 	FD   int    `json:"fd"`
-	Path string `json:"path"`
 }
 
 // Container is one running container.
@@ -253,6 +284,21 @@ func (s *State) validate() error {
 		}
 		if f.Path == "" {
 			return errors.New("fd socket without a path")
+		}
+		slots := map[uint64]bool{}
+		for i, c := range f.Conns {
+			if err := use(c.FD, fmt.Sprintf("fd socket connection %d", i)); err != nil {
+				return err
+			}
+			for _, sl := range c.Slots {
+				if slots[sl.Slot] {
+					return fmt.Errorf("fd socket slot %d stored twice", sl.Slot)
+				}
+				slots[sl.Slot] = true
+				if err := use(sl.FD, fmt.Sprintf("fd socket slot %d", sl.Slot)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	ids := map[string]bool{}

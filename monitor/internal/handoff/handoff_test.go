@@ -16,8 +16,9 @@ func valid() *State {
 			LogDrivers: []Log{{Type: 0, Path: "/log/a"}, {Type: 2}},
 			Attach:     []Attach{{Path: "/run/attach", StopAfterStdinEOF: true}},
 		}},
-		Pause:    &Pause{PID: 99, PIDFile: "/run/conmonrs/p.pid", Namespaces: []Namespace{{Type: 2, Path: "/run/netns/p"}}},
-		FDSocket: &FDSocket{FD: 8, Path: "/run/pod/conmon-fd.sock"},
+		Pause: &Pause{PID: 99, PIDFile: "/run/conmonrs/p.pid", Namespaces: []Namespace{{Type: 2, Path: "/run/netns/p"}}},
+		FDSocket: &FDSocket{FD: 8, Path: "/run/pod/conmon-fd.sock", Last: 4,
+			Conns: []FDConn{{FD: 9, Slots: []FDSlot{{Slot: 3, FD: 10}, {Slot: 4, FD: 11}}}}},
 	}
 }
 
@@ -32,7 +33,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if s.Schema != Schema || len(s.Containers) != 1 || s.Containers[0].Attach[0].Path != "/run/attach" ||
 		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" || s.Pause.PID != 99 || s.Pause.Namespaces[0].Path != "/run/netns/p" ||
-		s.FDSocket.FD != 8 {
+		s.FDSocket.FD != 8 || s.FDSocket.Conns[0].Slots[1].FD != 11 || len(s.FDSocket.FDs()) != 4 {
 		t.Fatalf("round trip: %+v", s)
 	}
 }
@@ -59,6 +60,8 @@ func TestDecodeRefuses(t *testing.T) {
 		"stdio fd":        {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
 		"zero pid":        {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
 		"fd socket twice": {strings.Replace(rec, `"fd":8`, `"fd":5`, 1), false, "fd 5"},
+		"stored fd twice": {strings.Replace(rec, `"slot":4,"fd":11`, `"slot":4,"fd":9`, 1), false, "fd 9"},
+		"slot twice":      {strings.Replace(rec, `"slot":4,`, `"slot":3,`, 1), false, "slot 3 stored twice"},
 		"namespace type":  {strings.Replace(rec, `"type":2,"path":"/run/netns/p"`, `"type":7,"path":"/run/netns/p"`, 1), false, "namespace file 7"},
 		"not json":        {"{", false, "decode"},
 	} {
