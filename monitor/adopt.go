@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
@@ -15,7 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/fdstore"
 	"github.com/gomon-dev/gomon/monitor/internal/handoff"
+	"github.com/gomon-dev/gomon/monitor/internal/pause"
 )
 
 // Upgrade in place (docs/upgrade.md): the daemon execs a new gomon binary
@@ -68,15 +71,22 @@ type Handoff struct {
 	stopped [][]bool
 	kept    []int // fds whose close-on-exec flag Keep cleared
 	aborted bool
+	// pause and fdSocket are the pod services' records (nil if not
+	// started); fdHandoff is what the fd socket's server fds hands over
+	// (dups of its listener and connections; it is paused until Abort).
+	pause     *handoff.Pause
+	fdSocket  *handoff.FDSocket
+	fdHandoff *fdstore.Handoff
+	fds       *fdstore.Server
 }
 
 // PrepareHandoff freezes the monitor and describes its running
-// containers and the tombstones of its exited ones. It refuses
-// (ErrUpgradeRefused, monitor unchanged) when the monitor holds what an
-// upgrade does not carry yet: an output copy for an embedder, an attach
-// client, the pause process, the fd socket, a streaming session, a create
-// in flight. A container whose exit is being recorded is waited for,
-// within ctx.
+// containers, the tombstones of its exited ones and its pod services
+// (the pause process, the fd socket). It refuses (ErrUpgradeRefused,
+// monitor unchanged) when the monitor holds what an upgrade does not
+// carry yet: an output copy for an embedder, an attach client, a
+// streaming session, a create in flight. A container whose exit is being
+// recorded is waited for, within ctx; so is the pause process's.
 //
 // On success the reaper is stopped (exits stay zombies) and every read
 // loop has written out what it read and stopped, leaving the rest in its
@@ -119,6 +129,10 @@ func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
 		}
 	}
 	// From here Abort undoes.
+	if err := h.podServices(ctx); err != nil {
+		h.Abort()
+		return nil, err
+	}
 	for _, c := range h.containers {
 		rec, err := c.handoffRecord()
 		if err != nil {
@@ -169,20 +183,61 @@ func (m *Monitor) refuseHandoff() error {
 	if down {
 		return refuse("the monitor is shutting down")
 	}
-	m.pod.mu.Lock()
-	pause, fds := m.pod.pause != nil, m.pod.fds != nil
-	m.pod.mu.Unlock()
-	if pause {
-		return refuse("the pod's pause process (CreateNamespaces) is not carried by an upgrade yet")
-	}
-	if fds {
-		return refuse("the fd socket (StartFdSocket) is not carried by an upgrade yet")
-	}
 	m.stream.mu.Lock()
 	srv := m.stream.srv
 	m.stream.mu.Unlock()
 	if srv != nil && srv.Busy() {
 		return refuse("streaming sessions (exec, attach, port-forward) are open or pending; retry when they ended")
+	}
+	return nil
+}
+
+// podServices describes the pause process and hands over the fd socket;
+// the reaper is frozen. The fd socket stops accepting (new connections
+// wait in its backlog) and parks its connections, which are handed over
+// with the fds they stored: a stored fd lives as long as the connection
+// that sent it.
+func (h *Handoff) podServices(ctx context.Context) error {
+	m := h.m
+	m.pod.mu.Lock()
+	ps, fds := m.pod.pause, m.pod.fds
+	m.pod.mu.Unlock()
+	if ps != nil {
+		_, subscribed := m.reaper.subs[ps.PID()]
+		pid, pidFile, paths, err := ps.Handoff(ctx, !subscribed)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
+		}
+		h.pause = &handoff.Pause{PID: pid, PIDFile: pidFile}
+		for _, p := range paths {
+			h.pause.Namespaces = append(h.pause.Namespaces, handoff.Namespace{Type: uint8(p.Type), Path: p.Path})
+		}
+	}
+	if fds != nil {
+		fh, err := fds.PauseForHandoff()
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
+		}
+		h.fds, h.fdHandoff = fds, fh
+		rec := &handoff.FDSocket{Path: fds.Path(), Last: fh.Last}
+		if rec.FD, err = rawFD(fh.Listener); err != nil {
+			return fmt.Errorf("%w: fd socket: %w", ErrUpgradeRefused, err)
+		}
+		for _, c := range fh.Conns {
+			rc := handoff.FDConn{}
+			if rc.FD, err = rawFD(c.Conn); err != nil {
+				return fmt.Errorf("%w: fd socket connection: %w", ErrUpgradeRefused, err)
+			}
+			for _, sl := range c.Slots {
+				fd, err := rawFD(sl.File)
+				if err != nil {
+					return fmt.Errorf("%w: fd socket slot %d: %w", ErrUpgradeRefused, sl.Slot, err)
+				}
+				rc.Slots = append(rc.Slots, handoff.FDSlot{Slot: sl.Slot, FD: fd})
+			}
+			rec.Conns = append(rec.Conns, rc)
+		}
+		h.fdSocket = rec
 	}
 	return nil
 }
@@ -382,6 +437,12 @@ func (h *Handoff) Containers() []handoff.Container { return h.records }
 // Exited returns the records of the exited containers' tombstones.
 func (h *Handoff) Exited() []handoff.Tombstone { return h.exited }
 
+// Pause returns the pause process's record, nil if none was started.
+func (h *Handoff) Pause() *handoff.Pause { return h.pause }
+
+// FDSocket returns the fd socket's record, nil if none was started.
+func (h *Handoff) FDSocket() *handoff.FDSocket { return h.fdSocket }
+
 // inheritedFDs are the fds of r the new process inherits.
 func inheritedFDs(r handoff.Container) []int {
 	var fds []int
@@ -400,9 +461,15 @@ func inheritedFDs(r handoff.Container) []int {
 }
 
 // Keep clears the close-on-exec flag of every read end, pty master, stdin
-// write end and leaked fd, so the exec'd binary inherits them. Abort sets
-// it again.
+// write end and leaked fd, and of the fd socket's fds, so the exec'd
+// binary inherits them. Abort sets it again.
 func (h *Handoff) Keep() error {
+	for _, fd := range h.fdSocket.FDs() {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("keep the fd socket's fd %d across exec: %w", fd, err)
+		}
+		h.kept = append(h.kept, fd)
+	}
 	for _, r := range h.records {
 		for _, fd := range inheritedFDs(r) {
 			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
@@ -427,6 +494,10 @@ func (h *Handoff) Abort() {
 	h.aborted = true
 	for _, fd := range h.kept {
 		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) // our own open fds: cannot fail
+	}
+	if h.fds != nil {
+		h.fdHandoff.Close()
+		h.fds.ResumeAfterHandoff()
 	}
 	kinds := []ioloop.Stream{ioloop.Stdout, ioloop.Stderr}
 	for i, stopped := range h.stopped {
@@ -474,13 +545,16 @@ func (r *reaper) kick() {
 func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
 	// First of all, close-on-exec again on every inherited fd, so no
 	// runtime or container we start inherits one, whatever happens below.
+	for _, fd := range s.FDSocket.FDs() {
+		unix.CloseOnExec(fd)
+	}
 	for _, rec := range s.Containers {
 		for _, fd := range inheritedFDs(rec) {
 			unix.CloseOnExec(fd)
 		}
 	}
 	m.restoreTombstones(s.Exited)
-	var errs []error
+	errs := m.adoptPod(s)
 	n := 0
 	for _, rec := range s.Containers {
 		err := m.adoptOne(rec)
@@ -493,6 +567,91 @@ func (m *Monitor) Adopt(s *UpgradeState) (int, error) {
 	}
 	m.reaper.kick()
 	return n, errors.Join(errs...)
+}
+
+// adoptPod takes over the pause process (Shutdown stops it and removes
+// its files, as for one this process started) and serves the inherited
+// fd socket.
+func (m *Monitor) adoptPod(s *UpgradeState) []error {
+	var errs []error
+	if p := s.Pause; p != nil {
+		pid := p.PID
+		if pid > 0 {
+			if err := checkOwnChild(pid); err != nil {
+				// Not ours to signal: only its files are removed at shutdown.
+				errs = append(errs, fmt.Errorf("pause process not adopted: %w", err))
+				pid = 0
+			}
+		}
+		var exited <-chan int
+		if pid > 0 {
+			exited = pauseReaper{m.reaper}.adopt(pid)
+		}
+		paths := make([]pause.Path, len(p.Namespaces))
+		for i, n := range p.Namespaces {
+			paths[i] = pause.Path{Type: pause.Namespace(n.Type), Path: n.Path}
+		}
+		inst := pause.Adopt(pid, p.PIDFile, paths, exited, m.log.With("component", "pause"))
+		m.pod.mu.Lock()
+		m.pod.pause = inst
+		m.pod.mu.Unlock()
+		m.log.Info("pause process taken over after an upgrade", "pid", pid)
+	}
+	if f := s.FDSocket; f != nil {
+		srv, err := adoptFDSocket(f, m.log.With("component", "fd_socket"))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if srv != nil {
+			m.pod.mu.Lock()
+			m.pod.fds = srv
+			m.pod.mu.Unlock()
+		}
+	}
+	return errs
+}
+
+// adoptFDSocket serves the fd socket of a record: its listener, and its
+// connections with their stored fds. Only sockets are taken as the
+// listener and connections, as only pipes are for a container; a
+// connection that cannot be taken ends (its fds are closed, as at its
+// end). The server is nil when the listener could not be taken.
+func adoptFDSocket(f *handoff.FDSocket, log *slog.Logger) (*fdstore.Server, error) {
+	isSocket := func(fd int) error {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("inherited fd %d: %w", fd, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return fmt.Errorf("inherited fd %d is not a socket (mode %#o)", fd, st.Mode&unix.S_IFMT)
+		}
+		return nil
+	}
+	if err := isSocket(f.FD); err != nil {
+		return nil, fmt.Errorf("fd socket not adopted: %w", err)
+	}
+	var errs []error
+	var conns []fdstore.HandoffConn
+	for _, c := range f.Conns {
+		hc := fdstore.HandoffConn{}
+		for _, sl := range c.Slots {
+			hc.Slots = append(hc.Slots, fdstore.HandoffSlot{Slot: sl.Slot, File: os.NewFile(uintptr(sl.FD), "fd-socket")})
+		}
+		if err := isSocket(c.FD); err != nil {
+			errs = append(errs, fmt.Errorf("fd socket connection not adopted: %w", err))
+			for _, sl := range hc.Slots {
+				_ = sl.File.Close()
+			}
+			continue
+		}
+		hc.Conn = os.NewFile(uintptr(c.FD), "fd-socket-conn")
+		conns = append(conns, hc)
+	}
+	srv, err := fdstore.Adopt(os.NewFile(uintptr(f.FD), "fd-socket"), f.Path, conns, f.Last, log)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("fd socket taken over in part: %w", err))
+	}
+	return srv, errors.Join(errs...)
 }
 
 // errPartial marks a container taken over without one of its sinks.

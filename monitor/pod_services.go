@@ -165,6 +165,22 @@ func (p pauseReaper) Start(cmd *exec.Cmd) (<-chan int, error) {
 	return out, nil
 }
 
+// adopt subscribes to the exit of a pause process handed over by an
+// upgrade (a child of this process, proven alive by a pidfd as a
+// container's init is) and reports its exit code.
+func (p pauseReaper) adopt(pid int) <-chan int {
+	pr := p.r.adopt(pid)
+	out := make(chan int, 1)
+	// Ends when the pause process exits; pause.Instance.Stop waits for it.
+	go func() {
+		ev := <-pr.exit
+		pr.close()
+		out <- ev.code()
+		close(out)
+	}()
+	return out
+}
+
 // PauseMain is the body of `gomon pause`: the pause process itself when
 // started by CreateNamespaces, or a standalone namespace holder like
 // `conmonrs pause` when run by hand. It returns the process exit code.

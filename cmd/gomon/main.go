@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo"
@@ -54,7 +55,7 @@ func run() int {
 	case cli.CommandRun:
 		return runOne(cfg)
 	case cli.CommandUpgrade:
-		return runUpgrade(cfg.Upgrade)
+		return runUpgrade(cfg)
 	case cli.CommandPause:
 		p := cfg.Pause
 		return monitor.PauseMain(monitor.PauseOptions{
@@ -176,7 +177,16 @@ func runOne(cfg *cli.Config) int {
 // runUpgrade is `gomon upgrade`: it asks each daemon to upgrade and
 // prints one line per daemon; the exit code is 1 when any refused. With
 // --check-state it is the dry run the old daemon asks of the new binary.
-func runUpgrade(u cli.UpgradeConfig) int {
+//
+// Tracing (docs/upgrade.md, "Tracing"): a W3C traceparent in TRACEPARENT
+// (the environment carrier of OpenTelemetry's env propagation, as CI
+// systems and otel-cli set it) is the asker's span. With tracing on
+// (--enable-tracing, or CONMON_ENABLE_TRACING), the command starts a
+// `gomon_upgrade` span of its own (TRACEPARENT's child, if set) and
+// exports it to the tracing endpoint. Each daemon's request carries the
+// resulting span, so every daemon's `upgrade` span is its child.
+func runUpgrade(cfg *cli.Config) int {
+	u := cfg.Upgrade
 	if u.CheckState != "" {
 		if err := upgrade.Check(u.CheckState, os.Stdout); err != nil {
 			return fail(err)
@@ -189,24 +199,63 @@ func runUpgrade(u cli.UpgradeConfig) int {
 		if dirs, err = upgrade.FindAll(serverRunDir); err != nil {
 			return fail(err)
 		}
+		if u.List {
+			for _, d := range dirs {
+				fmt.Println(d)
+			}
+			return 0
+		}
 		if len(dirs) == 0 {
 			fmt.Println("no upgradable gomon daemon found")
 			return 0
 		}
 	}
-	code := 0
+	ctx := upgrade.ParentContext(os.Getenv("TRACEPARENT"))
+	var span trace.Span
+	if cfg.EnableTracing {
+		tracing, err := exporter.Setup(ctx, exporter.Config{
+			Mode:                   exporter.ModeOTLP,
+			Endpoint:               cfg.TracingEndpoint,
+			SamplingRatePerMillion: cfg.TracingSamplingRatePerMillion,
+			Version:                buildinfo.Version,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		defer func() {
+			flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(flushCtx); err != nil {
+				fmt.Fprintf(os.Stderr, "gomon: flush spans: %v\n", err)
+			}
+		}()
+		ctx, span = tracing.TracerProvider().Tracer("gomon").Start(ctx, "gomon_upgrade",
+			trace.WithAttributes(attribute.Bool("all", u.All), attribute.String("binary", u.Binary),
+				attribute.Int("daemons", len(dirs))))
+	}
+	req := upgrade.Request{Binary: u.Binary, TraceParent: upgrade.TraceParentOf(ctx)}
+	code, refused := 0, 0
 	for _, d := range dirs {
-		res, err := upgrade.Ask(d, u.Binary)
+		res, err := upgrade.Ask(d, req)
 		switch {
 		case err != nil:
 			fmt.Printf("%s: %v\n", d, err)
 			code = 1
+			refused++
 		case !res.OK:
 			fmt.Printf("%s: %s\n", d, res)
 			code = 1
+			refused++
 		default:
 			fmt.Printf("%s: %s\n", d, res)
 		}
+	}
+	if span != nil {
+		span.SetAttributes(attribute.Int("refused", refused))
+		if refused > 0 {
+			span.SetStatus(codes.Error, fmt.Sprintf("%d of %d daemon(s) not upgraded", refused, len(dirs)))
+		}
+		span.End()
 	}
 	return code
 }

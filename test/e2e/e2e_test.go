@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -154,10 +156,11 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 			shorten(out), shorten(wantOut), errOut, wantStderr)
 	}
 
+	var upgradeTrace string
 	if monitor > 0 {
 		// Upgrade the pod's gomon in place (docs/upgrade.md); every step below then runs
 		// against the new process: same PID, same containers.
-		s.upgradeInPlace(t, col, monitor)
+		upgradeTrace = s.upgradeInPlace(t, col, monitor)
 	}
 
 	// crictl prints ExecSync's stdout, then its stderr, each with a newline, on its stdout.
@@ -208,13 +211,17 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 			t.Errorf("after rmp: %v (CRI-O sends SIGINT when the infra container is removed)", err)
 		}
 		s.checkTextfileGone(t, name)
+		s.checkUpgradeSpan(t, upgradeTrace, monitor)
 	}
 }
 
-// upgradeInPlace runs `gomon upgrade --runtime-dir` for the monitor's run directory (not
-// --all: other gomon daemons on a shared machine are not this test's) and checks that the
-// same PID now serves, as a new process.
-func (s *suite) upgradeInPlace(t *testing.T, col string, monitor int) {
+// upgradeInPlace runs `gomon upgrade --all` and checks that the same PID now serves, as a
+// new process; it returns the trace the upgrade joined. --all only when every gomon daemon it
+// would upgrade (`--all --list`) is this suite's, as in CI; on a shared machine with other
+// daemons it upgrades this pod's alone (--runtime-dir), so the test touches no one else's.
+// The command runs with TRACEPARENT set and its own tracing on, into the suite's Jaeger:
+// each daemon's `upgrade` span is a child of its `gomon_upgrade` span (checkUpgradeSpan).
+func (s *suite) upgradeInPlace(t *testing.T, col string, monitor int) (traceID string) {
 	t.Helper()
 	var dir string
 	args := strings.Fields(cmdline(monitor))
@@ -226,16 +233,75 @@ func (s *suite) upgradeInPlace(t *testing.T, col string, monitor int) {
 	if dir == "" {
 		t.Fatalf("gomon %d: no --runtime-dir in %q", monitor, cmdline(monitor))
 	}
+	list, err := exec.Command(s.gomon, "upgrade", "--all", "--list").Output()
+	if err != nil {
+		t.Fatalf("gomon upgrade --all --list: %v", err)
+	}
+	upgrade := []string{"upgrade", "--all"}
+	for _, d := range strings.Fields(string(list)) {
+		if !strings.Contains(d, s.dir) {
+			t.Logf("gomon upgrade --runtime-dir, not --all: the gomon daemon of %s is not this suite's", d)
+			upgrade = []string{"upgrade", "--runtime-dir", dir}
+			break
+		}
+	}
+	var ids [24]byte
+	if _, err := rand.Read(ids[:]); err != nil {
+		t.Fatal(err)
+	}
+	traceID = hex.EncodeToString(ids[:16])
+	cmd := exec.Command(s.gomon, append([]string{"--enable-tracing", "--tracing-endpoint", s.otlpAddr}, upgrade...)...)
+	cmd.Env = append(os.Environ(), "TRACEPARENT=00-"+traceID+"-"+hex.EncodeToString(ids[16:])+"-01")
 	start := time.Now()
-	out, err := exec.Command(s.gomon, "upgrade", "--runtime-dir", dir).CombinedOutput()
+	out, err := cmd.CombinedOutput()
 	s.times.record("gomon upgrade", col, time.Since(start), stepStatus(err))
 	if err != nil || !strings.Contains(string(out), "upgraded") {
 		s.dumpLogs(t)
-		t.Fatalf("gomon upgrade: %v: %s", err, out)
+		t.Fatalf("gomon %s: %v: %s", strings.Join(upgrade, " "), err, out)
 	}
-	t.Logf("%s", strings.TrimSpace(string(out)))
-	if !strings.Contains(string(out), fmt.Sprintf("pid %d:", monitor)) {
-		t.Errorf("the upgrade answered for another pid: %s", out)
+	t.Logf("gomon %s: %s", strings.Join(upgrade, " "), strings.TrimSpace(string(out)))
+	if !strings.Contains(string(out), fmt.Sprintf("%s: pid %d: upgraded", dir, monitor)) {
+		t.Errorf("no upgrade of the pod's gomon %d at %s in the answer: %s", monitor, dir, out)
+	}
+	return traceID
+}
+
+// checkUpgradeSpan checks that Jaeger holds, in the trace the upgrade joined, the command's
+// gomon_upgrade span and, as its child, the `upgrade` span of the pod's daemon (its pid).
+func (s *suite) checkUpgradeSpan(t *testing.T, traceID string, monitor int) {
+	t.Helper()
+	err := poll(30*time.Second, 500*time.Millisecond, func() error {
+		var body struct {
+			Data []jaegerTrace `json:"data"`
+		}
+		if err := s.jaegerGet("/api/traces/"+traceID, &body); err != nil {
+			return err
+		}
+		var client *span
+		var ups []span
+		for _, tr := range body.Data {
+			for _, sp := range tr.spans() {
+				switch {
+				case sp.service != serviceGomon:
+				case sp.name == "gomon_upgrade":
+					client = &sp
+				case sp.name == "upgrade":
+					ups = append(ups, sp)
+				}
+			}
+		}
+		if client == nil {
+			return fmt.Errorf("trace %s: no gomon_upgrade span", traceID)
+		}
+		for _, up := range ups {
+			if pid, _ := tagInt(up, "pid"); pid == monitor && up.parent == client.id {
+				return nil
+			}
+		}
+		return fmt.Errorf("trace %s: no upgrade span of gomon %d under gomon_upgrade %s (upgrade spans: %v)", traceID, monitor, client.id, ups)
+	})
+	if err != nil {
+		t.Errorf("Jaeger: %v", err)
 	}
 }
 

@@ -21,6 +21,9 @@ type otlpSpan struct {
 	strs  map[string]string
 	ints  map[string]int64
 	trace []byte
+	// id and parent are the span's and its parent's span IDs (parent
+	// empty for a root span).
+	id, parent []byte
 }
 
 // otlpHTTPReceiver is a real OTLP/HTTP trace receiver: it accepts
@@ -118,7 +121,8 @@ func walkProto(b []byte, fn func(num uint64, v []byte, x uint64) error) error {
 }
 
 // decodeExportRequest extracts the spans of an ExportTraceServiceRequest
-// (resource_spans=1 > scope_spans=2 > spans=2; span trace_id=1, name=5,
+// (resource_spans=1 > scope_spans=2 > spans=2; span trace_id=1,
+// span_id=2, parent_span_id=4, name=5,
 // attributes=9 as KeyValue{key=1, value=AnyValue{string_value=1, int_value=3}}).
 func decodeExportRequest(b []byte) ([]otlpSpan, error) {
 	var out []otlpSpan
@@ -128,6 +132,10 @@ func decodeExportRequest(b []byte) ([]otlpSpan, error) {
 			switch num {
 			case 1:
 				s.trace = v
+			case 2:
+				s.id = v
+			case 4:
+				s.parent = v
 			case 5:
 				s.name = string(v)
 			case 9:

@@ -32,7 +32,7 @@ func main() {
 	flag.StringVar(&o.Prefix, "prefix", "", "output file prefix (default results, or quick with -quick)")
 	flag.StringVar(&o.WorkDir, "workdir", "", "parent of the scratch directory (default $TMPDIR)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the scratch directory")
-	flag.StringVar(&only, "only", "", "comma-separated measures to run: latency,exec,memory,logs,tracing,neighbour,ratecost,metrics,workingpod,node")
+	flag.StringVar(&only, "only", "", "comma-separated measures to run: latency,exec,memory,logs,tracing,neighbour,ratecost,metrics,workingpod,node,upgrade")
 	flag.IntVar(&o.Cycles, "cycles", 0, "working pod: create/start/exit/delete cycles (default 1000, 20 with -quick)")
 	flag.IntVar(&o.Execs, "execs", 0, "working pod: exec syncs (default 1000, 20 with -quick)")
 	flag.DurationVar(&o.Quiet, "quiet", 0, "working pod: quiet time before the last figure (default 1m, 5s with -quick)")

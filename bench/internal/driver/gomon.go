@@ -119,6 +119,10 @@ type gomonPod struct {
 
 var _ Pod = (*gomonPod)(nil)
 
+// RunDir is the daemon's run directory (its sockets: `gomon upgrade
+// --runtime-dir` takes it).
+func (p *gomonPod) RunDir() string { return p.runDir }
+
 // Startup is how long starting the daemon through client.New took.
 func (p *gomonPod) Startup() time.Duration { return p.startup }
 

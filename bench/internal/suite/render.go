@@ -163,6 +163,9 @@ func (r *Results) Doc(quick bool) report.Doc {
 	if r.Node != nil {
 		d.Sections = append(d.Sections, r.nodeSection())
 	}
+	if r.Upgrade != nil {
+		d.Sections = append(d.Sections, r.upgradeSection())
+	}
 	return d
 }
 

@@ -54,6 +54,9 @@ func TestDocRendersEverySection(t *testing.T) {
 			Errors: map[string][]string{lConmon: {"short"}}, Records: map[string]int64{}}},
 		Tracing: &TracingResult{Latency: map[string][]float64{}, Exec: map[string][]float64{}, Memory: map[string]procfs.Memory{},
 			LogBytes: 1 << 20, LogMBps: map[string][]float64{lGomon: {400}, lTrace: {360}}, LogCPUPerGB: map[string][]float64{lGomon: {1}, lTrace: {1.1}}},
+		Upgrade: &UpgradeResult{Reps: 3, PerPod: []int{1, 10},
+			PauseMs:   map[int][]float64{1: {9, 8, 12}, 10: {60, 40, 70}},
+			CommandMs: map[int][]float64{1: {15, 14, 16}, 10: {80, 60, 90}}},
 	}
 	md := string(r.Doc(false).Markdown())
 	for _, want := range []string{
@@ -66,6 +69,8 @@ func TestDocRendersEverySection(t *testing.T) {
 		"received NO export request",
 		"| log lines100, 1 MiB: MB/s, median | 400.0 | 360.0 | 0.90× | on/off ≥ 0.95 | missed |",
 		"| log lines100, 1 MiB: monitor CPU s/GB, median | 1.00 | 1.10 | 1.10× | — | — |",
+		"| 1 | 9.00 | 8.00 | 12.00 | 15.00 | — | — |",
+		"| 10 | 60.00 | 40.00 | 70.00 | 80.00 | ≤ 50 ms | missed |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q\n%s", want, md)

@@ -45,6 +45,8 @@ type Results struct {
 	WorkingPod *WorkingPodResult
 	// Node: many pods at idle, and the Go floor.
 	Node *NodeResult
+	// Upgrade: the pause of an upgrade in place (upgrade.go).
+	Upgrade *UpgradeResult
 }
 
 // StepDuration is how long one measure took.

@@ -67,6 +67,10 @@ type Params struct {
 	WorkQuiet  time.Duration
 	// NodeScenario is the node-scale measure's pods at idle (node).
 	NodeScenario []Scenario
+	// UpgradeReps upgrades in place of one pod per UpgradeContainers
+	// count of idle containers (upgrade.go).
+	UpgradeReps       int
+	UpgradeContainers []int
 }
 
 // QuickParams is a smoke run of about a minute.
@@ -83,11 +87,13 @@ func QuickParams() Params {
 		// 1 s of ticks.
 		NeighbourReps: 1, NeighbourTicks: 100,
 		// 6 rounds: the fewest with a 95 % interval (min – max).
-		RateCostReps: 6,
-		WorkCycles:   20,
-		WorkExecs:    20,
-		WorkQuiet:    5 * time.Second,
-		NodeScenario: []Scenario{{5, 1}, {2, 5}},
+		RateCostReps:      6,
+		WorkCycles:        20,
+		WorkExecs:         20,
+		WorkQuiet:         5 * time.Second,
+		NodeScenario:      []Scenario{{5, 1}, {2, 5}},
+		UpgradeReps:       3,
+		UpgradeContainers: []int{1, 10},
 	}
 }
 
@@ -116,7 +122,9 @@ func FullParams() Params {
 		WorkExecs:    1000,
 		WorkQuiet:    time.Minute,
 		// 110 pods of one container: the kubelet's default pod limit.
-		NodeScenario: []Scenario{{110, 1}, {20, 5}},
+		NodeScenario:      []Scenario{{110, 1}, {20, 5}},
+		UpgradeReps:       15,
+		UpgradeContainers: []int{1, 10, 50},
 	}
 }
 
@@ -130,7 +138,8 @@ type Config struct {
 	Golisten string
 	Logger   *slog.Logger
 	// Only restricts the run to these measures (latency, exec, memory,
-	// logs, tracing, neighbour, ratecost, metrics, workingpod, node); empty
+	// logs, tracing, neighbour, ratecost, metrics, workingpod, node,
+	// upgrade); empty
 	// means all.
 	Only map[string]bool
 	// Baseline is a private copy of a gomon from before issue 20's log
@@ -193,6 +202,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		{"metrics", h.metrics},
 		{"workingpod", h.workingPod},
 		{"node", h.nodeScale},
+		{"upgrade", h.upgradePause},
 	}
 	for _, s := range steps {
 		if len(cfg.Only) > 0 && !cfg.Only[s.name] {

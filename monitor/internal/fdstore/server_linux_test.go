@@ -668,3 +668,103 @@ func TestConnectionFlood(t *testing.T) {
 		t.Fatalf("served client after the second flood: %v", err)
 	}
 }
+
+// An upgrade's handoff: the server parks its connections at a message
+// boundary and hands over its listener, its connections and their stored
+// fds; ResumeAfterHandoff serves them again (an aborted upgrade), and
+// Adopt serves them in the new process (here: a second server on the
+// handed-over descriptors), slots and all: a client that dialled during
+// the handoff waits in the backlog and is served there, the slot counter
+// goes on, a stored fd can be taken, and the fds of a connection that ends
+// are closed by the adopter.
+func TestHandoff(t *testing.T) {
+	s, err := Listen(filepath.Join(t.TempDir(), "conmon-fd.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s.Path())
+	p := newPipes(t, 4)
+	send := func(c *testClient, i int) uint64 {
+		t.Helper()
+		slots, err := c.send(p.readFDs()[i])
+		if err != nil || len(slots) != 1 {
+			t.Fatalf("send pipe %d: %v %v", i, slots, err)
+		}
+		return slots[0]
+	}
+	if slot := send(c, 0); slot != 1 {
+		t.Fatalf("first slot %d", slot)
+	}
+	h, err := s.PauseForHandoff()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Conns) != 1 || len(h.Conns[0].Slots) != 1 || h.Conns[0].Slots[0].Slot != 1 || h.Last != 1 {
+		t.Fatalf("handoff: %+v", h)
+	}
+	h.Close()
+	s.ResumeAfterHandoff() // an aborted upgrade: served again
+	if slot := send(c, 1); slot != 2 {
+		t.Fatalf("slot after a resumed handoff: %d, want 2", slot)
+	}
+
+	if slot := send(c, 2); slot != 3 {
+		t.Fatalf("slot %d, want 3", slot)
+	}
+	taken, err := s.Take(3) // taken: not handed over
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = taken.Close()
+	h, err = s.PauseForHandoff()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Conns) != 1 || len(h.Conns[0].Slots) != 2 || h.Last != 3 {
+		t.Fatalf("handoff after a Take: %+v, want slots 1 and 2, last 3", h)
+	}
+	waiting := dial(t, s.Path()) // queued in the backlog
+	// The exec: the old server's own descriptors go away (the stored
+	// files are handed over, not closed).
+	s.ln.SetUnlinkOnClose(false)
+	_ = s.ln.Close()
+	for lc := range s.conns {
+		_ = lc.Close()
+	}
+	a, err := Adopt(h.Listener, s.Path(), h.Conns, h.Last, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := a.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	if slot := send(waiting, 2); slot != 4 {
+		t.Fatalf("slot through the adopted socket: %d, want 4 (the counter goes on)", slot)
+	}
+	if slot := send(c, 3); slot != 5 {
+		t.Fatalf("slot on the carried connection: %d, want 5", slot)
+	}
+	f, err := a.Take(1)
+	if err != nil {
+		t.Fatalf("Take the carried slot 1: %v", err)
+	}
+	defer func() { _ = f.Close() }()
+	p.dropReadEnds()
+	if _, err := p.w[0].Write([]byte("carried")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "carried" {
+		t.Fatalf("read the carried fd: %q %v", buf[:n], err)
+	}
+	// The carried connection ends: the adopter closes what it stored
+	// and nobody took (slots 2 and 5), not the taken one.
+	_ = c.conn.Close()
+	eventually(t, "slot 2's pipe loses its reader", func() bool { return p.readerGone(1) })
+	eventually(t, "slot 5's pipe loses its reader", func() bool { return p.readerGone(3) })
+	if p.readerGone(0) {
+		t.Fatal("the taken fd was closed")
+	}
+}

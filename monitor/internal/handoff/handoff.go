@@ -22,7 +22,8 @@ import (
 // understand is added; a reader refuses any other version.
 //
 // Schema 2 added terminals (terminal, console_fd), leaked fds
-// (leak_fds) and the exited containers' tombstones (exited).
+// (leak_fds), the exited containers' tombstones (exited), the asker's
+// traceparent, the pause process (pause) and the fd socket (fd_socket).
 const Schema = 2
 
 // MaxContainers bounds the containers of one record (and, apart, its
@@ -55,11 +56,77 @@ type State struct {
 	// PausedAt is when the old process stopped taking calls (Unix
 	// nanoseconds), for the pause length the new one reports.
 	PausedAt int64 `json:"paused_at_unix_nano"`
+	// TraceParent is the span of whoever asked for the upgrade (a W3C
+	// traceparent, "" if none): the new process's `upgrade` span is its
+	// child.
+	TraceParent string `json:"traceparent,omitempty"`
 	// Containers are the running containers handed over.
 	Containers []Container `json:"containers"`
 	// Exited are the tombstones of exited containers the monitor still
 	// answers late calls for, oldest first.
 	Exited []Tombstone `json:"exited,omitempty"`
+	// Pause is the pod's pause process (CreateNamespaces), nil if none
+	// was started: the new process stops it at shutdown.
+	Pause *Pause `json:"pause,omitempty"`
+	// FDSocket is the fd socket (StartFdSocket), nil if none was
+	// started: its inherited listener.
+	FDSocket *FDSocket `json:"fd_socket,omitempty"`
+}
+
+// Pause is the pause process and its namespace files.
+type Pause struct {
+	// PID is the pause process, a child of the daemon; 0 when it had
+	// already exited (and was reaped): only its files are left to remove.
+	PID     int    `json:"pid"`
+	PIDFile string `json:"pid_file"`
+	// Namespaces are the bind-mounted namespace files, in the order ipc,
+	// pid, net, user, uts (type 0 to 4).
+	Namespaces []Namespace `json:"namespaces"`
+}
+
+// Namespace is one namespace file of the pause process.
+type Namespace struct {
+	Type uint8  `json:"type"`
+	Path string `json:"path"`
+}
+
+// FDSocket is the fd socket: its listener, its open connections with
+// the fds they stored (a stored fd lives as long as the connection that
+// sent it) and the slot counter.
+type FDSocket struct {
+	FD    int      `json:"fd"`
+	Path  string   `json:"path"`
+	Last  uint64   `json:"last_slot,omitempty"`
+	Conns []FDConn `json:"conns,omitempty"`
+}
+
+// FDs returns every fd the record names (none for a nil record): the
+// listener, the connections and the stored fds.
+func (f *FDSocket) FDs() []int {
+	if f == nil {
+		return nil
+	}
+	fds := []int{f.FD}
+	for _, c := range f.Conns {
+		fds = append(fds, c.FD)
+		for _, sl := range c.Slots {
+			fds = append(fds, sl.FD)
+		}
+	}
+	return fds
+}
+
+// FDConn is one open connection of the fd socket and the fds it stored
+// that nobody took yet.
+type FDConn struct {
+	FD    int      `json:"fd"`
+	Slots []FDSlot `json:"slots,omitempty"`
+}
+
+// FDSlot is one stored fd and its slot.
+type FDSlot struct {
+	Slot uint64 `json:"slot"`
+	FD   int    `json:"fd"`
 }
 
 // Container is one running container.
@@ -244,6 +311,39 @@ func (s *State) validate() error {
 	if s.ControlFD != -1 {
 		if err := use(s.ControlFD, "control connection"); err != nil {
 			return err
+		}
+	}
+	if p := s.Pause; p != nil {
+		if p.PID < 0 || len(p.Namespaces) > 5 {
+			return fmt.Errorf("pause process: pid %d, %d namespace files", p.PID, len(p.Namespaces))
+		}
+		for _, n := range p.Namespaces {
+			if n.Type > 4 || n.Path == "" {
+				return fmt.Errorf("pause process: namespace file %d %q", n.Type, n.Path)
+			}
+		}
+	}
+	if f := s.FDSocket; f != nil {
+		if err := use(f.FD, "fd socket"); err != nil {
+			return err
+		}
+		if f.Path == "" {
+			return errors.New("fd socket without a path")
+		}
+		slots := map[uint64]bool{}
+		for i, c := range f.Conns {
+			if err := use(c.FD, fmt.Sprintf("fd socket connection %d", i)); err != nil {
+				return err
+			}
+			for _, sl := range c.Slots {
+				if slots[sl.Slot] {
+					return fmt.Errorf("fd socket slot %d stored twice", sl.Slot)
+				}
+				slots[sl.Slot] = true
+				if err := use(sl.FD, fmt.Sprintf("fd socket slot %d", sl.Slot)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	ids := map[string]bool{}

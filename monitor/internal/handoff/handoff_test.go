@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -20,6 +21,9 @@ func valid() *State {
 			Stdin: true, StdinFD: -1,
 		}},
 		Exited: []Tombstone{{ID: "x", ExitCode: 137, Signal: 9, OOMKilled: true, OOMInit: 1, GlobalArgs: []string{"--debug"}}},
+		Pause:  &Pause{PID: 99, PIDFile: "/run/conmonrs/p.pid", Namespaces: []Namespace{{Type: 2, Path: "/run/netns/p"}}},
+		FDSocket: &FDSocket{FD: 12, Path: "/run/pod/conmon-fd.sock", Last: 4,
+			Conns: []FDConn{{FD: 13, Slots: []FDSlot{{Slot: 3, FD: 14}, {Slot: 4, FD: 15}}}}},
 	}
 }
 
@@ -34,7 +38,9 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if s.Schema != Schema || len(s.Containers) != 2 || s.Containers[0].Attach[0].Path != "/run/attach" ||
 		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" || s.Containers[0].LeakFDs[0] != (FD{FD: 8, Dev: 1, Ino: 2}) ||
-		!s.Containers[1].Terminal || s.Containers[1].ConsoleFD != 9 {
+		!s.Containers[1].Terminal || s.Containers[1].ConsoleFD != 9 ||
+		s.Pause.PID != 99 || s.Pause.Namespaces[0].Path != "/run/netns/p" ||
+		s.FDSocket.FD != 12 || s.FDSocket.Conns[0].Slots[1].FD != 15 || len(s.FDSocket.FDs()) != 4 {
 		t.Fatalf("round trip: %+v", s)
 	}
 	if len(s.Exited) != 1 || s.Exited[0].ID != "x" || s.Exited[0].ExitCode != 137 || !s.Exited[0].OOMKilled ||
@@ -51,25 +57,30 @@ func TestDecodeRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := string(b)
+	schema := fmt.Sprintf(`"schema":%d`, Schema)
 	for name, tc := range map[string]struct {
 		rec    string
 		schema bool
 		says   string
 	}{
-		"newer schema":   {strings.Replace(rec, `"schema":2`, `"schema":3`, 1), true, "schema 3"},
-		"older schema":   {strings.Replace(rec, `"schema":2`, `"schema":1`, 1), true, "schema 1"},
-		"no schema":      {strings.Replace(rec, `"schema":2,`, ``, 1), true, "schema none"},
-		"unknown field":  {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
-		"fd twice":       {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
-		"stdin fd twice": {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
-		"stdio fd":       {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
-		"zero pid":       {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
-		"console twice":  {strings.Replace(rec, `"console_fd":9`, `"console_fd":5`, 1), false, "fd 5"},
-		"leak fd twice":  {strings.Replace(rec, `"fd":8`, `"fd":7`, 1), false, "fd 7"},
-		"terminal pipe":  {strings.Replace(rec, `"stdout_fd":-1`, `"stdout_fd":20`, 1), false, "a terminal with pipes"},
-		"console no tty": {strings.Replace(rec, `"stdin_fd":7,`, `"stdin_fd":7,"console_fd":20,`, 1), false, "a console without a terminal"},
-		"exited no id":   {strings.Replace(rec, `"id":"x"`, `"id":""`, 1), false, "empty ID"},
-		"not json":       {"{", false, "decode"},
+		"newer schema":    {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, Schema+1), 1), true, fmt.Sprintf("schema %d", Schema+1)},
+		"older schema":    {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, Schema-1), 1), true, fmt.Sprintf("schema %d", Schema-1)},
+		"no schema":       {strings.Replace(rec, schema+",", ``, 1), true, "schema none"},
+		"unknown field":   {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
+		"fd twice":        {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
+		"stdin fd twice":  {strings.Replace(rec, `"stdin_fd":7`, `"stdin_fd":3`, 1), false, "fd 3"},
+		"stdio fd":        {strings.Replace(rec, `"listener_fd":3`, `"listener_fd":1`, 1), false, "fd 1"},
+		"zero pid":        {strings.Replace(rec, `"pid":100`, `"pid":0`, 1), false, "pid 0"},
+		"console twice":   {strings.Replace(rec, `"console_fd":9`, `"console_fd":5`, 1), false, "fd 5"},
+		"leak fd twice":   {strings.Replace(rec, `"fd":8`, `"fd":7`, 1), false, "fd 7"},
+		"terminal pipe":   {strings.Replace(rec, `"stdout_fd":-1`, `"stdout_fd":20`, 1), false, "a terminal with pipes"},
+		"console no tty":  {strings.Replace(rec, `"stdin_fd":7,`, `"stdin_fd":7,"console_fd":20,`, 1), false, "a console without a terminal"},
+		"exited no id":    {strings.Replace(rec, `"id":"x"`, `"id":""`, 1), false, "empty ID"},
+		"fd socket twice": {strings.Replace(rec, `"fd":12`, `"fd":5`, 1), false, "fd 5"},
+		"stored fd twice": {strings.Replace(rec, `"slot":4,"fd":15`, `"slot":4,"fd":13`, 1), false, "fd 13"},
+		"slot twice":      {strings.Replace(rec, `"slot":4,`, `"slot":3,`, 1), false, "slot 3 stored twice"},
+		"namespace type":  {strings.Replace(rec, `"type":2,"path":"/run/netns/p"`, `"type":7,"path":"/run/netns/p"`, 1), false, "namespace file 7"},
+		"not json":        {"{", false, "decode"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.rec))

@@ -523,3 +523,46 @@ func writePIDFile(path string, pid int) error {
 	}
 	return nil
 }
+
+// Handoff describes the instance for an upgrade in place
+// (docs/upgrade.md): its PID (0 if it has exited), PID file and
+// namespace files. The caller has frozen the reaper; dispatched says the
+// reaper had already reaped the process before, so its exit is on its way
+// to this instance and is awaited (within ctx). After the exec the new
+// process takes the instance over with Adopt.
+func (i *Instance) Handoff(ctx context.Context, dispatched bool) (pid int, pidFile string, paths []Path, err error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if !i.reaped && dispatched {
+		select {
+		case code, ok := <-i.exited:
+			i.recordExit(code, ok)
+		case <-ctx.Done():
+			return 0, "", nil, fmt.Errorf("the pause process exited and its exit is not recorded yet: %w", ctx.Err())
+		}
+	}
+	if !i.reaped {
+		pid = i.pid
+	}
+	return pid, i.pidFile, append([]Path(nil), i.paths...), nil
+}
+
+// Adopt takes over a pause instance handed over by an upgrade: pid is the
+// pause process (0 if it had exited), a child of this process, whose exit
+// exited reports; pidFile and paths are its files. Stop then tears it
+// down as it would one this process created.
+func Adopt(pid int, pidFile string, paths []Path, exited <-chan int, logger *slog.Logger) *Instance {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	i := &Instance{
+		logger: logger.With("pid", pid), pid: pid, exited: exited,
+		paths: append([]Path(nil), paths...), pidFile: pidFile,
+	}
+	if pid == 0 {
+		i.reaped, i.exitCode = true, exitUnknown
+		return i
+	}
+	i.proc, _ = os.FindProcess(pid) // never fails on Linux; a pidfd when the kernel has them
+	return i
+}

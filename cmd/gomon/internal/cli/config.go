@@ -134,6 +134,9 @@ type UpgradeConfig struct {
 	RuntimeDir string
 	// All is --all: every gomon daemon on the node.
 	All bool
+	// List is --list (with --all): print the run directories of the
+	// daemons --all would upgrade, upgrading none.
+	List bool
 	// Binary is --binary; empty means each daemon's own start path.
 	Binary string
 	// CheckState is the hidden --check-state FILE: the dry run.
@@ -235,7 +238,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Config, error
 	case upgradeCommand:
 		cfg.Command = CommandUpgrade
 		cfg.Upgrade = UpgradeConfig{
-			RuntimeDir: s.value("runtime-dir"), All: s.flag("all"), Binary: s.value("binary"),
+			RuntimeDir: s.value("runtime-dir"), All: s.flag("all"), List: s.flag("list"), Binary: s.value("binary"),
 			CheckState: s.value("check-state"),
 		}
 	default:
@@ -346,6 +349,8 @@ func (u UpgradeConfig) validate() error {
 		return &configError{msg: "give either --runtime-dir or --all, not both"}
 	case !u.All && u.RuntimeDir == "":
 		return &configError{msg: "--runtime-dir or --all is required"}
+	case u.List && !u.All:
+		return &configError{msg: "--list goes with --all"}
 	}
 	if u.Binary != "" {
 		if _, err := os.Stat(u.Binary); err != nil {

@@ -479,6 +479,7 @@ func TestParseUpgrade(t *testing.T) {
 		{name: "one daemon", args: []string{"upgrade", "--runtime-dir", "/d"}, want: UpgradeConfig{RuntimeDir: "/d"}},
 		{name: "all with a binary", args: []string{"upgrade", "--all", "--binary=/usr/bin/gomon"}, want: UpgradeConfig{All: true, Binary: "/usr/bin/gomon"}},
 		{name: "dry run", args: []string{"upgrade", "--check-state", "/d/s.json"}, want: UpgradeConfig{CheckState: "/d/s.json"}},
+		{name: "list", args: []string{"upgrade", "--all", "--list"}, want: UpgradeConfig{All: true, List: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -494,7 +495,7 @@ func TestParseUpgrade(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []UpgradeConfig{{}, {All: true, RuntimeDir: "/d"}, {RuntimeDir: "/d", Binary: "/nonexistent/gomon"}} {
+	for _, bad := range []UpgradeConfig{{}, {All: true, RuntimeDir: "/d"}, {RuntimeDir: "/d", Binary: "/nonexistent/gomon"}, {RuntimeDir: "/d", List: true}} {
 		if err := bad.validate(); err == nil {
 			t.Errorf("validate(%+v) = nil, want an error", bad)
 		}

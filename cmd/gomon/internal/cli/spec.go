@@ -191,6 +191,7 @@ func upgradeCommandSpec() *cmdSpec {
 		args: []*argSpec{
 			valueArg("runtime-dir", 0, typePath, "DIR", "", "", "The run directory of the daemon to upgrade"),
 			boolArg("all", 0, "", "Upgrade every gomon daemon on the node"),
+			boolArg("list", 0, "", "With --all: print the run directories of the daemons it would upgrade, and exit"),
 			valueArg("binary", 0, typePath, "PATH", "", "", "The new gomon binary (default: the path each daemon was started from)"),
 			check,
 			helpArg(),

@@ -331,17 +331,21 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 		pausedAt := time.Unix(0, in.State.PausedAt)
 		adopted.PauseMicros = time.Since(pausedAt).Microseconds()
 		// The upgrade's span covers the pause: from the old process's
-		// stop to serving here. It is a root span (no caller's trace
-		// context is carried yet).
-		_, span := tracing.TracerProvider().Tracer("gomon").Start(context.Background(), "upgrade",
+		// stop to serving here. It is a child of the asker's span when
+		// the request carried one (the asker waits for the answer, sent
+		// after this span ends, so its span encloses this one), a root
+		// span otherwise (SIGHUP, or an asker without a trace).
+		_, span := tracing.TracerProvider().Tracer("gomon").Start(upgrade.ParentContext(in.State.TraceParent), "upgrade",
 			trace.WithTimestamp(pausedAt), trace.WithAttributes(
 				attribute.String("from", adopted.From), attribute.String("to", adopted.To),
 				attribute.Int64("pause_us", adopted.PauseMicros), attribute.Int("containers", adopted.Containers),
+				attribute.Int("pid", os.Getpid()), attribute.String("run_dir", opts.RunDir),
 				attribute.Int("handed_over", len(in.State.Containers))))
 		if adopted.Warning != "" {
 			span.SetStatus(codes.Error, adopted.Warning)
 		}
 		span.End()
+		tracing.FlushSoon() // an operator waits for it, not for the next batch
 		log.Info("upgrade complete", "from", adopted.From, "to", adopted.To, "pause", time.Duration(adopted.PauseMicros)*time.Microsecond,
 			"containers", adopted.Containers, "warning", adopted.Warning)
 		if err := upgrade.Answer(in.Control, adopted); err != nil {
@@ -371,14 +375,14 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 				dumpStacks(log)
 				continue
 			case syscall.SIGHUP:
-				res := up.Upgrade("", nil) // returns only when refused
+				res := up.Upgrade(upgrade.Request{}, nil) // returns only when refused
 				log.Warn("upgrade on SIGHUP refused", "error", res.Error)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
 			return shutdown(opts, srv, mon, log, served)
 		case p := <-requests:
-			res := up.Upgrade(p.Request.Binary, p.Conn) // returns only when refused
+			res := up.Upgrade(p.Request, p.Conn) // returns only when refused
 			if err := upgrade.Answer(p.Conn, res); err != nil {
 				log.Warn("answer upgrade", "error", err)
 			}

@@ -125,3 +125,19 @@ func TestListenerPause(t *testing.T) {
 		t.Fatal("not accepted after Resume")
 	}
 }
+
+// Only a well-formed traceparent is carried into the state record.
+func TestValidTraceParent(t *testing.T) {
+	const ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for in, want := range map[string]string{
+		ok: ok,
+		"": "",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01": "", // zero trace ID
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7":    "",
+		"garbage\n{\"binary\":\"/x\"}":                            "",
+	} {
+		if got := ValidTraceParent(in); got != want {
+			t.Errorf("ValidTraceParent(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

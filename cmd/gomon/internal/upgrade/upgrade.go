@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/internal/atomicfile"
@@ -58,6 +59,10 @@ type Request struct {
 	// Binary is the new gomon binary; empty means the path the daemon
 	// was started from.
 	Binary string `json:"binary,omitempty"`
+	// TraceParent is the asker's span as a W3C traceparent ("" if none):
+	// the new process's `upgrade` span is its child (docs/upgrade.md,
+	// "Tracing").
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Result is the one JSON line the daemon answers: written by the old
@@ -114,11 +119,13 @@ type Daemon struct {
 	BeforeExec func()
 }
 
-// Upgrade hands the daemon over to binary (Binary when empty), answering
-// on ctrl (nil for a SIGHUP). It returns only when the upgrade did not
-// happen, with the reason; everything is as it was, and the caller
-// answers. On success the process is the new binary, which answers.
-func (d *Daemon) Upgrade(binary string, ctrl *net.UnixConn) Result {
+// Upgrade hands the daemon over to the request's binary (Binary when
+// empty), answering on ctrl (nil for a SIGHUP). It returns only when the
+// upgrade did not happen, with the reason; everything is as it was, and
+// the caller answers. On success the process is the new binary, which
+// answers.
+func (d *Daemon) Upgrade(req Request, ctrl *net.UnixConn) Result {
+	binary := req.Binary
 	if binary == "" {
 		binary = d.Binary
 	}
@@ -155,6 +162,8 @@ func (d *Daemon) Upgrade(binary string, ctrl *net.UnixConn) Result {
 	st := &monitor.UpgradeState{
 		From: d.Version, StartPath: d.Binary, ListenerFD: rawFD(lf), ControlFD: -1,
 		PausedAt: pausedAt.UnixNano(), Containers: h.Containers(), Exited: h.Exited(),
+		TraceParent: ValidTraceParent(req.TraceParent),
+		Pause:       h.Pause(), FDSocket: h.FDSocket(),
 	}
 	var cf *os.File
 	if ctrl != nil {
@@ -334,6 +343,29 @@ func TakeOver() (*Inherited, error) {
 	return in, nil
 }
 
+// ValidTraceParent returns tp as a W3C traceparent if it is one with a
+// valid trace and span ID, else "": a malformed one is dropped (the
+// upgrade span is then a root span), never carried.
+func ValidTraceParent(tp string) string {
+	if tp == "" {
+		return ""
+	}
+	return TraceParentOf(ParentContext(tp))
+}
+
+// ParentContext returns a context whose remote parent span is the
+// traceparent tp; a plain context when tp is empty or malformed.
+func ParentContext(tp string) context.Context {
+	return propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": tp})
+}
+
+// TraceParentOf returns the span of ctx as a W3C traceparent, "" if none.
+func TraceParentOf(ctx context.Context) string {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c["traceparent"]
+}
+
 // Answer writes res on the control connection (if any) and closes it.
 func Answer(ctrl io.WriteCloser, res Result) error {
 	if ctrl == nil {
@@ -443,9 +475,8 @@ func readRequest(conn *net.UnixConn) (Request, error) {
 	return r, nil
 }
 
-// Ask asks the daemon of runDir to upgrade to binary and returns its
-// answer.
-func Ask(runDir, binary string) (Result, error) {
+// Ask sends req to the daemon of runDir and returns its answer.
+func Ask(runDir string, req Request) (Result, error) {
 	path := filepath.Join(runDir, SocketName)
 	// CRI-O's run directories are longer than sun_path allows.
 	conn, err := ioloop.DialUnix("unix", path)
@@ -453,7 +484,7 @@ func Ask(runDir, binary string) (Result, error) {
 		return Result{}, fmt.Errorf("no upgradable gomon daemon at %s: %w", runDir, err)
 	}
 	defer func() { _ = conn.Close() }()
-	b, err := json.Marshal(Request{Binary: binary})
+	b, err := json.Marshal(req)
 	if err != nil {
 		return Result{}, fmt.Errorf("encode request: %w", err)
 	}
