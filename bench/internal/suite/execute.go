@@ -37,8 +37,10 @@ type Options struct {
 	// Baseline is a gomon from before issue 20's log work for the
 	// ratecost measure; empty to leave that contender out.
 	Baseline string
-	// RateCostRounds overrides the ratecost measure's rounds when set.
+	// RateCostRounds overrides the ratecost measure's rounds when set,
+	// RateCostMiB the size of each of its runs.
 	RateCostRounds int
+	RateCostMiB    int
 }
 
 // Execute checks the prerequisites, runs the benchmark and writes
@@ -132,6 +134,9 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 	}
 	if o.RateCostRounds > 0 {
 		params.RateCostReps = o.RateCostRounds
+	}
+	if o.RateCostMiB > 0 {
+		params.RateCostBytes = int64(o.RateCostMiB) << 20
 	}
 	only := map[string]bool{}
 	for _, s := range o.Only {

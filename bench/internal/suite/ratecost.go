@@ -88,6 +88,9 @@ func (p *annotatedPod) Create(ctx context.Context, c *driver.Container) error {
 func (h *harness) rateCost(ctx context.Context, res *Results) error {
 	pat := loggen.Lines100
 	size := h.cfg.Params.LogBytes[pat.Name]
+	if b := h.cfg.Params.RateCostBytes; b > 0 {
+		size = b
+	}
 	if size <= 0 || h.cfg.Params.RateCostReps <= 0 {
 		return nil
 	}

@@ -58,8 +58,10 @@ type Params struct {
 	// each NeighbourTicks quiet lines long (neighbour.go).
 	NeighbourReps, NeighbourTicks int
 	// RateCostReps rounds of lines100, one run per contender each,
-	// measure the cost of issue 20's log work (ratecost.go).
-	RateCostReps int
+	// measure the cost of issue 20's log work (ratecost.go), each run of
+	// RateCostBytes (0: lines100's LogBytes).
+	RateCostReps  int
+	RateCostBytes int64
 	// The working pod (workingpod): create/start/exit/delete cycles and
 	// exec syncs through one daemon, then WorkQuiet of quiet.
 	WorkCycles int
