@@ -11,3 +11,7 @@ const Client = "v0.7.3"
 // generation: CRI-O 1.34 (v0.7.x client) always passes "systemd". With no
 // journald on the host gomon is expected to fall back to stderr.
 const ServerLogDriver = "systemd"
+
+// HoldsConnection is whether the client keeps one connection for all its
+// calls: the v0.7.x client dials one per call (docs/contract.md).
+const HoldsConnection = false

@@ -10,3 +10,8 @@ const Client = "v1.0.1"
 // ServerLogDriver is the --log-driver CRI-O main (v1.0.x client) passes by
 // default; see docs/contract.md, "How CRI-O starts gomon".
 const ServerLogDriver = "none"
+
+// HoldsConnection is whether the client keeps one connection for all its
+// calls: the v1.0.x client dials once and resets the connection on any
+// error (docs/upgrade.md, "Clients during the upgrade").
+const HoldsConnection = true
