@@ -17,16 +17,6 @@ import (
 	"github.com/gomon-dev/gomon/test/harness"
 )
 
-// skipPending skips tests that belong to a later issue. Setting
-// GOMON_INTEROP_PENDING=1 runs them anyway (to try work in progress); once
-// the issue lands, delete the call.
-func skipPending(t *testing.T, issue string) {
-	t.Helper()
-	if os.Getenv("GOMON_INTEROP_PENDING") != "1" {
-		t.Skipf("pending issue: %s (GOMON_INTEROP_PENDING=1 runs it anyway)", issue)
-	}
-}
-
 // TestCreateContainerBusybox creates a container the way CRI-O does (CRI log
 // driver, two exit paths, cgroupfs), starts it with runc itself and checks
 // the log record and the exit files gomon writes.

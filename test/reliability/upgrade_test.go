@@ -315,10 +315,10 @@ func terminalCtr(t *testing.T, s *gomonServer) *ctr {
 	return c
 }
 
-// converse attaches to c at sock (AttachContainer, retried once after an
-// upgrade), writes in as the container's stdin, reads the attach output
-// until it holds want, and disconnects.
-func converse(t *testing.T, s *gomonServer, c *ctr, sock, in, want string) {
+// attachConn opens c's attach socket at sock (AttachContainer with
+// Passthrough, retried once: the first call after an upgrade may fail on
+// the client's connection held across it) and connects to it.
+func attachConn(t *testing.T, s *gomonServer, c *ctr, sock string) *net.UnixConn {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
@@ -335,6 +335,15 @@ func converse(t *testing.T, s *gomonServer, c *ctr, sock, in, want string) {
 	if err != nil {
 		t.Fatalf("connect to the attach socket: %v", err)
 	}
+	return conn
+}
+
+// converse attaches to c at sock (AttachContainer, retried once after an
+// upgrade), writes in as the container's stdin, reads the attach output
+// until it holds want, and disconnects.
+func converse(t *testing.T, s *gomonServer, c *ctr, sock, in, want string) {
+	t.Helper()
+	conn := attachConn(t, s, c, sock)
 	defer func() { _ = conn.Close() }()
 	if err := conn.SetDeadline(time.Now().Add(hangGuard)); err != nil {
 		t.Fatal(err)
@@ -855,21 +864,7 @@ func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) (disconnect f
 // container's stdin and disconnects.
 func attachWrite(t *testing.T, s *gomonServer, c *ctr, sock, data string) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-		err := s.client.AttachContainer(ctx, &client.AttachConfig{ID: c.id, SocketPath: sock, Passthrough: true})
-		cancel()
-		if err == nil {
-			break
-		}
-		if attempt > 1 {
-			t.Fatalf("AttachContainer: %v", err)
-		}
-	}
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
-	if err != nil {
-		t.Fatalf("connect to the attach socket: %v", err)
-	}
+	conn := attachConn(t, s, c, sock)
 	defer func() { _ = conn.Close() }()
 	if _, err := conn.Write([]byte(data)); err != nil {
 		t.Fatalf("write to the attach socket: %v", err)
