@@ -143,9 +143,7 @@ func (r *reclaimer) check() bool {
 		}
 		return false
 	}
-	r.free()
-	_, r.floor = r.read()
-	r.last = r.floor
+	r.reclaim()
 	return true
 }
 
@@ -158,10 +156,15 @@ func (r *reclaimer) checkBusy() bool {
 		return false
 	}
 	r.settled = false
+	r.reclaim()
+	return true
+}
+
+// reclaim frees and takes what the heap still holds as the new floor.
+func (r *reclaimer) reclaim() {
 	r.free()
 	_, r.floor = r.read()
 	r.last = r.floor
-	return true
 }
 
 // read returns the live heap after the last GC and what the heap holds:
