@@ -72,18 +72,7 @@ func TestHandoffCarriesTerminalLeaksTombstones(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Config{Runtime: monitortest.Runc(t), RuntimeRoot: t.TempDir(), Logger: testLogger(),
-		FDs: fileSource{7: leaked}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := m.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	m := newTestMonitorWith(t, Config{FDs: fileSource{7: leaked}})
 	ctx := context.Background()
 	p := newPaths(t)
 

@@ -26,8 +26,15 @@ func testLogger() *slog.Logger { return monitortest.Logger() }
 // it is shut down (and must shut down cleanly) at the end of the test.
 func newTestMonitor(t *testing.T) *Monitor {
 	t.Helper()
-	runc := monitortest.Runc(t)
-	m, err := New(Config{Runtime: runc, RuntimeRoot: t.TempDir(), Logger: testLogger()})
+	return newTestMonitorWith(t, Config{})
+}
+
+// newTestMonitorWith is newTestMonitor with cfg's other settings (its
+// Runtime, RuntimeRoot and Logger are the test's).
+func newTestMonitorWith(t *testing.T, cfg Config) *Monitor {
+	t.Helper()
+	cfg.Runtime, cfg.RuntimeRoot, cfg.Logger = monitortest.Runc(t), t.TempDir(), testLogger()
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

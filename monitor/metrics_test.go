@@ -24,18 +24,7 @@ import (
 // newMetricsMonitor is newTestMonitor with metrics on.
 func newMetricsMonitor(t *testing.T) *Monitor {
 	t.Helper()
-	m, err := New(Config{Runtime: monitortest.Runc(t), RuntimeRoot: t.TempDir(), Logger: testLogger(), Metrics: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := m.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return m
+	return newTestMonitorWith(t, Config{Metrics: true})
 }
 
 // scrape collects m's metrics as the daemon does (monitor-level series
