@@ -275,6 +275,21 @@ func (h *harness) dropContainer(c *driver.Container) {
 }
 
 // startRunning runs `runc start` and waits for "running".
+// runningSleeper creates a container of d running sleeper in pod and
+// returns it once it runs.
+func (h *harness) runningSleeper(ctx context.Context, d driver.Driver, pod driver.Pod) (*driver.Container, error) {
+	c, err := h.newContainer(d, sleeper...)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := pod.Create(ctx, c); err != nil {
+		return nil, err
+	}
+	return c, h.startRunning(ctx, c)
+}
+
 func (h *harness) startRunning(ctx context.Context, c *driver.Container) error {
 	if err := h.env.Runc.Start(ctx, c.Root, c.ID); err != nil {
 		return err

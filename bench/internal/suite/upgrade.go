@@ -48,17 +48,7 @@ func (h *harness) upgradePause(ctx context.Context, res *Results) error {
 			return fmt.Errorf("the gomon pod has no run directory")
 		}
 		for range n {
-			c, err := h.newContainer(h.gomon, sleeper...)
-			if err != nil {
-				return err
-			}
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			err = pod.Create(cctx, c)
-			if err == nil {
-				err = h.startRunning(cctx, c)
-			}
-			cancel()
-			if err != nil {
+			if _, err := h.runningSleeper(ctx, h.gomon, pod); err != nil {
 				return fmt.Errorf("%d containers: %w", n, err)
 			}
 		}

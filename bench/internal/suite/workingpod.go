@@ -146,16 +146,7 @@ func (h *harness) work(ctx context.Context, d driver.Driver, pod driver.Pod, cyc
 	if execs == 0 {
 		return nil
 	}
-	c, err := h.newContainer(d, sleeper...)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = pod.Create(cctx, c)
-	if err == nil {
-		err = h.startRunning(cctx, c)
-	}
-	cancel()
+	c, err := h.runningSleeper(ctx, d, pod)
 	if err != nil {
 		return err
 	}
