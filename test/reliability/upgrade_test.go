@@ -330,6 +330,7 @@ func attachConn(t *testing.T, s *gomonServer, c *ctr, sock string) *net.UnixConn
 		if attempt > 1 {
 			t.Fatalf("AttachContainer: %v", err)
 		}
+		t.Logf("AttachContainer, first call after the upgrade: %v", err)
 	}
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
 	if err != nil {
@@ -826,22 +827,7 @@ func compareWithFresh(t *testing.T, binary string, pid int) {
 // client's held connection. The returned func disconnects.
 func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) (disconnect func()) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-		err := s.client.AttachContainer(ctx, &client.AttachConfig{ID: c.id, SocketPath: sock, Passthrough: true})
-		cancel()
-		if err == nil {
-			break
-		}
-		if attempt > 1 {
-			t.Fatalf("AttachContainer: %v", err)
-		}
-		t.Logf("AttachContainer, first call after the upgrade: %v", err)
-	}
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
-	if err != nil {
-		t.Fatalf("connect to the attach socket: %v", err)
-	}
+	conn := attachConn(t, s, c, sock)
 	if err := conn.SetReadDeadline(time.Now().Add(hangGuard)); err != nil {
 		t.Fatal(err)
 	}
