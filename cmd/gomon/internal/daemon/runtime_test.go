@@ -9,17 +9,23 @@ import (
 // sink keeps the test's garbage from being optimised away.
 var sink []byte
 
-// TestReclaimer: garbage beyond reclaimSlack is collected and returned
-// once; a heap without it is left alone.
-func TestReclaimer(t *testing.T) {
+// settledReclaimer returns a reclaimer that counts its frees in *frees,
+// settled on whatever the test binary left behind, and no free counted.
+func settledReclaimer() (*reclaimer, *int) {
 	debug.FreeOSMemory()
-	frees := 0
-	r := newReclaimer(func() { frees++; debug.FreeOSMemory() })
-	// Settle on whatever the test binary left behind.
+	frees := new(int)
+	r := newReclaimer(func() { *frees++; debug.FreeOSMemory() })
 	for range 3 {
 		r.check()
 	}
-	frees = 0
+	*frees = 0
+	return r, frees
+}
+
+// TestReclaimer: garbage beyond reclaimSlack is collected and returned
+// once; a heap without it is left alone.
+func TestReclaimer(t *testing.T) {
+	r, frees := settledReclaimer()
 	if r.check() {
 		t.Fatal("collected a heap with nothing to give back")
 	}
@@ -27,11 +33,11 @@ func TestReclaimer(t *testing.T) {
 		sink = make([]byte, 64<<10) // 4 MiB of garbage, 64 KiB at a time
 	}
 	sink = nil
-	if !r.check() || frees != 1 {
-		t.Fatalf("4 MiB of garbage not reclaimed (frees %d)", frees)
+	if !r.check() || *frees != 1 {
+		t.Fatalf("4 MiB of garbage not reclaimed (frees %d)", *frees)
 	}
-	if r.check() || frees != 1 {
-		t.Errorf("collected again right after a reclaim (frees %d)", frees)
+	if r.check() || *frees != 1 {
+		t.Errorf("collected again right after a reclaim (frees %d)", *frees)
 	}
 	// Less than reclaimSlack while work goes on: kept, then returned at
 	// the first quiet check, once.
@@ -39,15 +45,15 @@ func TestReclaimer(t *testing.T) {
 		sink = make([]byte, 64<<10) // 512 KiB
 	}
 	sink = nil
-	if r.check() || frees != 1 {
-		t.Fatalf("collected while the heap was growing by less than the slack (frees %d)", frees)
+	if r.check() || *frees != 1 {
+		t.Fatalf("collected while the heap was growing by less than the slack (frees %d)", *frees)
 	}
-	if !r.check() || frees != 2 {
-		t.Fatalf("not collected once quiet (frees %d)", frees)
+	if !r.check() || *frees != 2 {
+		t.Fatalf("not collected once quiet (frees %d)", *frees)
 	}
 	for range 2 {
-		if r.check() || frees != 2 {
-			t.Errorf("collected again while quiet (frees %d)", frees)
+		if r.check() || *frees != 2 {
+			t.Errorf("collected again while quiet (frees %d)", *frees)
 		}
 	}
 }
@@ -74,28 +80,22 @@ func TestTuneRuntimeGOMAXPROCS(t *testing.T) {
 // TestReclaimerBusyCheck: the check made when a call ends frees only
 // past busySlack, and leaves a smaller remainder to the quiet check.
 func TestReclaimerBusyCheck(t *testing.T) {
-	debug.FreeOSMemory()
-	frees := 0
-	r := newReclaimer(func() { frees++; debug.FreeOSMemory() })
-	for range 3 {
-		r.check()
-	}
-	frees = 0
+	r, frees := settledReclaimer()
 	for range busySlack / (64 << 10) / 2 {
 		sink = make([]byte, 64<<10) // half the slack
 	}
 	sink = nil
-	if r.checkBusy() || frees != 0 {
-		t.Fatalf("freed %d time(s) with less than the slack reclaimable", frees)
+	if r.checkBusy() || *frees != 0 {
+		t.Fatalf("freed %d time(s) with less than the slack reclaimable", *frees)
 	}
 	for range 48 {
 		sink = make([]byte, 64<<10) // 3 MiB more
 	}
 	sink = nil
-	if !r.checkBusy() || frees != 1 {
-		t.Fatalf("3.5 MiB of garbage not reclaimed when a call ended (frees %d)", frees)
+	if !r.checkBusy() || *frees != 1 {
+		t.Fatalf("3.5 MiB of garbage not reclaimed when a call ended (frees %d)", *frees)
 	}
-	if r.checkBusy() || frees != 1 {
-		t.Errorf("freed again right after a reclaim (frees %d)", frees)
+	if r.checkBusy() || *frees != 1 {
+		t.Errorf("freed again right after a reclaim (frees %d)", *frees)
 	}
 }
