@@ -318,7 +318,7 @@ func (s *AttachServer) addClient(lc *netguard.Conn, stopAfterStdinEOF bool) {
 	conn := lc.Conn.(*net.UnixConn) //nolint:forcetypeassert // the listener is a UnixListener
 	c := &attachClient{
 		conn: conn, lc: lc, stopAfterStdinEOF: stopAfterStdinEOF,
-		wake: make(chan struct{}, 1), refs: 2,
+		wake: make(chan struct{}, 1), released: make(chan struct{}), refs: 2,
 	}
 	if s.outputEndedLocked() {
 		c.enqueue(attachMsg{pipe: AttachPipeDone}, s.queueMax)
@@ -359,7 +359,7 @@ func (s *AttachServer) Close() error {
 	}
 	deadline := time.Now().Add(s.flush)
 	for _, c := range cs {
-		c.shutdown(deadline)
+		c.shutdown(deadline, true)
 	}
 	s.wg.Wait()
 	return nil

@@ -21,6 +21,7 @@ type attachClient struct {
 	lc                *netguard.Conn // conn's place in the server's limiter; closed by release
 	stopAfterStdinEOF bool
 	wake              chan struct{} // capacity 1: "the queue or the state changed"
+	released          chan struct{} // closed when the client is forgotten (release)
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -66,13 +67,15 @@ func (c *attachClient) poke() {
 	}
 }
 
-// shutdown starts the client's end for Close: queue done, bound the flush
-// by deadline, and close the connection once the writer is finished.
-func (c *attachClient) shutdown(deadline time.Time) {
+// shutdown starts the client's end: with done (Close), queue the done
+// message; without it (a handoff), end after what is queued, as if the
+// connection dropped. Bound the flush by deadline, and close the
+// connection once the writer is finished.
+func (c *attachClient) shutdown(deadline time.Time, done bool) {
 	_ = c.conn.SetWriteDeadline(deadline) // fails only when already closed
 	c.mu.Lock()
 	c.closing = true
-	if !c.doneQueued && !c.gone {
+	if done && !c.doneQueued && !c.gone {
 		c.queue = append(c.queue, attachMsg{pipe: AttachPipeDone})
 		c.doneQueued = true
 	}
@@ -258,6 +261,7 @@ func (s *AttachServer) release(c *attachClient) {
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
+	close(c.released)
 	s.droppedChunks.Add(dropped)
 	s.droppedBytes.Add(droppedB)
 	if dropped > 0 {

@@ -1,6 +1,7 @@
 package ioloop
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -58,13 +59,42 @@ type AttachSocket struct {
 	StopAfterStdinEOF bool
 }
 
-// HandoffState returns the server's attach sockets and how many clients
-// are connected (a handoff does not carry clients).
-func (s *AttachServer) HandoffState() (sockets []AttachSocket, clients int) {
+// HandoffState returns the server's attach sockets (a handoff carries
+// them, not their clients: DisconnectClients).
+func (s *AttachServer) HandoffState() []AttachSocket {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sockets := make([]AttachSocket, 0, len(s.listeners))
 	for _, l := range s.listeners {
 		sockets = append(sockets, AttachSocket{Path: l.path, StopAfterStdinEOF: l.stopAfterStdinEOF})
 	}
-	return sockets, len(s.clients)
+	return sockets
+}
+
+// DisconnectClients ends the connected clients for a handoff and returns
+// how many there were. Each is sent what is already queued for it (within
+// the flush timeout), then its connection is closed without the done
+// message, since the container's output goes on: the client sees its
+// connection end and may connect again, to the process that took over.
+// It waits for them within ctx. The listeners stay open: a client that
+// connects meanwhile is served until the exec closes its connection.
+func (s *AttachServer) DisconnectClients(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	cs := make([]*attachClient, 0, len(s.clients))
+	for c := range s.clients {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	deadline := time.Now().Add(s.flush)
+	for _, c := range cs {
+		c.shutdown(deadline, false)
+	}
+	for _, c := range cs {
+		select {
+		case <-c.released:
+		case <-ctx.Done():
+			return len(cs), fmt.Errorf("disconnect attach clients: %w", ctx.Err())
+		}
+	}
+	return len(cs), nil
 }

@@ -2,8 +2,11 @@ package ioloop
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -141,5 +144,54 @@ func TestAppendJSONLogKeepsTheFile(t *testing.T) {
 	}
 	if !bytes.HasPrefix(b, []byte("{\"log\":\"x\"}\n")) || bytes.Count(b, []byte("\n")) != 2 {
 		t.Fatalf("json log after append:\n%s", b)
+	}
+}
+
+// TestAttachDisconnectClients: a handoff ends the connected clients
+// after the output queued for them, without the done message (the
+// output goes on), and waits until they are gone; the socket still
+// serves, and a client connecting then gets the output that follows.
+func TestAttachDisconnectClients(t *testing.T) {
+	s, path := newTestServer(t, AttachOptions{})
+	out := s.Stream(Stdout) // never ends
+	c1, c2 := dial(t, path), dial(t, path)
+	waitUntil(t, "clients registered", func() bool { return s.Stats().Clients == 2 })
+	_, _ = out.Write([]byte("before"))
+	n, err := s.DisconnectClients(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("DisconnectClients = %d, %v; want 2, nil", n, err)
+	}
+	s.mu.Lock()
+	left := len(s.clients)
+	s.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d clients still registered after DisconnectClients returned", left)
+	}
+	for i, c := range []*net.UnixConn{c1, c2} {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 64)
+		var got []string
+		for {
+			n, err := c.Read(buf)
+			if err != nil || n == 0 {
+				break
+			}
+			got = append(got, fmt.Sprintf("%d:%s", buf[0], buf[1:n]))
+		}
+		if len(got) != 1 || got[0] != fmt.Sprintf("%d:before", AttachPipeStdout) {
+			t.Errorf("client %d got %q before its end, want only the queued output (no done message)", i, got)
+		}
+	}
+	// No client is left: DisconnectClients has nothing to do.
+	if n, err := s.DisconnectClients(context.Background()); n != 0 || err != nil {
+		t.Errorf("second DisconnectClients = %d, %v", n, err)
+	}
+	c3 := dial(t, path)
+	waitUntil(t, "new client registered", func() bool { return s.Stats().Clients == 3 })
+	_, _ = out.Write([]byte("after"))
+	_ = c3.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	if n, err := c3.Read(buf); err != nil || string(buf[1:n]) != "after" {
+		t.Errorf("client connected after the disconnect: %q, %v", buf[:n], err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 
@@ -55,6 +56,35 @@ func EncodeUpgradeState(s *UpgradeState) ([]byte, error) { return handoff.Encode
 // the whole of the dry run.
 func DecodeUpgradeState(b []byte) (*UpgradeState, error) { return handoff.Decode(b) }
 
+// RunChild runs cmd to completion while the monitor runs: the monitor
+// reaps every child of the process, so a child started and waited for
+// with exec.Cmd alone would be reaped behind its back. cmd's stdio must be
+// *os.File or nil (no copy goroutines) and it must have no Context: ctx
+// ending (or Shutdown) kills it. It returns nil when cmd exited 0. (The
+// upgrade's first dry run, made before the monitor is disturbed, runs
+// this way.)
+func (m *Monitor) RunChild(ctx context.Context, cmd *exec.Cmd) error {
+	ctx, done, err := m.beginOp(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	c, err := m.reaper.start(cmd, false)
+	if err != nil {
+		return err
+	}
+	ev, err := awaitChild(ctx, c)
+	switch {
+	case err != nil:
+		return err
+	case ev.signal() != 0:
+		return fmt.Errorf("killed by signal %d (%v)", ev.signal(), ev.signal())
+	case ev.code() != 0:
+		return fmt.Errorf("exit status %d", ev.code())
+	}
+	return nil
+}
+
 // Handoff is a monitor frozen for an upgrade: no exit is reaped, no
 // container output is read, until Abort (or the exec that ends the
 // process). Calls must already be held by the caller (the RPC gate of the
@@ -82,11 +112,12 @@ type Handoff struct {
 
 // PrepareHandoff freezes the monitor and describes its running
 // containers, the tombstones of its exited ones and its pod services
-// (the pause process, the fd socket). It refuses (ErrUpgradeRefused,
-// monitor unchanged) when the monitor holds what an upgrade does not
-// carry yet: an output copy for an embedder, an attach client, a
-// streaming session, a create in flight. A container whose exit is being
-// recorded is waited for, within ctx; so is the pause process's.
+// (the pause process, the fd socket). It first ends the attach clients
+// and streaming sessions, which an upgrade does not carry (endSessions).
+// It refuses (ErrUpgradeRefused, monitor otherwise unchanged) when the
+// monitor holds what an upgrade does not carry yet: an output copy for an
+// embedder, a create in flight. A container whose exit is being recorded
+// is waited for, within ctx; so is the pause process's.
 //
 // On success the reaper is stopped (exits stay zombies) and every read
 // loop has written out what it read and stopped, leaving the rest in its
@@ -96,6 +127,9 @@ type Handoff struct {
 // of its own (exec.Cmd.Run: the dry run): the reaper does not wait.
 func (m *Monitor) PrepareHandoff(ctx context.Context) (*Handoff, error) {
 	if err := m.refuseHandoff(); err != nil {
+		return nil, err
+	}
+	if err := m.endSessions(ctx); err != nil {
 		return nil, err
 	}
 	h := &Handoff{m: m}
@@ -183,11 +217,44 @@ func (m *Monitor) refuseHandoff() error {
 	if down {
 		return refuse("the monitor is shutting down")
 	}
+	return nil
+}
+
+// endSessions ends what an upgrade does not carry: the streaming server
+// with its sessions (their clients get a going-away close; a pending
+// session's URL stops answering; the new process starts a server on the
+// next request) and the attach clients (their connections close after
+// what was queued for them; the sockets are carried). Clients reconnect.
+// The reaper still runs, so a streaming exec's process is killed and
+// reaped here. An upgrade that fails later does not bring them back.
+func (m *Monitor) endSessions(ctx context.Context) error {
 	m.stream.mu.Lock()
 	srv := m.stream.srv
+	m.stream.srv = nil // the next request starts a new one
 	m.stream.mu.Unlock()
-	if srv != nil && srv.Busy() {
-		return refuse("streaming sessions (exec, attach, port-forward) are open or pending; retry when they ended")
+	if srv != nil {
+		busy := srv.Busy()
+		if err := srv.Close(ctx); err != nil {
+			return fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
+		}
+		if busy {
+			m.log.Info("upgrade: streaming sessions ended")
+		}
+	}
+	m.mu.Lock()
+	cs := make([]*container, 0, len(m.containers))
+	for _, c := range m.containers {
+		cs = append(cs, c)
+	}
+	m.mu.Unlock()
+	for _, c := range cs {
+		n, err := c.attach.DisconnectClients(ctx)
+		if err != nil {
+			return fmt.Errorf("%w: container %s: %w", ErrUpgradeRefused, c.id, err)
+		}
+		if n > 0 {
+			m.log.Info("upgrade: attach clients disconnected", "container", c.id, "clients", n)
+		}
 	}
 	return nil
 }
@@ -291,11 +358,7 @@ func (c *container) handoffRecord() (handoff.Container, error) {
 			return refuse("this stream layout")
 		}
 	}
-	sockets, clients := c.attach.HandoffState()
-	if clients > 0 {
-		return handoff.Container{}, fmt.Errorf("%w: container %s has %d attach client(s) connected; retry when they left",
-			ErrUpgradeRefused, c.id, clients)
-	}
+	sockets := c.attach.HandoffState()
 	rec := handoff.Container{
 		ID: c.id, PID: c.pid(), BundlePath: r.BundlePath,
 		OOMPaths: r.OOMExitPaths, CleanupCmd: r.CleanupCmd, GlobalArgs: r.GlobalArgs,

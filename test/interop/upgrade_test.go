@@ -6,6 +6,7 @@ package interop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,24 +18,23 @@ import (
 	"github.com/containers/conmon-rs/pkg/client"
 	"github.com/gomon-dev/gomon/test/harness"
 	"github.com/gomon-dev/gomon/test/interop/generation"
+	"github.com/gorilla/websocket"
 )
 
-// heldUpgradeBinary writes a wrapper of bin that holds the upgrade's dry
-// run (`upgrade --check-state`) until the file goOn exists, after
-// creating the file held; anything else it execs at once. While it
-// holds, the old daemon is paused: it no longer accepts, and its gate is
-// closed.
+// heldUpgradeBinary writes a wrapper of bin that holds the upgrade's
+// second dry run (`upgrade --check-state` on the real state record, not
+// the preflight's probe) until the file goOn exists, after creating the
+// file held; anything else it execs at once. While it holds, the old
+// daemon is paused: it no longer accepts, and its gate is closed.
 func heldUpgradeBinary(t *testing.T, bin string) (wrapper, held, goOn string) {
 	t.Helper()
 	dir := t.TempDir()
 	wrapper, held, goOn = filepath.Join(dir, "gomon-held"), filepath.Join(dir, "held"), filepath.Join(dir, "go-on")
 	script := fmt.Sprintf(`#!/bin/sh
-for a in "$@"; do
-	if [ "$a" = --check-state ]; then
-		echo held > %q
-		while [ ! -e %q ]; do sleep 0.01; done
-	fi
-done
+if [ "$1" = upgrade ] && [ "$2" = --check-state ] && [ "${3##*/}" = gomon-upgrade-state.json ]; then
+	echo held > %q
+	while [ ! -e %q ]; do sleep 0.01; done
+fi
 exec %q "$@"
 `, held, goOn, bin)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
@@ -126,4 +126,118 @@ func TestCallsDuringUpgrade(t *testing.T) {
 	if int(nc.PID()) != s.pid {
 		t.Errorf("client.New attached to pid %d, want the upgraded daemon %d", nc.PID(), s.pid)
 	}
+}
+
+// TestUpgradeEndsStreamingSessions: an upgrade does not carry streaming
+// sessions (docs/upgrade.md). An open exec session is ended with a
+// going-away close and its process is killed, a session whose client has
+// not connected yet stops answering, and the upgraded daemon serves new
+// sessions.
+func TestUpgradeEndsStreamingSessions(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	bin, err := harness.LocateGomon()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startGomon(t, serverConfig(t, t.TempDir()))
+	c := runningContainer(t, s, []string{"sleep", "1000"}, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	upgraded := false
+	serve := func(cmd ...string) string {
+		t.Helper()
+		for attempt := 1; ; attempt++ {
+			res, err := s.client.ServeExecContainer(ctx, &client.ServeExecContainerConfig{
+				ID: c.id, Command: cmd, Stdin: true, Stdout: true, Stderr: true,
+			})
+			if err == nil {
+				return "ws" + strings.TrimPrefix(res.URL, "http")
+			}
+			// A connection held across the upgrade fails once (v1.0.1).
+			if !upgraded || !generation.HoldsConnection || attempt > 1 {
+				t.Fatalf("ServeExecContainer: %v", err)
+			}
+		}
+	}
+	dialer := websocket.Dialer{Subprotocols: []string{"v5.channel.k8s.io"}, HandshakeTimeout: 10 * time.Second}
+	// readUntil reads stdout until it holds want.
+	readUntil := func(conn *websocket.Conn, want string) {
+		t.Helper()
+		var got strings.Builder
+		for !strings.Contains(got.String(), want) {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				t.Fatalf("read the session for %q (got %q): %v", want, got.String(), err)
+			}
+			if len(msg) > 0 && msg[0] == 1 {
+				got.Write(msg[1:])
+			}
+		}
+	}
+
+	const marker = "999123" // finds the session's process in /proc
+	open, _, err := dialer.DialContext(ctx, serve("sh", "-c", "echo ready; exec sleep "+marker), nil)
+	if err != nil {
+		t.Fatalf("dial the session: %v", err)
+	}
+	defer func() { _ = open.Close() }()
+	_ = open.SetReadDeadline(time.Now().Add(hangGuard))
+	readUntil(open, "ready")
+	if n := processesWith(marker); n != 1 {
+		t.Fatalf("%d processes of the session before the upgrade, want 1", n)
+	}
+	pending := serve("echo", "never")
+
+	out, err := exec.Command(bin, "upgrade", "--runtime-dir", s.runDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "upgraded") {
+		t.Fatalf("gomon upgrade with a streaming session open: %s (%v)", out, err)
+	}
+	t.Logf("gomon upgrade: %s", strings.TrimSpace(string(out)))
+	upgraded = true
+
+	// The open session ended with a going-away close, its process with it.
+	for {
+		_, _, err := open.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+			t.Errorf("the open session ended with %v, want a going-away close", err)
+		}
+		break
+	}
+	for deadline := time.Now().Add(hangGuard); processesWith(marker) != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("%d processes of the ended session are left", processesWith(marker))
+			break
+		}
+	}
+	// The pending session's URL no longer answers.
+	if conn, resp, err := dialer.DialContext(ctx, pending, nil); err == nil {
+		_ = conn.Close()
+		t.Errorf("the pending session connected after the upgrade (response %v)", resp)
+	}
+	// A new session works.
+	conn, _, err := dialer.DialContext(ctx, serve("echo", "after"), nil)
+	if err != nil {
+		t.Fatalf("dial a session after the upgrade: %v", err)
+	}
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetReadDeadline(time.Now().Add(hangGuard))
+	readUntil(conn, "after")
+}
+
+// processesWith counts the processes whose command line holds word (a
+// zombie has none).
+func processesWith(word string) int {
+	n := 0
+	ms, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, m := range ms {
+		if b, err := os.ReadFile(m); err == nil && strings.Contains(string(b), word) {
+			n++
+		}
+	}
+	return n
 }

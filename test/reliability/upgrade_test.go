@@ -346,6 +346,13 @@ func converse(t *testing.T, s *gomonServer, c *ctr, sock, in, want string) {
 	t.Helper()
 	conn := attachConn(t, s, c, sock)
 	defer func() { _ = conn.Close() }()
+	attachSay(t, conn, in, want)
+}
+
+// attachSay writes in on an attach connection, as the container's stdin,
+// and reads its output until it holds want.
+func attachSay(t *testing.T, conn *net.UnixConn, in, want string) {
+	t.Helper()
 	if err := conn.SetDeadline(time.Now().Add(hangGuard)); err != nil {
 		t.Fatal(err)
 	}
@@ -361,6 +368,28 @@ func converse(t *testing.T, s *gomonServer, c *ctr, sock, in, want string) {
 		}
 		if n > 1 { // each message is a pipe byte, then the output
 			got.Write(buf[1:n])
+		}
+	}
+}
+
+// attachedUntilEOF reads an attach connection until the daemon closes it
+// and closes it too: an error if it ends otherwise (a done message, a
+// read error, no end within hangGuard).
+func attachedUntilEOF(conn *net.UnixConn) error {
+	defer func() { _ = conn.Close() }()
+	if err := conn.SetReadDeadline(time.Now().Add(hangGuard)); err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := conn.Read(buf)
+		switch {
+		case errors.Is(err, io.EOF) || (err == nil && n == 0):
+			return nil
+		case err != nil:
+			return err
+		case n == 1 && buf[0] == 0: // the done message: the container's output ended
+			return errors.New("the daemon sent the done message")
 		}
 	}
 }
@@ -491,12 +520,13 @@ func TestUpgradeInPlace(t *testing.T) {
 	// short sleep).
 	exiter := running(t, s, nil, "sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.1; done`)
 
-	// A wrapper around the real binary that, during the dry run (the old
-	// monitor is frozen then), makes the exiter exit and waits until it
-	// is a zombie: its exit falls between the two processes.
+	// A wrapper around the real binary that, during the dry run on the
+	// state record (the old monitor is frozen then; the preflight's probe
+	// comes earlier), makes the exiter exit and waits until it is a
+	// zombie: its exit falls between the two processes.
 	wrapper := filepath.Join(installDir, "gomon-exit-during-upgrade")
 	script := fmt.Sprintf(`#!/bin/sh
-if [ "$1" = upgrade ] && [ "$2" = --check-state ]; then
+if [ "$1" = upgrade ] && [ "$2" = --check-state ] && [ "${3##*/}" = gomon-upgrade-state.json ]; then
 	kill -TERM %d
 	i=0
 	while [ $i -lt 200 ]; do
@@ -509,12 +539,13 @@ exec %s "$@"
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// A wrapper that holds the dry run (the old daemon is paused then)
-	// until the test says go on: calls made meanwhile wait in the backlog.
+	// A wrapper that holds the dry run on the state record (the old
+	// daemon is paused then) until the test says go on: calls made
+	// meanwhile wait in the backlog.
 	held, goOn := filepath.Join(installDir, "dry-run-held"), filepath.Join(installDir, "go-on")
 	holder := filepath.Join(installDir, "gomon-hold-dry-run")
 	script = fmt.Sprintf(`#!/bin/sh
-if [ "$1" = upgrade ] && [ "$2" = --check-state ]; then
+if [ "$1" = upgrade ] && [ "$2" = --check-state ] && [ "${3##*/}" = gomon-upgrade-state.json ]; then
 	echo held > %s
 	i=0
 	while [ ! -e %s ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
@@ -608,13 +639,18 @@ exec %[2]s "$@"
 			// The binary at the daemon's start path is gone (the default
 			// binary), then an explicit one exits at once, then one knows
 			// another schema.
-			// Last, one whose dry run passes and which is gone by the exec:
+			// Last, one whose dry runs pass and which is gone by the exec:
 			// the exec itself fails, past Keep, and everything is undone.
 			vanishing := filepath.Join(installDir, "gomon-vanishing")
-			if err := os.WriteFile(vanishing, []byte("#!/bin/sh\nrm -f \"$0\"\nexit 0\n"), 0o755); err != nil {
+			if err := os.WriteFile(vanishing, []byte("#!/bin/sh\n"+
+				"[ \"${3##*/}\" = gomon-upgrade-state.json ] && rm -f \"$0\"\nexit 0\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
+			// The first three are refused before the daemon pauses (the
+			// preflight): an attach client connected meanwhile stays
+			// connected. The last one, refused past the pause, ends it.
 			fdsBefore := fdCount(t, s.pid)
+			attached := attachConn(t, s, term, termSock)
 			for _, bad := range []string{"", broken, otherSchema, vanishing} {
 				if bad == "" {
 					if err := os.Rename(installed, installed+".away"); err != nil {
@@ -641,6 +677,13 @@ exec %[2]s "$@"
 				if bad == vanishing && !strings.Contains(out, "exec "+vanishing+": no such file or directory") {
 					t.Errorf("refusal for a failed exec does not say so: %s", out)
 				}
+				if bad == otherSchema {
+					// Still connected: it gets what the terminal echoes.
+					attachSay(t, attached, "still-attached\n", "got still-attached")
+				}
+			}
+			if err := attachedUntilEOF(attached); err != nil {
+				t.Errorf("attach client during an upgrade refused past the pause: %v, want its connection closed", err)
 			}
 			// Nothing the refused upgrades opened (state, listener and
 			// control dups) is left, and the pipes are close-on-exec again.
@@ -687,8 +730,10 @@ exec %[2]s "$@"
 			t.Errorf("container %s pid %d is gone", c.id, c.pid)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(s.runDir, "gomon-upgrade-state.json")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("upgrade state file left behind (stat: %v)", err)
+	for _, name := range []string{"gomon-upgrade-state.json", "gomon-upgrade-probe.json"} {
+		if _, err := os.Stat(filepath.Join(s.runDir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("upgrade file %s left behind (stat: %v)", name, err)
+		}
 	}
 
 	// Log rotation after the upgrades: the kubelet renames the file and
@@ -743,10 +788,12 @@ exec %[2]s "$@"
 		t.Errorf("terminal container exit code %d, want 137", code)
 	}
 	var answers []string
-	sizes, ticks := 0, 0
+	sizes, ticks, stillAttached := 0, 0, 0
 	for _, line := range logLines(t, term.logPath) {
 		line = strings.TrimSuffix(line, "\r") // the terminal's ONLCR
 		switch {
+		case line == "got still-attached": // round 2's refused upgrades
+			stillAttached++
 		case strings.HasPrefix(line, "got "):
 			answers = append(answers, line)
 		case strings.HasPrefix(line, "t "):
@@ -764,9 +811,9 @@ exec %[2]s "$@"
 			t.Fatalf("terminal log answer %d is %q, want %q: a line lost, repeated or out of order (all: %q)", i, a, want, answers)
 		}
 	}
-	if len(answers) != rounds+1 || sizes != 1 || ticks < 100 {
-		t.Errorf("terminal log: %d answers (want %d), the last size %d times (want once), %d counter lines (want 100 or more)",
-			len(answers), rounds+1, sizes, ticks)
+	if len(answers) != rounds+1 || sizes != 1 || ticks < 100 || (rounds >= 2) != (stillAttached == 1) {
+		t.Errorf("terminal log: %d answers (want %d), the last size %d times (want once), %d counter lines (want 100 or more), %d still-attached answers",
+			len(answers), rounds+1, sizes, ticks, stillAttached)
 	}
 	if z := zombiesOf(t, s.pid); len(z) > 0 {
 		t.Errorf("zombies left under the daemon: %v", z)
@@ -825,7 +872,7 @@ func compareWithFresh(t *testing.T, binary string, pid int) {
 // only: Passthrough), connects to it and waits for output holding "tick".
 // The call is retried once: the first call after an upgrade fails on the
 // client's held connection. The returned func disconnects.
-func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) (disconnect func()) {
+func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) *net.UnixConn {
 	t.Helper()
 	conn := attachConn(t, s, c, sock)
 	if err := conn.SetReadDeadline(time.Now().Add(hangGuard)); err != nil {
@@ -840,7 +887,7 @@ func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) (disconnect f
 		}
 		// Each message is a pipe byte, then the output.
 		if n > 1 && strings.Contains(string(buf[1:n]), "tick") {
-			return func() { _ = conn.Close() }
+			return conn
 		}
 	}
 }
@@ -871,11 +918,11 @@ func waitForLine(t *testing.T, path, line string) {
 	t.Fatalf("%q never appeared in %s", line, path)
 }
 
-// TestUpgradeRefusesWhatItDoesNotCarry: a connected attach client makes
-// the daemon refuse, saying so, and serve on unchanged; once it is gone
-// the upgrade goes through, and the attach socket works in the new
-// process.
-func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
+// TestUpgradeEndsAttachClients: a connected attach client does not stop
+// an upgrade: its connection is closed cleanly, and the attach socket
+// works in the new process, as do stdin, OOM detection and the upgrade
+// span.
+func TestUpgradeEndsAttachClients(t *testing.T) {
 	requireRoot(t)
 	bins := upgradeBinaries(t)
 	installed := filepath.Join(t.TempDir(), "gomon")
@@ -903,33 +950,25 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	attachWrite(t, s, echo, echoSock, "before the upgrade\n")
 	waitForLine(t, echo.logPath, "before the upgrade")
 
+	// An attach client connected at the upgrade: the old process closes
+	// its connection (no done message: the output goes on), and it
+	// connects again to the new one.
 	sock := filepath.Join(t.TempDir(), "attach")
-	end := attachTick(t, s, ticker, sock)
+	attached := attachTick(t, s, ticker, sock)
 	out, ok := gomonUpgrade(t, bins[1], s.runDir, bins[1])
-	if ok || !strings.Contains(out, "attach client(s) connected") {
-		end()
-		t.Fatalf("upgrade with an attach client: ok=%v, %q; want a refusal naming it", ok, out)
-	}
-	end()
-	// The daemon notices the client left a little later: retry until the
-	// upgrade goes through.
-	deadline := time.Now().Add(hangGuard)
-	for {
-		out, ok = gomonUpgrade(t, bins[1], s.runDir, bins[1])
-		if ok || time.Now().After(deadline) || !strings.Contains(out, "attach client") {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	if !ok {
-		t.Fatalf("upgrade after the attach client left: %s", out)
+		_ = attached.Close()
+		t.Fatalf("upgrade with an attach client: %s", out)
 	}
 	t.Log(out)
+	if err := attachedUntilEOF(attached); err != nil {
+		t.Errorf("attach client connected at the upgrade: %v, want its connection closed", err)
+	}
 	if tag, _ := versionTag(t, s); tag != "upgrade-b" {
 		t.Fatalf("after the upgrade: Version tag %q", tag)
 	}
 	// The attach socket was bound again by the new process.
-	attachTick(t, s, ticker, sock)()
+	_ = attachTick(t, s, ticker, sock).Close()
 	// The stdin pipe was carried: input still reaches the container.
 	attachWrite(t, s, echo, echoSock, "after the upgrade\n")
 	waitForLine(t, echo.logPath, "after the upgrade")
@@ -973,7 +1012,7 @@ func TestUpgradeRefusesWhatItDoesNotCarry(t *testing.T) {
 	if tag != "upgrade-a" {
 		t.Fatalf("after SIGHUP: Version tag %q, want upgrade-a", tag)
 	}
-	attachTick(t, s, ticker, sock)()
+	_ = attachTick(t, s, ticker, sock).Close()
 
 	ticker.runc(t, s, "kill", ticker.id, "KILL")
 	if code := ticker.exitCode(t); code != 137 {

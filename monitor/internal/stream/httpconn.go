@@ -38,7 +38,7 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 	req = req.WithContext(s.ctx)
 	req.RemoteAddr = conn.RemoteAddr().String()
-	w := &connResponse{conn: conn, lc: lc, br: br, header: http.Header{}}
+	w := &connResponse{conn: conn, lc: lc, br: br, header: http.Header{}, owned: func() { s.owned(conn) }}
 	s.mux.ServeHTTP(w, req)
 	if !w.hijacked {
 		w.finish()
@@ -78,6 +78,7 @@ type connResponse struct {
 	status   int
 	body     bytes.Buffer
 	hijacked bool
+	owned    func() // called on Hijack: the session owns the connection
 }
 
 var (
@@ -112,6 +113,9 @@ func (w *connResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	w.lc.left = -1 // from now on the reader carries the session
+	if w.owned != nil {
+		w.owned()
+	}
 	return w.conn, bufio.NewReadWriter(w.br, bufio.NewWriter(w.conn)), nil
 }
 

@@ -107,6 +107,7 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 	}
 	conn.SetReadLimit(maxMessage)
 
+	server := ctx // ends when the server closes (Shutdown, an upgrade)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readDone := make(chan struct{})
@@ -117,8 +118,17 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 		ws.readLoop()
 	}()
 	// Closing the connection ends the reader; done when ctx ends (client
-	// gone, server closing) before Run returned.
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	// gone, server closing) before Run returned. A closing server says so
+	// first: the client sees a going-away close, not a dropped connection.
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(closed)
+		if server.Err() != nil {
+			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "the container monitor is stopping or being upgraded")
+			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)) // bounded: the peer may be gone or stalled
+		}
+		_ = conn.Close()
+	})
 
 	var code int
 	var err error
@@ -132,6 +142,8 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 	}
 	if stop() { // the connection is still open: report and close it
 		ws.finish(statusFor(code, err))
+	} else {
+		<-closed // the going-away close is written before the connection closes
 	}
 	_ = conn.Close()
 	<-readDone

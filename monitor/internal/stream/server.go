@@ -78,10 +78,10 @@ type Server struct {
 
 	// mu guards the fields below.
 	mu     sync.Mutex
-	ln     net.Listener          // guarded by mu; nil until started
-	base   string                // guarded by mu; "http://127.0.0.1:<port>"
-	open   map[net.Conn]struct{} // guarded by mu; live connections
-	closed bool                  // guarded by mu
+	ln     net.Listener      // guarded by mu; nil until started
+	base   string            // guarded by mu; "http://127.0.0.1:<port>"
+	open   map[net.Conn]bool // guarded by mu; live connections, true once a session owns one
+	closed bool              // guarded by mu
 }
 
 // New returns a Server; nothing listens until the first Add call.
@@ -114,7 +114,7 @@ func New(opts Options) *Server {
 	s := &Server{
 		log: log, addr: addr, sessions: newSessionStore(max, ttl, now),
 		limiter: netguard.NewLimiter(maxConns, "streaming", log),
-		ctx:     ctx, cancel: cancel, open: make(map[net.Conn]struct{}),
+		ctx:     ctx, cancel: cancel, open: make(map[net.Conn]bool),
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/exec/{token}", s.handle(kindExec))
@@ -214,7 +214,7 @@ func (s *Server) track(conn net.Conn) bool {
 	if s.closed {
 		return false
 	}
-	s.open[conn] = struct{}{}
+	s.open[conn] = false
 	s.conns.Add(1)
 	return true
 }
@@ -227,25 +227,55 @@ func (s *Server) untrack(conn net.Conn) {
 	s.mu.Unlock()
 }
 
-// Close stops listening, ends every session (their clients see the
-// connection close) and waits, within ctx, for their goroutines. Later Add
-// calls fail with ErrClosed. It is idempotent.
+// owned marks conn as a session's: from now on the session closes it.
+func (s *Server) owned(conn net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.open[conn]; ok {
+		s.open[conn] = true
+	}
+}
+
+// closeGrace bounds how long Close lets sessions end themselves (a
+// going-away close, their command cancelled) before it closes their
+// connections.
+const closeGrace = 2 * time.Second
+
+// Close stops listening, ends every session and waits, within ctx, for
+// their goroutines. A session's client gets a going-away close (not a
+// dropped connection); a connection still in its handshake is closed.
+// Later Add calls fail with ErrClosed. It is idempotent.
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	if s.ln != nil {
 		_ = s.ln.Close() // ends the accept loop
 	}
-	for c := range s.open {
-		_ = c.Close() // ends handshakes and sessions
+	for c, session := range s.open {
+		if !session {
+			_ = c.Close() // ends a handshake
+		}
 	}
 	s.mu.Unlock()
-	s.cancel()
+	s.cancel() // sessions end, and close their connections
 	ended := make(chan struct{})
 	go func() {
 		s.conns.Wait()
 		close(ended)
 	}()
+	grace := time.NewTimer(closeGrace)
+	defer grace.Stop()
+	select {
+	case <-ended:
+		return nil
+	case <-grace.C:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.open {
+		_ = c.Close() // a session that did not end in time
+	}
+	s.mu.Unlock()
 	select {
 	case <-ended:
 		return nil
@@ -331,8 +361,7 @@ func (s *Server) handle(k kind) http.HandlerFunc {
 }
 
 // Busy reports whether the server has a connection open or a session
-// waiting for its client: an upgrade in place, which does not carry them,
-// refuses then (docs/upgrade.md).
+// waiting for its client (an upgrade in place ends them: docs/upgrade.md).
 func (s *Server) Busy() bool {
 	s.mu.Lock()
 	open := len(s.open)

@@ -36,6 +36,9 @@ const (
 	// StateEnv names the state record for the new process. It is removed
 	// from the environment as soon as it is read.
 	StateEnv = "GOMON_UPGRADE_STATE"
+	// ProbeName is the empty record of the first dry run (preflight), in
+	// the run directory while it runs.
+	ProbeName = "gomon-upgrade-probe.json"
 
 	// QuiesceTimeout bounds the wait for calls in flight, and then for the
 	// monitor to come to rest; past it the upgrade is refused.
@@ -138,6 +141,9 @@ func (d *Daemon) Upgrade(req Request, ctrl *net.UnixConn) Result {
 	if err := checkExecutable(binary); err != nil {
 		return refuse(err)
 	}
+	if err := d.preflight(binary); err != nil {
+		return refuse(err)
+	}
 	d.Log.Info("upgrade starting", "binary", binary)
 	pausedAt := time.Now()
 	d.Listener.Pause()
@@ -184,7 +190,7 @@ func (d *Daemon) Upgrade(req Request, ctrl *net.UnixConn) Result {
 	defer func() { _ = os.Remove(path) }()
 	// The point of no return is the exec: first make sure the new binary
 	// reads this record.
-	if err := dryRun(binary, path); err != nil {
+	if err := dryRun(binary, path, nil); err != nil {
 		return refuse(err)
 	}
 	if err := h.Keep(); err != nil {
@@ -239,21 +245,62 @@ func checkExecutable(p string) error {
 	return nil
 }
 
+// preflight is the first dry run, made before the daemon pauses or ends
+// a session: the new binary must read a record of this schema that holds
+// nothing. A binary that is broken or reads another schema is refused
+// here, with the pod untouched; the second dry run, on the real record,
+// is made once the monitor is frozen.
+func (d *Daemon) preflight(binary string) error {
+	b, err := monitor.EncodeUpgradeState(&monitor.UpgradeState{
+		From: d.Version, StartPath: d.Binary,
+		ListenerFD: 3, ControlFD: -1, // never used: the dry run touches no descriptor
+	})
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(d.RunDir, ProbeName)
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("write the dry run's record: %w", err)
+	}
+	defer func() { _ = os.Remove(path) }()
+	return dryRun(binary, path, d.Monitor.RunChild)
+}
+
 // dryRun runs `binary upgrade --check-state path`: the new binary must
-// read this record's schema and exit 0. The monitor is frozen meanwhile,
-// so waiting for this child does not race the reaper.
-func dryRun(binary, path string) error {
+// read the record's schema and exit 0. runChild runs it while the monitor
+// runs (its reaper reaps every child); nil runs it with exec.Cmd, once the
+// monitor is frozen and its reaper waits for nothing.
+func dryRun(binary, path string, runChild func(context.Context, *exec.Cmd) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), DryRunTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, "upgrade", "--check-state", path)
+	out, err := os.CreateTemp("", "gomon-dry-run-")
+	if err != nil {
+		return fmt.Errorf("dry run output: %w", err)
+	}
+	_ = os.Remove(out.Name()) // the open file stays usable
+	defer func() { _ = out.Close() }()
+	args := []string{"upgrade", "--check-state", path}
+	var cmd *exec.Cmd
+	if runChild == nil {
+		cmd = exec.CommandContext(ctx, binary, args...)
+	} else {
+		cmd = exec.Command(binary, args...) // RunChild kills it when ctx ends
+	}
 	cmd.Env = withoutEnv(os.Environ(), StateEnv)
-	out, err := cmd.CombinedOutput()
+	cmd.Stdout, cmd.Stderr = out, out
+	if runChild == nil {
+		err = cmd.Run()
+	} else {
+		err = runChild(ctx, cmd)
+	}
 	if err == nil {
 		return nil
 	}
-	said := strings.TrimSpace(string(out))
-	if len(said) > dryRunOutput {
-		said = said[:dryRunOutput] + "…"
+	buf := make([]byte, dryRunOutput+1)
+	n, _ := out.ReadAt(buf, 0)
+	said := strings.TrimSpace(string(buf[:n]))
+	if n > dryRunOutput {
+		said = strings.TrimSpace(string(buf[:dryRunOutput])) + "…"
 	}
 	if said != "" {
 		return fmt.Errorf("the new binary's dry run on the state failed (%w): %s", err, said)
