@@ -186,10 +186,12 @@ func (s *suite) lifecycle(t *testing.T, handler string, k podKind) {
 		s.checkMetrics(t, name, ctr, len(wantOut), len(wantStderr))
 	}
 
-	// logs -f while the ticker writes; crictl ends when the ticker exits (code 7).
+	// logs -f and attach while the ticker writes; both end when the ticker exits (code 7).
 	tick := s.crictl(t, col, "create (ticker)", "create", "--no-pull", pod, ticker, podJSON)
 	s.crictl(t, col, "start (ticker)", "start", tick)
+	attached := s.attachTicks(t, col, tick)
 	s.followLogs(t, col, tick)
+	attached()
 	s.waitExited(t, tick)
 	s.checkExitCode(t, col, "inspect (exit 7)", tick, 7)
 
@@ -434,6 +436,41 @@ func (s *suite) followLogs(t *testing.T, col, ctr string) {
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("logs -f: got %q, want tick-0..tick-19", got)
+	}
+}
+
+// attachTicks starts `crictl attach` on the running ticker (CRI-O's streaming server, then
+// the monitor's attach socket: AttachContainer) and returns the wait for it: it must end
+// when the ticker exits, having printed the ticks from some tick-N on, in order, through
+// tick-19.
+func (s *suite) attachTicks(t *testing.T, col, ctr string) (wait func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, s.crictlBin, append(s.crictlArgs(true), "attach", ctr)...)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("attach: %v", err)
+	}
+	return func() {
+		t.Helper()
+		defer cancel()
+		err := cmd.Wait()
+		s.times.record("attach (to the 2 s writer)", col, time.Since(start), stepStatus(err))
+		got := strings.Fields(out.String())
+		first := -1
+		if len(got) > 0 {
+			_, _ = fmt.Sscanf(got[0], "tick-%d", &first)
+		}
+		ok := err == nil && first >= 0 && first+len(got) == 20
+		for i, g := range got {
+			ok = ok && g == fmt.Sprintf("tick-%d", first+i)
+		}
+		if !ok {
+			t.Errorf("attach: %v; got %q (stderr %q), want tick-N..tick-19 for some N", err, got, errOut.String())
+		}
 	}
 }
 
