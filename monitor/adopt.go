@@ -242,10 +242,7 @@ func (m *Monitor) endSessions(ctx context.Context) error {
 		}
 	}
 	m.mu.Lock()
-	cs := make([]*container, 0, len(m.containers))
-	for _, c := range m.containers {
-		cs = append(cs, c)
-	}
+	cs := m.containersLocked()
 	m.mu.Unlock()
 	for _, c := range cs {
 		n, err := c.attach.DisconnectClients(ctx)

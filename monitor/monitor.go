@@ -306,10 +306,7 @@ func (m *Monitor) Shutdown(ctx context.Context) error {
 	m.shutdownOnce.Do(func() {
 		m.mu.Lock()
 		m.shutdown = true
-		live := make([]*container, 0, len(m.containers))
-		for _, c := range m.containers {
-			live = append(live, c)
-		}
+		live := m.containersLocked()
 		m.mu.Unlock()
 		m.cancelOps()
 		for _, c := range live {
@@ -327,6 +324,16 @@ func (m *Monitor) Shutdown(ctx context.Context) error {
 	}
 }
 
+// containersLocked returns the monitored containers (running or
+// exited, not yet retired); m.mu is held.
+func (m *Monitor) containersLocked() []*container {
+	cs := make([]*container, 0, len(m.containers))
+	for _, c := range m.containers {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
 // finishShutdown waits for operations in flight, then kills what they
 // created, waits for all waiters and releases the reaper.
 func (m *Monitor) finishShutdown() {
@@ -334,10 +341,7 @@ func (m *Monitor) finishShutdown() {
 	// A create that finished while Shutdown started may have published a
 	// container after the first kill round.
 	m.mu.Lock()
-	live := make([]*container, 0, len(m.containers))
-	for _, c := range m.containers {
-		live = append(live, c)
-	}
+	live := m.containersLocked()
 	m.mu.Unlock()
 	for _, c := range live {
 		_ = c.signal(sigKill, true) // no-op for exited ones

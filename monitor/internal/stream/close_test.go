@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,14 +25,7 @@ func TestCloseEndsSessionsGoingAway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := websocket.Dialer{Subprotocols: []string{protocolV5}, HandshakeTimeout: 10 * time.Second}
-	conn, resp, err := d.Dial(strings.Replace(url, "http://", "ws://", 1), nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	_ = resp.Body.Close()
-	defer func() { _ = conn.Close() }()
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn := dialSession(t, url)
 	<-started
 	closed := make(chan error, 1)
 	go func() {

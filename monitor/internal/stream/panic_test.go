@@ -13,9 +13,9 @@ import (
 	"github.com/gomon-dev/gomon/monitor/monitortest"
 )
 
-// runSession connects to an exec URL and returns what arrived on stdout
-// and the status message on the error channel.
-func runSession(t *testing.T, url string) (stdout, status string) {
+// dialSession connects to a session's URL with the v5 subprotocol, with
+// a 10 s read deadline; the connection is closed at the test's end.
+func dialSession(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
 	d := websocket.Dialer{Subprotocols: []string{protocolV5}, HandshakeTimeout: 10 * time.Second}
 	conn, resp, err := d.Dial(strings.Replace(url, "http://", "ws://", 1), nil)
@@ -23,8 +23,16 @@ func runSession(t *testing.T, url string) (stdout, status string) {
 		t.Fatalf("dial %s: %v", url, err)
 	}
 	_ = resp.Body.Close()
-	defer func() { _ = conn.Close() }()
+	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return conn
+}
+
+// runSession connects to an exec URL and returns what arrived on stdout
+// and the status message on the error channel.
+func runSession(t *testing.T, url string) (stdout, status string) {
+	t.Helper()
+	conn := dialSession(t, url)
 	var out strings.Builder
 	for {
 		_, msg, err := conn.ReadMessage()
