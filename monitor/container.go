@@ -130,6 +130,9 @@ type container struct {
 	// (execOOM.judge): kills in the container's cgroup that are not its
 	// init's.
 	execOOMKills atomic.Uint64
+	// oomSurvived counts kills in the container's cgroup that its init
+	// outlived (trackOOMSurvivals): not its own either.
+	oomSurvived atomic.Uint64
 
 	// mu guards the fields below. Lock order: Monitor.mu before c.mu.
 	mu      sync.Mutex
@@ -183,8 +186,11 @@ func (c *container) tombstone() *tombstone {
 // the OOM watcher of its cgroup (nil if none).
 func (c *container) created(init *proc, oomw oomWatcher) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.state, c.init, c.oomw = stateRunning, init, oomw
+	c.mu.Unlock()
+	if oomw != nil {
+		oomw.AfterKill(func() { c.trackOOMSurvivals(oomw) })
+	}
 }
 
 // exited records the status, moves to stateExited and wakes Wait callers.
@@ -558,7 +564,11 @@ func (m *Monitor) waitExit(ctx context.Context, c *container, exit <-chan exitEv
 		octx, cancel := context.WithTimeout(octx, oomVerdictTimeout)
 		kills := oomw.Stop(octx)
 		cancel()
-		st.OOMKills = splitOOMKills(kills, c.execOOMKills.Load(), ev)
+		// Kills known not to be the init's: its exec sessions' and those
+		// it outlived. The two overlap (an exec's kill the init outlived),
+		// so the larger one, never their sum: that could take the init's
+		// own kill for another's.
+		st.OOMKills = splitOOMKills(kills, max(c.execOOMKills.Load(), c.oomSurvived.Load()), ev)
 		st.OOMKilled = st.OOMKills.Init > 0
 		ospan.SetAttributes(oomAttrs(st.OOMKills)...)
 		// The exec sessions' own kills were counted when they ended.

@@ -2,11 +2,14 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"syscall"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sys/unix"
 )
 
 // OOM verdicts. The kernel counts OOM kills per memory cgroup
@@ -25,6 +28,66 @@ type oomWatcher interface {
 	// Count returns the kills since the watch started, read now; false
 	// when unknown.
 	Count() (uint64, bool)
+	// AfterKill runs f in a goroutine of its own once the first kill is
+	// seen.
+	AfterKill(f func())
+}
+
+// oomSurvivalGrace is how long a container's init must outlive OOM kills
+// in its cgroup for them to count as other processes' (trackOOMSurvivals).
+// An OOM victim dies within milliseconds, unless it sleeps
+// uninterruptibly: a longer grace covers that, a shorter one narrows the
+// window in which an init killed by someone else (SIGKILL from a stop)
+// right after a child's OOM kill is still taken for OOM killed.
+const oomSurvivalGrace = 2 * time.Second
+
+// trackOOMSurvivals runs after the first OOM kill in c's cgroup, while its
+// init lives: each time the init outlives kills by oomSurvivalGrace, they
+// were not its own, and oomSurvived records how many there were. Without
+// it, an init killed with SIGKILL by someone else (a stop's SIGKILL, runc
+// kill) after a child's OOM kill looked OOM killed, as every pod monitor
+// reports it. It holds a dup of the init's pidfd (readable once the init
+// exited) and ends with the init, or when the count can no longer be read.
+func (c *container) trackOOMSurvivals(w oomWatcher) {
+	c.mu.Lock()
+	fd := -1
+	if c.state == stateRunning && c.init != nil && c.init.pidfd >= 0 {
+		fd, _ = unix.FcntlInt(uintptr(c.init.pidfd), unix.F_DUPFD_CLOEXEC, 0) // -1 on error: nothing tracked
+	}
+	c.mu.Unlock()
+	if fd < 0 {
+		return
+	}
+	defer func() { _ = unix.Close(fd) }()
+	for prev, ok := w.Count(); ok; prev, ok = w.Count() {
+		if exitedWithin(fd, oomSurvivalGrace) {
+			return
+		}
+		c.oomSurvived.Store(prev)
+	}
+}
+
+// exitedWithin waits up to d for the process of pidfd to exit (its pidfd
+// turns readable) and reports whether it did; an error counts as exited,
+// so nothing is concluded from it.
+func exitedWithin(pidfd int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}} //nolint:gosec // an fd fits in int32
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return true
+		case n > 0:
+			return true
+		}
+	}
 }
 
 // splitOOMKills attributes kills counted in a process's cgroup while it

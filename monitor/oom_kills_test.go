@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,6 +203,59 @@ func TestOOMKillOfChildIsNotContainerOOM(t *testing.T) {
 	}
 	if _, ok := a[attrK8sPodName]; ok {
 		t.Errorf("span has k8s.pod.name for a container without one: %v", waits[0].Attributes())
+	}
+}
+
+// TestSIGKILLAfterChildOOMIsNotContainerOOM: the init (sh) outlives its
+// child's OOM kill, then dies of a SIGKILL sent by someone else (a stop's
+// SIGKILL, runc kill). A SIGKILLed init with a kill counted while it ran
+// looked OOM killed; it outlived that kill, so the kill was not its own:
+// not OOM killed, 1 other kill.
+func TestSIGKILLAfterChildOOMIsNotContainerOOM(t *testing.T) {
+	m, _ := newTracedMonitor(t)
+	p := newPaths(t)
+	bundle := monitortest.NewBundle(t, monitortest.BundleOptions{
+		Args: []string{"sh", "-c", "tail /dev/zero; exec sleep 1000"}, MemoryLimit: 8 << 20,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req := p.request("oom-then-kill", bundle)
+	if _, err := m.CreateContainer(ctx, req); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := m.Start(ctx, req.ID); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	c, _, err := m.lookup(req.ID)
+	if err != nil || c == nil {
+		t.Fatalf("lookup: %v", err)
+	}
+	// The child's kill is counted, and the init outlived it by the grace.
+	for c.oomSurvived.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the child's OOM kill was never recorded as outlived by the init")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := m.Kill(ctx, req.ID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	st, err := m.Wait(ctx, req.ID)
+	if err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	if st.Code != 137 || st.Signal != syscall.SIGKILL {
+		t.Fatalf("status %+v, want SIGKILL (137)", st)
+	}
+	if st.OOMKilled || st.OOMKills != (OOMKills{Other: 1}) {
+		t.Errorf("status %+v, want not OOM killed with 1 other OOM kill", st)
+	}
+	if _, err := os.Stat(p.oom); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("oom file: %v, want none", err)
+	}
+	if err := m.Delete(ctx, req.ID); err != nil {
+		t.Errorf("delete: %v", err)
 	}
 }
 

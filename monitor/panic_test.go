@@ -39,6 +39,8 @@ func (panicOOM) Stop(context.Context) uint64 { panic("injected OOM verdict panic
 
 func (panicOOM) Count() (uint64, bool) { return 0, false }
 
+func (panicOOM) AfterKill(func()) {}
+
 // A panic in the waiter (here: in the OOM verdict) loses neither the exit
 // code nor the log: the exit files hold the real code, Wait answers, the
 // container is retired (its ID can be used again) and the panic is

@@ -47,6 +47,10 @@ type Watcher struct {
 
 	oomed   chan struct{} // closed by the first markOOM
 	oomOnce sync.Once
+	// afterKill is AfterKill's function, run once (afterOnce) after
+	// oomed is closed.
+	afterKill atomic.Pointer[func()]
+	afterOnce sync.Once
 	// kills is the highest number of kills (counter minus baseline)
 	// observed so far; 1 for a v1 kernel without oom_kill that saw a
 	// wake. Set before oomed is closed; never decreases.
@@ -182,6 +186,31 @@ func (w *Watcher) OOMed() <-chan struct{} {
 	return w.oomed
 }
 
+// AfterKill arranges for f to run, in a goroutine of its own, once the
+// first OOM kill in the watched cgroup is observed (at once if one was
+// already). It is meant to be called once, right after Watch; a nil
+// Watcher never runs f.
+func (w *Watcher) AfterKill(f func()) {
+	if w == nil {
+		return
+	}
+	w.afterKill.Store(&f)
+	select {
+	case <-w.oomed:
+		w.runAfterKill()
+	default:
+	}
+}
+
+// runAfterKill starts AfterKill's function, once, if it was set.
+func (w *Watcher) runAfterKill() {
+	f := w.afterKill.Load()
+	if f == nil {
+		return
+	}
+	w.afterOnce.Do(func() { go (*f)() })
+}
+
 // Stop ends the watch and returns how many processes of the cgroup the
 // OOM killer killed between Watch and now: the watched process among them
 // or not, which only the way it died can tell (the caller knows). Call it
@@ -295,6 +324,7 @@ func (w *Watcher) markOOM(now uint64) {
 	}
 	w.logger.Info("oom kill detected", "oom_kill", now, "baseline", w.baseline, "kills", kills)
 	w.oomOnce.Do(func() { close(w.oomed) })
+	w.runAfterKill()
 }
 
 // seenCount is the counter value of the last observed kill (the baseline
