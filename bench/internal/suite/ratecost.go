@@ -119,8 +119,7 @@ func (h *harness) rateCost(ctx context.Context, res *Results) error {
 	// baseline and as gomon) showed one pod 4 to 5 % slower than another,
 	// every round, larger than the 3 % to resolve.
 	run := func(d driver.Driver) (logOutcome, error) {
-		h.seq++
-		p, err := d.NewPod(ctx, fmt.Sprintf("pod%d", h.seq))
+		p, err := h.openPod(ctx, d)
 		if err != nil {
 			return logOutcome{}, err
 		}

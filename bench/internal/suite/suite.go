@@ -230,8 +230,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 
 // newPod starts a pod and registers it for cleanup.
 func (h *harness) newPod(ctx context.Context, d driver.Driver) (driver.Pod, error) {
-	h.seq++
-	p, err := d.NewPod(ctx, fmt.Sprintf("pod%d", h.seq))
+	p, err := h.openPod(ctx, d)
 	if err != nil {
 		return nil, err
 	}
@@ -240,6 +239,13 @@ func (h *harness) newPod(ctx context.Context, d driver.Driver) (driver.Pod, erro
 		h.podStart = append(h.podStart, ms(s.Startup()))
 	}
 	return p, nil
+}
+
+// openPod starts a pod of d under the next name; the caller closes it
+// (newPod's pods are closed by closePods).
+func (h *harness) openPod(ctx context.Context, d driver.Driver) (driver.Pod, error) {
+	h.seq++
+	return d.NewPod(ctx, fmt.Sprintf("pod%d", h.seq))
 }
 
 // closePods closes every pod started so far.
@@ -274,7 +280,6 @@ func (h *harness) dropContainer(c *driver.Container) {
 	_ = os.RemoveAll(filepath.Dir(c.Dir)) // best effort: scratch space
 }
 
-// startRunning runs `runc start` and waits for "running".
 // runningSleeper creates a container of d running sleeper in pod and
 // returns it once it runs.
 func (h *harness) runningSleeper(ctx context.Context, d driver.Driver, pod driver.Pod) (*driver.Container, error) {
@@ -290,6 +295,7 @@ func (h *harness) runningSleeper(ctx context.Context, d driver.Driver, pod drive
 	return c, h.startRunning(ctx, c)
 }
 
+// startRunning runs `runc start` and waits for "running".
 func (h *harness) startRunning(ctx context.Context, c *driver.Container) error {
 	if err := h.env.Runc.Start(ctx, c.Root, c.ID); err != nil {
 		return err
