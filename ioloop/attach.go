@@ -348,10 +348,7 @@ func (s *AttachServer) Close() error {
 	for _, l := range s.listeners {
 		ls = append(ls, l)
 	}
-	cs := make([]*attachClient, 0, len(s.clients))
-	for c := range s.clients {
-		cs = append(cs, c)
-	}
+	cs := s.clientsLocked()
 	s.mu.Unlock()
 
 	for _, l := range ls {
@@ -363,6 +360,15 @@ func (s *AttachServer) Close() error {
 	}
 	s.wg.Wait()
 	return nil
+}
+
+// clientsLocked returns the connected clients; s.mu is held.
+func (s *AttachServer) clientsLocked() []*attachClient {
+	cs := make([]*attachClient, 0, len(s.clients))
+	for c := range s.clients {
+		cs = append(cs, c)
+	}
+	return cs
 }
 
 // writeStdin forwards one client message to the container's stdin.

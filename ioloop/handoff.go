@@ -80,10 +80,7 @@ func (s *AttachServer) HandoffState() []AttachSocket {
 // connects meanwhile is served until the exec closes its connection.
 func (s *AttachServer) DisconnectClients(ctx context.Context) (int, error) {
 	s.mu.Lock()
-	cs := make([]*attachClient, 0, len(s.clients))
-	for c := range s.clients {
-		cs = append(cs, c)
-	}
+	cs := s.clientsLocked()
 	s.mu.Unlock()
 	deadline := time.Now().Add(s.flush)
 	for _, c := range cs {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 
@@ -55,35 +54,6 @@ func EncodeUpgradeState(s *UpgradeState) ([]byte, error) { return handoff.Encode
 // UpgradeSchema is ErrUpgradeSchema. It touches no file descriptor: it is
 // the whole of the dry run.
 func DecodeUpgradeState(b []byte) (*UpgradeState, error) { return handoff.Decode(b) }
-
-// RunChild runs cmd to completion while the monitor runs: the monitor
-// reaps every child of the process, so a child started and waited for
-// with exec.Cmd alone would be reaped behind its back. cmd's stdio must be
-// *os.File or nil (no copy goroutines) and it must have no Context: ctx
-// ending (or Shutdown) kills it. It returns nil when cmd exited 0. (The
-// upgrade's first dry run, made before the monitor is disturbed, runs
-// this way.)
-func (m *Monitor) RunChild(ctx context.Context, cmd *exec.Cmd) error {
-	ctx, done, err := m.beginOp(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	c, err := m.reaper.start(cmd, false)
-	if err != nil {
-		return err
-	}
-	ev, err := awaitChild(ctx, c)
-	switch {
-	case err != nil:
-		return err
-	case ev.signal() != 0:
-		return fmt.Errorf("killed by signal %d (%v)", ev.signal(), ev.signal())
-	case ev.code() != 0:
-		return fmt.Errorf("exit status %d", ev.code())
-	}
-	return nil
-}
 
 // Handoff is a monitor frozen for an upgrade: no exit is reaped, no
 // container output is read, until Abort (or the exec that ends the

@@ -137,6 +137,35 @@ func (m *Monitor) runRuntime(ctx context.Context, args []string) (err error) {
 	return nil
 }
 
+// RunChild runs cmd to completion while the monitor runs: the monitor
+// reaps every child of the process, so a child started and waited for
+// with exec.Cmd alone would be reaped behind its back. cmd's stdio must be
+// *os.File or nil (no copy goroutines) and it must have no Context: ctx
+// ending (or Shutdown) kills it. It returns nil when cmd exited 0. (The
+// upgrade's first dry run, made before the monitor is disturbed, runs
+// this way.)
+func (m *Monitor) RunChild(ctx context.Context, cmd *exec.Cmd) error {
+	ctx, done, err := m.beginOp(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	c, err := m.reaper.start(cmd, false)
+	if err != nil {
+		return err
+	}
+	ev, err := awaitChild(ctx, c)
+	switch {
+	case err != nil:
+		return err
+	case ev.signal() != 0:
+		return fmt.Errorf("killed by signal %d (%v)", ev.signal(), ev.signal())
+	case ev.code() != 0:
+		return fmt.Errorf("exit status %d", ev.code())
+	}
+	return nil
+}
+
 // newScratchFile returns an unlinked read-write temporary file.
 func newScratchFile() (*os.File, error) {
 	fd, err := unix.Open(os.TempDir(), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)

@@ -43,6 +43,16 @@ exec %q "$@"
 	return wrapper, held, goOn
 }
 
+// gomonBinary is the gomon binary under test, which `gomon upgrade` runs.
+func gomonBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := harness.LocateGomon()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 // TestCallsDuringUpgrade: an exec sync made while the daemon is paused in
 // an upgrade waits, and once the new process serves: with a client that
 // dials per call (v0.7.3, CRI-O 1.34's) it is answered, without error;
@@ -53,10 +63,7 @@ exec %q "$@"
 func TestCallsDuringUpgrade(t *testing.T) {
 	requireRoot(t)
 	checkNoLeftovers(t)
-	bin, err := harness.LocateGomon()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := gomonBinary(t)
 	wrapper, held, goOn := heldUpgradeBinary(t, bin)
 	release := func() { _ = os.WriteFile(goOn, nil, 0o644) }
 	defer release()
@@ -136,10 +143,7 @@ func TestCallsDuringUpgrade(t *testing.T) {
 func TestUpgradeEndsStreamingSessions(t *testing.T) {
 	requireRoot(t)
 	checkNoLeftovers(t)
-	bin, err := harness.LocateGomon()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := gomonBinary(t)
 	s := startGomon(t, serverConfig(t, t.TempDir()))
 	c := runningContainer(t, s, []string{"sleep", "1000"}, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)

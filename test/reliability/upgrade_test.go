@@ -475,6 +475,18 @@ const (
 	rssSlackKiB  = 4 << 10
 )
 
+// The upgrade's files in the run directory (StateName and ProbeName in
+// cmd/gomon/internal/upgrade).
+const (
+	stateRecord = "gomon-upgrade-state.json"
+	probeRecord = "gomon-upgrade-probe.json"
+)
+
+// onStateDryRun is the shell test, in a wrapper of the new binary, for
+// the dry run on the real state record (the old monitor is frozen then),
+// not the preflight's on the probe.
+const onStateDryRun = `[ "$1" = upgrade ] && [ "$2" = --check-state ] && [ "${3##*/}" = ` + stateRecord + ` ]`
+
 // TestUpgradeInPlace: a pod goes through several upgrades in a row
 // between two builds: a container logging continuously, one on a
 // terminal (written to, attached to and resized between upgrades), an
@@ -526,7 +538,7 @@ func TestUpgradeInPlace(t *testing.T) {
 	// zombie: its exit falls between the two processes.
 	wrapper := filepath.Join(installDir, "gomon-exit-during-upgrade")
 	script := fmt.Sprintf(`#!/bin/sh
-if [ "$1" = upgrade ] && [ "$2" = --check-state ] && [ "${3##*/}" = gomon-upgrade-state.json ]; then
+if `+onStateDryRun+`; then
 	kill -TERM %d
 	i=0
 	while [ $i -lt 200 ]; do
@@ -545,7 +557,7 @@ exec %s "$@"
 	held, goOn := filepath.Join(installDir, "dry-run-held"), filepath.Join(installDir, "go-on")
 	holder := filepath.Join(installDir, "gomon-hold-dry-run")
 	script = fmt.Sprintf(`#!/bin/sh
-if [ "$1" = upgrade ] && [ "$2" = --check-state ] && [ "${3##*/}" = gomon-upgrade-state.json ]; then
+if `+onStateDryRun+`; then
 	echo held > %s
 	i=0
 	while [ ! -e %s ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
@@ -642,8 +654,7 @@ exec %[2]s "$@"
 			// Last, one whose dry runs pass and which is gone by the exec:
 			// the exec itself fails, past Keep, and everything is undone.
 			vanishing := filepath.Join(installDir, "gomon-vanishing")
-			if err := os.WriteFile(vanishing, []byte("#!/bin/sh\n"+
-				"[ \"${3##*/}\" = gomon-upgrade-state.json ] && rm -f \"$0\"\nexit 0\n"), 0o755); err != nil {
+			if err := os.WriteFile(vanishing, []byte("#!/bin/sh\nif "+onStateDryRun+"; then rm -f \"$0\"; fi\nexit 0\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			// The first three are refused before the daemon pauses (the
@@ -730,7 +741,7 @@ exec %[2]s "$@"
 			t.Errorf("container %s pid %d is gone", c.id, c.pid)
 		}
 	}
-	for _, name := range []string{"gomon-upgrade-state.json", "gomon-upgrade-probe.json"} {
+	for _, name := range []string{stateRecord, probeRecord} {
 		if _, err := os.Stat(filepath.Join(s.runDir, name)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("upgrade file %s left behind (stat: %v)", name, err)
 		}
@@ -868,10 +879,9 @@ func compareWithFresh(t *testing.T, binary string, pid int) {
 	}
 }
 
-// attachTick opens c's attach socket at sock (the AttachContainer call
-// only: Passthrough), connects to it and waits for output holding "tick".
-// The call is retried once: the first call after an upgrade fails on the
-// client's held connection. The returned func disconnects.
+// attachTick opens c's attach socket at sock (attachConn: retried once
+// after an upgrade), waits for output holding "tick" and returns the
+// connection, for the caller to close.
 func attachTick(t *testing.T, s *gomonServer, c *ctr, sock string) *net.UnixConn {
 	t.Helper()
 	conn := attachConn(t, s, c, sock)

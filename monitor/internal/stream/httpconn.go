@@ -38,7 +38,7 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 	req = req.WithContext(s.ctx)
 	req.RemoteAddr = conn.RemoteAddr().String()
-	w := &connResponse{conn: conn, lc: lc, br: br, header: http.Header{}, owned: func() { s.owned(conn) }}
+	w := &connResponse{srv: s, conn: conn, lc: lc, br: br, header: http.Header{}}
 	s.mux.ServeHTTP(w, req)
 	if !w.hijacked {
 		w.finish()
@@ -71,6 +71,7 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 // request on a raw connection: it buffers an answer and writes it with a
 // Content-Length on finish, or gives the connection to the upgrader.
 type connResponse struct {
+	srv      *Server // told on Hijack: the session owns the connection
 	conn     net.Conn
 	lc       *limitedConn
 	br       *bufio.Reader
@@ -78,7 +79,6 @@ type connResponse struct {
 	status   int
 	body     bytes.Buffer
 	hijacked bool
-	owned    func() // called on Hijack: the session owns the connection
 }
 
 var (
@@ -112,10 +112,8 @@ func (w *connResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, http.ErrHijacked
 	}
 	w.hijacked = true
-	w.lc.left = -1 // from now on the reader carries the session
-	if w.owned != nil {
-		w.owned()
-	}
+	w.lc.left = -1      // from now on the reader carries the session
+	w.srv.owned(w.conn) // the session closes it from now on
 	return w.conn, bufio.NewReadWriter(w.br, bufio.NewWriter(w.conn)), nil
 }
 

@@ -190,7 +190,7 @@ func (d *Daemon) Upgrade(req Request, ctrl *net.UnixConn) Result {
 	defer func() { _ = os.Remove(path) }()
 	// The point of no return is the exec: first make sure the new binary
 	// reads this record.
-	if err := dryRun(binary, path, nil); err != nil {
+	if err := dryRun(binary, path, runFrozen); err != nil {
 		return refuse(err)
 	}
 	if err := h.Keep(); err != nil {
@@ -266,11 +266,11 @@ func (d *Daemon) preflight(binary string) error {
 	return dryRun(binary, path, d.Monitor.RunChild)
 }
 
-// dryRun runs `binary upgrade --check-state path`: the new binary must
-// read the record's schema and exit 0. runChild runs it while the monitor
-// runs (its reaper reaps every child); nil runs it with exec.Cmd, once the
-// monitor is frozen and its reaper waits for nothing.
-func dryRun(binary, path string, runChild func(context.Context, *exec.Cmd) error) error {
+// dryRun runs `binary upgrade --check-state path` with run: the new
+// binary must read the record's schema and exit 0. run is the monitor's
+// RunChild while the monitor runs (its reaper reaps every child), and
+// runFrozen once it is frozen.
+func dryRun(binary, path string, run func(context.Context, *exec.Cmd) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), DryRunTimeout)
 	defer cancel()
 	out, err := os.CreateTemp("", "gomon-dry-run-")
@@ -279,21 +279,10 @@ func dryRun(binary, path string, runChild func(context.Context, *exec.Cmd) error
 	}
 	_ = os.Remove(out.Name()) // the open file stays usable
 	defer func() { _ = out.Close() }()
-	args := []string{"upgrade", "--check-state", path}
-	var cmd *exec.Cmd
-	if runChild == nil {
-		cmd = exec.CommandContext(ctx, binary, args...)
-	} else {
-		cmd = exec.Command(binary, args...) // RunChild kills it when ctx ends
-	}
+	cmd := exec.Command(binary, "upgrade", "--check-state", path) // run kills it when ctx ends
 	cmd.Env = withoutEnv(os.Environ(), StateEnv)
 	cmd.Stdout, cmd.Stderr = out, out
-	if runChild == nil {
-		err = cmd.Run()
-	} else {
-		err = runChild(ctx, cmd)
-	}
-	if err == nil {
+	if err = run(ctx, cmd); err == nil {
 		return nil
 	}
 	buf := make([]byte, dryRunOutput+1)
@@ -306,6 +295,18 @@ func dryRun(binary, path string, runChild func(context.Context, *exec.Cmd) error
 		return fmt.Errorf("the new binary's dry run on the state failed (%w): %s", err, said)
 	}
 	return fmt.Errorf("the new binary's dry run on the state failed: %w", err)
+}
+
+// runFrozen runs cmd with exec.Cmd alone, killed when ctx ends: while
+// the monitor is frozen its reaper waits for nothing, so Wait gets the
+// child's status.
+func runFrozen(ctx context.Context, cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	defer stop()
+	return cmd.Wait()
 }
 
 func withoutEnv(env []string, name string) []string {
