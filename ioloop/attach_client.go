@@ -82,7 +82,7 @@ func (c *attachClient) shutdown(deadline time.Time, done bool) {
 	writerDone := c.writerDone
 	c.mu.Unlock()
 	if writerDone {
-		closeConn(c.conn, false) // ends the reader
+		stopReader(c.conn)
 		return
 	}
 	c.poke()
@@ -151,7 +151,7 @@ func (s *AttachServer) writeLoop(c *attachClient) {
 	closing := c.closing
 	c.mu.Unlock()
 	if closing {
-		closeConn(c.conn, false) // ends the reader
+		stopReader(c.conn)
 	}
 	s.release(c)
 }
@@ -230,9 +230,10 @@ func (s *AttachServer) readLoop(c *attachClient) {
 var testHookAttachWrite func(pipe byte, data []byte)
 
 // hangUp ends a client after a panic in one of its goroutines: nothing
-// more is queued or written, and the connection is closed, which ends the
-// other goroutine. writer says the writer panicked, and will not run its
-// own end.
+// more is queued or written, and the other goroutine is ended: a panicked
+// writer stops the reader (stopReader); a panicked reader is done with the
+// connection, which is closed, ending a write in progress. writer says the
+// writer panicked, and will not run its own end.
 func (c *attachClient) hangUp(writer bool) {
 	c.mu.Lock()
 	c.gone = true
@@ -242,7 +243,11 @@ func (c *attachClient) hangUp(writer bool) {
 	}
 	c.mu.Unlock()
 	c.poke()
-	closeConn(c.conn, false)
+	if writer {
+		stopReader(c.conn)
+		return
+	}
+	closeConn(c.conn)
 }
 
 // release drops one goroutine's reference; the last one closes the
@@ -256,7 +261,7 @@ func (s *AttachServer) release(c *attachClient) {
 	if !last {
 		return
 	}
-	closeConn(c.conn, true) // both goroutines are done with it
+	closeConn(c.conn) // both goroutines are done with it
 	_ = c.lc.Close()        // frees its place; the connection is closed already
 	s.mu.Lock()
 	delete(s.clients, c)
@@ -289,19 +294,30 @@ func peerHungUp(conn *net.UnixConn) bool {
 	return cerr != nil || hup
 }
 
-// closeConn closes an attach connection without resetting it. Closing a
-// unix socket whose receive queue still holds client messages (input sent
-// after the client's stdin EOF, or racing the close) makes the client's
-// next read fail with ECONNRESET before it sees the output and done
-// message already queued for it. So the queued input is discarded first.
-// When the reader is done too, our reading side is then shut down, so
+// stopReader makes the client's reader return at its next message
+// boundary: its read deadline passes. The reader takes messages in order,
+// so it stops after a prefix of the client's input and never past its
+// stdin EOF. It is not a close: the last goroutine to finish closes the
+// connection (closeConn), so the queued input is discarded only once
+// nobody reads it. A discard while the reader runs would race it: the
+// discard could take the client's EOF (an empty message) and leave the
+// reader the input typed after it.
+func stopReader(conn *net.UnixConn) {
+	_ = conn.SetReadDeadline(time.Now()) // fails only when closed: then the reader has ended
+}
+
+// closeConn closes an attach connection, nobody reading it any more,
+// without resetting it. Closing a unix socket whose receive queue still
+// holds client messages (input sent after the client's stdin EOF, or
+// racing the close) makes the client's next read fail with ECONNRESET
+// before it sees the output and done message already queued for it. So the
+// queued input is discarded first; then our reading side is shut down, so
 // later client writes fail (EPIPE) instead of queueing, and what slipped
-// in before that is discarded; a running reader would take that shutdown
-// for the client's stdin EOF.
-func closeConn(conn *net.UnixConn, readerDone bool) {
+// in before that is discarded too.
+func closeConn(conn *net.UnixConn) {
 	if rc, err := conn.SyscallConn(); err == nil {
 		_ = rc.Control(discardInput) // fails only when closed
-		if readerDone && conn.CloseRead() == nil {
+		if conn.CloseRead() == nil {
 			_ = rc.Control(discardInput)
 		}
 	}
