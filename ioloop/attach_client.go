@@ -262,7 +262,7 @@ func (s *AttachServer) release(c *attachClient) {
 		return
 	}
 	closeConn(c.conn) // both goroutines are done with it
-	_ = c.lc.Close()        // frees its place; the connection is closed already
+	_ = c.lc.Close()  // frees its place; the connection is closed already
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
