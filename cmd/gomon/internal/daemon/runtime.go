@@ -46,10 +46,20 @@ const (
 	// quietGrowth is the heap growth between two checks below which the
 	// daemon counts as quiet.
 	quietGrowth = 64 << 10
+	// firstSlack replaces both slacks until the runtime has finished a
+	// collection of its own accord or ours. Until then the live heap is
+	// unknown (its metric reads 0), so all the heap holds would count as
+	// reclaimable, and a daemon that has served a few calls would collect
+	// at once. That first collection costs more than it frees: the GC's
+	// metadata (mark bits, work buffers), about 0.35 MiB kept for good,
+	// against start-up's and a few calls' garbage (docs/reliability.md,
+	// "Memory of a working daemon").
+	firstSlack = 2 << 20
 )
 
 // heapSamples are the runtime metrics the reclaim check reads.
 var heapSamples = []string{
+	"/gc/cycles/total:gc-cycles",         // collections finished
 	"/gc/heap/live:bytes",                // live after the last GC
 	"/memory/classes/heap/objects:bytes", // live and dead objects
 	"/memory/classes/heap/unused:bytes",  // fragmentation in spans
@@ -104,8 +114,12 @@ func tuneRuntime(lookup func(string) (string, bool)) (poke, stop func()) {
 // reclaimer returns the heap's memory to the OS when enough of it is
 // reclaimable. Used by one goroutine.
 type reclaimer struct {
-	samples []metrics.Sample
-	free    func() // debug.FreeOSMemory
+	free func() // debug.FreeOSMemory
+	// read returns the live heap after the last GC, what the heap holds
+	// (objects, dead or alive, plus unused and free pages not returned to
+	// the OS) and whether the runtime has finished a collection
+	// (readHeap; a seam for the tests).
+	read func() (live, held uint64, collected bool)
 	// floor is what the heap held right after the last free: memory a
 	// collection cannot give back (fragmentation, pooled buffers) must
 	// not make every check collect again.
@@ -117,11 +131,7 @@ type reclaimer struct {
 }
 
 func newReclaimer(free func()) *reclaimer {
-	r := &reclaimer{free: free, settled: true}
-	for _, n := range heapSamples {
-		r.samples = append(r.samples, metrics.Sample{Name: n})
-	}
-	return r
+	return &reclaimer{free: free, read: readHeap(), settled: true}
 }
 
 // check frees the heap's reclaimable memory when it exceeds reclaimSlack
@@ -129,13 +139,13 @@ func newReclaimer(free func()) *reclaimer {
 // (grown by less than quietGrowth since the previous one) after some
 // work, whatever is left. It reports whether it freed.
 func (r *reclaimer) check() bool {
-	live, held := r.read()
+	live, held, collected := r.read()
 	quiet := held < r.last+quietGrowth
 	r.last = held
 	switch {
-	case held > max(live, r.floor)+reclaimSlack:
+	case held > max(live, r.floor)+slack(reclaimSlack, collected):
 		r.settled = false
-	case quiet && !r.settled && held > max(live, r.floor)+quietGrowth:
+	case quiet && !r.settled && held > max(live, r.floor)+slack(quietGrowth, collected):
 		r.settled = true
 	default:
 		if !quiet {
@@ -151,8 +161,8 @@ func (r *reclaimer) check() bool {
 // the reclaimable memory exceeds reclaimSlack, and leaves the quiet
 // detection of the periodic check to it. It reports whether it freed.
 func (r *reclaimer) checkBusy() bool {
-	live, held := r.read()
-	if held <= max(live, r.floor)+busySlack {
+	live, held, collected := r.read()
+	if held <= max(live, r.floor)+slack(busySlack, collected) {
 		return false
 	}
 	r.settled = false
@@ -160,23 +170,37 @@ func (r *reclaimer) checkBusy() bool {
 	return true
 }
 
+// slack is the reclaimable memory that makes a check free: s once the
+// runtime has collected, firstSlack before.
+func slack(s uint64, collected bool) uint64 {
+	if !collected {
+		return firstSlack
+	}
+	return s
+}
+
 // reclaim frees and takes what the heap still holds as the new floor.
 func (r *reclaimer) reclaim() {
 	r.free()
-	_, r.floor = r.read()
+	_, r.floor, _ = r.read()
 	r.last = r.floor
 }
 
-// read returns the live heap after the last GC and what the heap holds:
-// objects, dead or alive, plus unused and free pages not returned to the
-// OS.
-func (r *reclaimer) read() (live, held uint64) {
-	metrics.Read(r.samples)
-	var v [4]uint64
-	for i, s := range r.samples {
-		if s.Value.Kind() == metrics.KindUint64 {
-			v[i] = s.Value.Uint64()
-		}
+// readHeap returns the reclaimer's reading of the runtime's metrics
+// (heapSamples), with its own samples.
+func readHeap() func() (live, held uint64, collected bool) {
+	samples := make([]metrics.Sample, len(heapSamples))
+	for i, n := range heapSamples {
+		samples[i].Name = n
 	}
-	return v[0], v[1] + v[2] + v[3]
+	return func() (live, held uint64, collected bool) {
+		metrics.Read(samples)
+		var v [5]uint64
+		for i, s := range samples {
+			if s.Value.Kind() == metrics.KindUint64 {
+				v[i] = s.Value.Uint64()
+			}
+		}
+		return v[1], v[2] + v[3] + v[4], v[0] > 0
+	}
 }

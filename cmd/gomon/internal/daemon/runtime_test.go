@@ -99,3 +99,33 @@ func TestReclaimerBusyCheck(t *testing.T) {
 		t.Errorf("freed again right after a reclaim (frees %d)", *frees)
 	}
 }
+
+// TestReclaimerBeforeFirstCollection: until the runtime has collected, the
+// live heap reads 0, so a heap of start-up data would look reclaimable;
+// neither check frees below firstSlack then, and the usual slacks apply
+// once a collection has finished.
+func TestReclaimerBeforeFirstCollection(t *testing.T) {
+	var live, held uint64
+	collected := false
+	frees := 0
+	r := newReclaimer(func() { frees++ })
+	r.read = func() (uint64, uint64, bool) { return live, held, collected }
+	held = firstSlack - 1
+	if r.checkBusy() || r.check() || r.check() || frees != 0 {
+		t.Fatalf("freed %d time(s) below firstSlack before any collection", frees)
+	}
+	held = firstSlack + busySlack
+	if !r.checkBusy() || frees != 1 {
+		t.Fatalf("did not free past firstSlack before any collection (frees %d)", frees)
+	}
+	// Collected now, 1 MiB live: the busy slack is the bar again.
+	collected, live, held = true, 1<<20, 1<<20+busySlack/2
+	r.floor = 0
+	if r.checkBusy() || frees != 1 {
+		t.Fatalf("freed below busySlack after a collection (frees %d)", frees)
+	}
+	held = 1<<20 + 2*busySlack
+	if !r.checkBusy() || frees != 2 {
+		t.Fatalf("did not free past busySlack after a collection (frees %d)", frees)
+	}
+}
