@@ -23,9 +23,10 @@ import (
 // monitor CPU is the delta of its process(es)' run time (schedstat, and
 // utime+stime from stat as a cross-check). The log is then
 // parsed back and every byte checked. Bare runc writes straight to a file
-// in its rootfs (the upper bound).
+// in its rootfs (the upper bound); the relay copies the container's pipe to
+// a file with nothing else (the floor for a monitor, driver.Relay).
 func (h *harness) logs(ctx context.Context, res *Results) error {
-	drivers := []driver.Driver{h.gomon, h.conmon, h.conmonNoSync, h.bare}
+	drivers := []driver.Driver{h.gomon, h.conmon, h.conmonNoSync, h.bare, h.relay}
 	pods := make([]driver.Pod, len(drivers))
 	for i, d := range drivers {
 		p, err := h.newPod(ctx, d)
@@ -138,7 +139,8 @@ func (h *harness) logRun(ctx context.Context, d driver.Driver, p driver.Pod, pat
 			return o, nil
 		}
 	}
-	o.records, o.verifyErr = verifyLog(c.LogPath, d.Name() == h.bare.Name(), pat, size)
+	raw := d.Name() == h.bare.Name() || d.Name() == h.relay.Name()
+	o.records, o.verifyErr = verifyLog(c.LogPath, raw, pat, size)
 	return o, nil
 }
 

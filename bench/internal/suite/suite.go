@@ -167,6 +167,8 @@ type harness struct {
 	// conmonNoSync is conmon with --no-sync-log, the log benchmark's
 	// like-for-like conmon (see driver.Conmon.NoSyncLog).
 	conmonNoSync driver.Driver
+	// relay is the log benchmark's floor for a monitor (driver.Relay).
+	relay driver.Driver
 	// settleFailed is set once settle could not drop caches (not root).
 	settleFailed bool
 }
@@ -179,6 +181,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	h.conmon = &driver.Conmon{Env: h.env}
 	h.conmonNoSync = &driver.Conmon{Env: h.env, NoSyncLog: true}
 	h.bare = &driver.Bare{Env: h.env}
+	h.relay = &driver.Relay{Env: h.env, Loggen: cfg.Loggen}
 	defer func() {
 		// Cleanup runs even when ctx was cancelled.
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
