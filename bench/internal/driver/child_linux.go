@@ -21,7 +21,8 @@ type child struct {
 	cpu    procfs.CPU // CPU time at exit, read from the zombie
 	cpuErr error      // reading it failed: cpu is not a figure to use
 	status unix.WaitStatus
-	err    error // the wait failed (not our child, …)
+	rusage unix.Rusage // of the reaping: all threads, dead ones too
+	err    error       // the wait failed (not our child, …)
 }
 
 // adopt starts watching pid, which must be our child (directly or as the
@@ -48,7 +49,7 @@ func (c *child) wait() {
 	}
 	c.cpu, c.cpuErr = procfs.ReadCPU(c.pid)
 	for {
-		_, err := unix.Wait4(c.pid, &c.status, 0, nil)
+		_, err := unix.Wait4(c.pid, &c.status, 0, &c.rusage)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}

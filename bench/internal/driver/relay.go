@@ -161,6 +161,12 @@ func (p *relayPod) MonitorCPU() (procfs.CPU, error) {
 		if err != nil {
 			return procfs.CPU{}, err
 		}
+		if r.exited() {
+			// The zombie's schedstat holds only its main thread (a Go
+			// relay's other threads are gone), so the run time is the
+			// reaping's rusage, which counts every thread.
+			d.Run = time.Duration(r.rusage.Utime.Nano() + r.rusage.Stime.Nano())
+		}
 		sum = sum.Add(d)
 	}
 	return sum, nil
