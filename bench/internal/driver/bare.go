@@ -57,8 +57,20 @@ func (p *barePod) Create(ctx context.Context, c *Container) error {
 		return fmt.Errorf("open stdio file: %w", err)
 	}
 	defer func() { _ = stdio.Close() }()
+	if err := runcCreate(ctx, p.env, c, stdio); err != nil {
+		return err
+	}
+	// runc create has exited, so the init is now our child (we are a
+	// subreaper).
+	p.ctrs[c.ID] = &bareCtr{c: c, init: adopt(c.PID)}
+	return nil
+}
+
+// runcCreate runs `runc create` for c with stdio as its stdout and stderr
+// and sets c.PID from the pid file.
+func runcCreate(ctx context.Context, env *Env, c *Container, stdio *os.File) error {
 	pidfile := filepath.Join(c.Bundle, "pidfile")
-	if err := p.env.Runc.Create(ctx, c.Root, c.ID, c.Bundle, pidfile, stdio); err != nil {
+	if err := env.Runc.Create(ctx, c.Root, c.ID, c.Bundle, pidfile, stdio); err != nil {
 		return err
 	}
 	raw, err := os.ReadFile(pidfile)
@@ -69,9 +81,6 @@ func (p *barePod) Create(ctx context.Context, c *Container) error {
 	if err != nil {
 		return fmt.Errorf("parse pidfile: %w", err)
 	}
-	// runc create has exited, so the init is now our child (we are a
-	// subreaper).
-	p.ctrs[c.ID] = &bareCtr{c: c, init: adopt(c.PID)}
 	return nil
 }
 
@@ -89,7 +98,12 @@ func (p *barePod) WaitExit(ctx context.Context, c *Container) error {
 
 // ExecSync implements Pod with a foreground `runc exec`.
 func (p *barePod) ExecSync(ctx context.Context, c *Container, cmd []string) (ExecResult, error) {
-	out, err := p.env.Runc.Exec(ctx, c.Root, c.ID, cmd...)
+	return runcExec(ctx, p.env, c, cmd)
+}
+
+// runcExec runs cmd in c with a foreground `runc exec`.
+func runcExec(ctx context.Context, env *Env, c *Container, cmd []string) (ExecResult, error) {
+	out, err := env.Runc.Exec(ctx, c.Root, c.ID, cmd...)
 	if err != nil {
 		return ExecResult{}, err
 	}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gomon-dev/gomon/bench/internal/procfs"
@@ -75,17 +73,8 @@ func (p *relayPod) Create(ctx context.Context, c *Container) error {
 	rc := &relayCtr{c: c, relay: adopt(proc.Pid)}
 	_ = proc.Release() // adopt reaps it
 	p.ctrs[c.ID] = rc
-	pidfile := filepath.Join(c.Bundle, "pidfile")
-	if err := p.d.Env.Runc.Create(ctx, c.Root, c.ID, c.Bundle, pidfile, w); err != nil {
+	if err := runcCreate(ctx, p.d.Env, c, w); err != nil {
 		return err
-	}
-	raw, err := os.ReadFile(pidfile)
-	if err != nil {
-		return fmt.Errorf("read pidfile: %w", err)
-	}
-	c.PID, err = strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		return fmt.Errorf("parse pidfile: %w", err)
 	}
 	rc.init = adopt(c.PID) // runc create has exited: the init is our child
 	return nil
@@ -114,11 +103,7 @@ func (p *relayPod) WaitExit(ctx context.Context, c *Container) error {
 
 // ExecSync implements Pod with a foreground `runc exec`.
 func (p *relayPod) ExecSync(ctx context.Context, c *Container, cmd []string) (ExecResult, error) {
-	out, err := p.d.Env.Runc.Exec(ctx, c.Root, c.ID, cmd...)
-	if err != nil {
-		return ExecResult{}, err
-	}
-	return ExecResult{Stdout: out}, nil
+	return runcExec(ctx, p.d.Env, c, cmd)
 }
 
 // Remove implements Pod.
