@@ -21,14 +21,28 @@ type child struct {
 	cpu    procfs.CPU // CPU time at exit, read from the zombie
 	cpuErr error      // reading it failed: cpu is not a figure to use
 	status unix.WaitStatus
-	rusage unix.Rusage // of the reaping: all threads, dead ones too
-	err    error       // the wait failed (not our child, …)
+	err    error // the wait failed (not our child, …)
+
+	// leaf is set for a process that has no children of its own (the
+	// relay): the rusage of its reaping is then its CPU alone, every
+	// thread counted, where the zombie's schedstat holds only the threads
+	// still there (a Go process's others are gone). A monitor's rusage
+	// would include the containers it reaped.
+	leaf bool
 }
 
 // adopt starts watching pid, which must be our child (directly or as the
 // subreaper it was re-parented to).
 func adopt(pid int) *child {
 	c := &child{pid: pid, done: make(chan struct{})}
+	go c.wait()
+	return c
+}
+
+// adoptLeaf is adopt for a process without children of its own: its run
+// time at exit is taken from the rusage of its reaping (see child.leaf).
+func adoptLeaf(pid int) *child {
+	c := &child{pid: pid, done: make(chan struct{}), leaf: true}
 	go c.wait()
 	return c
 }
@@ -48,13 +62,16 @@ func (c *child) wait() {
 		break
 	}
 	c.cpu, c.cpuErr = procfs.ReadCPU(c.pid)
+	var ru unix.Rusage
 	for {
-		_, err := unix.Wait4(c.pid, &c.status, 0, &c.rusage)
+		_, err := unix.Wait4(c.pid, &c.status, 0, &ru)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
 			c.err = fmt.Errorf("wait4 %d: %w", c.pid, err)
+		} else if c.leaf {
+			c.cpu.Run = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 		return
 	}
@@ -91,6 +108,19 @@ func (c *child) atExit() (procfs.CPU, error) {
 		return procfs.CPU{}, fmt.Errorf("cpu of %d at exit: %w", c.pid, c.cpuErr)
 	}
 	return c.cpu, nil
+}
+
+// sumCPU is the CPU time of cs so far, exited ones included (cpuNow).
+func sumCPU(cs []*child) (procfs.CPU, error) {
+	var sum procfs.CPU
+	for _, c := range cs {
+		d, err := c.cpuNow()
+		if err != nil {
+			return procfs.CPU{}, err
+		}
+		sum = sum.Add(d)
+	}
+	return sum, nil
 }
 
 // waitCtx waits for the exit or ctx.

@@ -324,15 +324,7 @@ func (p *conmonPod) MonitorCPU() (procfs.CPU, error) {
 	for _, cc := range p.monitors {
 		mons = append(mons, cc.mon)
 	}
-	var sum procfs.CPU
-	for _, m := range mons {
-		d, err := m.cpuNow()
-		if err != nil {
-			return procfs.CPU{}, err
-		}
-		sum = sum.Add(d)
-	}
-	return sum, nil
+	return sumCPU(mons)
 }
 
 // Close implements Pod: removes every container, which ends its conmon.

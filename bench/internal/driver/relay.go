@@ -70,7 +70,7 @@ func (p *relayPod) Create(ctx context.Context, c *Container) error {
 	if err != nil {
 		return fmt.Errorf("start relay: %w", err)
 	}
-	rc := &relayCtr{c: c, relay: adopt(proc.Pid)}
+	rc := &relayCtr{c: c, relay: adoptLeaf(proc.Pid)}
 	_ = proc.Release() // adopt reaps it
 	p.ctrs[c.ID] = rc
 	if err := runcCreate(ctx, p.d.Env, c, w); err != nil {
@@ -140,21 +140,7 @@ func (p *relayPod) MonitorCPU() (procfs.CPU, error) {
 	for _, rc := range p.ctrs {
 		relays = append(relays, rc.relay)
 	}
-	var sum procfs.CPU
-	for _, r := range relays {
-		d, err := r.cpuNow()
-		if err != nil {
-			return procfs.CPU{}, err
-		}
-		if r.exited() {
-			// The zombie's schedstat holds only its main thread (a Go
-			// relay's other threads are gone), so the run time is the
-			// reaping's rusage, which counts every thread.
-			d.Run = time.Duration(r.rusage.Utime.Nano() + r.rusage.Stime.Nano())
-		}
-		sum = sum.Add(d)
-	}
-	return sum, nil
+	return sumCPU(relays)
 }
 
 // Close implements Pod.

@@ -139,8 +139,7 @@ func (h *harness) logRun(ctx context.Context, d driver.Driver, p driver.Pod, pat
 			return o, nil
 		}
 	}
-	raw := d.Name() == h.bare.Name() || d.Name() == h.relay.Name()
-	o.records, o.verifyErr = verifyLog(c.LogPath, raw, pat, size)
+	o.records, o.verifyErr = verifyLog(c.LogPath, d == h.bare || d == h.relay, pat, size)
 	return o, nil
 }
 
