@@ -36,9 +36,10 @@ func main() {
 	flag.IntVar(&o.Cycles, "cycles", 0, "working pod: create/start/exit/delete cycles (default 1000, 20 with -quick)")
 	flag.IntVar(&o.Execs, "execs", 0, "working pod: exec syncs (default 1000, 20 with -quick)")
 	flag.DurationVar(&o.Quiet, "quiet", 0, "working pod: quiet time before the last figure (default 1m, 5s with -quick)")
-	flag.StringVar(&o.Baseline, "baseline", "", "ratecost: gomon from before issue 20's log work to compare against (make bench builds commit 836b64a); empty: left out")
+	flag.StringVar(&o.Baseline, "baseline", "", "ratecost: another gomon to compare against (make bench builds commit 836b64a, from before issue 20's log work); empty: left out")
 	flag.IntVar(&o.RateCostMiB, "ratecost-mib", 0, "ratecost: MiB per run (default: lines100's size in the logs section); longer runs have less noise")
 	flag.IntVar(&o.RateCostRounds, "ratecost-rounds", 0, fmt.Sprintf("ratecost: rounds, one lines100 run per contender each (default %d, 6 with -quick)", suite.RateCostRounds))
+	flag.StringVar(&o.RateCostWith, "ratecost-with", suite.RateCostLimit, fmt.Sprintf("ratecost: the contenders, besides the baseline: %s (no limit and a limit far above the load), %s (gomon exporting spans; the baseline too), %s (tracing on, metrics off and on)", suite.RateCostLimit, suite.RateCostTracing, suite.RateCostMetrics))
 	verbose := flag.Bool("v", false, "log every sample")
 	flag.Parse()
 	if only != "" {

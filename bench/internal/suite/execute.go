@@ -41,6 +41,9 @@ type Options struct {
 	// RateCostMiB the size of each of its runs.
 	RateCostRounds int
 	RateCostMiB    int
+	// RateCostWith is the ratecost measure's contender set (see
+	// Config.RateCostWith).
+	RateCostWith string
 }
 
 // Execute checks the prerequisites, runs the benchmark and writes
@@ -148,13 +151,14 @@ func Execute(ctx context.Context, o Options, log *slog.Logger) (err error) {
 			Runc: oci.Runc{Path: o.Runc}, Conmon: conmon, Gomon: gomon,
 			WorkDir: work, Logger: log,
 		},
-		Busybox:  o.Busybox,
-		Loggen:   loggenBin,
-		Golisten: golisten,
-		Baseline: baseline,
-		Logger:   log,
-		Only:     only,
-		Sources:  versionOf,
+		Busybox:      o.Busybox,
+		Loggen:       loggenBin,
+		Golisten:     golisten,
+		Baseline:     baseline,
+		RateCostWith: o.RateCostWith,
+		Logger:       log,
+		Only:         only,
+		Sources:      versionOf,
 	}
 	res, runErr := Run(ctx, cfg)
 	if res == nil {

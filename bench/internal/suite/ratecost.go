@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gomon-dev/gomon/bench/internal/driver"
 	"github.com/gomon-dev/gomon/bench/internal/loggen"
 	"github.com/gomon-dev/gomon/bench/internal/oci"
+	"github.com/gomon-dev/gomon/bench/internal/otlpsink"
 	"github.com/gomon-dev/gomon/bench/internal/report"
 	"github.com/gomon-dev/gomon/bench/internal/stats"
 )
@@ -31,12 +35,33 @@ const (
 	rateCostConf = 0.95
 )
 
+// The contender sets of the ratecost measure (Config.RateCostWith): the
+// same paired rounds answer other "costs at most a few per cent"
+// questions than issue 20's.
+const (
+	// RateCostLimit (the default): gomon without a limit and with one far
+	// above the load, and the baseline (issue 20).
+	RateCostLimit = "limit"
+	// RateCostTracing: gomon and the baseline, both exporting spans to
+	// a local OTLP sink (the container-exit flush is on the tracing
+	// path only).
+	RateCostTracing = "tracing"
+	// RateCostMetrics: gomon with tracing on, metrics off and on (both
+	// outputs, as section 6), and the baseline with tracing when given
+	// (issue 19: log MB/s within 3 %).
+	RateCostMetrics = "metrics"
+)
+
 // RateCostResult is the lines100 log throughput of each contender, one
 // sample per round: index i of every slice is round i, in which every
 // contender ran once (so samples of one index are paired).
 type RateCostResult struct {
 	Bytes int64
-	// Contenders in column order: lBaseline (when given), lGomon, lLimited.
+	// With is the contender set (RateCostLimit, RateCostTracing or
+	// RateCostMetrics); empty means RateCostLimit.
+	With string
+	// Contenders in column order: the baseline (when given), then the
+	// set's contenders (lGomon and lLimited for RateCostLimit).
 	Contenders []string
 	MBps       map[string][]float64
 	CPUPerGB   map[string][]float64
@@ -94,16 +119,23 @@ func (h *harness) rateCost(ctx context.Context, res *Results) error {
 	if size <= 0 || h.cfg.Params.RateCostReps <= 0 {
 		return nil
 	}
-	limited := &annotated{Driver: h.gomon, label: lLimited, ann: map[string]string{"io.gomon.log.rate-limit": rateCostLimit}}
-	drivers := []driver.Driver{h.gomon, limited}
 	r := &RateCostResult{
 		Bytes: size, MBps: map[string][]float64{}, CPUPerGB: map[string][]float64{},
-		Errors: map[string][]string{}, WarmupMBps: map[string]float64{},
+		Errors: map[string][]string{}, WarmupMBps: map[string]float64{}, With: h.cfg.RateCostWith,
 	}
+	drivers, endpoint, stop, err := h.rateCostDrivers(r.with())
+	if err != nil {
+		return err
+	}
+	defer stop()
 	if h.cfg.Baseline != "" {
 		env := *h.env
 		env.Gomon = h.cfg.Baseline
-		drivers = append([]driver.Driver{&driver.Gomon{Env: &env, Label: lBaseline}}, drivers...)
+		label := lBaseline
+		if endpoint != "" {
+			label += "+tracing"
+		}
+		drivers = append([]driver.Driver{&driver.Gomon{Env: &env, Label: label, TracingEndpoint: endpoint}}, drivers...)
 		r.Baseline = h.cfg.Baseline
 		if src := h.cfg.Sources["baseline"]; src != "" {
 			r.Baseline = src
@@ -151,6 +183,59 @@ func (h *harness) rateCost(ctx context.Context, res *Results) error {
 		}
 	}
 	return nil
+}
+
+// with is the contender set, RateCostLimit when none was named.
+func (rc *RateCostResult) with() string {
+	if rc.With == "" {
+		return RateCostLimit
+	}
+	return rc.With
+}
+
+// baselineLabel is the baseline's column: traced like the others when
+// the set traces.
+func (rc *RateCostResult) baselineLabel() string {
+	if rc.with() == RateCostLimit {
+		return lBaseline
+	}
+	return lBaseline + "+tracing"
+}
+
+// rateCostDrivers builds the contenders of set with (the baseline aside)
+// and, for the traced sets, the local OTLP sink they export to: its
+// endpoint, and stop to close it.
+func (h *harness) rateCostDrivers(with string) (ds []driver.Driver, endpoint string, stop func(), err error) {
+	stop = func() {}
+	if with == RateCostLimit {
+		limited := &annotated{Driver: h.gomon, label: lLimited, ann: map[string]string{"io.gomon.log.rate-limit": rateCostLimit}}
+		return []driver.Driver{h.gomon, limited}, "", stop, nil
+	}
+	if with != RateCostTracing && with != RateCostMetrics {
+		return nil, "", stop, fmt.Errorf("ratecost: unknown contender set %q (%s, %s or %s)", with, RateCostLimit, RateCostTracing, RateCostMetrics)
+	}
+	sink, err := otlpsink.Start()
+	if err != nil {
+		return nil, "", stop, err
+	}
+	stop = func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = sink.Close(cctx) // the sink only has to take the exports
+	}
+	endpoint = sink.Endpoint()
+	ds = []driver.Driver{&driver.Gomon{Env: h.env, Label: lTrace, TracingEndpoint: endpoint}}
+	if with == RateCostMetrics {
+		textDir := filepath.Join(h.env.WorkDir, "textfile-ratecost")
+		if err := os.MkdirAll(textDir, 0o755); err != nil {
+			stop()
+			return nil, "", func() {}, fmt.Errorf("make textfile dir: %w", err)
+		}
+		ds = append(ds, &driver.Gomon{Env: h.env, Label: lMetrics, TracingEndpoint: endpoint, ExtraEnv: []string{
+			"GOMON_METRICS=otlp", "GOMON_METRICS_TEXTFILE_DIR=" + textDir, "OTEL_METRIC_EXPORT_INTERVAL=" + metricsInterval,
+		}})
+	}
+	return ds, endpoint, stop, nil
 }
 
 // pairedRatio is one comparison of two contenders on one measure.
@@ -237,6 +322,17 @@ type rateCostComparison struct {
 // targets) when there is one, then the limiter alone.
 func (rc *RateCostResult) comparisons() []rateCostComparison {
 	var cs []rateCostComparison
+	if rc.with() != RateCostLimit {
+		if slices.Contains(rc.Contenders, rc.baselineLabel()) {
+			cs = append(cs, rateCostComparison{lTrace, rc.baselineLabel(), "gomon / baseline, tracing on",
+				atLeast(0.97, "≥ 0.97 (within 3%)"), atMost(1.03, "≤ 1.03 (within 3%)")})
+		}
+		if rc.with() == RateCostMetrics {
+			cs = append(cs, rateCostComparison{lMetrics, lTrace, "metrics on / off, tracing on",
+				atLeast(0.97, "≥ 0.97 (within 3%)"), atMost(1.03, "≤ 1.03 (within 3%)")})
+		}
+		return cs
+	}
 	if slices.Contains(rc.Contenders, lBaseline) {
 		cs = append(cs,
 			rateCostComparison{lGomon, lBaseline, "no limit / baseline",
@@ -293,8 +389,9 @@ func spreadCells(xs []float64) []string {
 // rateCostSections renders the per-contender table and the ratio table.
 func (r *Results) rateCostSections() []report.Section {
 	rc := r.RateCost
+	title, ratioTitle, ratioNote := rc.titles()
 	samples := report.Section{
-		Title: "7. Cost of issue 20's log work (order, rate limit, long lines): lines100 per contender",
+		Title: title,
 		Columns: []string{"contender", "runs", "MB/s median", "MB/s p25 – p75", "MB/s min – max",
 			"CPU s/GB median", "CPU s/GB p25 – p75", "CPU s/GB min – max"},
 	}
@@ -313,26 +410,58 @@ func (r *Results) rateCostSections() []report.Section {
 		warm = append(warm, fmt.Sprintf("%s %s", name, num(rc.WarmupMBps[name])))
 	}
 	baseline := "No baseline: -baseline was not given (`make bench` builds it from git commit 836b64a, and skips it when the history is not available), so issue 20's targets, which are against gomon before the work, are not checked; only the limiter's own cost is."
-	if slices.Contains(rc.Contenders, lBaseline) {
-		baseline = fmt.Sprintf("%s: %s, version %s, driven exactly as gomon is.", lBaseline, rc.Baseline, rc.BaselineVersion)
+	if rc.with() != RateCostLimit {
+		baseline = "No baseline: -baseline was not given."
+	}
+	if slices.Contains(rc.Contenders, rc.baselineLabel()) {
+		baseline = fmt.Sprintf("%s: %s, version %s, driven exactly as gomon is.", rc.baselineLabel(), rc.Baseline, rc.BaselineVersion)
 	}
 	samples.Notes = []string{
-		fmt.Sprintf("Section 4's lines100 pattern, %d MiB per run. %s The limited gomon has io.gomon.log.rate-limit=%s in the container's bundle: every chunk goes through the bucket and nothing is dropped. %s",
-			rc.Bytes>>20, baseline, rateCostLimit, verified),
+		fmt.Sprintf("Section 4's lines100 pattern, %d MiB per run. %s %s %s",
+			rc.Bytes>>20, baseline, rc.setNote(), verified),
 		fmt.Sprintf("Runs: one discarded warm-up run per contender (MB/s: %s), then %d rounds; each round runs every contender once, in an order that cycles through every permutation, each run in a pod (daemon) of its own (with one pod per contender for the whole measure, an A/A run showed a steady 4 to 5 %% gap between two pods of the same binary); every run starts settled as in section 4.",
 			strings.Join(warm, ", "), r.Params.RateCostReps),
 	}
 	ratios := report.Section{
-		Title:   "7b. Cost of issue 20's log work: ratios against the issue's targets",
+		Title:   ratioTitle,
 		Columns: []string{"comparison", "measure", "ratio of medians", "per-round ratio, median", "95% CI", "rounds", "target", "verdict"},
 		Rows:    rc.ratioRows(),
 		Notes: []string{
-			"Issue 20: with no limit set, log MB/s and CPU/GB within 3% of gomon before the work (the baseline); with a limit far above the load, within 5%. Only a loss counts: faster or cheaper than the baseline is within.",
+			ratioNote,
 			"Each round's runs are seconds apart, so the ratio of two contenders within one round cancels the machine's slower drift; the per-round ratios' median is the estimate and its 95% confidence interval comes from their order statistics (binomial ranks: no assumption about the noise's distribution; one wild round moves it by at most one rank). " +
 				"Verdicts: met when the whole interval is inside the target, missed when all of it is outside, otherwise not resolved at this noise (more rounds, `-ratecost-rounds`, or a quieter machine narrow it: roughly as 1/√rounds).",
 		},
 	}
 	return []report.Section{samples, ratios}
+}
+
+// titles names section 7's two tables after the contender set, and says
+// what the ratio table's targets are.
+func (rc *RateCostResult) titles() (samples, ratios, targets string) {
+	switch rc.with() {
+	case RateCostTracing:
+		return "7. The log path with tracing on, against the baseline: lines100 per contender",
+			"7b. The log path with tracing on: gomon / baseline",
+			"With tracing on, gomon's log MB/s and CPU/GB against the baseline's, judged at 3%. Only a loss counts: faster or cheaper than the baseline is within."
+	case RateCostMetrics:
+		return "7. Cost of metrics on the log path (tracing on, metrics off and on): lines100 per contender",
+			"7b. Cost of metrics on the log path: ratios against issue 19's target",
+			"Issue 19: with both metric outputs on, log MB/s within 3% of gomon with metrics off (tracing on in both); CPU/GB is judged at 3% too. Only a loss counts: faster or cheaper is within."
+	}
+	return "7. Cost of issue 20's log work (order, rate limit, long lines): lines100 per contender",
+		"7b. Cost of issue 20's log work: ratios against the issue's targets",
+		"Issue 20: with no limit set, log MB/s and CPU/GB within 3% of gomon before the work (the baseline); with a limit far above the load, within 5%. Only a loss counts: faster or cheaper than the baseline is within."
+}
+
+// setNote says how the set's contenders differ.
+func (rc *RateCostResult) setNote() string {
+	switch rc.with() {
+	case RateCostTracing:
+		return "Every contender runs with --enable-tracing, exporting to one local OTLP sink."
+	case RateCostMetrics:
+		return "Every contender runs with --enable-tracing, exporting to one local OTLP sink; " + lMetrics + " adds GOMON_METRICS=otlp, GOMON_METRICS_TEXTFILE_DIR and OTEL_METRIC_EXPORT_INTERVAL=" + metricsInterval + " (ms), as section 6."
+	}
+	return fmt.Sprintf("The limited gomon has io.gomon.log.rate-limit=%s in the container's bundle: every chunk goes through the bucket and nothing is dropped.", rateCostLimit)
 }
 
 // VerdictLines renders the ratio table as plain lines for the terminal.

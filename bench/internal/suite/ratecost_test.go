@@ -156,3 +156,42 @@ func (*Results) docWith(r *Results) []byte {
 	d.Preamble = nil
 	return d.Markdown()
 }
+
+// The metrics and tracing sets judge their own pairs, and render no
+// limiter rows.
+func TestRateCostSets(t *testing.T) {
+	rc := &RateCostResult{
+		With: RateCostMetrics, Bytes: 128 << 20, MBps: map[string][]float64{}, CPUPerGB: map[string][]float64{},
+		Errors: map[string][]string{}, WarmupMBps: map[string]float64{},
+		Contenders: []string{lBaseline + "+tracing", lTrace, lMetrics},
+		Baseline:   "/x/bin/gomon-e133f9c", BaselineVersion: "0.4.0 (e133f9c)",
+	}
+	for i := range 12 {
+		drift := 1 + 0.01*float64(i%4)
+		rc.MBps[lBaseline+"+tracing"] = append(rc.MBps[lBaseline+"+tracing"], 800*drift)
+		rc.CPUPerGB[lBaseline+"+tracing"] = append(rc.CPUPerGB[lBaseline+"+tracing"], drift)
+		rc.MBps[lTrace] = append(rc.MBps[lTrace], 800*drift)
+		rc.CPUPerGB[lTrace] = append(rc.CPUPerGB[lTrace], drift)
+		// metrics on: 5 % slower every round, a missed 3 % target.
+		rc.MBps[lMetrics] = append(rc.MBps[lMetrics], 760*drift)
+		rc.CPUPerGB[lMetrics] = append(rc.CPUPerGB[lMetrics], drift)
+	}
+	md := string((&Results{}).docWith(&Results{Params: Params{RateCostReps: 12}, RateCost: rc}))
+	for _, want := range []string{
+		"7. Cost of metrics on the log path",
+		"gomon baseline+tracing: /x/bin/gomon-e133f9c, version 0.4.0 (e133f9c)",
+		"| gomon / baseline, tracing on | MB/s | 1.000× | 1.000× | 1.000 – 1.000 | 12 | ≥ 0.97 (within 3%) | " + ciMet + " |",
+		"| metrics on / off, tracing on | MB/s | 0.950× | 0.950× | 0.950 – 0.950 | 12 | ≥ 0.97 (within 3%) | " + ciMissed + " |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "limit 1TiB/s") {
+		t.Errorf("the metrics set renders limiter rows:\n%s", md)
+	}
+	rc.With = RateCostTracing
+	if rows := rc.ratioRows(); len(rows) != 2 || rows[0][0] != "gomon / baseline, tracing on" {
+		t.Errorf("tracing set rows %q", rows)
+	}
+}

@@ -147,6 +147,9 @@ type Config struct {
 	// Baseline is a private copy of a gomon from before issue 20's log
 	// work, the ratecost measure's reference; empty for none.
 	Baseline string
+	// RateCostWith is the ratecost measure's contender set
+	// (RateCostLimit when empty, RateCostTracing, RateCostMetrics).
+	RateCostWith string
 	// Sources maps "gomon", "conmon" and "baseline" to the binaries the
 	// private copies were made from (for the report).
 	Sources map[string]string
