@@ -151,7 +151,14 @@ func startGomon(t *testing.T, cfg *client.ConmonServerConfig) *gomonServer {
 // the end of the test.
 func adoptGomon(t *testing.T, cl *client.ConmonClient, cfg *client.ConmonServerConfig) *gomonServer {
 	t.Helper()
-	d := harness.Adopt(t, int(cl.PID()), cfg.ServerRunDir, cl.Shutdown)
+	return adoptGomonWith(t, cl, cfg, cl.Shutdown)
+}
+
+// adoptGomonWith is adoptGomon with another way to ask for the shutdown
+// than the client's (SIGINT).
+func adoptGomonWith(t *testing.T, cl *client.ConmonClient, cfg *client.ConmonServerConfig, shutdown func() error) *gomonServer {
+	t.Helper()
+	d := harness.Adopt(t, int(cl.PID()), cfg.ServerRunDir, shutdown)
 	s := &gomonServer{
 		Daemon: d, client: cl, pid: d.PID, runDir: cfg.ServerRunDir,
 		runtimeRoot: cfg.RuntimeRoot, exited: make(chan struct{}),

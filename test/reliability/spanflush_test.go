@@ -246,29 +246,39 @@ func TestSpansOutliveKubeletKill(t *testing.T) {
 	}
 }
 
-// TestShutdownFlushesSpans: on SIGINT (CRI-O's stop) the daemon kills the
-// pod's containers and exports their spans before it exits, within its
-// bounded flush, with the batch timer a minute away.
+// TestShutdownFlushesSpans: on SIGINT (CRI-O's stop) or SIGTERM (a
+// service manager's) the daemon kills the pod's containers and exports
+// their spans before it exits, within its bounded flush, with the batch
+// timer a minute away.
 func TestShutdownFlushesSpans(t *testing.T) {
-	requireRoot(t)
-	recv, endpoint := startOTLPHTTPReceiver(t)
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
-	cfg := serverConfig(t, runcPath(t))
-	cfg.Tracing = &client.Tracing{Enabled: true, Endpoint: endpoint}
-	s := startGomon(t, cfg)
-	c := running(t, s, nil, "sh", "-c", "echo up; exec sleep 600")
-	s.stop(t) // SIGINT; checks exit status 0
-	waits, err := recv.find("wait_for_exit_code", c.id)
-	if err != nil {
-		t.Fatalf("receiver: %v", err)
-	}
-	if len(waits) != 1 {
-		t.Fatalf("after shutdown the collector has %d wait_for_exit_code spans of %s, want 1", len(waits), c.id)
-	}
-	if got := waits[0].ints["exit_code"]; got != 137 {
-		t.Errorf("wait_for_exit_code exit_code = %d, want 137 (killed by the shutdown)", got)
-	}
-	if loops, _ := recv.find("read_loop", c.id); len(loops) != 2 {
-		t.Errorf("after shutdown the collector has %d read_loop spans, want 2", len(loops))
+	for _, sig := range []unix.Signal{unix.SIGINT, unix.SIGTERM} {
+		t.Run(unix.SignalName(sig), func(t *testing.T) {
+			requireRoot(t)
+			recv, endpoint := startOTLPHTTPReceiver(t)
+			t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+			cfg := serverConfig(t, runcPath(t))
+			cfg.Tracing = &client.Tracing{Enabled: true, Endpoint: endpoint}
+			cl, err := client.New(cfg)
+			if err != nil {
+				t.Fatalf("client.New: %v", err)
+			}
+			pid := int(cl.PID())
+			s := adoptGomonWith(t, cl, cfg, func() error { return unix.Kill(pid, sig) })
+			c := running(t, s, nil, "sh", "-c", "echo up; exec sleep 600")
+			s.stop(t) // checks exit status 0 and conmon.sock gone
+			waits, err := recv.find("wait_for_exit_code", c.id)
+			if err != nil {
+				t.Fatalf("receiver: %v", err)
+			}
+			if len(waits) != 1 {
+				t.Fatalf("after shutdown the collector has %d wait_for_exit_code spans of %s, want 1", len(waits), c.id)
+			}
+			if got := waits[0].ints["exit_code"]; got != 137 {
+				t.Errorf("wait_for_exit_code exit_code = %d, want 137 (killed by the shutdown)", got)
+			}
+			if loops, _ := recv.find("read_loop", c.id); len(loops) != 2 {
+				t.Errorf("after shutdown the collector has %d read_loop spans, want 2", len(loops))
+			}
+		})
 	}
 }
