@@ -40,9 +40,9 @@
 // gomon adds the `run` subcommand and the --tracing-sampling-rate-per-million
 // and --create-timeout flags; they follow the same rules.
 //
-// To add a flag: a Config field, an argSpec in spec.go (its variable is
-// CONMON_* only if conmon-rs has the flag), a line in Parse, and table-test
-// rows for its forms, variable, precedence and errors. To deprecate one
+// To add a flag: a Config field and an argSpec bound to it in spec.go (its
+// variable is CONMON_* only if conmon-rs has the flag), with table-test rows
+// for its forms, variable, precedence and errors. To deprecate one
 // (model: --cgroup-manager): keep accepting its syntax, hide it from --help,
 // ignore or translate its value, record it in DeprecatedFlags, never fail.
 //
