@@ -104,9 +104,10 @@ func TestCreateAllNamespaces(t *testing.T) {
 			if want := filepath.Join(base, p.Type.String()+"ns", "pod1"); p.Path != want {
 				t.Errorf("path = %s, want %s", p.Path, want)
 			}
-			// What clients see (§2.11): stat of the bind mount shows the
-			// nsfs inode, which the kernel makes a regular file, size 0,
-			// mode 0444, whatever the file underneath.
+			// What clients see of the files CreateNamespaces answers with
+			// (docs/contract.md, "CreateNamespaces"): stat of the bind mount
+			// shows the nsfs inode, which the kernel makes a regular file,
+			// size 0, mode 0444, whatever the file underneath.
 			st, err := os.Stat(p.Path)
 			if err != nil {
 				t.Fatal(err)

@@ -37,12 +37,18 @@
 // integer-parse messages, clap's order of reporting two errors in one argv
 // (values are now checked as they are read) and clap's --help layout.
 //
-// gomon adds the `run` subcommand and the --tracing-sampling-rate-per-million
-// and --create-timeout flags; they follow the same rules.
+// gomon adds the `run` and `upgrade` subcommands and the
+// --tracing-sampling-rate-per-million and --create-timeout flags; they follow
+// the same rules.
 //
-// To add a flag: a Config field, an argSpec in spec.go (its variable is
-// CONMON_* only if conmon-rs has the flag), a line in Parse, and table-test
-// rows for its forms, variable, precedence and errors. To deprecate one
+// A hand parser rather than spf13/pflag plus a shim: pflag takes an optional
+// value only after '=' (not `--version full` or `-vfull`), takes `--runtime
+// --runtime-dir` as a value, lets a flag repeat, and has neither variables
+// nor subcommands; the shim would be as large as this parser.
+//
+// To add a flag: a Config field and an argSpec bound to it in spec.go (its
+// variable is CONMON_* only if conmon-rs has the flag), with table-test rows
+// for its forms, variable, precedence and errors. To deprecate one
 // (model: --cgroup-manager): keep accepting its syntax, hide it from --help,
 // ignore or translate its value, record it in DeprecatedFlags, never fail.
 //

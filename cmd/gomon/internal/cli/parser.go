@@ -6,81 +6,46 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
-// argKind says how a flag takes values.
-type argKind int
-
-const (
-	kindFlag     argKind = iota + 1 // boolean: no value on the command line
-	kindSingle                      // exactly one value
-	kindOptional                    // an optional value (`--version [full]`)
-	kindAppend                      // one value per occurrence, repeatable
-	kindHelp                        // -h, --help: no value
-)
-
-// valueType is the check applied to every value, from argv or environment.
-type valueType int
-
-const (
-	typeString valueType = iota // anything, even empty
-	typePath                    // not empty
-	typeEnum                    // one of argSpec.values
-	typeUint                    // decimal integer in 0..argSpec.max
-)
-
-// argSpec is one flag of one command.
+// argSpec is one flag of one command, bound to the Config field it sets.
+// How it takes values follows from its fields: without a valueName it takes
+// none (a boolean, or -h/--help); with missing set its value is optional;
+// bound to a []string it is repeatable; otherwise it takes exactly one.
 type argSpec struct {
-	long   string // the flag's name without "--"; also its key in result
-	alias  string // a second long name, without "--"
-	short  rune
-	kind   argKind
-	typ    valueType
-	values []string // typeEnum; kindFlag flags use boolValues
-	max    int      // typeUint
-	env    string   // the environment variable, or ""
-	def    string   // the default, or "" for none
-	// missing is what a bare kindOptional flag means.
-	missing string
-	// eqOnly makes a kindOptional flag take a value only after '=', so that
-	// it never swallows the next word.
-	eqOnly bool
-	// required says the flag must be given; requiredIf names a kindFlag
-	// flag that, when given, makes this one required.
-	required   bool
-	requiredIf string
-	hidden     bool // accepted but left out of --help
-	valueName  string
-	help       string
+	long, alias string // the names without "--"; alias is a second long name
+	short       rune
+	// dst is the bound field: *string, *bool, *[]string, *int (a number
+	// in 0..max), *time.Duration (seconds), *VersionFormat or *TraceMode.
+	dst             any
+	env             string   // the variable read when the flag is absent, or ""
+	def             string   // the default, or "" for none
+	values          []string // the accepted values, or nil for any
+	max             int      // when > 0, the value is a decimal integer in 0..max
+	emptyOK         bool     // an empty value is a value (otherwise it is missing)
+	valueName, help string
+	hidden          bool   // accepted but left out of --help
+	missing         string // what a bare flag with an optional value means
+	eqOnly          bool   // the optional value comes only after '=', so it never swallows the next word
+	required        bool   // the flag must be given
+	requiredIf      *bool  // the flag must be given when this is true
+	given           bool   // parse saw the flag on the command line
 }
 
-// cmdSpec is a command: the server (root), `pause` or `run`.
+// cmdSpec is a command: the server (root), `pause`, `run` or `upgrade`.
 type cmdSpec struct {
-	name       string
-	usage      string // the "Usage:" line(s) of --help
-	about      string
-	args       []*argSpec
-	positional string // the name of the one positional argument, or ""
-	subs       []*cmdSpec
-	after      string // printed at the end of --help
-}
-
-// result is what one command's arguments and environment said.
-type result struct {
-	vals   map[string][]string // by argSpec.long
-	pos    string
-	sub    string
-	subRes *result
-}
-
-func (r *result) has(id string) bool  { _, ok := r.vals[id]; return ok }
-func (r *result) flag(id string) bool { return r.value(id) == "true" }
-
-func (r *result) value(id string) string {
-	if v := r.vals[id]; len(v) > 0 {
-		return v[len(v)-1]
-	}
-	return ""
+	name    string
+	cfg     *Config // the root's: the Config the flags are bound to
+	command Command // what Config.Command is when this subcommand is given
+	usage   string  // the "Usage:" line of --help
+	about   string
+	after   string // printed at the end of --help
+	args    []*argSpec
+	posName string  // the one positional argument's name, bound to pos
+	pos     *string // nil when the command takes no positional argument
+	subs    []*cmdSpec
+	sub     *cmdSpec // the subcommand parse found, if any
 }
 
 func usageErr(kind error, format string, args ...any) error {
@@ -95,27 +60,47 @@ func (a *argSpec) missingValue() error {
 	return usageErr(ErrInvalidValue, "a value is required for '--%s' but none was supplied", a.long)
 }
 
-// check applies the value type to v, wherever v came from.
-func (a *argSpec) check(v string) error {
+// set checks v against the flag's rules, wherever v came from, and stores
+// it in the bound field.
+func (a *argSpec) set(v string) error {
+	values := a.values
+	if _, ok := a.dst.(*bool); ok {
+		values = boolValues
+	}
+	n, err := strconv.Atoi(v) // for the numeric flags (max > 0) only
 	switch {
-	case v == "" && a.typ != typeString:
+	case v == "" && !a.emptyOK:
 		return a.missingValue()
-	case a.typ == typeEnum && !slices.Contains(a.values, v):
+	case values != nil && !slices.Contains(values, v):
 		return usageErr(ErrInvalidValue, "invalid value '%s' for '--%s' [possible values: %s]",
-			v, a.long, strings.Join(a.values, ", "))
-	case a.typ == typeUint:
-		if n, err := strconv.Atoi(v); err != nil || n < 0 || n > a.max {
-			return usageErr(ErrInvalidValue, "invalid value '%s' for '--%s': not an integer from 0 to %d", v, a.long, a.max)
-		}
+			v, a.long, strings.Join(values, ", "))
+	case a.max > 0 && (err != nil || n < 0 || n > a.max):
+		return usageErr(ErrInvalidValue, "invalid value '%s' for '--%s': not an integer from 0 to %d", v, a.long, a.max)
+	}
+	switch dst := a.dst.(type) {
+	case *string:
+		*dst = v
+	case *bool:
+		*dst = v == "true"
+	case *[]string:
+		*dst = append(*dst, v)
+	case *int:
+		*dst = n
+	case *time.Duration:
+		*dst = time.Duration(n) * time.Second
+	case *VersionFormat: // "default" and "full" in the order of VersionDefault and VersionFull
+		*dst = VersionFormat(slices.Index(verbosityValues, v) + 1)
+	case *TraceMode:
+		*dst = TraceMode(v)
 	}
 	return nil
 }
 
-// parse reads args (after the command's own name), then the environment,
-// defaults and required arguments. A subcommand's name ends the command's
-// own arguments; the rest belongs to the subcommand.
-func (c *cmdSpec) parse(args []string, lookupEnv func(string) (string, bool)) (*result, error) {
-	r := &result{vals: make(map[string][]string)}
+// parse reads args (after the command's own name) into the bound fields,
+// then the environment and the defaults, and checks that the required
+// arguments are there. A subcommand's name ends the command's own
+// arguments; the rest belongs to the subcommand.
+func (c *cmdSpec) parse(args []string, lookupEnv func(string) (string, bool)) error {
 	// next takes the word after args[i] as a separate value, unless it
 	// looks like a flag (a lone "-" is a value).
 	i := 0
@@ -133,72 +118,70 @@ func (c *cmdSpec) parse(args []string, lookupEnv func(string) (string, bool)) (*
 		switch {
 		case trailing || arg == "-" || !strings.HasPrefix(arg, "-"):
 			if k := slices.IndexFunc(c.subs, func(s *cmdSpec) bool { return s.name == arg }); k >= 0 && !trailing {
-				if r.subRes, err = c.subs[k].parse(args[i+1:], lookupEnv); err != nil {
-					return nil, err
+				c.sub = c.subs[k]
+				if err := c.sub.parse(args[i+1:], lookupEnv); err != nil {
+					return err
 				}
-				r.sub, i = arg, len(args)
-				continue
+				return c.finish(lookupEnv)
 			}
-			if c.positional == "" || r.pos != "" {
-				return nil, unexpected(arg)
+			if c.pos == nil || *c.pos != "" {
+				return unexpected(arg)
 			}
-			r.pos = arg
+			*c.pos = arg
 		case arg == "--":
 			trailing = true
 		case strings.HasPrefix(arg, "--"):
 			name, val, hasEq := strings.Cut(arg[2:], "=")
 			a := c.find(func(a *argSpec) bool { return a.long == name || (a.alias != "" && a.alias == name) })
 			if a == nil {
-				return nil, unexpected("--" + name)
+				return unexpected("--" + name)
 			}
-			err = c.occur(r, a, val, hasEq, next)
+			err = c.occur(a, val, hasEq, next)
 		default:
-			err = c.shortCluster(r, arg[1:], next)
+			err = c.shortCluster(arg[1:], next)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return r, c.finish(r, lookupEnv)
+	return c.finish(lookupEnv)
 }
 
 // shortCluster reads "-e", "-el", "-ldebug" or "-l=debug": flags without a
 // value, then at most one flag that takes the rest (or the next word).
-func (c *cmdSpec) shortCluster(r *result, body string, next func() (string, bool)) error {
+func (c *cmdSpec) shortCluster(body string, next func() (string, bool)) error {
 	for j, ch := range body {
 		a := c.find(func(a *argSpec) bool { return a.short != 0 && a.short == ch })
 		if a == nil {
 			return unexpected("-" + string(ch))
 		}
-		if a.kind == kindFlag || a.kind == kindHelp {
-			if err := c.occur(r, a, "", false, next); err != nil {
-				return err
-			}
-			continue
+		if rest := body[j+len(string(ch)):]; a.valueName != "" {
+			val, hasEq := strings.CutPrefix(rest, "=")
+			return c.occur(a, val, hasEq || rest != "", next)
 		}
-		rest := body[j+len(string(ch)):]
-		val, hasEq := strings.CutPrefix(rest, "=")
-		return c.occur(r, a, val, hasEq || rest != "", next)
+		if err := c.occur(a, "", false, next); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // occur records one occurrence of a on the command line; val is the value
 // attached with '=' (or to a short flag) when attached is set.
-func (c *cmdSpec) occur(r *result, a *argSpec, val string, attached bool, next func() (string, bool)) error {
-	if a.kind == kindHelp {
+func (c *cmdSpec) occur(a *argSpec, val string, attached bool, next func() (string, bool)) error {
+	if a.long == "help" {
 		return &HelpError{Text: c.help()}
 	}
-	if r.has(a.long) && a.kind != kindAppend {
+	if _, repeatable := a.dst.(*[]string); a.given && !repeatable {
 		return usageErr(ErrRepeatedArgument, "the argument '--%s' cannot be used multiple times", a.long)
 	}
 	switch {
-	case a.kind == kindFlag && attached:
+	case a.valueName == "" && attached:
 		return usageErr(ErrInvalidValue, "unexpected value '%s' for '--%s' found; no more were expected", val, a.long)
-	case a.kind == kindFlag:
+	case a.valueName == "":
 		val = "true"
 	case attached:
-	case a.kind == kindOptional:
+	case a.missing != "":
 		val = a.missing
 		if !a.eqOnly {
 			if v, ok := next(); ok {
@@ -211,35 +194,32 @@ func (c *cmdSpec) occur(r *result, a *argSpec, val string, attached bool, next f
 			return a.missingValue()
 		}
 	}
-	if err := a.check(val); err != nil {
-		return err
-	}
-	r.vals[a.long] = append(r.vals[a.long], val)
-	return nil
+	a.given = true
+	return a.set(val)
 }
 
 // finish fills what the command line left out from the environment, then
 // from the defaults, and checks that required arguments are there.
-func (c *cmdSpec) finish(r *result, lookupEnv func(string) (string, bool)) error {
+func (c *cmdSpec) finish(lookupEnv func(string) (string, bool)) error {
 	var missing []string
 	for _, a := range c.args {
-		if a.env != "" && !r.has(a.long) {
-			if v, ok := lookupEnv(a.env); ok {
-				if err := a.check(v); err != nil {
-					return err // an environment value is checked like a flag's
-				}
-				r.vals[a.long] = []string{v}
+		// v is the flag's variable, else its default.
+		v, ok := lookupEnv(a.env)
+		if !ok || a.env == "" {
+			v, ok = a.def, a.def != ""
+		}
+		switch {
+		case a.given:
+		case ok:
+			if err := a.set(v); err != nil {
+				return err // an environment value is checked like a flag's
 			}
-		}
-		if a.def != "" && !r.has(a.long) {
-			r.vals[a.long] = []string{a.def}
-		}
-		if !r.has(a.long) && (a.required || (a.requiredIf != "" && r.flag(a.requiredIf))) {
+		case a.required || (a.requiredIf != nil && *a.requiredIf):
 			missing = append(missing, "--"+a.long)
 		}
 	}
-	if c.positional != "" && r.pos == "" {
-		missing = append(missing, "<"+c.positional+">")
+	if c.pos != nil && *c.pos == "" {
+		missing = append(missing, "<"+c.posName+">")
 	}
 	if len(missing) > 0 {
 		return usageErr(ErrMissingArgument, "the following required arguments were not provided: %s",
@@ -291,25 +271,21 @@ func (a *argSpec) helpLine() string {
 		s = "-" + string(a.short) + ", --" + a.long
 	}
 	switch {
-	case a.kind == kindOptional && a.eqOnly:
+	case a.eqOnly:
 		s += "[=" + a.valueName + "]"
-	case a.kind == kindOptional:
+	case a.missing != "":
 		s += " [" + a.valueName + "]"
-	case a.kind == kindSingle || a.kind == kindAppend:
+	case a.valueName != "":
 		s += " " + a.valueName
 	}
 	if a.alias != "" {
 		s += ", --" + a.alias
 	}
 	s += "\t" + a.help
-	if a.env != "" {
-		s += " [env: " + a.env + "]"
-	}
-	if a.def != "" {
-		s += " [default: " + a.def + "]"
-	}
-	if a.typ == typeEnum && a.kind != kindFlag {
-		s += " [values: " + strings.Join(a.values, ", ") + "]"
+	for _, note := range [][2]string{{"env", a.env}, {"default", a.def}, {"values", strings.Join(a.values, ", ")}} {
+		if note[1] != "" {
+			s += " [" + note[0] + ": " + note[1] + "]"
+		}
 	}
 	return s
 }

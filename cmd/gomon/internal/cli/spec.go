@@ -2,24 +2,17 @@ package cli
 
 import (
 	"log/slog"
-	"strconv"
 
 	"github.com/gomon-dev/gomon/monitor"
 )
 
-// Subcommand names.
-const (
-	pauseCommand   = "pause"
-	runCommand     = "run"
-	upgradeCommand = "upgrade"
-)
+// pauseCommand is the pause helper's subcommand name, which conmon-rs
+// spawns itself with.
+const pauseCommand = "pause"
 
 // Value sets, in conmon-rs's order.
 var (
 	verbosityValues = []string{"default", "full"}
-	logLevelValues  = levelNames()
-	logDriverValues = []string{"none", "stdout", "systemd"}
-	traceModeValues = []string{string(TraceTree), string(TraceOTLP)}
 	// boolValues are what a boolean flag's environment variable may hold:
 	// conmon-rs's parser accepts exactly these two.
 	boolValues = []string{"true", "false"}
@@ -45,14 +38,6 @@ var logLevels = []struct {
 	{"off", slog.LevelError},
 }
 
-func levelNames() []string {
-	names := make([]string, len(logLevels))
-	for i, l := range logLevels {
-		names[i] = l.name
-	}
-	return names
-}
-
 // SlogLevel returns the level a --log-level name stands for; Info for a
 // name it does not know (Validate has refused those already).
 func SlogLevel(name string) slog.Level {
@@ -64,137 +49,115 @@ func SlogLevel(name string) slog.Level {
 	return slog.LevelInfo
 }
 
-func helpArg() *argSpec {
-	return &argSpec{long: "help", short: 'h', kind: kindHelp, help: "Print help"}
-}
-
-func boolArg(long string, short rune, env, help string) *argSpec {
-	return &argSpec{long: long, short: short, kind: kindFlag, typ: typeEnum, values: boolValues, env: env, help: help}
-}
-
-func enumArg(long string, short rune, name, env, def string, values []string, help string) *argSpec {
-	return &argSpec{long: long, short: short, kind: kindSingle, typ: typeEnum, values: values, valueName: name, env: env, def: def, help: help}
-}
-
-func valueArg(long string, short rune, typ valueType, name, env, def, help string) *argSpec {
-	return &argSpec{long: long, short: short, kind: kindSingle, typ: typ, valueName: name, env: env, def: def, help: help}
-}
-
-func versionArg(long, alias string, short rune, env, help string) *argSpec {
-	return &argSpec{
-		long: long, alias: alias, short: short, kind: kindOptional, typ: typeEnum, values: verbosityValues,
-		missing: "default", valueName: "VERBOSITY", env: env, help: help,
-	}
-}
-
-func uintArg(long, name, env string, def, maxValue int, help string) *argSpec {
-	a := valueArg(long, 0, typeUint, name, env, strconv.Itoa(def), help)
-	a.max = maxValue
-	return a
-}
-
-// rootCommand is the server's command line: conmon-rs's flags (with their
-// CONMON_* variables) and gomon's own (GOMON_*).
+// rootCommand is the server's command line, bound to the fields of a new
+// Config (cfg): conmon-rs's flags (with their CONMON_* variables) and
+// gomon's own (GOMON_*), then the subcommands.
 func rootCommand() *cmdSpec {
-	cgroupManager := valueArg("cgroup-manager", 'c', typeString, "MANAGER", "", "", "ignored")
-	// v0.x conmon-rs clients (CRI-O <= 1.36) still pass it; conmon-rs v1.0
-	// removed it. Accepted, ignored, never advertised, no variable.
-	cgroupManager.hidden = true
+	c := new(Config)
+	levels := make([]string, len(logLevels))
+	for i, l := range logLevels {
+		levels[i] = l.name
+	}
 	return &cmdSpec{
-		name:  "gomon",
+		cfg:   c,
 		usage: "gomon [FLAGS] [pause|run|upgrade]",
 		about: "A conmon-rs compatible OCI container runtime monitor, in Go.",
 		args: []*argSpec{
-			versionArg("version", "", 'v', "CONMON_VERSION", `Show version information, "full" for verbose output`),
-			versionArg("version-json", "vj", 'j', "CONMON_VERSION_JSON", `Show version information as JSON, "full" for verbose output`),
-			enumArg("log-level", 'l', "LEVEL", "CONMON_LOG_LEVEL", DefaultLogLevel, logLevelValues, "The logging level of the monitor"),
-			enumArg("log-driver", 'd', "DRIVER", "CONMON_LOG_DRIVER", DefaultLogDriver, logDriverValues, "Where the monitor's own log goes"),
-			valueArg("runtime", 'r', typePath, "RUNTIME", "CONMON_RUNTIME", "", "Binary path of the OCI runtime"),
-			valueArg("runtime-dir", 0, typePath, "DIR", "CONMON_RUNTIME_DIR", "", "Directory for the socket, pidfile and exec pidfiles"),
-			valueArg("runtime-root", 0, typePath, "DIR", "CONMON_RUNTIME_ROOT", "", "Root directory passed to the OCI runtime as --root"),
-			boolArg("skip-fork", 0, "CONMON_SKIP_FORK", "Do not fork into the background (no pidfile is written)"),
-			cgroupManager,
-			boolArg("enable-tracing", 'e', "CONMON_ENABLE_TRACING", "Enable OpenTelemetry tracing"),
-			valueArg("tracing-endpoint", 't', typeString, "URL", "CONMON_TRACING_ENDPOINT", DefaultTracingEndpoint, "OpenTelemetry gRPC endpoint"),
-			uintArg("tracing-sampling-rate-per-million", "RATE", "GOMON_TRACING_SAMPLING_RATE_PER_MILLION",
-				DefaultSamplingRatePerMillion, MaxSamplingRatePerMillion, "Root spans sampled per million; a sampled parent is always followed"),
-			uintArg("create-timeout", "SECONDS", "GOMON_CREATE_TIMEOUT",
-				DefaultCreateTimeoutSeconds, MaxCreateTimeoutSeconds, "Seconds a runtime create may take"),
-			helpArg(),
+			{long: "version", short: 'v', dst: &c.Version, missing: "default", values: verbosityValues, valueName: "VERBOSITY",
+				env: "CONMON_VERSION", help: `Show version information, "full" for verbose output`},
+			{long: "version-json", alias: "vj", short: 'j', dst: &c.VersionJSON, missing: "default", values: verbosityValues, valueName: "VERBOSITY",
+				env: "CONMON_VERSION_JSON", help: `Show version information as JSON, "full" for verbose output`},
+			{long: "log-level", short: 'l', dst: &c.LogLevel, values: levels, valueName: "LEVEL", env: "CONMON_LOG_LEVEL", def: "info",
+				help: "The logging level of the monitor"},
+			{long: "log-driver", short: 'd', dst: &c.LogDriver, values: []string{"none", "stdout", "systemd"}, valueName: "DRIVER",
+				env: "CONMON_LOG_DRIVER", def: "systemd", help: "Where the monitor's own log goes"},
+			{long: "runtime", short: 'r', dst: &c.Runtime, valueName: "RUNTIME", env: "CONMON_RUNTIME", help: "Binary path of the OCI runtime"},
+			{long: "runtime-dir", dst: &c.RuntimeDir, valueName: "DIR", env: "CONMON_RUNTIME_DIR", help: "Directory for the socket, pidfile and exec pidfiles"},
+			{long: "runtime-root", dst: &c.RuntimeRoot, valueName: "DIR", env: "CONMON_RUNTIME_ROOT", help: "Root directory passed to the OCI runtime as --root"},
+			{long: "skip-fork", dst: &c.SkipFork, env: "CONMON_SKIP_FORK", help: "Do not fork into the background (no pidfile is written)"},
+			// v0.x conmon-rs clients (CRI-O <= 1.36) still pass it; conmon-rs v1.0
+			// removed it. Accepted, ignored, never advertised, no variable.
+			{long: "cgroup-manager", short: 'c', dst: &c.CgroupManager, emptyOK: true, valueName: "MANAGER", hidden: true, help: "ignored"},
+			{long: "enable-tracing", short: 'e', dst: &c.EnableTracing, env: "CONMON_ENABLE_TRACING", help: "Enable OpenTelemetry tracing"},
+			{long: "tracing-endpoint", short: 't', dst: &c.TracingEndpoint, emptyOK: true, valueName: "URL", env: "CONMON_TRACING_ENDPOINT",
+				def: "http://127.0.0.1:4317", help: "OpenTelemetry gRPC endpoint"},
+			// By default every root span is sampled, as conmon-rs does (its OTel
+			// SDK's default parent-based always-on sampler); CRI-O's own
+			// tracing_sampling_rate_per_million means the same.
+			{long: "tracing-sampling-rate-per-million", dst: &c.TracingSamplingRatePerMillion, max: 1_000_000, valueName: "RATE",
+				env: "GOMON_TRACING_SAMPLING_RATE_PER_MILLION", def: "1000000", help: "Root spans sampled per million; a sampled parent is always followed"},
+			// The default bounds a create by kubelet's runtime request timeout
+			// (2 minutes); at most one day.
+			{long: "create-timeout", dst: &c.CreateTimeout, max: 86400, valueName: "SECONDS", env: "GOMON_CREATE_TIMEOUT", def: "120",
+				help: "Seconds a runtime create may take"},
+			{long: "help", short: 'h', help: "Print help"},
 		},
-		subs: []*cmdSpec{pauseCommandSpec(), runCommandSpec(), upgradeCommandSpec()},
+		subs: []*cmdSpec{pauseCommandSpec(&c.Pause), runCommandSpec(&c.Run), upgradeCommandSpec(&c.Upgrade)},
 		after: "Every CONMON_* variable is read even when the flag is absent; a stray\n" +
 			"CONMON_VERSION in the environment makes the server print its version and exit.",
 	}
 }
 
-func pauseCommandSpec() *cmdSpec {
-	podID := valueArg("pod-id", 0, typeString, "POD_ID", "CONMON_PAUSE_POD_ID", "", "The unique pod identifier")
-	podID.required = true
-	mappings := func(long string, short rune, what string) *argSpec {
-		a := valueArg(long, short, typeString, "MAPPING", "", "", what+` mapping "CONTAINER_ID HOST_ID SIZE"; repeatable, required with --user`)
-		a.kind, a.requiredIf = kindAppend, "user"
-		return a
-	}
+func pauseCommandSpec(p *PauseConfig) *cmdSpec {
 	return &cmdSpec{
-		name:  pauseCommand,
-		usage: "gomon pause [FLAGS] --pod-id POD_ID",
-		about: "Pin the pod's namespaces under the base path (the helper behind CreateNamespaces).",
+		name:    pauseCommand,
+		command: CommandPause,
+		usage:   "gomon pause [FLAGS] --pod-id POD_ID",
+		about:   "Pin the pod's namespaces under the base path (the helper behind CreateNamespaces).",
 		args: []*argSpec{
-			valueArg("base-path", 'p', typePath, "PATH", "CONMON_PAUSE_BASE_PATH", monitor.DefaultPauseBasePath, "The base path for pinning the namespaces"),
-			podID,
-			boolArg("ipc", 0, "", "Unshare the IPC namespace"),
-			boolArg("pid", 0, "", "Unshare the PID namespace"),
-			boolArg("net", 0, "", "Unshare the network namespace"),
-			boolArg("user", 0, "", "Unshare the user namespace"),
-			boolArg("uts", 0, "", "Unshare the UTS namespace"),
-			mappings("uid-mappings", 'u', "User ID"),
-			mappings("gid-mappings", 'g', "Group ID"),
-			helpArg(),
+			{long: "base-path", short: 'p', dst: &p.BasePath, valueName: "PATH", env: "CONMON_PAUSE_BASE_PATH", def: monitor.DefaultPauseBasePath,
+				help: "The base path for pinning the namespaces"},
+			{long: "pod-id", dst: &p.PodID, emptyOK: true, required: true, valueName: "POD_ID", env: "CONMON_PAUSE_POD_ID", help: "The unique pod identifier"},
+			{long: "ipc", dst: &p.IPC, help: "Unshare the IPC namespace"},
+			{long: "pid", dst: &p.PID, help: "Unshare the PID namespace"},
+			{long: "net", dst: &p.Net, help: "Unshare the network namespace"},
+			{long: "user", dst: &p.User, help: "Unshare the user namespace"},
+			{long: "uts", dst: &p.UTS, help: "Unshare the UTS namespace"},
+			{long: "uid-mappings", short: 'u', dst: &p.UIDMappings, emptyOK: true, requiredIf: &p.User, valueName: "MAPPING",
+				help: `User ID mapping "CONTAINER_ID HOST_ID SIZE"; repeatable, required with --user`},
+			{long: "gid-mappings", short: 'g', dst: &p.GIDMappings, emptyOK: true, requiredIf: &p.User, valueName: "MAPPING",
+				help: `Group ID mapping "CONTAINER_ID HOST_ID SIZE"; repeatable, required with --user`},
+			{long: "help", short: 'h', help: "Print help"},
 		},
 	}
 }
 
-func runCommandSpec() *cmdSpec {
-	bundle := valueArg("bundle", 'b', typePath, "DIR", "", "", "OCI bundle directory (holding config.json)")
-	bundle.required = true
-	trace := &argSpec{
-		long: "trace", kind: kindOptional, typ: typeEnum, values: traceModeValues, missing: string(TraceTree), eqOnly: true,
-		valueName: "MODE", help: `Trace the run: "tree" prints the span tree on exit (bare --trace), "otlp" exports`,
-	}
+func runCommandSpec(r *RunConfig) *cmdSpec {
 	return &cmdSpec{
-		name:       runCommand,
-		usage:      "gomon run [FLAGS] --bundle DIR ID",
-		about:      "Create, start and monitor one container in the foreground (debugging aid).",
-		positional: "ID",
+		name:    "run",
+		command: CommandRun,
+		usage:   "gomon run [FLAGS] --bundle DIR ID",
+		about:   "Create, start and monitor one container in the foreground (debugging aid).",
+		posName: "ID",
+		pos:     &r.ID,
 		args: []*argSpec{
-			valueArg("runtime", 'r', typePath, "PATH", "", DefaultRunRuntime, "OCI runtime binary; a bare name is looked up in PATH"),
-			boolArg("tty", 't', "", "Allocate a terminal for the container"),
-			boolArg("interactive", 'i', "", "Keep the container's stdin open and forward gomon's stdin"),
-			valueArg("log-path", 0, typePath, "FILE", "", "", "Also write the container's output to FILE in CRI log format"),
-			trace,
-			bundle,
-			helpArg(),
+			{long: "runtime", short: 'r', dst: &r.Runtime, valueName: "PATH", def: "runc", help: "OCI runtime binary; a bare name is looked up in PATH"},
+			{long: "tty", short: 't', dst: &r.TTY, help: "Allocate a terminal for the container"},
+			{long: "interactive", short: 'i', dst: &r.Interactive, help: "Keep the container's stdin open and forward gomon's stdin"},
+			{long: "log-path", dst: &r.LogPath, valueName: "FILE", help: "Also write the container's output to FILE in CRI log format"},
+			{long: "trace", dst: &r.Trace, missing: string(TraceTree), eqOnly: true, values: []string{string(TraceTree), string(TraceOTLP)}, valueName: "MODE",
+				help: `Trace the run: "tree" prints the span tree on exit (bare --trace), "otlp" exports`},
+			{long: "bundle", short: 'b', dst: &r.Bundle, required: true, valueName: "DIR", help: "OCI bundle directory (holding config.json)"},
+			{long: "help", short: 'h', help: "Print help"},
 		},
 	}
 }
 
-func upgradeCommandSpec() *cmdSpec {
-	// --check-state is the dry run the old daemon asks of the new binary
-	// before it execs it (docs/upgrade.md); not for people.
-	check := valueArg("check-state", 0, typePath, "FILE", "", "", "Check that this binary reads the upgrade state in FILE, and exit")
-	check.hidden = true
+func upgradeCommandSpec(u *UpgradeConfig) *cmdSpec {
 	return &cmdSpec{
-		name:  upgradeCommand,
-		usage: "gomon upgrade [FLAGS] (--runtime-dir DIR | --all)",
-		about: "Make running gomon daemons exec a new gomon binary in place, keeping their containers.",
+		name:    "upgrade",
+		command: CommandUpgrade,
+		usage:   "gomon upgrade [FLAGS] (--runtime-dir DIR | --all)",
+		about:   "Make running gomon daemons exec a new gomon binary in place, keeping their containers.",
 		args: []*argSpec{
-			valueArg("runtime-dir", 0, typePath, "DIR", "", "", "The run directory of the daemon to upgrade"),
-			boolArg("all", 0, "", "Upgrade every gomon daemon on the node"),
-			boolArg("list", 0, "", "With --all: print the run directories of the daemons it would upgrade, and exit"),
-			valueArg("binary", 0, typePath, "PATH", "", "", "The new gomon binary (default: the path each daemon was started from)"),
-			check,
-			helpArg(),
+			{long: "runtime-dir", dst: &u.RuntimeDir, valueName: "DIR", help: "The run directory of the daemon to upgrade"},
+			{long: "all", dst: &u.All, help: "Upgrade every gomon daemon on the node"},
+			{long: "list", dst: &u.List, help: "With --all: print the run directories of the daemons it would upgrade, and exit"},
+			{long: "binary", dst: &u.Binary, valueName: "PATH", help: "The new gomon binary (default: the path each daemon was started from)"},
+			// --check-state is the dry run the old daemon asks of the new
+			// binary before it execs it (docs/upgrade.md); not for people.
+			{long: "check-state", dst: &u.CheckState, valueName: "FILE", hidden: true, help: "Check that this binary reads the upgrade state in FILE, and exit"},
+			{long: "help", short: 'h', help: "Print help"},
 		},
 	}
 }
