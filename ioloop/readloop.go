@@ -45,6 +45,24 @@ type Stats struct {
 	RateLimitWait time.Duration
 }
 
+// LogValue logs the stats as named attributes (stats.bytes=… with a text
+// handler), so that readers of the daemon's log find each counter by its
+// name, not by its place; the names are the read_loop span's attributes.
+func (s Stats) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Uint64("bytes", s.Bytes),
+		slog.Uint64("chunks", s.Chunks),
+		slog.Uint64("lines", s.Lines),
+		slog.Uint64("partials", s.Partials),
+		slog.Uint64("write_errors", s.WriteErrors),
+		slog.Uint64("dropped_bytes", s.DroppedBytes),
+		slog.Uint64("unread_bytes", s.UnreadBytes),
+		slog.Uint64("rate_limited_bytes", s.RateLimitedBytes),
+		slog.Uint64("rate_limit_gaps", s.RateLimitGaps),
+		slog.Duration("rate_limit_wait", s.RateLimitWait),
+	)
+}
+
 // maxUnread bounds how much a loop stopped by a read deadline reads and
 // discards to count what was left: a pipe holds at most pipeSize, more
 // comes only from a writer still running, whose output after the stop is

@@ -470,7 +470,9 @@ func TestDaemonLogWithStaleJournalSocket(t *testing.T) {
 
 // TestDaemonKeepsInvokedName: started through a symlink named conmonrs
 // (as distributions install it), the daemon's comm (ps, journald's _COMM)
-// is conmonrs and its argv[0] the path it was invoked as.
+// is conmonrs and its argv[0] the path it was invoked as, and both stay so
+// after an upgrade in place (which re-executes the daemon: by default the
+// path it was started through, not the file that path resolves to).
 func TestDaemonKeepsInvokedName(t *testing.T) {
 	dir := t.TempDir()
 	link := filepath.Join(t.TempDir(), "conmonrs")
@@ -478,22 +480,32 @@ func TestDaemonKeepsInvokedName(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := launch(t, link, nil, nil, nil, "--runtime", "/bin/true", "--runtime-dir", dir, "--log-driver", "none")
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		t.Fatal(err)
+	checkName := func(when string) {
+		t.Helper()
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+		if string(comm) != "conmonrs\n" || argv0 != link {
+			t.Errorf("%s: comm %q argv[0] %q; want conmonrs and %s", when, comm, argv0, link)
+		}
+		// Still the same process, serving.
+		if got := versionPID(t, filepath.Join(dir, "conmon.sock")); got != uint32(pid) {
+			t.Errorf("%s: Version answered by %d, want %d", when, got, pid)
+		}
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		t.Fatal(err)
+	checkName("at start")
+
+	out, err := exec.Command(gomonBin, "upgrade", "--runtime-dir", dir).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("upgraded")) {
+		t.Fatalf("gomon upgrade: %v: %s", err, out)
 	}
-	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-	if string(comm) != "conmonrs\n" || argv0 != link {
-		t.Errorf("comm %q argv[0] %q; want conmonrs and %s", comm, argv0, link)
-	}
-	// Still the same binary, serving.
-	if got := versionPID(t, filepath.Join(dir, "conmon.sock")); got != uint32(pid) {
-		t.Errorf("Version answered by %d, want %d", got, pid)
-	}
+	checkName("after gomon upgrade")
 }
 
 // processesWith returns the PIDs whose command line contains token.

@@ -80,9 +80,14 @@ func (c *soakCtr) written() []byte {
 	return b.Bytes()
 }
 
-// soakStats is one read loop's summary as the daemon logged it.
+// soakStats is one read loop's summary as the daemon logged it
+// (ioloop.Stats): bytes read from the stream, bytes a destination did
+// not take, bytes left unread when the drain stopped the loop, and bytes
+// a log rate limit kept from the log (none unless GOMON_LOG_RATE_LIMIT is
+// set). bad says why the summary could not be read (a counter missing).
 type soakStats struct {
-	bytes, dropped, unread int64
+	bytes, dropped, unread, rateLimited int64
+	bad                                 string
 }
 
 // soakTotals are the byte counts of the containers verified so far.
@@ -94,7 +99,7 @@ type soakTotals struct {
 	unread      int64
 	lost        int64 // neither in the log nor counted
 	overcounted int64 // counted as dropped although in the log (a chunk partly written before the write failed)
-	unverified  int   // summary lost with daemon log records that gomon reported dropped
+	unverified  int   // containers without a read-loop summary (each one fails the soak)
 }
 
 type soak struct {
@@ -233,6 +238,9 @@ func TestSoak(t *testing.T) {
 		t.Errorf("gomon has zombie children at the end: %+v", z)
 	}
 	k.report(time.Since(start), warmUsage, endUsage)
+	if k.totals.containers == 0 {
+		t.Error("no container was verified: a soak that checked nothing does not pass")
+	}
 	if endUsage.fds > warmUsage.fds+soakFDSlack {
 		t.Errorf("fds grew from %d after the warm-up to %d at the end (bound +%d)", warmUsage.fds, endUsage.fds, soakFDSlack)
 	}
@@ -621,9 +629,42 @@ func (k *soak) floods(ctx context.Context) {
 }
 
 // readLoopEnded matches the daemon's debug record at the end of a read
-// loop; stats are ioloop.Stats printed positionally (Bytes Chunks Lines
-// Partials WriteErrors DroppedBytes UnreadBytes).
-var readLoopEnded = regexp.MustCompile(`^read loop ended container_id=(\S+) .*stream=(stdout|stderr) stats=\{(\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)\}`)
+// loop (monitor/container.go): "read loop ended container_id=… stream=…
+// stats.bytes=… stats.chunks=… … error=…".
+var readLoopEnded = regexp.MustCompile(`^read loop ended container_id=(\S+) .*?\bstream=(stdout|stderr) `)
+
+// statField matches one counter of that record: ioloop.Stats is logged
+// by name (Stats.LogValue), so that a counter added later changes
+// nothing here, and one renamed or missing fails the soak (soakCounters).
+var statField = regexp.MustCompile(` stats\.([a-z_]+)=(\S+)`)
+
+// soakCounters are the counters the soak needs from a summary, by name
+// (ioloop.Stats.LogValue): Bytes, DroppedBytes, UnreadBytes and
+// RateLimitedBytes.
+var soakCounters = []string{"bytes", "dropped_bytes", "unread_bytes", "rate_limited_bytes"}
+
+// parseStats reads the counters of one read-loop summary by name.
+func parseStats(m string) soakStats {
+	got := map[string]string{}
+	for _, f := range statField.FindAllStringSubmatch(m, -1) {
+		if _, dup := got[f[1]]; !dup {
+			got[f[1]] = f[2]
+		}
+	}
+	var n [4]int64
+	for i, name := range soakCounters {
+		v, ok := got[name]
+		if !ok {
+			return soakStats{bad: fmt.Sprintf("no stats.%s in %q", name, m)}
+		}
+		x, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return soakStats{bad: fmt.Sprintf("stats.%s=%q in %q: %v", name, v, m, err)}
+		}
+		n[i] = x
+	}
+	return soakStats{bytes: n[0], dropped: n[1], unread: n[2], rateLimited: n[3]}
+}
 
 // dropReason matches the daemon's warning when a destination starts
 // failing, and the one for output left unread.
@@ -648,18 +689,40 @@ func (k *soak) summaries() (map[string]map[string]soakStats, map[string]bool, in
 		if g == nil {
 			continue
 		}
-		num := func(i int) int64 { n, _ := strconv.ParseInt(g[i], 10, 64); return n }
 		if out[g[1]] == nil {
 			out[g[1]] = map[string]soakStats{}
 		}
-		out[g[1]][g[2]] = soakStats{bytes: num(3), dropped: num(8), unread: num(9)}
+		out[g[1]][g[2]] = parseStats(m)
 	}
 	return out, reasoned, dropped
 }
 
+// TestSoakReadsSummaryByName: the soak's parser of the read-loop summary
+// (no root, no daemon) takes counters by name, ignores counters it does
+// not know, and says so when one it needs is missing.
+func TestSoakReadsSummaryByName(t *testing.T) {
+	rec := "read loop ended container_id=c1 stream=stdout stats.bytes=100 stats.chunks=2 stats.lines=3 stats.partials=0 " +
+		"stats.write_errors=1 stats.dropped_bytes=5 stats.unread_bytes=7 stats.rate_limited_bytes=9 stats.rate_limit_gaps=1 " +
+		"stats.rate_limit_wait=0s stats.some_future_counter=4 error=<nil>"
+	g := readLoopEnded.FindStringSubmatch(rec)
+	if g == nil || g[1] != "c1" || g[2] != "stdout" {
+		t.Fatalf("readLoopEnded on %q: %q", rec, g)
+	}
+	if got, want := parseStats(rec), (soakStats{bytes: 100, dropped: 5, unread: 7, rateLimited: 9}); got != want {
+		t.Errorf("parseStats: %+v, want %+v", got, want)
+	}
+	if got := parseStats(strings.Replace(rec, "stats.unread_bytes=7 ", "", 1)); !strings.Contains(got.bad, "no stats.unread_bytes") {
+		t.Errorf("without unread_bytes: %+v, want it named as missing", got)
+	}
+	if got := parseStats("read loop ended container_id=c1 stream=stdout stats={100 2 3 0 1 5 7} error=<nil>"); got.bad == "" {
+		t.Errorf("positional stats accepted: %+v", got)
+	}
+}
+
 // verifyPending checks every exited container whose read-loop summaries
-// arrived; with final, those without are reported (as failures unless
-// gomon reported dropping daemon log records) and forgotten.
+// arrived; with final, those without fail the soak (a container not
+// verified is never a pass, even when gomon reported dropping daemon log
+// records, which the message then says) and are forgotten.
 func (k *soak) verifyPending(final bool) {
 	sums, reasoned, droppedRecords := k.summaries()
 	k.mu.Lock()
@@ -674,14 +737,18 @@ func (k *soak) verifyPending(final bool) {
 				keep = append(keep, c)
 				continue
 			}
-			if droppedRecords > 0 {
-				k.mu.Lock()
-				k.totals.unverified++
-				k.mu.Unlock()
-				k.t.Logf("container %s: read-loop summary missing; gomon reported %d daemon log records dropped", c.id, droppedRecords)
-			} else {
-				k.errorf("container %s: no read-loop summary in the daemon's log (%v) and no dropped records reported", c.id, st)
-			}
+			k.mu.Lock()
+			k.totals.unverified++
+			k.mu.Unlock()
+			k.errorf("container %s: no read-loop summary for both streams in the daemon's log (got %v; gomon reported %d of its log records dropped): not verified",
+				c.id, slices.Sorted(maps.Keys(st)), droppedRecords)
+			continue
+		}
+		if bad := cmp.Or(st["stdout"].bad, st["stderr"].bad); bad != "" {
+			k.mu.Lock()
+			k.totals.unverified++
+			k.mu.Unlock()
+			k.errorf("container %s: read-loop summary unreadable: %s: not verified", c.id, bad)
 			continue
 		}
 		k.verify(c, st["stdout"], st["stderr"], reasoned[c.id])
@@ -721,17 +788,17 @@ func (k *soak) verify(c *soakCtr, out, errStream soakStats, reasoned bool) {
 		cursor += at + len(b)
 		logged += int64(len(b))
 	}
-	if errStream.bytes != 0 || errStream.dropped != 0 || errStream.unread != 0 {
+	if errStream.bytes != 0 || errStream.dropped != 0 || errStream.unread != 0 || errStream.rateLimited != 0 {
 		k.errorf("container %s: stderr summary %+v, but it wrote nothing there", c.id, errStream)
 	}
 	if out.bytes+out.unread != w {
 		k.errorf("container %s: wrote %d bytes; gomon read %d and counted %d unread (%d unaccounted)",
 			c.id, w, out.bytes, out.unread, w-out.bytes-out.unread)
 	}
-	missing := w - logged - out.dropped - out.unread
+	missing := w - logged - out.dropped - out.unread - out.rateLimited
 	if missing > 0 {
-		k.errorf("container %s: wrote %d bytes, %d in the log, %d counted dropped, %d unread: %d bytes lost silently",
-			c.id, w, logged, out.dropped, out.unread, missing)
+		k.errorf("container %s: wrote %d bytes, %d in the log, %d counted dropped, %d unread, %d rate-limited: %d bytes lost silently",
+			c.id, w, logged, out.dropped, out.unread, out.rateLimited, missing)
 	}
 	if out.dropped > 0 && !reasoned {
 		k.errorf("container %s: %d bytes counted dropped, but no warning gave the reason", c.id, out.dropped)
@@ -743,7 +810,10 @@ func (k *soak) verify(c *soakCtr, out, errStream soakStats, reasoned bool) {
 	k.totals.containers++
 	k.totals.written += w
 	k.totals.logged += logged
-	k.totals.dropped += out.dropped
+	k.totals.dropped += out.dropped + out.rateLimited
+	if out.rateLimited > 0 {
+		k.reasons["log rate limit (GOMON_LOG_RATE_LIMIT), containers"]++
+	}
 	k.totals.unread += out.unread
 	if missing < 0 {
 		k.totals.overcounted += -missing

@@ -228,6 +228,17 @@ func invokedPath(self string) string {
 	return p
 }
 
+// startPath is invokedPath(self) made absolute (argv[0] may be relative
+// to the working directory): the path the daemon was started through, kept
+// as the default binary of its upgrades.
+func startPath(self string) string {
+	p := invokedPath(self)
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
 // writePidfile writes pid in decimal without a newline (the client parses
 // it strictly), atomically: a reader never sees a partial file.
 func writePidfile(path string, pid int) error {
@@ -248,9 +259,12 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 	defer signal.Stop(sigs)
 
 	// The path this binary was started from, read before a package update
-	// replaces the file: the default new binary of an upgrade.
+	// replaces the file: the default new binary of an upgrade. It is the
+	// path as invoked (a conmonrs symlink), not the file it resolves to,
+	// so that an upgrade execs it as launch did and the daemon keeps its
+	// name (comm) across upgrades.
 	self, _ := os.Executable()
-	self = strings.TrimSuffix(self, " (deleted)")
+	self = startPath(strings.TrimSuffix(self, " (deleted)"))
 	if in != nil && in.State.StartPath != "" {
 		self = in.State.StartPath // the first start's, carried by the upgrades since
 	}

@@ -125,6 +125,41 @@ func TestJournalHandlerNativeProtocol(t *testing.T) {
 	}
 }
 
+// TestJournalHandlerNamesStats: a group (ioloop.Stats is logged as one)
+// reaches journald as prefix.key=value, like slog's text handler writes
+// it, so the soak finds each read-loop counter by its name.
+func TestJournalHandlerNamesStats(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "journal.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	old := journalSocket
+	journalSocket = sock
+	defer func() { journalSocket = old }()
+
+	log, closeLog := newLogger("systemd", "debug", t.TempDir())
+	defer closeLog()
+	st := ioloop.Stats{Bytes: 100, Chunks: 2, Lines: 3, Partials: 4, WriteErrors: 5, DroppedBytes: 6,
+		UnreadBytes: 7, RateLimitedBytes: 8, RateLimitGaps: 9, RateLimitWait: 1500 * time.Millisecond}
+	log.With("container_id", "abc").Debug("read loop ended", "stream", "stdout", "stats", st, "error", nil)
+	msgs, _ := journalMessages(t, conn, 500*time.Millisecond)
+	want := "read loop ended container_id=abc stream=stdout stats.bytes=100 stats.chunks=2 stats.lines=3 " +
+		"stats.partials=4 stats.write_errors=5 stats.dropped_bytes=6 stats.unread_bytes=7 " +
+		"stats.rate_limited_bytes=8 stats.rate_limit_gaps=9 stats.rate_limit_wait=1.5s error=<nil>"
+	if len(msgs) != 1 || msgs[0] != want {
+		t.Errorf("messages %q, want [%q]", msgs, want)
+	}
+
+	// The text handler (stderr, gomon.log) names them the same way.
+	var b bytes.Buffer
+	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "stats", st)
+	if !strings.Contains(b.String(), " stats.bytes=100 stats.chunks=2 ") {
+		t.Errorf("text handler: %q", b.String())
+	}
+}
+
 func TestLoggerFallsBackToStderrWithoutJournal(t *testing.T) {
 	old := journalSocket
 	journalSocket = filepath.Join(t.TempDir(), "missing")

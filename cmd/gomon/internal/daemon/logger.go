@@ -398,17 +398,35 @@ func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool { return 
 func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
 	var msg strings.Builder
 	msg.WriteString(r.Message)
-	write := func(a slog.Attr) bool {
-		fmt.Fprintf(&msg, " %s=%v", a.Key, a.Value)
-		return true
-	}
 	for _, a := range h.attrs {
-		write(a)
+		appendAttr(&msg, "", a)
 	}
-	r.Attrs(write)
+	r.Attrs(func(a slog.Attr) bool {
+		appendAttr(&msg, "", a)
+		return true
+	})
 	b := ioloop.AppendJournalField(journalHeader(r.Level), "MESSAGE", msg.String())
 	h.q.push(b)
 	return nil
+}
+
+// appendAttr writes " key=value" for a, as slog's text handler does:
+// LogValuers resolved, groups flattened into prefix.key=value.
+func appendAttr(msg *strings.Builder, prefix string, a slog.Attr) {
+	a.Value = a.Value.Resolve()
+	if a.Value.Kind() == slog.KindGroup {
+		if a.Key != "" {
+			prefix += a.Key + "."
+		}
+		for _, g := range a.Value.Group() {
+			appendAttr(msg, prefix, g)
+		}
+		return
+	}
+	if a.Equal(slog.Attr{}) {
+		return
+	}
+	fmt.Fprintf(msg, " %s%s=%v", prefix, a.Key, a.Value)
 }
 
 func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
