@@ -184,6 +184,7 @@ func TestHostileHTTPCollector(t *testing.T) {
 				}
 			})
 			const spans = 5
+			panics := contain.PanicsOf(contain.Exporter)
 			tr, alloc := exportAgainst(t, "http://"+addr+"/v1/traces", nil, spans)
 			t.Logf("allocated %d KiB during the export", alloc>>10)
 			if alloc > allocBound {
@@ -191,6 +192,12 @@ func TestHostileHTTPCollector(t *testing.T) {
 			}
 			if tr.Dropped() != spans || tr.Exported() != 0 {
 				t.Errorf("dropped/exported = %d/%d, want %d/0", tr.Dropped(), tr.Exported(), spans)
+			}
+			// The answer must be refused by the reader's limits, not by
+			// the recovery that keeps a panicking export from killing
+			// the daemon (which would also count the batch as dropped).
+			if n := contain.PanicsOf(contain.Exporter) - panics; n != 0 {
+				t.Errorf("the export panicked %d time(s) (recovered): the reader did not refuse the answer", n)
 			}
 		})
 	}
