@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -37,7 +38,8 @@ type Textfile struct {
 	// 0 never removes one.
 	StaleAfter time.Duration
 
-	last string // path written last; "" when none
+	last string        // path written last; "" when none
+	bw   *bufio.Writer // WriteText's buffer, reused by every export
 }
 
 var _ Exporter = (*Textfile)(nil)
@@ -45,10 +47,18 @@ var _ Exporter = (*Textfile)(nil)
 // Export implements Exporter.
 func (t *Textfile) Export(_ context.Context, b *Batch) error {
 	path := filepath.Join(t.Dir, "gomon-"+fileSafe(t.ID())+".prom")
-	// Streamed into the temporary file through WriteText's small buffer:
-	// the whole text is never in memory.
+	// Streamed into the temporary file through one small buffer, kept
+	// for the next export: the whole text is never in memory.
 	if err := atomicfile.WriteWith(path, 0o644, func(w io.Writer) error {
-		return WriteText(w, b.Families())
+		if t.bw == nil {
+			t.bw = bufio.NewWriter(w)
+		} else {
+			t.bw.Reset(w)
+		}
+		writeText(t.bw, b.Families())
+		err := t.bw.Flush()
+		t.bw.Reset(io.Discard) // not the file, which is closed next
+		return err
 	}); err != nil {
 		return fmt.Errorf("write metrics textfile: %w", err)
 	}
