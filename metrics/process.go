@@ -33,7 +33,7 @@ var processStart = time.Now()
 func ProcessCollector(labels func() []Label) Collector {
 	var p procReader
 	return func(b *Batch) {
-		l := labels()
+		l := b.Labels(labels()) // the points keep them; labels may reuse its slice
 		if rss, ok := p.readRSS(); ok {
 			b.Gauge(ProcessRSS, float64(rss), l...)
 		}
@@ -43,7 +43,7 @@ func ProcessCollector(labels func() []Label) Collector {
 		}
 		for _, k := range contain.Kinds() {
 			b.Counter(ProcessPanics, contain.PanicsOf(k), processStart,
-				append(l[:len(l):len(l)], Label{Key: "kind", Value: k.String()})...)
+				b.Labels(l, Label{Key: "kind", Value: k.String()})...)
 		}
 	}
 }
