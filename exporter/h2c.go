@@ -91,21 +91,18 @@ func (e *grpcStatusError) Error() string {
 // negotiated if any) and returns the response message without its gRPC frame
 // header. The caller owns conn and its deadline.
 func h2call(conn io.ReadWriter, scheme, authority, path string, msg []byte, userAgent string) ([]byte, error) {
-	c := &h2conn{
-		rw: conn, sendWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: h2DefaultMaxFrame, initWin: h2DefaultWindow,
-		readLeft: MaxResponseBytes,
+	hb, err := grpcRequestHeaders(scheme, authority, path, userAgent)
+	if err != nil {
+		return nil, err
 	}
-	c.dec = hpack.NewDecoder(4096, c.onField)
-	c.dec.SetMaxStringLength(h2MaxHeaderBlock)
+	return h2callWith(conn, hb, msg)
+}
 
-	// Preface, our SETTINGS, then the request HEADERS, in one write.
-	var out bytes.Buffer
-	out.WriteString(h2Preface)
-	c.appendFrameHeader(&out, 18, frameSettings, 0, 0)
-	appendSetting(&out, settingEnablePush, 0)
-	appendSetting(&out, settingMaxFrameSize, h2MaxReadFrame)
-	appendSetting(&out, settingMaxHeaderList, h2MaxHeaderBlock)
-
+// grpcRequestHeaders returns the HPACK block of a call's request headers
+// as a new connection's encoder writes it (empty dynamic table). It is the
+// same for every call with the same arguments, so an exporter, which
+// always calls the same method, encodes it once (otlpExporter.send).
+func grpcRequestHeaders(scheme, authority, path, userAgent string) ([]byte, error) {
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range []hpack.HeaderField{
@@ -124,17 +121,38 @@ func h2call(conn io.ReadWriter, scheme, authority, path string, msg []byte, user
 	if hb.Len() > h2DefaultMaxFrame {
 		return nil, errors.New("request headers too large")
 	}
-	c.appendFrameHeader(&out, hb.Len(), frameHeaders, flagEndHeaders, h2RequestStream)
-	out.Write(hb.Bytes())
+	return hb.Bytes(), nil
+}
+
+// h2callWith is h2call with the request headers already encoded
+// (grpcRequestHeaders). msg is sent as it is, behind its gRPC frame
+// header, without being copied.
+func h2callWith(conn io.ReadWriter, headerBlock, msg []byte) ([]byte, error) {
+	c := &h2conn{
+		rw: conn, sendWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: h2DefaultMaxFrame, initWin: h2DefaultWindow,
+		readLeft: MaxResponseBytes,
+	}
+	c.dec = hpack.NewDecoder(4096, c.onField)
+	c.dec.SetMaxStringLength(h2MaxHeaderBlock)
+
+	// Preface, our SETTINGS, then the request HEADERS, in one write.
+	var out bytes.Buffer
+	out.Grow(len(h2Preface) + 9 + 18 + 9 + len(headerBlock))
+	out.WriteString(h2Preface)
+	c.appendFrameHeader(&out, 18, frameSettings, 0, 0)
+	appendSetting(&out, settingEnablePush, 0)
+	appendSetting(&out, settingMaxFrameSize, h2MaxReadFrame)
+	appendSetting(&out, settingMaxHeaderList, h2MaxHeaderBlock)
+	c.appendFrameHeader(&out, len(headerBlock), frameHeaders, flagEndHeaders, h2RequestStream)
+	out.Write(headerBlock)
 	if _, err := conn.Write(out.Bytes()); err != nil {
 		return nil, fmt.Errorf("write request headers: %w", err)
 	}
 
 	// gRPC length-prefixed message: 1 byte compressed flag, 4 bytes length.
-	body := make([]byte, grpcHeaderLen, grpcHeaderLen+len(msg))
-	binary.BigEndian.PutUint32(body[1:], uint32(len(msg))) //nolint:gosec // bounded by batch size
-	body = append(body, msg...)
-	if err := c.sendData(body); err != nil {
+	c.grpcHdr[0] = 0
+	binary.BigEndian.PutUint32(c.grpcHdr[1:], uint32(len(msg))) //nolint:gosec // bounded by batch size
+	if err := c.sendData(c.grpcHdr[:], msg); err != nil {
 		return nil, err
 	}
 	return c.readResponse()
@@ -143,14 +161,18 @@ func h2call(conn io.ReadWriter, scheme, authority, path string, msg []byte, user
 type h2conn struct {
 	rw        io.ReadWriter
 	dec       *hpack.Decoder
-	sendWin   int64 // connection send window
-	streamWin int64 // our stream's send window
-	initWin   int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
-	maxFrame  int   // peer's SETTINGS_MAX_FRAME_SIZE
-	hdr       [9]byte
-	payload   [h2MaxReadFrame]byte // every frame's payload, reused
-	readLeft  int64                // bytes the server may still send
-	control   int                  // SETTINGS and PING frames answered
+	sendWin   int64               // connection send window
+	streamWin int64               // our stream's send window
+	initWin   int64               // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame  int                 // peer's SETTINGS_MAX_FRAME_SIZE
+	hdr       [9]byte             // the frame header being read
+	whdr      [9]byte             // the frame header being written
+	wbufs     net.Buffers         // the frame being written: whdr and the payload's parts
+	wbufsArr  [3][]byte           // wbufs' storage
+	grpcHdr   [grpcHeaderLen]byte // the request message's gRPC frame header
+	payload   []byte              // every frame's payload, reused; grown up to h2MaxReadFrame
+	readLeft  int64               // bytes the server may still send
+	control   int                 // SETTINGS and PING frames answered
 
 	// response state
 	headerBlock  []byte
@@ -182,30 +204,43 @@ func appendSetting(b *bytes.Buffer, id uint16, v uint32) {
 	b.Write(s[:])
 }
 
-func (c *h2conn) writeFrame(typ, flags byte, stream uint32, payload []byte) error {
-	var b bytes.Buffer
-	c.appendFrameHeader(&b, len(payload), typ, flags, stream)
-	b.Write(payload)
-	_, err := c.rw.Write(b.Bytes())
+// writeFrame writes one frame whose payload is p1 followed by p2. The
+// header and the payload go out together (writev on a TCP connection) and
+// are not copied.
+func (c *h2conn) writeFrame(typ, flags byte, stream uint32, p1, p2 []byte) error {
+	length := len(p1) + len(p2)
+	c.whdr[0], c.whdr[1], c.whdr[2] = byte(length>>16), byte(length>>8), byte(length)
+	c.whdr[3], c.whdr[4] = typ, flags
+	binary.BigEndian.PutUint32(c.whdr[5:], stream&0x7fffffff)
+	c.wbufs = append(c.wbufsArr[:0], c.whdr[:])
+	for _, p := range [2][]byte{p1, p2} {
+		if len(p) > 0 {
+			c.wbufs = append(c.wbufs, p)
+		}
+	}
+	_, err := c.wbufs.WriteTo(c.rw) // consumes c.wbufs
 	return err
 }
 
-// sendData writes body as DATA frames on the request stream, waiting for
-// WINDOW_UPDATEs when the peer's flow-control windows are exhausted.
-func (c *h2conn) sendData(body []byte) error {
+// sendData writes head followed by body as DATA frames on the request
+// stream, waiting for WINDOW_UPDATEs when the peer's flow-control windows
+// are exhausted.
+func (c *h2conn) sendData(head, body []byte) error {
 	for {
-		n := max(min(int64(len(body)), c.sendWin, c.streamWin, int64(c.maxFrame)), 0)
-		if n > 0 || len(body) == 0 {
+		left := int64(len(head) + len(body))
+		n := max(min(left, c.sendWin, c.streamWin, int64(c.maxFrame)), 0)
+		if n > 0 || left == 0 {
 			var flags byte
-			if int64(len(body)) == n {
+			if left == n {
 				flags = flagEndStream
 			}
-			if err := c.writeFrame(frameData, flags, h2RequestStream, body[:n]); err != nil {
+			h := min(int64(len(head)), n)
+			if err := c.writeFrame(frameData, flags, h2RequestStream, head[:h], body[:n-h]); err != nil {
 				return fmt.Errorf("write request body: %w", err)
 			}
 			c.sendWin -= n
 			c.streamWin -= n
-			body = body[n:]
+			head, body = head[h:], body[n-h:]
 			if flags != 0 {
 				return nil
 			}
@@ -273,6 +308,11 @@ func (c *h2conn) readFrame() error {
 	if c.readLeft < 0 {
 		return fmt.Errorf("server sent more than %d bytes: %w", MaxResponseBytes, errResponseTooLarge)
 	}
+	if cap(c.payload) < length {
+		// Grown in steps (a server cannot make every frame reallocate)
+		// up to the frame size bound; a collector's answer is tiny.
+		c.payload = make([]byte, min(max(length, 2*cap(c.payload), 512), h2MaxReadFrame))
+	}
 	payload := c.payload[:length]
 	if _, err := io.ReadFull(c.rw, payload); err != nil {
 		return fmt.Errorf("read frame payload: %w", err)
@@ -312,7 +352,7 @@ func (c *h2conn) readFrame() error {
 				c.maxFrame = int(min(max(v, h2DefaultMaxFrame), 1<<24-1))
 			}
 		}
-		return c.writeFrame(frameSettings, flagAck, 0, nil)
+		return c.writeFrame(frameSettings, flagAck, 0, nil, nil)
 	case framePing:
 		if flags&flagAck != 0 || length != 8 {
 			return nil
@@ -320,7 +360,7 @@ func (c *h2conn) readFrame() error {
 		if err := c.countControl(); err != nil {
 			return err
 		}
-		return c.writeFrame(framePing, flagAck, 0, payload)
+		return c.writeFrame(framePing, flagAck, 0, payload, nil)
 	case frameWindowUpdate:
 		if length != 4 {
 			return errors.New("malformed WINDOW_UPDATE frame")

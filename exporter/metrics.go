@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -150,6 +151,11 @@ func (m *MetricsExporter) Export(ctx context.Context, b *metrics.Batch) error {
 	if m.e.stopped.Load() {
 		return errors.New("otlp metrics exporter is shut down")
 	}
+	if n := metricsSizeHint(m.res, b); cap(m.buf) < n {
+		// Once, at the first export: grown by appends, the buffer would
+		// leave its smaller copies behind as garbage.
+		m.buf = make([]byte, 0, n)
+	}
 	m.buf = encodeMetrics(m.buf[:0], m.res, b)
 	defer func() {
 		if cap(m.buf) > maxKeptBuffer {
@@ -223,6 +229,31 @@ func encodeMetrics(buf []byte, res *resource.Resource, b *metrics.Batch) []byte 
 			return buf
 		})
 	})
+}
+
+// metricsSizeHint is a close upper estimate of encodeMetrics' size for b:
+// the strings' lengths plus generous room for tags, lengths and numbers.
+func metricsSizeHint(res *resource.Resource, b *metrics.Batch) int {
+	n := 64 + len(metricsScope)
+	iter := res.Iter()
+	for iter.Next() {
+		kv := iter.Attribute()
+		n += 24 + len(kv.Key)
+		if kv.Value.Type() == attribute.STRING {
+			n += len(kv.Value.AsString())
+		}
+	}
+	for _, f := range b.Families() {
+		d := f.Desc
+		n += 24 + len(d.Name) + len(d.Help) + len(d.Unit)
+		for _, p := range f.Points {
+			n += 48 + 10*len(p.Hist.Counts) + 10*len(d.Bounds)
+			for _, l := range p.Labels {
+				n += 12 + len(l.Key) + len(l.Value)
+			}
+		}
+	}
+	return n
 }
 
 func appendMetric(buf []byte, f metrics.Family, now uint64) []byte {

@@ -85,6 +85,12 @@ type otlpExporter struct {
 	mu      sync.Mutex // serialises exports; guards buf
 	buf     []byte
 	stopped atomic.Bool
+
+	// grpcHeaders is the HPACK block of every call's request headers
+	// (grpcRequestHeaders), encoded at the first gRPC export.
+	grpcHeadersOnce sync.Once
+	grpcHeaders     []byte
+	grpcHeadersErr  error
 }
 
 var _ sdktrace.SpanExporter = (*otlpExporter)(nil)
@@ -189,7 +195,13 @@ func (e *otlpExporter) send(ctx context.Context, body []byte) ([]byte, error) {
 	if e.protocol == ProtocolHTTP {
 		return httpPost(conn, e.authority, e.path, body, e.userAgent)
 	}
-	return h2call(conn, e.scheme, e.authority, e.path, body, e.userAgent)
+	e.grpcHeadersOnce.Do(func() {
+		e.grpcHeaders, e.grpcHeadersErr = grpcRequestHeaders(e.scheme, e.authority, e.path, e.userAgent)
+	})
+	if e.grpcHeadersErr != nil {
+		return nil, e.grpcHeadersErr
+	}
+	return h2callWith(conn, e.grpcHeaders, body)
 }
 
 // Shutdown marks the exporter stopped; in-flight exports finish on their own

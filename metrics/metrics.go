@@ -78,25 +78,78 @@ type Family struct {
 
 // Batch collects the points of one collection, grouped by metric in the
 // order metrics were first added. Not safe for concurrent use.
+//
+// A Reader collects into one Batch again and again (reset): the points,
+// label and bucket slices of the last collection are reused, so an idle
+// daemon's periodic collection allocates next to nothing. Collectors take
+// the labels of a point from Labels, which carves them out of the batch's
+// own storage.
 type Batch struct {
 	Time     time.Time
 	families []Family
-	index    map[*Desc]int
+	// spare are the families of the collection before reset, kept for
+	// their Points slices.
+	spare []Family
+	// labels and counts are the storage Labels and Histogram carve
+	// points' slices from; reset empties them for reuse.
+	labels []Label
+	counts []uint64
 }
 
 // NewBatch returns an empty batch stamped now.
 func NewBatch() *Batch {
-	return &Batch{Time: time.Now(), index: make(map[*Desc]int)}
+	return &Batch{Time: time.Now()}
+}
+
+// reset empties b for a new collection stamped now, keeping its memory.
+// The slices of the points b held become invalid.
+func (b *Batch) reset() {
+	b.Time = time.Now()
+	b.families, b.spare = b.spare[:0], b.families
+	clear(b.families[:cap(b.families)]) // no stale references in the unused part
+	b.labels = b.labels[:0]
+	b.counts = b.counts[:0]
 }
 
 func (b *Batch) add(d *Desc, p Point) {
-	i, ok := b.index[d]
-	if !ok {
-		i = len(b.families)
-		b.index[d] = i
-		b.families = append(b.families, Family{Desc: d})
+	// Points of one metric come in runs: the last family is checked
+	// first, then the others (a batch holds a dozen or so metrics).
+	i := len(b.families) - 1
+	if i < 0 || b.families[i].Desc != d {
+		i = slices.IndexFunc(b.families, func(f Family) bool { return f.Desc == d })
+		if i < 0 {
+			i = len(b.families)
+			b.families = append(b.families, Family{Desc: d, Points: b.sparePoints(d)})
+		}
 	}
 	b.families[i].Points = append(b.families[i].Points, p)
+}
+
+// sparePoints returns the emptied Points slice d had before reset, if any.
+func (b *Batch) sparePoints(d *Desc) []Point {
+	for j := range b.spare {
+		if b.spare[j].Desc == d {
+			pts := b.spare[j].Points[:0]
+			b.spare[j] = Family{}
+			clear(pts[:cap(pts)])
+			return pts
+		}
+	}
+	return nil
+}
+
+// Labels returns base followed by more, in a slice carved from b's storage
+// (valid as long as b's points are): the labels of one point, built
+// without an allocation of their own.
+func (b *Batch) Labels(base []Label, more ...Label) []Label {
+	n := len(base) + len(more)
+	if cap(b.labels)-len(b.labels) < n {
+		// A new chunk: earlier points keep referring to the old one.
+		b.labels = make([]Label, 0, max(2*cap(b.labels), n, 64))
+	}
+	start := len(b.labels)
+	b.labels = append(append(b.labels, base...), more...)
+	return b.labels[start:len(b.labels):len(b.labels)]
 }
 
 // Counter adds a counter's cumulative value since start.
@@ -112,10 +165,16 @@ func (b *Batch) Gauge(d *Desc, v float64, labels ...Label) {
 // Histogram adds a histogram's state since start; an empty one is
 // skipped.
 func (b *Batch) Histogram(d *Desc, h *Hist, start time.Time, labels ...Label) {
-	data := h.Snapshot()
+	n := len(h.counts)
+	if cap(b.counts)-len(b.counts) < n {
+		b.counts = make([]uint64, 0, max(2*cap(b.counts), n, 64))
+	}
+	at := len(b.counts)
+	data := h.snapshotInto(b.counts[at : at+n : at+n])
 	if data.Count == 0 {
 		return
 	}
+	b.counts = b.counts[:at+n]
 	b.add(d, Point{Labels: labels, Hist: data, Start: start})
 }
 
@@ -175,9 +234,16 @@ func (h *Hist) Observe(v float64) {
 
 // Snapshot returns a copy of the state.
 func (h *Hist) Snapshot() HistogramData {
+	return h.snapshotInto(make([]uint64, len(h.counts)))
+}
+
+// snapshotInto returns a copy of the state with the bucket counts copied
+// into counts, which has len(h.counts).
+func (h *Hist) snapshotInto(counts []uint64) HistogramData {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return HistogramData{Counts: slices.Clone(h.counts), Count: h.count, Sum: h.sum}
+	copy(counts, h.counts)
+	return HistogramData{Counts: counts, Count: h.count, Sum: h.sum}
 }
 
 // DurationBounds are the bucket bounds, in seconds, of gomon's duration

@@ -11,7 +11,8 @@ import (
 
 // Exporter sends or writes one collection. Export and Shutdown are called
 // from the Reader's goroutine only, one at a time; Export is bounded by
-// its ctx.
+// its ctx. The batch is the Reader's, reused for the next collection: an
+// exporter must not keep it, or slices of it, after Export returns.
 type Exporter interface {
 	Export(ctx context.Context, b *Batch) error
 	// Shutdown releases what the exporter holds (the textfile is removed);
@@ -43,6 +44,9 @@ type Reader struct {
 	once    sync.Once
 	shutErr error
 	failing []bool // per exporter; only the goroutine (then Shutdown) uses it
+	// batch is collected into again at every export; only the goroutine
+	// (then Shutdown) uses it.
+	batch *Batch
 }
 
 // ReaderConfig configures a Reader.
@@ -66,6 +70,7 @@ func StartReader(cfg ReaderConfig) *Reader {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		failing:   make([]bool, len(cfg.Exporters)),
+		batch:     NewBatch(),
 	}
 	if r.interval <= 0 {
 		r.interval = DefaultInterval
@@ -96,19 +101,29 @@ func (r *Reader) run() {
 	}
 }
 
-// Collect returns a batch with every collector's current values.
+// Collect returns a new batch with every collector's current values.
+// The collectors must not be running for an export meanwhile (they are
+// never called concurrently): it is for tests.
 func (r *Reader) Collect() *Batch {
 	b := NewBatch()
-	for _, c := range r.collect {
-		c(b)
-	}
+	r.collectInto(b)
 	return b
 }
 
-// export collects and hands the batch to every exporter. A failure is
-// logged once when an exporter starts failing and once when it recovers.
+func (r *Reader) collectInto(b *Batch) {
+	for _, c := range r.collect {
+		c(b)
+	}
+}
+
+// export collects into the reader's batch, reset, and hands it to every
+// exporter: after the first collection, the batch's memory is reused. A
+// failure is logged once when an exporter starts failing and once when it
+// recovers.
 func (r *Reader) export(ctx context.Context) error {
-	b := r.Collect()
+	b := r.batch
+	b.reset()
+	r.collectInto(b)
 	var errs []error
 	for i, e := range r.exporters {
 		err := e.Export(ctx, b)

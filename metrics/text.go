@@ -17,12 +17,18 @@ import (
 // change the same way (k8s.pod.name becomes k8s_pod_name).
 func WriteText(w io.Writer, families []Family) error {
 	bw := bufio.NewWriter(w)
+	writeText(bw, families)
+	return bw.Flush()
+}
+
+// writeText is WriteText into bw, without the Flush that returns the first
+// error (bufio.Writer keeps it).
+func writeText(bw *bufio.Writer, families []Family) {
 	for _, f := range families {
 		if len(f.Points) == 0 {
 			continue
 		}
 		name := PromName(f.Desc)
-		var les []string // the histogram's "le" values, made once per family
 		typ := "gauge"
 		switch f.Desc.Kind {
 		case Counter:
@@ -30,35 +36,33 @@ func WriteText(w io.Writer, families []Family) error {
 		case Histogram:
 			typ = "histogram"
 		}
-		// bufio.Writer keeps its first error; Flush returns it.
-		_, _ = bw.WriteString("# HELP " + name + " ")
+		_, _ = bw.WriteString("# HELP ")
+		_, _ = bw.WriteString(name)
+		_ = bw.WriteByte(' ')
 		writeEscaped(bw, f.Desc.Help, false)
-		_, _ = bw.WriteString("\n# TYPE " + name + " " + typ + "\n")
+		_, _ = bw.WriteString("\n# TYPE ")
+		_, _ = bw.WriteString(name)
+		_ = bw.WriteByte(' ')
+		_, _ = bw.WriteString(typ)
+		_ = bw.WriteByte('\n')
 		for _, p := range f.Points {
 			if f.Desc.Kind != Histogram {
-				writeSample(bw, name, p.Labels, "", "", p.Value)
+				writeSample(bw, name, "", p.Labels, noLE, p.Value)
 				continue
-			}
-			if les == nil {
-				les = make([]string, len(f.Desc.Bounds))
-				for i, b := range f.Desc.Bounds {
-					les[i] = string(appendFloat(nil, b))
-				}
 			}
 			var cum uint64
 			for i, c := range p.Hist.Counts {
 				cum += c
-				le := "+Inf"
+				le := math.Inf(+1)
 				if i < len(f.Desc.Bounds) {
-					le = les[i]
+					le = f.Desc.Bounds[i]
 				}
-				writeSample(bw, name+"_bucket", p.Labels, "le", le, float64(cum))
+				writeSample(bw, name, "_bucket", p.Labels, le, float64(cum))
 			}
-			writeSample(bw, name+"_sum", p.Labels, "", "", p.Hist.Sum)
-			writeSample(bw, name+"_count", p.Labels, "", "", float64(p.Hist.Count))
+			writeSample(bw, name, "_sum", p.Labels, noLE, p.Hist.Sum)
+			writeSample(bw, name, "_count", p.Labels, noLE, float64(p.Hist.Count))
 		}
 	}
-	return bw.Flush()
 }
 
 // PromName is d's Prometheus metric name (see WriteText).
@@ -99,12 +103,18 @@ func promIdent(s string) string {
 	return string(b)
 }
 
-// writeSample writes one sample line piece by piece, without building
-// strings: an export writes thousands of them into one reused buffer.
-func writeSample(w *bufio.Writer, name string, labels []Label, extraKey, extraValue string, v float64) {
+// noLE is writeSample's le for a sample without that label.
+var noLE = math.NaN()
+
+// writeSample writes one sample line, of the metric name+suffix, with an
+// le label after labels unless le is NaN (a histogram bucket's bound),
+// piece by piece, without building strings: an export writes thousands of
+// them into one reused buffer.
+func writeSample(w *bufio.Writer, name, suffix string, labels []Label, le, v float64) {
 	// bufio.Writer keeps its first error; WriteText's Flush returns it.
 	_, _ = w.WriteString(name)
-	if len(labels) > 0 || extraKey != "" {
+	_, _ = w.WriteString(suffix)
+	if withLE := !math.IsNaN(le); len(labels) > 0 || withLE {
 		_ = w.WriteByte('{')
 		for i, l := range labels {
 			if i > 0 {
@@ -115,18 +125,29 @@ func writeSample(w *bufio.Writer, name string, labels []Label, extraKey, extraVa
 			writeEscaped(w, l.Value, true)
 			_ = w.WriteByte('"')
 		}
-		if extraKey != "" {
+		if withLE {
 			if len(labels) > 0 {
 				_ = w.WriteByte(',')
 			}
-			_, _ = w.WriteString(extraKey + `="` + extraValue + `"`)
+			_, _ = w.WriteString(`le="`)
+			writeFloat(w, le)
+			_ = w.WriteByte('"')
 		}
 		_ = w.WriteByte('}')
 	}
 	_ = w.WriteByte(' ')
-	var num [32]byte
-	_, _ = w.Write(appendFloat(num[:0], v))
+	writeFloat(w, v)
 	_ = w.WriteByte('\n')
+}
+
+// writeFloat writes appendFloat(v) formatted straight into w's buffer (a
+// number is at most 24 bytes; a local array would escape to the heap
+// through w, once per sample).
+func writeFloat(w *bufio.Writer, v float64) {
+	if w.Available() < 32 {
+		_ = w.Flush() // an error stays in w
+	}
+	_, _ = w.Write(appendFloat(w.AvailableBuffer(), v))
 }
 
 // writeIdent writes promIdent(s).

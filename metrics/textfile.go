@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/internal/atomicfile"
 )
@@ -37,7 +40,9 @@ type Textfile struct {
 	// 0 never removes one.
 	StaleAfter time.Duration
 
-	last string // path written last; "" when none
+	last   string        // path written last; "" when none
+	bw     *bufio.Writer // WriteText's buffer, reused by every export
+	dirBuf []byte        // sweep's directory buffer, reused likewise
 }
 
 var _ Exporter = (*Textfile)(nil)
@@ -45,10 +50,18 @@ var _ Exporter = (*Textfile)(nil)
 // Export implements Exporter.
 func (t *Textfile) Export(_ context.Context, b *Batch) error {
 	path := filepath.Join(t.Dir, "gomon-"+fileSafe(t.ID())+".prom")
-	// Streamed into the temporary file through WriteText's small buffer:
-	// the whole text is never in memory.
+	// Streamed into the temporary file through one small buffer, kept
+	// for the next export: the whole text is never in memory.
 	if err := atomicfile.WriteWith(path, 0o644, func(w io.Writer) error {
-		return WriteText(w, b.Families())
+		if t.bw == nil {
+			t.bw = bufio.NewWriter(w)
+		} else {
+			t.bw.Reset(w)
+		}
+		writeText(t.bw, b.Families())
+		err := t.bw.Flush()
+		t.bw.Reset(io.Discard) // not the file, which is closed next
+		return err
 	}); err != nil {
 		return fmt.Errorf("write metrics textfile: %w", err)
 	}
@@ -66,23 +79,31 @@ func (t *Textfile) Export(_ context.Context, b *Batch) error {
 const maxSweep = 4096
 
 // sweep removes the gomon-*.prom files other than ours not modified for
-// StaleAfter: their daemons are gone (see Textfile). Best effort.
+// StaleAfter: their daemons are gone (see Textfile). Best effort. The
+// directory is read into one reused buffer, and only the names that match
+// are turned into strings.
 func (t *Textfile) sweep(ours string) {
-	d, err := os.Open(t.Dir)
+	fd, err := unix.Open(t.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
-	defer func() { _ = d.Close() }()
-	names, _ := d.Readdirnames(maxSweep) // a partial list is swept as far as it goes
-	for _, name := range names {
-		path := filepath.Join(t.Dir, name)
-		if path == ours || !strings.HasPrefix(name, "gomon-") || !strings.HasSuffix(name, ".prom") {
-			continue
-		}
-		if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() && time.Since(st.ModTime()) > t.StaleAfter {
-			_ = os.Remove(path) // another daemon may have removed it first
-		}
+	defer func() { _ = unix.Close(fd) }()
+	if t.dirBuf == nil {
+		t.dirBuf = make([]byte, 4096)
 	}
+	seen := 0 // a partial list is swept as far as it goes
+	scanDir(fd, t.dirBuf, func(name []byte) bool {
+		seen++
+		if !bytes.HasPrefix(name, []byte("gomon-")) || !bytes.HasSuffix(name, []byte(".prom")) {
+			return seen < maxSweep
+		}
+		if path := filepath.Join(t.Dir, string(name)); path != ours {
+			if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() && time.Since(st.ModTime()) > t.StaleAfter {
+				_ = os.Remove(path) // another daemon may have removed it first
+			}
+		}
+		return seen < maxSweep
+	})
 }
 
 // Shutdown removes the file.

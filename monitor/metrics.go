@@ -181,12 +181,6 @@ func (cm *containerMetrics) recordExec(o execOutcome, d time.Duration) {
 	}
 }
 
-// with returns labels followed by more, in a new slice.
-func with(labels []metrics.Label, more ...metrics.Label) []metrics.Label {
-	out := make([]metrics.Label, 0, len(labels)+len(more))
-	return append(append(out, labels...), more...)
-}
-
 // collect adds the container's series to b.
 func (cm *containerMetrics) collect(b *metrics.Batch) {
 	for i := range cm.streams {
@@ -196,23 +190,23 @@ func (cm *containerMetrics) collect(b *metrics.Batch) {
 		c := &cm.streams[i]
 		stream := metrics.Label{Key: labelStream, Value: ioloop.Stream(i + 1).String()}
 		written := metrics.Label{Key: labelOutcome, Value: "written"}
-		b.Counter(MetricLogBytes, c.WrittenBytes.Load(), cm.start, with(cm.labels, stream, written)...)
-		b.Counter(MetricLogRecords, c.WrittenRecords.Load(), cm.start, with(cm.labels, stream, written)...)
+		b.Counter(MetricLogBytes, c.WrittenBytes.Load(), cm.start, b.Labels(cm.labels, stream, written)...)
+		b.Counter(MetricLogRecords, c.WrittenRecords.Load(), cm.start, b.Labels(cm.labels, stream, written)...)
 		for r := range ioloop.NumDropReasons {
-			l := with(cm.labels, stream, metrics.Label{Key: labelOutcome, Value: "dropped"},
+			l := b.Labels(cm.labels, stream, metrics.Label{Key: labelOutcome, Value: "dropped"},
 				metrics.Label{Key: labelReason, Value: r.String()})
 			b.Counter(MetricLogBytes, c.DroppedBytes[r].Load(), cm.start, l...)
 			b.Counter(MetricLogRecords, c.DroppedRecords[r].Load(), cm.start, l...)
 		}
-		b.Counter(MetricLogPartials, c.Partials.Load(), cm.start, with(cm.labels, stream)...)
+		b.Counter(MetricLogPartials, c.Partials.Load(), cm.start, b.Labels(cm.labels, stream)...)
 	}
 	for k := range numOOMKinds {
 		b.Counter(MetricOOMKills, cm.oom[k].Load(), cm.start,
-			with(cm.labels, metrics.Label{Key: labelProcess, Value: k.String()})...)
+			b.Labels(cm.labels, metrics.Label{Key: labelProcess, Value: k.String()})...)
 	}
 	for o := range numExecOutcomes {
 		b.Histogram(MetricExecDuration, cm.exec[o], cm.start,
-			with(cm.labels, metrics.Label{Key: labelOutcome, Value: o.String()})...)
+			b.Labels(cm.labels, metrics.Label{Key: labelOutcome, Value: o.String()})...)
 	}
 }
 
@@ -276,13 +270,13 @@ func (mm *monitorMetrics) runtimeFailed(verb string) {
 func (mm *monitorMetrics) collect(b *metrics.Batch, labels []metrics.Label) {
 	for i, outcome := range [...]string{"success", "failure"} {
 		b.Histogram(MetricCreateDuration, mm.create[i], mm.start,
-			with(labels, metrics.Label{Key: labelOutcome, Value: outcome})...)
+			b.Labels(labels, metrics.Label{Key: labelOutcome, Value: outcome})...)
 	}
 	mm.mu.Lock()
 	defer mm.mu.Unlock()
 	for _, verb := range slices.Sorted(maps.Keys(mm.failures)) {
 		b.Counter(MetricRuntimeFailures, mm.failures[verb], mm.start,
-			with(labels, metrics.Label{Key: labelVerb, Value: verb})...)
+			b.Labels(labels, metrics.Label{Key: labelVerb, Value: verb})...)
 	}
 }
 
@@ -317,20 +311,24 @@ func (m *Monitor) CollectMetrics(b *metrics.Batch, podLevel ...metrics.Label) {
 // k8s.namespace.name, k8s.pod.uid) as the first container created with
 // them named it; nil before.
 func (m *Monitor) PodLabels() []metrics.Label {
+	return m.AppendPodLabels(nil)
+}
+
+// AppendPodLabels appends PodLabels to dst.
+func (m *Monitor) AppendPodLabels(dst []metrics.Label) []metrics.Label {
 	m.mu.Lock()
 	id := m.podIdentity
 	m.mu.Unlock()
-	var l []metrics.Label
 	for _, kv := range [...]metrics.Label{
 		{Key: LabelPodName, Value: id.PodName},
 		{Key: LabelNamespace, Value: id.PodNamespace},
 		{Key: LabelPodUID, Value: id.PodUID},
 	} {
 		if kv.Value != "" {
-			l = append(l, kv)
+			dst = append(dst, kv)
 		}
 	}
-	return l
+	return dst
 }
 
 // handoffState returns the counters for an upgrade's record (nil when

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"reflect"
 	"strconv"
@@ -228,7 +229,7 @@ func TestMetricsGroundTruth(t *testing.T) {
 }
 
 // TestMetricsOOMInit: an 8 MiB-limited container that is OOM-killed counts
-// one OOM kill of its init.
+// one OOM kill of its init, and gets its (empty) oom file.
 func TestMetricsOOMInit(t *testing.T) {
 	m := newMetricsMonitor(t)
 	dir := monitortest.NewBundle(t, monitortest.BundleOptions{Args: []string{"tail", "/dev/zero"}, MemoryLimit: 8 << 20})
@@ -247,6 +248,9 @@ func TestMetricsOOMInit(t *testing.T) {
 	}
 	if !st.OOMKilled {
 		t.Fatalf("container not OOM killed: %+v", st)
+	}
+	if b, err := os.ReadFile(p.oom); err != nil || len(b) != 0 {
+		t.Errorf("oom file %q, %v; want an empty file", b, err)
 	}
 	fams := scrape(t, m)
 	if v, _ := value(fams, "gomon_container_oom_kills_total", map[string]string{"container_id": "oomm", "process": "init"}); v != 1 {
@@ -285,15 +289,19 @@ func runKept(t *testing.T, m *Monitor, req CreateRequest) ExitStatus {
 }
 
 // TestMetricsOOMOther: a child OOM killed while the init exits 0 counts as
-// another process's kill, not the container's.
+// another process's kill, not the container's: no oom file.
 func TestMetricsOOMOther(t *testing.T) {
 	m := newMetricsMonitor(t)
 	dir := monitortest.NewBundle(t, monitortest.BundleOptions{
 		Args: []string{"sh", "-c", "tail /dev/zero; exit 0"}, MemoryLimit: 8 << 20,
 	})
-	st := runKept(t, m, newPaths(t).request("oom-other", dir))
+	p := newPaths(t)
+	st := runKept(t, m, p.request("oom-other", dir))
 	if st.Code != 0 || st.OOMKilled {
 		t.Fatalf("status %+v, want exit 0, not OOM killed", st)
+	}
+	if _, err := os.Stat(p.oom); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("oom file: %v, want none", err)
 	}
 	fams := scrape(t, m)
 	for process, want := range map[string]float64{"init": 0, "other": 1} {

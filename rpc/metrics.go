@@ -63,10 +63,8 @@ func (s *Server) CollectMetrics(b *metrics.Batch, labels ...metrics.Label) {
 	for _, method := range m.order {
 		c := m.methods[method]
 		for i, outcome := range [...]string{"ok", "error"} {
-			l := make([]metrics.Label, 0, len(labels)+2)
-			l = append(append(l, labels...), metrics.Label{Key: "rpc.method", Value: method},
-				metrics.Label{Key: "outcome", Value: outcome})
-			b.Counter(MetricRequests, c[i].Load(), m.start, l...)
+			b.Counter(MetricRequests, c[i].Load(), m.start, b.Labels(labels,
+				metrics.Label{Key: "rpc.method", Value: method}, metrics.Label{Key: "outcome", Value: outcome})...)
 		}
 	}
 }

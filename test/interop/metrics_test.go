@@ -250,3 +250,94 @@ func TestMetricsOutputs(t *testing.T) {
 		t.Errorf("textfile directory holds %d entries after the daemon stopped", len(entries))
 	}
 }
+
+// TestMetricsOOMOutputs: the two OOM cases through the daemon's
+// own outputs. An 8 MiB container whose init is OOM-killed exits 137 with
+// an oom file and counts init=1, other=0; one whose child is OOM-killed
+// while the init exits 0 has no oom file and counts init=0, other=1; the
+// same in the textfile (parsed with the Prometheus text parser) and over
+// OTLP.
+func TestMetricsOOMOutputs(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	var recv otlpReceiver
+	srv := httptest.NewServer(&recv)
+	t.Cleanup(srv.Close)
+	textDir := t.TempDir()
+	t.Setenv("GOMON_METRICS_TEXTFILE_DIR", textDir)
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", srv.URL+"/v1/metrics")
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+	s := startGomon(t, serverConfig(t, t.TempDir()))
+	limit := func(spec map[string]any) {
+		linux := spec["linux"].(map[string]any)
+		res, _ := linux["resources"].(map[string]any)
+		if res == nil {
+			res = map[string]any{}
+			linux["resources"] = res
+		}
+		res["memory"] = map[string]any{"limit": 8 << 20, "swap": 8 << 20}
+	}
+	own, err := create(t, s, []string{"tail", "/dev/zero"}, limit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own.runc(t, s, "start", own.id)
+	child, err := create(t, s, []string{"sh", "-c", "tail /dev/zero; exit 0"}, limit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.runc(t, s, "start", child.id)
+	// The oom file is written before the exit file: once the exit code is
+	// there, the oom file is there or never will be.
+	if code := own.exitCode(t); code != 137 {
+		t.Errorf("init OOM-killed: exit %d, want 137", code)
+	}
+	if _, err := os.Stat(own.oomPath); err != nil {
+		t.Errorf("init OOM-killed: no oom file: %v", err)
+	}
+	if code := child.exitCode(t); code != 0 {
+		t.Errorf("child OOM-killed: exit %d, want 0", code)
+	}
+	if _, err := os.Stat(child.oomPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("child OOM-killed: oom file: %v, want none", err)
+	}
+
+	want := map[[2]string]float64{{own.id, "init"}: 1, {own.id, "other"}: 0, {child.id, "init"}: 0, {child.id, "other"}: 1}
+	// check reports the textfile's and the receiver's values that differ
+	// from want; nil once both hold them all.
+	check := func() []string {
+		var bad []string
+		files, _ := filepath.Glob(filepath.Join(textDir, "gomon-*.prom"))
+		var fams map[string]*dto.MetricFamily
+		if len(files) == 1 {
+			text, _ := os.ReadFile(files[0])
+			p := expfmt.NewTextParser(model.LegacyValidation)
+			var err error
+			if fams, err = p.TextToMetricFamilies(bytes.NewReader(text)); err != nil {
+				t.Fatalf("textfile does not parse: %v\n%s", err, text)
+			}
+		} else {
+			bad = append(bad, "textfiles "+strconv.Itoa(len(files)))
+		}
+		for k, w := range want {
+			v, ok := textValue(fams, "gomon_container_oom_kills_total", map[string]string{"container_id": k[0], "process": k[1]})
+			if !ok || v != w {
+				bad = append(bad, "textfile "+k[0]+" process="+k[1]+": "+strconv.FormatFloat(v, 'g', -1, 64))
+			}
+			v, ok = recv.value("gomon.container.oom_kills", map[string]string{"container.id": k[0], "process": k[1]})
+			if !ok || v != w {
+				bad = append(bad, "OTLP "+k[0]+" process="+k[1]+": "+strconv.FormatFloat(v, 'g', -1, 64))
+			}
+		}
+		return bad
+	}
+	deadline := time.Now().Add(hangGuard)
+	for bad := check(); bad != nil; bad = check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("OOM kills not as expected within %v (want init/other %v): %v", hangGuard, want, bad)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.stop(t)
+}

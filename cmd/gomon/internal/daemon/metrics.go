@@ -102,7 +102,13 @@ func startMetrics(cfg metricsConfig, opts Options, mon *monitor.Monitor, srv *rp
 	// Daemon-level series carry the pod's labels and the daemon's PID: in a
 	// textfile directory shared by every pod's daemon, no two files may
 	// hold the same series.
-	podLevel := func() []metrics.Label { return append(mon.PodLabels(), pid) }
+	// The collectors copy them into the batch (metrics.Batch.Labels), and
+	// run one at a time on the reader's goroutine: one slice serves all.
+	var podLabels []metrics.Label
+	podLevel := func() []metrics.Label {
+		podLabels = append(mon.AppendPodLabels(podLabels[:0]), pid)
+		return podLabels
+	}
 	return metrics.StartReader(metrics.ReaderConfig{
 		Collectors: []metrics.Collector{
 			func(b *metrics.Batch) { mon.CollectMetrics(b, podLevel()...) },
