@@ -93,6 +93,7 @@ func (r *Results) metricsSection() report.Section {
 		verified = "VERIFICATION FAILED: " + strings.Join(bad, "; ")
 	}
 	s.Notes = append(s.Notes, fmt.Sprintf("Log rows: the lines100 pattern of section 4, measured the same way (%d runs each, interleaved, one pod each); %s.", len(t.LogMBps[lTrace]), verified))
+	s.Notes = append(s.Notes, t.memoryNote())
 	s.Notes = append(s.Notes, "gomon+tracing+metrics adds GOMON_METRICS=otlp (to the same sink), GOMON_METRICS_TEXTFILE_DIR and OTEL_METRIC_EXPORT_INTERVAL="+metricsInterval+" (ms), so the idle reading, after 2 s, includes exports. Targets: issue 19.")
 	return s
 }

@@ -435,8 +435,18 @@ func (r *Results) tracingSection() report.Section {
 		verified = "VERIFICATION FAILED: " + strings.Join(bad, "; ")
 	}
 	s.Notes = append(s.Notes, fmt.Sprintf("Log rows: the lines100 pattern of section 4, measured the same way (%d runs each, interleaved, one pod each); %s. Target: issue 9, tracing costs at most 5%% of log throughput.", len(t.LogMBps[lGomon]), verified))
+	s.Notes = append(s.Notes, t.memoryNote())
 	s.Notes = append(s.Notes, "gomon+tracing runs with `--enable-tracing --tracing-endpoint http://127.0.0.1:<port>` (a local h2c gRPC sink that acks every export).")
 	return s
+}
+
+// memoryNote says what the idle memory rows are of.
+func (t *TracingResult) memoryNote() string {
+	n := max(t.MemoryReadings, 1)
+	if n == 1 {
+		return "Idle memory rows: one reading per contender (a pod with one idle container, read after the idle time)."
+	}
+	return fmt.Sprintf("Idle memory rows: the median of %d readings per contender, field by field, each of a fresh pod with one idle container read after the idle time, the contenders interleaved.", n)
 }
 
 // Chart renders the headline numbers as bar panels.

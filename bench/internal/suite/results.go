@@ -89,6 +89,9 @@ type TracingResult struct {
 	Exec    map[string][]float64 // exec sync, ms; empty when unsupported
 	ExecNA  map[string]string
 	Memory  map[string]procfs.Memory // one pod, one idle container
+	// MemoryReadings is how many readings Memory's medians are of (per
+	// contender; 0 in results from before it was recorded: one).
+	MemoryReadings int
 	// Log throughput of the lines100 pattern in the same run: MB/s and
 	// monitor CPU seconds per GB, one sample per rep; LogBytes per sample,
 	// LogErrors verification failures.

@@ -50,6 +50,11 @@ type Params struct {
 	LogReps     int
 	LogBytes    map[string]int64 // by pattern name
 	TraceReps   int
+	// TraceMemReps is the number of idle-memory readings per contender
+	// in the tracing and metrics comparisons (fresh pods, interleaved;
+	// the median of each field is reported): one reading varies by a
+	// few hundred KiB, the size of the budgets it is judged against.
+	TraceMemReps int
 	// TraceLogReps is the number of lines100 log runs per contender in
 	// the tracing comparison (more than LogReps: the on/off ratio of two
 	// close numbers needs more samples than a 2x comparison).
@@ -85,6 +90,7 @@ func QuickParams() Params {
 		LogReps:      1,
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 8 << 20, loggen.LongLine.Name: 8 << 20, loggen.Lines2.Name: 1 << 20},
 		TraceReps:    3,
+		TraceMemReps: 1,
 		TraceLogReps: 1,
 		// 1 s of ticks.
 		NeighbourReps: 1, NeighbourTicks: 100,
@@ -115,6 +121,7 @@ func FullParams() Params {
 		LogReps:      9,
 		LogBytes:     map[string]int64{loggen.Lines100.Name: 128 << 20, loggen.LongLine.Name: 128 << 20, loggen.Lines2.Name: 8 << 20},
 		TraceReps:    20,
+		TraceMemReps: 8,
 		TraceLogReps: 20,
 		// 2 s of ticks per run: the unlimited noisy container writes a few
 		// GB to the log disk over the scenario.

@@ -57,12 +57,23 @@ func (h *harness) compare(ctx context.Context, drivers []driver.Driver, sink *ot
 	if err := h.closePods(ctx); err != nil {
 		return tr, err
 	}
-	for _, d := range drivers {
-		m, _, _, err := h.idleMemory(ctx, d, Scenario{Pods: 1, PerPod: 1})
-		if err != nil {
-			return tr, fmt.Errorf("%s: %w", d.Name(), err)
+	readings := map[string][]procfs.Memory{}
+	for rep := 0; rep < max(h.cfg.Params.TraceMemReps, 1); rep++ {
+		for _, i := range rotation(len(drivers), rep) {
+			d := drivers[i]
+			m, _, _, err := h.idleMemory(ctx, d, Scenario{Pods: 1, PerPod: 1})
+			if err != nil {
+				return tr, fmt.Errorf("%s: %w", d.Name(), err)
+			}
+			readings[d.Name()] = append(readings[d.Name()], m)
+			if err := h.closePods(ctx); err != nil {
+				return tr, err
+			}
 		}
-		tr.Memory[d.Name()] = m
+	}
+	for name, ms := range readings {
+		tr.Memory[name] = medianMemory(ms)
+		tr.MemoryReadings = len(ms)
 	}
 	// Pods shut down (SIGINT) flush their spans before exiting.
 	if err := h.closePods(ctx); err != nil {
