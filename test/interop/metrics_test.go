@@ -125,6 +125,23 @@ next:
 	return 0, false
 }
 
+// startMetricsDaemon starts gomon with both metric outputs on: the
+// textfile in a directory of the test's and OTLP/HTTP to recv, every
+// 200 ms. The client starts gomon with the test's environment, as CRI-O
+// starts it with its own.
+func startMetricsDaemon(t *testing.T) (s *gomonServer, recv *otlpReceiver, textDir string) {
+	t.Helper()
+	recv = new(otlpReceiver)
+	srv := httptest.NewServer(recv)
+	t.Cleanup(srv.Close)
+	textDir = t.TempDir()
+	t.Setenv("GOMON_METRICS_TEXTFILE_DIR", textDir)
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", srv.URL+"/v1/metrics")
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+	return startGomon(t, serverConfig(t, t.TempDir())), recv, textDir
+}
+
 // TestMetricsOutputs: log bytes equal what the container wrote, exec
 // counts and outcomes equal the execs the test ran (exit 0, exit 3, a
 // timeout), one create; in the textfile (parsed with the Prometheus text
@@ -132,17 +149,7 @@ next:
 func TestMetricsOutputs(t *testing.T) {
 	requireRoot(t)
 	checkNoLeftovers(t)
-	var recv otlpReceiver
-	srv := httptest.NewServer(&recv)
-	t.Cleanup(srv.Close)
-	textDir := t.TempDir()
-	// The client starts gomon with the test's environment, as CRI-O
-	// starts it with its own.
-	t.Setenv("GOMON_METRICS_TEXTFILE_DIR", textDir)
-	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", srv.URL+"/v1/metrics")
-	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-	s := startGomon(t, serverConfig(t, t.TempDir()))
+	s, recv, textDir := startMetricsDaemon(t)
 
 	const lines = 3000
 	wantBytes := 0
@@ -260,15 +267,7 @@ func TestMetricsOutputs(t *testing.T) {
 func TestMetricsOOMOutputs(t *testing.T) {
 	requireRoot(t)
 	checkNoLeftovers(t)
-	var recv otlpReceiver
-	srv := httptest.NewServer(&recv)
-	t.Cleanup(srv.Close)
-	textDir := t.TempDir()
-	t.Setenv("GOMON_METRICS_TEXTFILE_DIR", textDir)
-	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", srv.URL+"/v1/metrics")
-	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-	s := startGomon(t, serverConfig(t, t.TempDir()))
+	s, recv, textDir := startMetricsDaemon(t)
 	limit := func(spec map[string]any) {
 		linux := spec["linux"].(map[string]any)
 		res, _ := linux["resources"].(map[string]any)

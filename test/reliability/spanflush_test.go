@@ -186,13 +186,11 @@ func decodeExportRequest(b []byte) ([]otlpSpan, error) {
 	return out, err
 }
 
-// TestSpansOutliveKubeletKill reproduces the kubelet's pod cleanup: about a
-// second after a pod's last container stops, every process in the pod's
-// cgroup is SIGKILLed, gomon included. The container's read_loop and
-// wait_for_exit_code spans must already be at the collector by then,
-// although the batch timer (OTEL_BSP_SCHEDULE_DELAY) is a minute away.
-func TestSpansOutliveKubeletKill(t *testing.T) {
-	requireRoot(t)
+// tracedGomon starts a daemon through the client with tracing on to a
+// real OTLP/HTTP receiver and the batch timer a minute away, so only a
+// flush gets spans out in time. The caller adopts (or kills) the daemon.
+func tracedGomon(t *testing.T) (*otlpHTTPReceiver, *client.ConmonServerConfig, *client.ConmonClient) {
+	t.Helper()
 	recv, endpoint := startOTLPHTTPReceiver(t)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
 	cfg := serverConfig(t, runcPath(t))
@@ -201,6 +199,17 @@ func TestSpansOutliveKubeletKill(t *testing.T) {
 	if err != nil {
 		t.Fatalf("client.New: %v", err)
 	}
+	return recv, cfg, cl
+}
+
+// TestSpansOutliveKubeletKill reproduces the kubelet's pod cleanup: about a
+// second after a pod's last container stops, every process in the pod's
+// cgroup is SIGKILLed, gomon included. The container's read_loop and
+// wait_for_exit_code spans must already be at the collector by then,
+// although the batch timer (OTEL_BSP_SCHEDULE_DELAY) is a minute away.
+func TestSpansOutliveKubeletKill(t *testing.T) {
+	requireRoot(t)
+	recv, cfg, cl := tracedGomon(t)
 	// Not adoptGomon: this daemon is killed, not shut down.
 	s := &gomonServer{client: cl, pid: int(cl.PID()), runDir: cfg.ServerRunDir, runtimeRoot: cfg.RuntimeRoot, exited: make(chan struct{})}
 	go s.reap()
@@ -222,6 +231,7 @@ func TestSpansOutliveKubeletKill(t *testing.T) {
 	// Only requests that completed before the kill count; give the
 	// receiver's handlers a moment to record them.
 	var loops, waits []otlpSpan
+	var err error
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		loops, err = recv.find("read_loop", c.id)
@@ -254,14 +264,7 @@ func TestShutdownFlushesSpans(t *testing.T) {
 	for _, sig := range []unix.Signal{unix.SIGINT, unix.SIGTERM} {
 		t.Run(unix.SignalName(sig), func(t *testing.T) {
 			requireRoot(t)
-			recv, endpoint := startOTLPHTTPReceiver(t)
-			t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
-			cfg := serverConfig(t, runcPath(t))
-			cfg.Tracing = &client.Tracing{Enabled: true, Endpoint: endpoint}
-			cl, err := client.New(cfg)
-			if err != nil {
-				t.Fatalf("client.New: %v", err)
-			}
+			recv, cfg, cl := tracedGomon(t)
 			pid := int(cl.PID())
 			s := adoptGomonWith(t, cl, cfg, func() error { return unix.Kill(pid, sig) })
 			c := running(t, s, nil, "sh", "-c", "echo up; exec sleep 600")
