@@ -120,14 +120,17 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 	// Closing the connection ends the reader; done when ctx ends (client
 	// gone, server closing) before Run returned. A closing server says so
 	// first: the client sees a going-away close, not a dropped connection.
-	closed := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(closed)
+	end := func() {
 		if server.Err() != nil {
 			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "the container monitor is stopping or being upgraded")
 			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)) // bounded: the peer may be gone or stalled
 		}
 		_ = conn.Close()
+	}
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(closed)
+		end()
 	})
 
 	var code int
@@ -140,10 +143,17 @@ func serveCommand(ctx context.Context, conn *websocket.Conn, cmd Command, log *s
 	if ws.stdinR != nil {
 		_ = ws.stdinR.Close() // the reader must not block on stdin any more
 	}
-	if stop() { // the connection is still open: report and close it
-		ws.finish(statusFor(code, err))
-	} else {
+	switch {
+	case !stop():
 		<-closed // the going-away close is written before the connection closes
+	case server.Err() != nil:
+		// The server is closing, and Run saw ctx end before the
+		// after-func was started (a context is done before its
+		// children's cancels run): the client still gets going-away,
+		// not a normal end.
+		end()
+	default: // the connection is still open: report and close it
+		ws.finish(statusFor(code, err))
 	}
 	_ = conn.Close()
 	<-readDone
