@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -136,9 +137,18 @@ func TestDrainThroughStalledLogWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []string{"unread", "leftover process", "not drained"} {
+	// The warnings of a drain cut short, and a read loop's summary with
+	// unread bytes (its counters are logged by name: stats.unread_bytes=0
+	// is the good case).
+	for _, bad := range []string{"left unread", "counted as unread", "leftover process", "not drained"} {
 		if strings.Contains(string(raw), bad) {
 			t.Errorf("daemon log reports %q:\n%s", bad, raw)
 		}
+	}
+	if regexp.MustCompile(`stats\.unread_bytes=[1-9]`).Match(raw) {
+		t.Errorf("a read loop ended with unread bytes:\n%s", raw)
+	}
+	if !strings.Contains(string(raw), "stats.unread_bytes=0") {
+		t.Errorf("daemon log has no read-loop summary to check:\n%s", raw)
 	}
 }
