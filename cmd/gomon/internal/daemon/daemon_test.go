@@ -89,15 +89,7 @@ func TestListenUnixLongPath(t *testing.T) {
 }
 
 func TestJournalHandlerNativeProtocol(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "journal.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close() }()
-	old := journalSocket
-	journalSocket = sock
-	defer func() { journalSocket = old }()
+	conn := fakeJournal(t)
 
 	log, closeLog := newLogger("systemd", "debug", t.TempDir())
 	defer closeLog()
@@ -129,15 +121,7 @@ func TestJournalHandlerNativeProtocol(t *testing.T) {
 // reaches journald as prefix.key=value, like slog's text handler writes
 // it, so the soak finds each read-loop counter by its name.
 func TestJournalHandlerNamesStats(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "journal.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close() }()
-	old := journalSocket
-	journalSocket = sock
-	defer func() { journalSocket = old }()
+	conn := fakeJournal(t)
 
 	log, closeLog := newLogger("systemd", "debug", t.TempDir())
 	defer closeLog()
@@ -206,15 +190,23 @@ func TestLevels(t *testing.T) {
 // at it: journald that has stopped taking records.
 func stalledJournal(t *testing.T) *net.UnixConn {
 	t.Helper()
+	conn := fakeJournal(t)
+	if err := conn.SetReadBuffer(1); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// fakeJournal binds a datagram socket at a path of its own, as journald's,
+// and points journalSocket at it until the test ends.
+func fakeJournal(t *testing.T) *net.UnixConn {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "journal.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	if err := conn.SetReadBuffer(1); err != nil {
-		t.Fatal(err)
-	}
 	old := journalSocket
 	journalSocket = sock
 	t.Cleanup(func() { journalSocket = old })
@@ -327,15 +319,7 @@ func TestJournalLoggingNeverBlocks(t *testing.T) {
 // listening (journald died) and points journalSocket at it.
 func staleJournal(t *testing.T) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "journal.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.Close()
-	old := journalSocket
-	journalSocket = sock
-	t.Cleanup(func() { journalSocket = old })
+	_ = fakeJournal(t).Close() // the file stays; nobody listens
 }
 
 // TestLoggerFallsBackToRunDirFile: with a stale journald socket and stderr
