@@ -142,14 +142,21 @@ func (b *Batch) sparePoints(d *Desc) []Point {
 // (valid as long as b's points are): the labels of one point, built
 // without an allocation of their own.
 func (b *Batch) Labels(base []Label, more ...Label) []Label {
-	n := len(base) + len(more)
-	if cap(b.labels)-len(b.labels) < n {
-		// A new chunk: earlier points keep referring to the old one.
-		b.labels = make([]Label, 0, max(2*cap(b.labels), n, 64))
+	l := carve(&b.labels, len(base)+len(more))
+	copy(l[copy(l, base):], more)
+	return l
+}
+
+// carve takes n elements from the spare capacity of *store and returns
+// them as a slice of its own capacity. When *store has too few, it gets a
+// new chunk: slices carved before keep referring to the old one.
+func carve[T any](store *[]T, n int) []T {
+	if cap(*store)-len(*store) < n {
+		*store = make([]T, 0, max(2*cap(*store), n, 64))
 	}
-	start := len(b.labels)
-	b.labels = append(append(b.labels, base...), more...)
-	return b.labels[start:len(b.labels):len(b.labels)]
+	at := len(*store)
+	*store = (*store)[:at+n]
+	return (*store)[at : at+n : at+n]
 }
 
 // Counter adds a counter's cumulative value since start.
@@ -165,16 +172,11 @@ func (b *Batch) Gauge(d *Desc, v float64, labels ...Label) {
 // Histogram adds a histogram's state since start; an empty one is
 // skipped.
 func (b *Batch) Histogram(d *Desc, h *Hist, start time.Time, labels ...Label) {
-	n := len(h.counts)
-	if cap(b.counts)-len(b.counts) < n {
-		b.counts = make([]uint64, 0, max(2*cap(b.counts), n, 64))
-	}
-	at := len(b.counts)
-	data := h.snapshotInto(b.counts[at : at+n : at+n])
+	data := h.snapshotInto(carve(&b.counts, len(h.counts)))
 	if data.Count == 0 {
+		b.counts = b.counts[:len(b.counts)-len(data.Counts)] // give the slots back
 		return
 	}
-	b.counts = b.counts[:at+n]
 	b.add(d, Point{Labels: labels, Hist: data, Start: start})
 }
 
