@@ -251,8 +251,8 @@ func writePidfile(path string, pid int) error {
 // serve runs the daemon proper until SIGINT or SIGTERM. in is what an
 // upgrade in place handed over (nil at a normal start).
 func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
-	reclaim, stopReclaim := tuneRuntime(os.LookupEnv)
-	defer stopReclaim()
+	tuner := tuneRuntime(os.LookupEnv)
+	defer tuner.Stop()
 	// Register before anything can need them; buffered so no signal is lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
@@ -307,7 +307,7 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 		Logger:        log,
 		// Export a container's spans as soon as it exits: the kubelet may
 		// SIGKILL the pod's processes, gomon included, soon after.
-		OnContainerExit: func(string) { tracing.FlushSoon(); reclaim() },
+		OnContainerExit: func(string) { tracing.FlushSoon(); tuner.Poke() },
 		Metrics:         mcfg.on(),
 	})
 	if err != nil {
@@ -321,7 +321,7 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 
 	gate := upgrade.NewGate(mon)
 	srv := rpc.NewServer(gate, opts.Version, log)
-	srv.AfterEachCall(reclaim)
+	srv.AfterEachCall(tuner.Poke)
 	reader, err := startMetrics(mcfg, opts, mon, srv, log)
 	if err != nil {
 		_ = l.Close()
@@ -366,6 +366,7 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 			log.Warn("answer upgrade", "error", err)
 		}
 	}
+	tuner.Started()
 	up := &upgrade.Daemon{
 		RunDir: opts.RunDir, Version: versionTag(opts.Version), Binary: self, Argv: os.Args,
 		Listener: pl, Gate: gate, Monitor: mon, Log: log,

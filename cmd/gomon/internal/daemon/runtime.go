@@ -68,46 +68,97 @@ var heapSamples = []string{
 
 // tuneRuntime applies the daemon's runtime settings unless the
 // environment (lookup: os.LookupEnv) sets them, and starts the reclaim
-// check. poke asks for a check now, without waiting for the next period:
-// the daemon calls it when an RPC or a container ends, the moments
-// garbage is left behind, so a burst of calls is collected when it
-// crosses reclaimSlack rather than when the heap reaches Go's 4 MiB
-// minimum goal or the period ends. poke never blocks; stop ends the
-// check.
-func tuneRuntime(lookup func(string) (string, bool)) (poke, stop func()) {
+// check. The returned tuner's Poke asks for a check now, without waiting
+// for the next period: the daemon calls it when an RPC or a container
+// ends, the moments garbage is left behind, so a burst of calls is
+// collected when it crosses reclaimSlack rather than when the heap
+// reaches Go's 4 MiB minimum goal or the period ends. Started says that
+// start-up is over, and the code only start-up ran can be released
+// (releaseCodePages), as it is again once the daemon is quiet: after a
+// whole period without a call or a container's end, following one with
+// some. Neither blocks; Stop ends the check.
+func tuneRuntime(lookup func(string) (string, bool)) *tuner {
 	if _, ok := lookup("GOMAXPROCS"); !ok {
 		if n := runtime.GOMAXPROCS(0); n > maxProcs {
 			runtime.GOMAXPROCS(maxProcs)
 		}
 	}
-	r := newReclaimer(debug.FreeOSMemory)
-	t := time.NewTicker(reclaimPeriod)
-	poked := make(chan struct{}, 1)
-	done := make(chan struct{})
-	finished := make(chan struct{})
+	t := newTuner(func() { _, _ = releaseCodePages() })
+	tick := time.NewTicker(reclaimPeriod)
 	go func() {
-		defer close(finished)
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				r.check()
-			case <-poked:
-				r.checkBusy()
-			}
-		}
+		defer tick.Stop()
+		t.run(newReclaimer(debug.FreeOSMemory), tick.C)
 	}()
-	poke = func() {
+	return t
+}
+
+// tuner is the goroutine behind tuneRuntime.
+type tuner struct {
+	poked, started chan struct{}
+	done, finished chan struct{}
+	// release unmaps the code pages (releaseCodePages; a seam for the
+	// tests).
+	release func()
+}
+
+func newTuner(release func()) *tuner {
+	return &tuner{
+		poked:    make(chan struct{}, 1),
+		started:  make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		finished: make(chan struct{}),
+		release:  release,
+	}
+}
+
+// run is the tuner's goroutine: a reclaim check on every tick, a busy
+// one when poked, and the code pages released when started and once
+// quiet.
+func (t *tuner) run(r *reclaimer, tick <-chan time.Time) {
+	defer close(t.finished)
+	// busy: a call or a container ended in this period; touched: in this
+	// period or an earlier one since the last release.
+	var busy, touched bool
+	for {
 		select {
-		case poked <- struct{}{}:
-		default: // a check is already due
+		case <-t.done:
+			return
+		case <-t.started:
+			t.release()
+		case <-tick:
+			r.check()
+			switch {
+			case busy:
+				busy, touched = false, true
+			case touched:
+				touched = false
+				t.release()
+			}
+		case <-t.poked:
+			busy = true
+			r.checkBusy()
 		}
 	}
-	return poke, func() {
-		t.Stop()
-		close(done)
-		<-finished
+}
+
+// Poke asks for a check now: an RPC or a container just ended.
+func (t *tuner) Poke() { notify(t.poked) }
+
+// Started says start-up is over: the daemon serves.
+func (t *tuner) Started() { notify(t.started) }
+
+// Stop ends the checks and waits for them.
+func (t *tuner) Stop() {
+	close(t.done)
+	<-t.finished
+}
+
+// notify sends on a channel of capacity 1 without blocking: a signal
+// already pending covers this one.
+func notify(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }
 

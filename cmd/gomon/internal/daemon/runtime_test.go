@@ -3,7 +3,9 @@ package daemon
 import (
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"testing"
+	"time"
 )
 
 // sink keeps the test's garbage from being optimised away.
@@ -63,15 +65,13 @@ func TestTuneRuntimeGOMAXPROCS(t *testing.T) {
 	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
 
 	runtime.GOMAXPROCS(maxProcs + 1)
-	_, stop := tuneRuntime(func(string) (string, bool) { return "", false })
-	stop()
+	tuneRuntime(func(string) (string, bool) { return "", false }).Stop()
 	if got := runtime.GOMAXPROCS(0); got != maxProcs {
 		t.Errorf("GOMAXPROCS = %d, want the cap %d", got, maxProcs)
 	}
 
 	runtime.GOMAXPROCS(maxProcs + 1)
-	_, stop = tuneRuntime(func(k string) (string, bool) { return "3", k == "GOMAXPROCS" })
-	stop()
+	tuneRuntime(func(k string) (string, bool) { return "3", k == "GOMAXPROCS" }).Stop()
 	if got := runtime.GOMAXPROCS(0); got != maxProcs+1 {
 		t.Errorf("GOMAXPROCS = %d with GOMAXPROCS set, want it untouched (%d)", got, maxProcs+1)
 	}
@@ -127,5 +127,78 @@ func TestReclaimerBeforeFirstCollection(t *testing.T) {
 	held = 1<<20 + 2*busySlack
 	if !r.checkBusy() || frees != 2 {
 		t.Fatalf("did not free past busySlack after a collection (frees %d)", frees)
+	}
+}
+
+// TestTunerReleasesCode: the code pages are released when start-up is
+// over and after a whole period without calls that follows one with some;
+// never while calls go on, and once per quiet spell.
+func TestTunerReleasesCode(t *testing.T) {
+	// release blocks until the test takes it, so the goroutine cannot
+	// take the next event before the test has seen the release: a release
+	// taken before tick k+1 is sent belongs to tick k.
+	releases := make(chan struct{})
+	tn := newTuner(func() { releases <- struct{}{} })
+	tick := make(chan time.Time)
+	r, _ := settledReclaimer()
+	go tn.run(r, tick)
+
+	var released []int // the ticks after which a release was made
+	ticks := 0
+	// next sends the next tick, taking first the release the goroutine
+	// may be making for the previous one.
+	next := func() {
+		select {
+		case <-releases:
+			released = append(released, ticks)
+			tick <- time.Time{}
+		case tick <- time.Time{}:
+		}
+		ticks++
+	}
+	// poke pokes and waits until the goroutine has taken the poke, so
+	// that it counts for the current period.
+	poke := func() {
+		tn.Poke()
+		for len(tn.poked) > 0 {
+			select {
+			case <-releases:
+				released = append(released, ticks)
+			default:
+				runtime.Gosched()
+			}
+		}
+	}
+
+	tn.Started()
+	select {
+	case <-releases:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not released when started")
+	}
+	next() // 1: quiet, nothing touched since start-up
+	poke()
+	next() // 2: busy
+	poke()
+	next() // 3: busy
+	next() // 4: quiet after work: released
+	next() // 5, 6: still quiet
+	next()
+	next() // 7: takes a release made after tick 6
+	late := make(chan int)
+	go func() {
+		n := 0
+		for range releases {
+			n++
+		}
+		late <- n
+	}()
+	tn.Stop()
+	close(releases)
+	if n := <-late; n != 0 {
+		t.Errorf("%d releases after tick 7", n)
+	}
+	if !slices.Equal(released, []int{4}) {
+		t.Errorf("released after ticks %v since start-up, want [4]", released)
 	}
 }
