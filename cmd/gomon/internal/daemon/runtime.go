@@ -74,9 +74,8 @@ var heapSamples = []string{
 // collected when it crosses reclaimSlack rather than when the heap
 // reaches Go's 4 MiB minimum goal or the period ends. Started says that
 // start-up is over, and the code only start-up ran can be released
-// (releaseCodePages), as it is again once the daemon is quiet: after a
-// whole period without a call or a container's end, following one with
-// some. Neither blocks; Stop ends the check.
+// (releaseCodePages), as it is again once the daemon is quiet (see run).
+// Neither blocks; Stop ends the check.
 func tuneRuntime(lookup func(string) (string, bool)) *tuner {
 	if _, ok := lookup("GOMAXPROCS"); !ok {
 		if n := runtime.GOMAXPROCS(0); n > maxProcs {
@@ -96,9 +95,13 @@ func tuneRuntime(lookup func(string) (string, bool)) *tuner {
 type tuner struct {
 	poked, started chan struct{}
 	done, finished chan struct{}
-	// release unmaps the code pages (releaseCodePages; a seam for the
-	// tests).
-	release func()
+	// release unmaps the code pages (releaseCodePages) and gcCycles
+	// counts the collections finished; seams for the tests.
+	release  func()
+	gcCycles func() uint64
+	// handled, when set, is called once each event has been handled
+	// (a seam for the tests).
+	handled func()
 }
 
 func newTuner(release func()) *tuner {
@@ -108,36 +111,63 @@ func newTuner(release func()) *tuner {
 		done:     make(chan struct{}),
 		finished: make(chan struct{}),
 		release:  release,
+		gcCycles: gcCycles(),
 	}
 }
 
 // run is the tuner's goroutine: a reclaim check on every tick, a busy
 // one when poked, and the code pages released when started and once
-// quiet.
+// quiet. Quiet is a whole period without a call or a container's end;
+// the pages are released at the end of the first quiet period after some
+// were mapped again: by calls, or by a collection (the reclaimer's, or
+// the runtime's own every two minutes), which reads the tables of every
+// function on a goroutine's stack and runs the collector's code.
 func (t *tuner) run(r *reclaimer, tick <-chan time.Time) {
 	defer close(t.finished)
-	// busy: a call or a container ended in this period; touched: in this
-	// period or an earlier one since the last release.
-	var busy, touched bool
+	// busy: a call or a container ended in this period; touched: in an
+	// earlier one since the last release. gcs counts the collections
+	// made before the last release.
+	var (
+		busy, touched bool
+		gcs           uint64
+	)
+	released := func() {
+		t.release()
+		touched, gcs = false, t.gcCycles()
+	}
 	for {
 		select {
 		case <-t.done:
 			return
 		case <-t.started:
-			t.release()
+			released()
 		case <-tick:
 			r.check()
 			switch {
 			case busy:
 				busy, touched = false, true
-			case touched:
-				touched = false
-				t.release()
+			case touched || t.gcCycles() != gcs:
+				released()
 			}
 		case <-t.poked:
 			busy = true
 			r.checkBusy()
 		}
+		if t.handled != nil {
+			t.handled()
+		}
+	}
+}
+
+// gcCycles returns a reader of the number of collections finished.
+func gcCycles() func() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	return func() uint64 {
+		metrics.Read(s)
+		if s[0].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return s[0].Value.Uint64()
 	}
 }
 

@@ -131,51 +131,41 @@ func TestReclaimerBeforeFirstCollection(t *testing.T) {
 }
 
 // TestTunerReleasesCode: the code pages are released when start-up is
-// over and after a whole period without calls that follows one with some;
-// never while calls go on, and once per quiet spell.
+// over, and at the end of a whole period without calls that follows one
+// with some or a collection; never while calls go on, and once per quiet
+// spell.
 func TestTunerReleasesCode(t *testing.T) {
-	// release blocks until the test takes it, so the goroutine cannot
-	// take the next event before the test has seen the release: a release
-	// taken before tick k+1 is sent belongs to tick k.
-	releases := make(chan struct{})
-	tn := newTuner(func() { releases <- struct{}{} })
+	releases := 0 // read and written by the tuner's goroutine between handled events only
+	tn := newTuner(func() { releases++ })
+	var gcs uint64
+	tn.gcCycles = func() uint64 { return gcs }
+	handled := make(chan struct{})
+	tn.handled = func() { handled <- struct{}{} }
 	tick := make(chan time.Time)
 	r, _ := settledReclaimer()
 	go tn.run(r, tick)
+	defer tn.Stop()
 
-	var released []int // the ticks after which a release was made
+	var released []int // the ticks at which a release was made
 	ticks := 0
-	// next sends the next tick, taking first the release the goroutine
-	// may be making for the previous one.
-	next := func() {
-		select {
-		case <-releases:
+	// Each step sends one event and waits until the goroutine has
+	// handled it, so the test and the goroutine never run at once.
+	step := func(send func()) {
+		before := releases
+		send()
+		<-handled
+		if releases != before {
 			released = append(released, ticks)
-			tick <- time.Time{}
-		case tick <- time.Time{}:
-		}
-		ticks++
-	}
-	// poke pokes and waits until the goroutine has taken the poke, so
-	// that it counts for the current period.
-	poke := func() {
-		tn.Poke()
-		for len(tn.poked) > 0 {
-			select {
-			case <-releases:
-				released = append(released, ticks)
-			default:
-				runtime.Gosched()
-			}
 		}
 	}
+	next := func() { ticks++; step(func() { tick <- time.Time{} }) }
+	poke := func() { step(tn.Poke) }
 
-	tn.Started()
-	select {
-	case <-releases:
-	case <-time.After(10 * time.Second):
-		t.Fatal("not released when started")
+	step(tn.Started)
+	if !slices.Equal(released, []int{0}) {
+		t.Fatalf("released at %v, want once when started", released)
 	}
+	released = nil
 	next() // 1: quiet, nothing touched since start-up
 	poke()
 	next() // 2: busy
@@ -184,21 +174,19 @@ func TestTunerReleasesCode(t *testing.T) {
 	next() // 4: quiet after work: released
 	next() // 5, 6: still quiet
 	next()
-	next() // 7: takes a release made after tick 6
-	late := make(chan int)
-	go func() {
-		n := 0
-		for range releases {
-			n++
-		}
-		late <- n
-	}()
-	tn.Stop()
-	close(releases)
-	if n := <-late; n != 0 {
-		t.Errorf("%d releases after tick 7", n)
-	}
-	if !slices.Equal(released, []int{4}) {
-		t.Errorf("released after ticks %v since start-up, want [4]", released)
+	gcs++  // a collection
+	next() // 7: released
+	next() // 8: quiet
+	poke()
+	gcs++
+	next() // 9: busy, with a collection
+	next() // 10: released
+	gcs++
+	poke()
+	next() // 11: busy
+	next() // 12: released
+	next() // 13: quiet
+	if want := []int{4, 7, 10, 12}; !slices.Equal(released, want) {
+		t.Errorf("released at ticks %v after start-up, want %v", released, want)
 	}
 }
