@@ -278,7 +278,7 @@ func (r *Results) memorySection() report.Section {
 		})
 	}
 	s.Notes = []string{
-		"Containers run `sleep 3600`; figures read after 2 s idle from /proc/<pid>/status (VmRSS, RssAnon) and smaps_rollup (PSS; USS = Private_Clean + Private_Dirty). gomon: one daemon per pod; conmon: one process per container, summed.",
+		fmt.Sprintf("Containers run `sleep 3600`; figures read after %s idle from /proc/<pid>/status (VmRSS, RssAnon) and smaps_rollup (PSS; USS = Private_Clean + Private_Dirty). gomon: one daemon per pod; conmon: one process per container, summed. A gomon daemon releases the code pages its calls mapped once it has had a whole 5 s period without calls (docs/reliability.md, \"Code pages\"): from 12 s on its figures are those of a pod sitting idle.", r.Params.Idle),
 		"Targets (docs/architecture.md, Performance budgets): one gomon … under 10 MiB VmRSS (aim 5.5 MiB); private memory grows by under 100 KiB per extra container. The per-pod VmRSS budget is checked against the largest pod. conmon's RSS sum counts its shared pages once per process; PSS is the fair total, though conmon's shared libraries (glib, libc, libsystemd, …) are also shared with every other process on the machine, which lowers its PSS further (gomon is static).",
 	}
 	return s
