@@ -47,8 +47,10 @@ func releaseCodePages() (uint64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if r, ok := parseMapsLine(line); ok {
-			cur = r
+		// A mapping's header line starts with its address in lowercase
+		// hex; its fields ("Rss:", "Anonymous:", ...) with a capital.
+		if len(line) > 0 && (line[0] >= '0' && line[0] <= '9' || line[0] >= 'a' && line[0] <= 'f') {
+			cur, _ = parseMapsLine(line) // a line that does not parse matches no file
 			continue
 		}
 		// "Anonymous:" comes after the header line of its mapping; the
