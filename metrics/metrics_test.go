@@ -183,12 +183,15 @@ func (r *recordingExporter) Shutdown(context.Context) error           { r.shutdo
 func TestReaderIntervalAndShutdown(t *testing.T) {
 	rec := &recordingExporter{exports: make(chan *Batch, 100)}
 	n := 0
+	afters := make(chan struct{}, 100)
 	r := StartReader(ReaderConfig{
-		Collectors: []Collector{func(b *Batch) { n++; b.Gauge(tLevel, float64(n)) }},
-		Exporters:  []Exporter{rec},
-		Interval:   10 * time.Millisecond,
+		Collectors:  []Collector{func(b *Batch) { n++; b.Gauge(tLevel, float64(n)) }},
+		Exporters:   []Exporter{rec},
+		Interval:    10 * time.Millisecond,
+		AfterExport: func() { afters <- struct{}{} },
 	})
 	<-rec.exports
+	<-afters // after the export it follows
 	<-rec.exports
 	if err := r.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

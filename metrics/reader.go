@@ -38,6 +38,7 @@ type Reader struct {
 	interval  time.Duration
 	timeout   time.Duration
 	logger    *slog.Logger
+	after     func() // nil: nothing
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -56,6 +57,9 @@ type ReaderConfig struct {
 	Interval   time.Duration // 0: DefaultInterval
 	Timeout    time.Duration // one export; 0: DefaultExportTimeout
 	Logger     *slog.Logger  // export failures; nil discards
+	// AfterExport, when set, is called after every periodic export (the
+	// daemon counts an export as work, as it does a call).
+	AfterExport func()
 }
 
 // StartReader starts the reader's goroutine. The first export happens
@@ -67,6 +71,7 @@ func StartReader(cfg ReaderConfig) *Reader {
 		interval:  cfg.Interval,
 		timeout:   cfg.Timeout,
 		logger:    cfg.Logger,
+		after:     cfg.AfterExport,
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		failing:   make([]bool, len(cfg.Exporters)),
@@ -97,6 +102,9 @@ func (r *Reader) run() {
 			ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 			_ = r.export(ctx) // logged there
 			cancel()
+			if r.after != nil {
+				r.after()
+			}
 		}
 	}
 }

@@ -17,8 +17,11 @@ import (
 const lMetrics = "gomon+tracing+metrics"
 
 // metricsInterval is the export interval of the metrics contender: one
-// second, so the idle memory (read after 2 s) includes exports, the worst
-// case of the default 60 s.
+// second, so the idle memory (read after Params.Idle) includes exports,
+// the worst case of the default 60 s. It is worse than that since the
+// daemon releases its code pages once quiet (docs/reliability.md, "Code
+// pages"): an export every second keeps the exporter's code mapped, which
+// a daemon exporting every minute releases 5 to 10 s after each export.
 const metricsInterval = "1000"
 
 // metrics compares gomon with tracing on, without and with both metric
@@ -94,6 +97,6 @@ func (r *Results) metricsSection() report.Section {
 	}
 	s.Notes = append(s.Notes, fmt.Sprintf("Log rows: the lines100 pattern of section 4, measured the same way (%d runs each, interleaved, one pod each); %s.", len(t.LogMBps[lTrace]), verified))
 	s.Notes = append(s.Notes, t.memoryNote())
-	s.Notes = append(s.Notes, "gomon+tracing+metrics adds GOMON_METRICS=otlp (to the same sink), GOMON_METRICS_TEXTFILE_DIR and OTEL_METRIC_EXPORT_INTERVAL="+metricsInterval+" (ms), so the idle reading, after 2 s, includes exports. Targets: issue 19.")
+	s.Notes = append(s.Notes, "gomon+tracing+metrics adds GOMON_METRICS=otlp (to the same sink), GOMON_METRICS_TEXTFILE_DIR and OTEL_METRIC_EXPORT_INTERVAL="+metricsInterval+" (ms), so the idle reading, after "+r.Params.Idle.String()+", includes exports; exporting every second, the daemon never goes quiet and keeps the exporter's code mapped (about 2 MiB of VmRSS, shared pages), which the metrics-off daemon has released. Targets: issue 19.")
 	return s
 }

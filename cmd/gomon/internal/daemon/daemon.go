@@ -322,7 +322,8 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 	gate := upgrade.NewGate(mon)
 	srv := rpc.NewServer(gate, opts.Version, log)
 	srv.AfterEachCall(tuner.Poke)
-	reader, err := startMetrics(mcfg, opts, mon, srv, log)
+	// An export runs code and leaves garbage, as a call does.
+	reader, err := startMetrics(mcfg, opts, mon, srv, tuner.Poke, log)
 	if err != nil {
 		_ = l.Close()
 		_ = mon.Shutdown(context.Background())

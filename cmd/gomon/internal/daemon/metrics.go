@@ -59,7 +59,7 @@ func metricsFromEnv(tracing bool, lookup func(string) (string, bool)) metricsCon
 
 // startMetrics starts the metrics reader with the outputs cfg asks for;
 // nil when metrics are off.
-func startMetrics(cfg metricsConfig, opts Options, mon *monitor.Monitor, srv *rpc.Server, log *slog.Logger) (*metrics.Reader, error) {
+func startMetrics(cfg metricsConfig, opts Options, mon *monitor.Monitor, srv *rpc.Server, afterExport func(), log *slog.Logger) (*metrics.Reader, error) {
 	if !cfg.on() {
 		return nil, nil
 	}
@@ -115,9 +115,10 @@ func startMetrics(cfg metricsConfig, opts Options, mon *monitor.Monitor, srv *rp
 			func(b *metrics.Batch) { srv.CollectMetrics(b, podLevel()...) },
 			metrics.ProcessCollector(podLevel),
 		},
-		Exporters: outs,
-		Interval:  cfg.interval,
-		Logger:    log,
+		Exporters:   outs,
+		Interval:    cfg.interval,
+		Logger:      log,
+		AfterExport: afterExport,
 	}), nil
 }
 
