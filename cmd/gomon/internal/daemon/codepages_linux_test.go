@@ -89,7 +89,7 @@ func TestReleaseCodePages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	addr, b := probeAt()
 	if b != '0' || !pageMapped(t, fd, addr) {
 		t.Fatal("the probe's page is not mapped after it was read: nothing to see")
