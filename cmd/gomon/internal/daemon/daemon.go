@@ -295,7 +295,10 @@ func serve(opts Options, l *net.UnixListener, in *upgrade.Inherited) error {
 	// log level (as conmon-rs does).
 	log = slog.New(exporter.LogHandler(log.Handler()))
 
-	mcfg := metricsFromEnv(opts.EnableTracing, os.LookupEnv)
+	mcfg, problems := metricsFromEnv(opts.EnableTracing, os.LookupEnv)
+	for _, p := range problems {
+		log.Warn("metrics setting in the environment ignored", "reason", p)
+	}
 	mon, err := monitor.New(monitor.Config{
 		LogRateLimit:  logRateLimitFromEnv(os.Getenv, log),
 		Runtime:       opts.Runtime,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
@@ -29,6 +30,7 @@ import (
 const (
 	envTextfileDir    = "GOMON_METRICS_TEXTFILE_DIR"
 	envExportInterval = "OTEL_METRIC_EXPORT_INTERVAL"
+	envGomonMetrics   = "GOMON_METRICS"
 )
 
 // metricsConfig is what the environment asks of metrics.
@@ -41,20 +43,30 @@ type metricsConfig struct {
 // on reports whether any output is asked for.
 func (c metricsConfig) on() bool { return c.textfileDir != "" || c.otlp }
 
-// metricsFromEnv reads the metrics variables. A malformed interval is
-// ignored (the default applies), as the OTel SDKs do.
-func metricsFromEnv(tracing bool, lookup func(string) (string, bool)) metricsConfig {
-	var c metricsConfig
+// metricsFromEnv reads the metrics variables. A setting it cannot use is
+// ignored, as the OTel SDKs do, and named in the returned problems for the
+// daemon's log: a malformed interval (the default applies), or
+// GOMON_METRICS other than otlp, or otlp without tracing.
+func metricsFromEnv(tracing bool, lookup func(string) (string, bool)) (c metricsConfig, problems []string) {
 	if v, ok := lookup(envTextfileDir); ok {
 		c.textfileDir = strings.TrimSpace(v)
 	}
 	c.otlp = exporter.OTLPMetricsRequested(tracing, lookup)
+	switch v, _ := lookup(envGomonMetrics); {
+	case strings.TrimSpace(v) == "":
+	case !strings.EqualFold(strings.TrimSpace(v), "otlp"):
+		problems = append(problems, fmt.Sprintf("%s=%q is not a known output (otlp)", envGomonMetrics, v))
+	case !tracing && !c.otlp:
+		problems = append(problems, envGomonMetrics+"=otlp needs --enable-tracing (OTEL_METRICS_EXPORTER=otlp exports without it)")
+	}
 	if v, ok := lookup(envExportInterval); ok {
 		if ms, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && ms > 0 && ms <= int64(24*time.Hour/time.Millisecond) {
 			c.interval = time.Duration(ms) * time.Millisecond
+		} else {
+			problems = append(problems, fmt.Sprintf("%s=%q is not a number of milliseconds from 1 to a day; the default applies", envExportInterval, v))
 		}
 	}
-	return c
+	return c, problems
 }
 
 // startMetrics starts the metrics reader with the outputs cfg asks for;
