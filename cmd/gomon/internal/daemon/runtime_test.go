@@ -131,18 +131,26 @@ func TestReclaimerBeforeFirstCollection(t *testing.T) {
 }
 
 // TestTunerReleasesCode: the code pages are released when start-up is
-// over, and at the end of a whole period without calls that follows one
-// with some or a collection; never while calls go on, and once per quiet
-// spell.
+// over and at the end of the quiet period after it, at the end of a period
+// with calls and of the quiet one after it,
+// after a collection, and never twice in one quiet spell.
 func TestTunerReleasesCode(t *testing.T) {
-	releases := 0 // read and written by the tuner's goroutine between handled events only
+	// Everything below is read and written by the tuner's goroutine
+	// between handled events only.
+	releases := 0
 	tn := newTuner(func() { releases++ })
 	var gcs uint64
 	tn.gcCycles = func() uint64 { return gcs }
 	handled := make(chan struct{})
 	tn.handled = func() { handled <- struct{}{} }
 	tick := make(chan time.Time)
-	r, _ := settledReclaimer()
+	// A heap of 1 MiB, all of it live unless the test adds garbage;
+	// freeing it is a collection.
+	const live = 1 << 20
+	held := uint64(live)
+	r := newReclaimer(func() { held = live; gcs++ })
+	r.read = func() (uint64, uint64, bool) { return live, held, true }
+	r.floor, r.last = live, live
 	go tn.run(r, tick)
 	defer tn.Stop()
 
@@ -166,27 +174,30 @@ func TestTunerReleasesCode(t *testing.T) {
 		t.Fatalf("released at %v, want once when started", released)
 	}
 	released = nil
-	next() // 1: quiet, nothing touched since start-up
+	next() // 1: the quiet period after start-up: released once more
+	next() // 2: quiet
 	poke()
-	next() // 2: busy
 	poke()
-	next() // 3: busy
-	next() // 4: quiet after work: released
-	next() // 5, 6: still quiet
-	next()
-	gcs++  // a collection
-	next() // 7: released
-	next() // 8: quiet
+	next() // 3: calls in this period: released
+	next() // 4: the quiet period after them: released once more
+	next() // 5: quiet
+	gcs++  // the runtime's own collection
+	next() // 6: released
+	next() // 7: quiet
+	held = live + 2*busySlack
+	poke() // still 7: the reclaimer collects after a call; no release yet
+	next() // 8: a call and a collection in this period: released
+	next() // 9: quiet after it: released
 	poke()
-	gcs++
-	next() // 9: busy, with a collection
-	next() // 10: released
-	gcs++
+	next() // 10: a call: released
 	poke()
-	next() // 11: busy
-	next() // 12: released
+	next() // 11: another: released
+	next() // 12: quiet after them: released
 	next() // 13: quiet
-	if want := []int{4, 7, 10, 12}; !slices.Equal(released, want) {
+	if want := []int{1, 3, 4, 6, 8, 9, 10, 11, 12}; !slices.Equal(released, want) {
 		t.Errorf("released at ticks %v after start-up, want %v", released, want)
+	}
+	if held != live {
+		t.Errorf("the reclaimer did not collect the garbage (held %d)", held)
 	}
 }
