@@ -52,9 +52,10 @@ func metricsFromEnv(tracing bool, lookup func(string) (string, bool)) (c metrics
 		c.textfileDir = strings.TrimSpace(v)
 	}
 	c.otlp = exporter.OTLPMetricsRequested(tracing, lookup)
-	switch v, _ := lookup(envGomonMetrics); {
-	case strings.TrimSpace(v) == "":
-	case !strings.EqualFold(strings.TrimSpace(v), "otlp"):
+	gm, _ := lookup(envGomonMetrics)
+	switch v := strings.TrimSpace(gm); {
+	case v == "":
+	case !strings.EqualFold(v, "otlp"):
 		problems = append(problems, fmt.Sprintf("%s=%q is not a known output (otlp)", envGomonMetrics, v))
 	case !tracing && !c.otlp:
 		problems = append(problems, envGomonMetrics+"=otlp needs --enable-tracing (OTEL_METRICS_EXPORTER=otlp exports without it)")

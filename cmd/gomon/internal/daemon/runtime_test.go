@@ -131,12 +131,12 @@ func TestReclaimerBeforeFirstCollection(t *testing.T) {
 }
 
 // TestTunerReleasesCode: the code pages are released when start-up is
-// over and at the end of the quiet period after it, at the end of a period
-// with calls and of the quiet one after it,
-// after a collection, and never twice in one quiet spell.
+// over, at the end of a period with calls or a collection in it, at the
+// end of the quiet period after start-up or calls, and never twice in
+// one quiet spell.
 func TestTunerReleasesCode(t *testing.T) {
-	// Everything below is read and written by the tuner's goroutine
-	// between handled events only.
+	// The test and the tuner's goroutine take turns (step waits until
+	// each event is handled), so what both touch needs no lock.
 	releases := 0
 	tn := newTuner(func() { releases++ })
 	var gcs uint64
