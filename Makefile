@@ -97,8 +97,14 @@ check-generate: generate ## fail if the checked-in generated code is stale
 $(BIN)/golangci-lint:
 	GOBIN=$(CURDIR)/$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
-lint: $(BIN)/golangci-lint ## golangci-lint with the repository's config
-	$(BIN)/golangci-lint run ./...
+# Every Go module of the repository, linted with the one config at the root.
+LINT_MODULES := . bench test/harness test/interop test/reliability test/streaming test/e2e
+
+lint: $(BIN)/golangci-lint ## golangci-lint with the repository's config, on every module
+	@for m in $(LINT_MODULES); do \
+		echo "golangci-lint: $$m"; \
+		(cd $$m && $(CURDIR)/$(BIN)/golangci-lint run ./...) || exit 1; \
+	done
 
 bundle: deps ## build a busybox-static OCI bundle in build/bundle
 	hack/mkbundle.sh build/bundle $(DEMO_ARGS)

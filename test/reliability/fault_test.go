@@ -165,7 +165,9 @@ func TestCreateDecoyPID(t *testing.T) {
 	go func() { decoyDone <- decoy.Wait() }()
 	t.Cleanup(func() {
 		_ = decoy.Process.Kill() // our own decoy
-		<-decoyDone
+		if werr := <-decoyDone; werr == nil {
+			t.Logf("the decoy (pid %d) had exited on its own", decoy.Process.Pid)
+		}
 	})
 	fr := newFaultRuntime(t)
 	if err := os.WriteFile(filepath.Join(fr.dir, "decoy"), []byte(strconv.Itoa(decoy.Process.Pid)), 0o644); err != nil {

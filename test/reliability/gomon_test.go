@@ -78,12 +78,6 @@ func readStat(pid int) (procInfo, error) {
 	return toProcInfo(p), err
 }
 
-// childrenOf lists the processes whose parent is ppid.
-func childrenOf(ppid int) ([]procInfo, error) {
-	ps, err := harness.ChildrenOf(ppid)
-	return toProcInfos(ps), err
-}
-
 // zombiesOf lists the zombie children of pid.
 func zombiesOf(t *testing.T, pid int) []procInfo {
 	t.Helper()
@@ -115,7 +109,7 @@ func serverConfig(t *testing.T, runtime string) *client.ConmonServerConfig {
 func withDaemonLog(t *testing.T, cfg *client.ConmonServerConfig) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "gomon.log")
-	f, err := os.Create(p)
+	f, err := os.Create(p) //nolint:forbidigo // the daemon's log, read after it is written, not a pid or exit file
 	if err != nil {
 		t.Fatal(err)
 	}

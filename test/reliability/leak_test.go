@@ -139,8 +139,10 @@ func TestNoLeaksOverManyCycles(t *testing.T) {
 		if out, err := exec.Command(runc, "--root", s.runtimeRoot, "start", id).CombinedOutput(); err != nil {
 			return fmt.Errorf("runc start %s: %w: %s", id, err, out)
 		}
-		if got, err := waitForFile(sl.exit, hangGuard); err != nil || got != "0" {
-			return fmt.Errorf("exit file of %s: %q %v", id, got, err)
+		if got, err := waitForFile(sl.exit, hangGuard); err != nil {
+			return fmt.Errorf("exit file of %s: %w", id, err)
+		} else if got != "0" {
+			return fmt.Errorf("exit file of %s: %q, want 0", id, got)
 		}
 		if out, err := exec.Command(runc, "--root", s.runtimeRoot, "delete", "--force", id).CombinedOutput(); err != nil {
 			return fmt.Errorf("runc delete %s: %w: %s", id, err, out)

@@ -19,6 +19,7 @@ package reliability
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -229,7 +230,7 @@ func runtimeWrapperMain() int {
 		cmd := exec.Command(string(real), args...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 				return ee.ExitCode()
 			}
 			fmt.Fprintf(os.Stderr, "runc-fault: %v\n", err)

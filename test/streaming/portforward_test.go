@@ -119,7 +119,7 @@ func TestServePortForward(t *testing.T) {
 					msg := fmt.Sprintf("conn %d message %d %s\n", i, j, string(make([]byte, 100*i)))
 					got, err := echoOnce(c, msg)
 					if err != nil || got != msg {
-						errs <- fmt.Errorf("connection %d: echo %q, got %q: %v", i, msg, got, err)
+						errs <- fmt.Errorf("connection %d: echo %q, got %q: %w", i, msg, got, err)
 						return
 					}
 				}

@@ -192,9 +192,8 @@ func (p *conmonPod) Create(ctx context.Context, c *Container) (retErr error) {
 			return fmt.Errorf("read conmon sync pipe for %s: %w", c.ID, err)
 		}
 	case <-ctx.Done():
-		_ = syncParent.Close() // unblocks the decoder
-		<-got
-		return fmt.Errorf("wait for conmon to create %s: %w", c.ID, ctx.Err())
+		_ = syncParent.Close() // unblocks the decoder, which then fails
+		return fmt.Errorf("wait for conmon to create %s: %w", c.ID, errors.Join(ctx.Err(), <-got))
 	}
 	if si.Pid <= 0 {
 		return fmt.Errorf("conmon failed to create %s: %s", c.ID, si.Message)
@@ -274,7 +273,7 @@ func (p *conmonPod) ExecSync(ctx context.Context, c *Container, command []string
 		Message  string `json:"message,omitempty"`
 	}
 	if err := json.NewDecoder(syncParent).Decode(&ec); err != nil {
-		return ExecResult{}, fmt.Errorf("conmon exec %v (wait: %v, stderr %q): read exit code: %w", command, waitErr, stderr.String(), err)
+		return ExecResult{}, fmt.Errorf("conmon exec %v (stderr %q): read exit code: %w", command, stderr.String(), errors.Join(err, waitErr))
 	}
 	if ec.ExitCode == -1 {
 		return ExecResult{}, fmt.Errorf("conmon exec %v: %s", command, ec.Message)

@@ -70,7 +70,7 @@ func decodeRecord(line []byte, out, errOut io.Writer, st *CRIStats) error {
 		return fmt.Errorf("no tag in %q", excerpt(line, 0))
 	}
 	tag, content, ok := bytes.Cut(rest, []byte{' '})
-	if !ok && !(len(rest) == 1) {
+	if !ok && len(rest) != 1 {
 		return fmt.Errorf("no content separator in %q", excerpt(line, 0))
 	}
 	if !ok {

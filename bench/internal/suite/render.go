@@ -172,16 +172,11 @@ func (r *Results) Doc(quick bool) report.Doc {
 
 var threeCols = []string{"measure", lGomon, lConmon, lRunc, "gomon/conmon", "gomon/runc", "target", "verdict"}
 
-// threeRow renders a row with both ratios; t applies to gomon/runc or, with
-// vsConmon, to gomon/conmon.
-func threeRow(name string, g, c, b float64, t *target, vsConmon bool) []string {
-	rc, vc := ratio(g, c)
+// threeRow renders a row with both ratios; t applies to gomon/runc.
+func threeRow(name string, g, c, b float64, t *target) []string {
+	rc, _ := ratio(g, c)
 	rb, vb := ratio(g, b)
-	v := vb
-	if vsConmon {
-		v = vc
-	}
-	return []string{name, num(g), num(c), num(b), rc, rb, t.label(), t.verdict(v)}
+	return []string{name, num(g), num(c), num(b), rc, rb, t.label(), t.verdict(vb)}
 }
 
 func (r *Results) latencySection() report.Section {
@@ -191,9 +186,9 @@ func (r *Results) latencySection() report.Section {
 		Title:   "1. Create-to-running latency (ms)",
 		Columns: threeCols,
 		Rows: [][]string{
-			threeRow("create-to-running, median", med(L[lGomon]), med(L[lConmon]), med(L[lRunc]), within5, false),
-			threeRow("create-to-running, p90", p90(L[lGomon]), p90(L[lConmon]), p90(L[lRunc]), nil, false),
-			threeRow("of which the monitor's create, median", med(C[lGomon]), med(C[lConmon]), med(C[lRunc]), nil, false),
+			threeRow("create-to-running, median", med(L[lGomon]), med(L[lConmon]), med(L[lRunc]), within5),
+			threeRow("create-to-running, p90", p90(L[lGomon]), p90(L[lConmon]), p90(L[lRunc]), nil),
+			threeRow("of which the monitor's create, median", med(C[lGomon]), med(C[lConmon]), med(C[lRunc]), nil),
 		},
 		Notes: []string{
 			"From \"ask the monitor to create\" (gomon CreateContainer RPC; conmon process start; `runc create`) to `runc state` = running after `runc start`.",
@@ -211,8 +206,8 @@ func (r *Results) execSection() report.Section {
 		Title:   "2. Exec sync latency (ms)",
 		Columns: threeCols,
 		Rows: [][]string{
-			threeRow("exec sync `echo hello`, median", med(E[lGomon]), med(E[lConmon]), med(E[lRunc]), within5, false),
-			threeRow("exec sync, p90", p90(E[lGomon]), p90(E[lConmon]), p90(E[lRunc]), nil, false),
+			threeRow("exec sync `echo hello`, median", med(E[lGomon]), med(E[lConmon]), med(E[lRunc]), within5),
+			threeRow("exec sync, p90", p90(E[lGomon]), p90(E[lConmon]), p90(E[lRunc]), nil),
 		},
 		Notes: []string{
 			"gomon: ExecSyncContainer RPC (timeout 10 s); conmon: `conmon -e --sync --exec-process-spec … -T 10`, output read back from its k8s-file log, as CRI-O does; runc: foreground `runc exec`. Output checked every time.",
