@@ -188,8 +188,8 @@ func TestUpgradeEndsStreamingSessions(t *testing.T) {
 	defer func() { _ = open.Close() }()
 	_ = open.SetReadDeadline(time.Now().Add(hangGuard))
 	readUntil(open, "ready")
-	if n := processesWith(marker); n != 1 {
-		t.Fatalf("%d processes of the session before the upgrade, want 1", n)
+	if ps := processesWith(marker); len(ps) != 1 {
+		t.Fatalf("processes of the session before the upgrade: %q, want 1", ps)
 	}
 	pending := serve("echo", "never")
 
@@ -212,9 +212,9 @@ func TestUpgradeEndsStreamingSessions(t *testing.T) {
 		}
 		break
 	}
-	for deadline := time.Now().Add(hangGuard); processesWith(marker) != 0; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(hangGuard); len(processesWith(marker)) != 0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Errorf("%d processes of the ended session are left", processesWith(marker))
+			t.Errorf("processes of the ended session are left: %q", processesWith(marker))
 			break
 		}
 	}
@@ -233,15 +233,23 @@ func TestUpgradeEndsStreamingSessions(t *testing.T) {
 	readUntil(conn, "after")
 }
 
-// processesWith counts the processes whose command line holds word (a
-// zombie has none).
-func processesWith(word string) int {
-	n := 0
+// processesWith returns the command lines (NULs as spaces) of the
+// processes whose command line holds word (a zombie has none), leaving out
+// the runtime's: `runc exec -d`, and its children until they exec, carry
+// the session's command in their arguments, and can still be there when
+// the session has printed its first output.
+func processesWith(word string) []string {
+	var found []string
 	ms, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, m := range ms {
-		if b, err := os.ReadFile(m); err == nil && strings.Contains(string(b), word) {
-			n++
+		b, err := os.ReadFile(m)
+		if err != nil || !strings.Contains(string(b), word) {
+			continue
 		}
+		if argv0, _, _ := strings.Cut(string(b), "\x00"); filepath.Base(argv0) == "runc" {
+			continue
+		}
+		found = append(found, strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")))
 	}
-	return n
+	return found
 }
