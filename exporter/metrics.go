@@ -81,11 +81,28 @@ type MetricsConfig struct {
 // metrics: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT set, or
 // OTEL_METRICS_EXPORTER=otlp, or, with tracing on, GOMON_METRICS=otlp.
 // OTEL_METRICS_EXPORTER=none and OTEL_SDK_DISABLED=true turn it off.
-func OTLPMetricsRequested(tracing bool, lookup func(string) (string, bool)) bool {
+// ignored, when not empty, says why a GOMON_METRICS setting was not used
+// (another value than otlp, or otlp without tracing and nothing else
+// asking for OTLP metrics), for the caller's log.
+func OTLPMetricsRequested(tracing bool, lookup func(string) (string, bool)) (on bool, ignored string) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
 	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
+	on = otlpMetricsOn(tracing, get)
+	switch gm := get("GOMON_METRICS"); {
+	case gm == "":
+	case !strings.EqualFold(gm, "otlp"):
+		ignored = fmt.Sprintf("GOMON_METRICS=%q is not a known output (otlp)", gm)
+	case !tracing && !on:
+		ignored = "GOMON_METRICS=otlp needs --enable-tracing (OTEL_METRICS_EXPORTER=otlp exports without it)"
+	}
+	return on, ignored
+}
+
+// otlpMetricsOn is OTLPMetricsRequested's answer; get reads a variable,
+// trimmed.
+func otlpMetricsOn(tracing bool, get func(string) string) bool {
 	if strings.EqualFold(get("OTEL_SDK_DISABLED"), "true") {
 		return false
 	}

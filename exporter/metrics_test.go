@@ -261,7 +261,7 @@ func TestOTLPMetricsRequested(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := OTLPMetricsRequested(tc.tracing, mapEnv(tc.env)); got != tc.want {
+			if got, _ := OTLPMetricsRequested(tc.tracing, mapEnv(tc.env)); got != tc.want {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})

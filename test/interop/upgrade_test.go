@@ -243,13 +243,14 @@ func processesWith(word string) []string {
 	ms, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, m := range ms {
 		b, err := os.ReadFile(m)
-		if err != nil || !strings.Contains(string(b), word) {
+		cmdline := string(b)
+		if err != nil || !strings.Contains(cmdline, word) {
 			continue
 		}
-		if argv0, _, _ := strings.Cut(string(b), "\x00"); filepath.Base(argv0) == "runc" {
+		if argv0, _, _ := strings.Cut(cmdline, "\x00"); filepath.Base(argv0) == "runc" {
 			continue
 		}
-		found = append(found, strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")))
+		found = append(found, strings.TrimSpace(strings.ReplaceAll(cmdline, "\x00", " ")))
 	}
 	return found
 }

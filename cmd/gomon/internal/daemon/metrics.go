@@ -30,7 +30,6 @@ import (
 const (
 	envTextfileDir    = "GOMON_METRICS_TEXTFILE_DIR"
 	envExportInterval = "OTEL_METRIC_EXPORT_INTERVAL"
-	envGomonMetrics   = "GOMON_METRICS"
 )
 
 // metricsConfig is what the environment asks of metrics.
@@ -45,20 +44,15 @@ func (c metricsConfig) on() bool { return c.textfileDir != "" || c.otlp }
 
 // metricsFromEnv reads the metrics variables. A setting it cannot use is
 // ignored, as the OTel SDKs do, and named in the returned problems for the
-// daemon's log: a malformed interval (the default applies), or
-// GOMON_METRICS other than otlp, or otlp without tracing.
+// daemon's log: a malformed interval (the default applies), or an unused
+// GOMON_METRICS (see exporter.OTLPMetricsRequested).
 func metricsFromEnv(tracing bool, lookup func(string) (string, bool)) (c metricsConfig, problems []string) {
 	if v, ok := lookup(envTextfileDir); ok {
 		c.textfileDir = strings.TrimSpace(v)
 	}
-	c.otlp = exporter.OTLPMetricsRequested(tracing, lookup)
-	gm, _ := lookup(envGomonMetrics)
-	switch v := strings.TrimSpace(gm); {
-	case v == "":
-	case !strings.EqualFold(v, "otlp"):
-		problems = append(problems, fmt.Sprintf("%s=%q is not a known output (otlp)", envGomonMetrics, v))
-	case !tracing && !c.otlp:
-		problems = append(problems, envGomonMetrics+"=otlp needs --enable-tracing (OTEL_METRICS_EXPORTER=otlp exports without it)")
+	var ignored string
+	if c.otlp, ignored = exporter.OTLPMetricsRequested(tracing, lookup); ignored != "" {
+		problems = append(problems, ignored)
 	}
 	if v, ok := lookup(envExportInterval); ok {
 		if ms, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && ms > 0 && ms <= int64(24*time.Hour/time.Millisecond) {
