@@ -246,6 +246,9 @@ func readHTTPResponse(r io.Reader) ([]byte, error) {
 	var respBody []byte
 	var err error
 	switch {
+	case h.code == 204 || h.code == 304:
+		// No body, whatever the headers say (RFC 9112 6.3); the
+		// connection closes after this answer, so what follows is unread.
 	case h.chunked:
 		respBody, err = readChunked(br, MaxResponseBody, &headBudget)
 	case h.contentLength != "":
@@ -301,6 +304,7 @@ func readHTTPHead(br *bufio.Reader, budget *int) (httpHead, error) {
 		return h, fmt.Errorf("malformed status line %q", truncate(line, 64))
 	}
 	h.code, h.reason = code, reason
+	http10 := proto == "HTTP/1.0"
 	for {
 		line, err := readLine(br, budget)
 		if err != nil {
@@ -325,8 +329,11 @@ func readHTTPHead(br *bufio.Reader, budget *int) (httpHead, error) {
 				return h, errors.New("conflicting content-length headers")
 			}
 			h.contentLength = value
-		case strings.EqualFold(name, "Transfer-Encoding"):
+		case strings.EqualFold(name, "Transfer-Encoding") && !http10:
 			// chunked is the last coding when present (RFC 9112 6.1).
+			// An HTTP/1.0 answer cannot be chunked: its framing is the
+			// Content-Length or the end of the connection, as net/http
+			// reads it.
 			codings := strings.Split(value, ",")
 			h.chunked = strings.EqualFold(strings.TrimSpace(codings[len(codings)-1]), "chunked")
 		}
