@@ -46,10 +46,9 @@ func (l *attachListener) close() {
 }
 
 // listenSeqpacket binds and listens on an AF_UNIX SOCK_SEQPACKET socket at
-// path. It binds through /proc/self/fd/<dirfd>/<name>, so paths longer
-// than sun_path (108 bytes) work (docs/architecture.md, "Long socket paths"), and sets mode 0600 before
-// listen, so there is no moment a client could connect to a socket with
-// looser permissions.
+// path, mode 0600, through listenAt: paths longer than sun_path (108
+// bytes) work (docs/architecture.md, "Long socket paths"), and the path
+// appears only once the socket listens with its mode.
 func listenSeqpacket(path string) (*attachListener, error) {
 	path = filepath.Clean(path)
 	dir, name := filepath.Split(path)
@@ -72,39 +71,15 @@ func listenSeqpacket(path string) (*attachListener, error) {
 	if err := removeStaleSocket(dfd, name, short); err != nil {
 		return nil, fmt.Errorf("attach socket %s: %w", path, err)
 	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	ul, err := listenAt(dfd, "unixpacket", name, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create attach socket: %w", err)
+		return nil, fmt.Errorf("attach socket %s: %w", path, err)
 	}
-	f := os.NewFile(uintptr(fd), path)
-	defer func() { _ = f.Close() }() // net.FileListener holds a dup
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: short}); err != nil {
-		return nil, fmt.Errorf("bind attach socket %s: %w", path, err)
-	}
-	unbind := func() { _ = unix.Unlinkat(dfd, name, 0) }
 	var st unix.Stat_t
-	if err := unix.Fchmodat(dfd, name, 0o600, 0); err != nil {
-		unbind()
-		return nil, fmt.Errorf("chmod attach socket %s: %w", path, err)
-	}
 	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		unbind()
+		_ = ul.Close()
+		_ = unix.Unlinkat(dfd, name, 0)
 		return nil, fmt.Errorf("stat attach socket %s: %w", path, err)
-	}
-	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
-		unbind()
-		return nil, fmt.Errorf("listen on attach socket %s: %w", path, err)
-	}
-	ln, err := net.FileListener(f)
-	if err != nil {
-		unbind()
-		return nil, fmt.Errorf("wrap attach socket %s: %w", path, err)
-	}
-	ul, ok := ln.(*net.UnixListener)
-	if !ok {
-		_ = ln.Close()
-		unbind()
-		return nil, fmt.Errorf("attach socket %s: unexpected listener %T", path, ln)
 	}
 	return &attachListener{
 		path: path, ln: ul, dev: uint64(st.Dev), ino: st.Ino, done: make(chan struct{}),
