@@ -163,7 +163,7 @@ func TestExecSyncTimeout(t *testing.T) {
 	startSleeper(t, m, "to", monitortest.BundleOptions{HostPID: true})
 	for _, tty := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tty=%v", tty), func(t *testing.T) {
-			res := execSync(t, m, ExecSyncRequest{ID: "to", Command: []string{"sh", "-c", "echo $$; exec sleep 5"}, TimeoutSec: 1, Terminal: tty})
+			res := execSync(t, m, ExecSyncRequest{ID: "to", Command: []string{"sh", "-c", "echo $$; exec sleep 30"}, TimeoutSec: 3, Terminal: tty})
 			if !res.TimedOut || res.ExitCode != ExitTimedOut {
 				t.Fatalf("result %+v, want timed out with %d", res, ExitTimedOut)
 			}

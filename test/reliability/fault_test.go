@@ -21,6 +21,15 @@ import (
 // client gives up; gomon must then end the call and kill the runtime.
 const faultBound = 3 * time.Second
 
+// createTimeout is the daemon's --create-timeout in TestCreateFaults. It
+// bounds every create of the test, the working ones too, so it leaves room
+// for a runc create on a loaded machine (a 1 s bound once failed those);
+// createBound, the client's deadline there, is well above it.
+const (
+	createTimeout = 4 * time.Second
+	createBound   = 30 * time.Second
+)
+
 // checkServing proves the daemon still works end to end: a container
 // created through the (now pass-through) wrapper runs and exits 0.
 func checkServing(t *testing.T, s *gomonServer) {
@@ -59,7 +68,8 @@ func TestCreateFaults(t *testing.T) {
 	requireRoot(t)
 	checkNoLeftovers(t)
 	fr := newFaultRuntime(t)
-	t.Setenv("GOMON_CREATE_TIMEOUT", "1") // inherited by the daemon the client starts
+	// Inherited by the daemon the client starts.
+	t.Setenv("GOMON_CREATE_TIMEOUT", strconv.Itoa(int(createTimeout/time.Second)))
 	s := startGomon(t, serverConfig(t, fr.path))
 	tests := []struct {
 		mode    string
@@ -70,14 +80,14 @@ func TestCreateFaults(t *testing.T) {
 		{"garbagepid", "grandchild pid parse error"},
 		// The client's deadline does not cancel a create (a container
 		// the runtime made must be monitored); --create-timeout does,
-		// set to 1 s below, within the client's faultBound.
-		{"hang", "runtime create did not finish within 1s"},
+		// well within the client's createBound.
+		{"hang", "runtime create did not finish within " + createTimeout.String()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
 			fr.set(t, "create", tt.mode)
 			c := newCtr(t, nil, "true")
-			ctx, cancel := context.WithTimeout(context.Background(), faultBound)
+			ctx, cancel := context.WithTimeout(context.Background(), createBound)
 			defer cancel()
 			t.Cleanup(func() { _ = exec.Command(runcPath(t), "--root", s.runtimeRoot, "delete", "--force", c.id).Run() })
 			start := time.Now()

@@ -4,6 +4,7 @@ package reliability
 // read by a stuck attach client.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -104,7 +105,10 @@ func TestLogFilesystemFull(t *testing.T) {
 	filler := filepath.Join(mnt, "filler")
 	fill(t, filler)
 	c.runc(t, s, "start", c.id)
-	time.Sleep(time.Second)
+	// Space comes back once gomon has met the full filesystem (and some
+	// more output was lost), not after a fixed time a slow start may eat.
+	waitDaemonLog(t, daemonLog, "output destination failing")
+	time.Sleep(200 * time.Millisecond)
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +149,17 @@ func TestLogFileDeleted(t *testing.T) {
 	s := startGomon(t, serverConfig(t, runcPath(t)))
 	const n = 150
 	c := running(t, s, nil, numberedLines("line", n, 20000)...)
-	time.Sleep(500 * time.Millisecond)
+	// The old file gets some lines before it goes (counted raw: a record
+	// may be half written as it is read).
+	for deadline := time.Now().Add(hangGuard); ; {
+		if raw, _ := os.ReadFile(c.logPath); bytes.Count(raw, []byte("\n")) >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no output in the log")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := os.Remove(c.logPath); err != nil {
 		t.Fatal(err)
 	}
@@ -166,12 +180,31 @@ func TestLogFileDeleted(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	nums := lineNumbers(t, logLines(t, c.logPath), "line")
+	if len(nums) == 0 {
+		t.Fatal("the new log is empty")
+	}
 	t.Logf("new log has lines %d..%d", nums[0], nums[len(nums)-1])
-	if len(nums) == 0 || nums[len(nums)-1] != n-1 || nums[0] == 0 {
+	if nums[len(nums)-1] != n-1 || nums[0] == 0 {
 		t.Errorf("new log has %d lines, want the tail of the output up to line %d", len(nums), n-1)
 	}
 	if len(nums) > 0 && len(nums) != n-nums[0] {
 		t.Errorf("new log lost lines: %d lines from %d to %d", len(nums), nums[0], n-1)
+	}
+}
+
+// waitDaemonLog waits (bounded by hangGuard) until gomon's own log at
+// path holds want.
+func waitDaemonLog(t *testing.T, path, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(hangGuard); ; {
+		raw, err := os.ReadFile(path)
+		if err == nil && strings.Contains(string(raw), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gomon's log never said %q; it has:\n%s", want, raw)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
