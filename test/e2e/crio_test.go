@@ -165,16 +165,9 @@ exporters:
 // startJaeger starts Jaeger on free loopback ports and waits for its query API.
 func (s *suite) startJaeger(t *testing.T) error {
 	t.Helper()
-	var ports [3]int
-	for i := range ports {
-		p, err := freeLoopbackPort()
-		if err != nil {
-			return err
-		}
-		ports[i] = p
-	}
-	if ports[0] == ports[1] || ports[1] == ports[2] || ports[0] == ports[2] {
-		return errors.New("free port picker returned duplicates")
+	ports, err := freeLoopbackPorts(3)
+	if err != nil {
+		return err
 	}
 	s.otlpAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	s.queryURL = fmt.Sprintf("http://127.0.0.1:%d", ports[1])

@@ -332,13 +332,9 @@ func (k *kubeletEnv) start(t *testing.T) error {
 	if err := createCgroupRoot(s.cgroupParent); err != nil {
 		return err
 	}
-	var ports [3]int
-	for i := range ports {
-		p, err := freeLoopbackPort()
-		if err != nil {
-			return err
-		}
-		ports[i] = p
+	ports, err := freeLoopbackPorts(3)
+	if err != nil {
+		return err
 	}
 	k.port, k.readOnlyPort, k.healthzPort = ports[0], ports[1], ports[2]
 	conf := filepath.Join(s.dir, "kubelet-config.yaml")

@@ -162,14 +162,20 @@ func newSuite(t *testing.T) *suite {
 	return s
 }
 
-// freeLoopbackPort returns a loopback TCP port that was free a moment ago.
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("listen on loopback: %w", err)
+// freeLoopbackPorts returns n distinct loopback TCP ports that were free a
+// moment ago: all are held open until the last is picked, so the kernel
+// cannot hand one out twice.
+func freeLoopbackPorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("listen on loopback: %w", err)
+		}
+		defer func() { _ = l.Close() }()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // pickStorageDriver returns "overlay" when an overlay mount works below dir, else "vfs".
