@@ -116,6 +116,22 @@ func TestKubeletSpanCheck(t *testing.T) {
 		kspan{"g4", "g1", serviceGomon, "wait_for_exit_code", map[string]any{"container_id": "run2", "exit_code": 3}},
 	)
 	probeElsewhere := probe(t, "p3", "run1")
+	// run1's creation in the kubelet's trace, its read loop and exit wait
+	// in a trace of their own, and run2's under run1's create.
+	createOnly := kubeletRun(t, "t1", "run1", 3)
+	createOnly.Spans = createOnly.Spans[:6]
+	detached := ktrace(t, "t5",
+		kspan{"g3", "", serviceGomon, "read_loop", map[string]any{"container_id": "run1"}},
+		kspan{"g4", "", serviceGomon, "wait_for_exit_code", map[string]any{"container_id": "run1", "exit_code": 3}},
+	)
+	crossed := ktrace(t, "t2",
+		kspan{"k1", "", serviceKubelet, "syncPod", nil},
+		kspan{"c1", "k1", serviceCRIO, "/runtime.v1.RuntimeService/CreateContainer", nil},
+		kspan{"g1", "c1", serviceGomon, "create_container", map[string]any{"container_id": "run1"}},
+		kspan{"g2", "g1", serviceGomon, "runtime_create", nil},
+		kspan{"g3", "g1", serviceGomon, "read_loop", map[string]any{"container_id": "run2"}},
+		kspan{"g4", "g1", serviceGomon, "wait_for_exit_code", map[string]any{"container_id": "run2", "exit_code": 3}},
+	)
 	tests := []struct {
 		name    string
 		traces  []jaegerTrace
@@ -128,6 +144,10 @@ func TestKubeletSpanCheck(t *testing.T) {
 			traces: []jaegerTrace{kubeletRun(t, "t1", "run1", 0), complete[1], complete[2], complete[3]}},
 		{name: "no kubelet above crio", wantErr: "under a kubelet span",
 			traces: []jaegerTrace{noKubelet, noKubelet2, complete[2], complete[3]}},
+		{name: "read loop in a trace of its own", wantErr: "run1: no read_loop span in the kubelet's trace (2 of its spans are outside it)",
+			traces: []jaegerTrace{createOnly, detached, complete[1], complete[2], complete[3]}},
+		{name: "read loop under another container's create", wantErr: "no read_loop span in the kubelet's trace (2 of its spans are outside it)",
+			traces: []jaegerTrace{complete[0], crossed, complete[2], complete[3]}},
 		{name: "one probe", wantErr: "probe exec_sync_container",
 			traces: []jaegerTrace{complete[0], complete[1], complete[2]}},
 		{name: "probes in another container", wantErr: "probe exec_sync_container",

@@ -20,10 +20,28 @@ type kubeletWant struct {
 	sleeper    string   // the container the liveness probe execs in
 }
 
-// runSpans counts gomon's spans for one container.
+// runSpans counts gomon's spans for one container: its read_loop and
+// wait_for_exit_code spans in the kubelet's trace (under gomon's
+// create_container of the same container, under crio, under the kubelet),
+// and those found anywhere else.
 type runSpans struct {
 	readLoops int
 	exitCodes []int // exit_code of each wait_for_exit_code span
+	elsewhere int
+}
+
+// inKubeletRun reports whether sp, a span of container ctr, sits below
+// gomon's create_container span of ctr in a kubelet → crio → gomon chain.
+func inKubeletRun(spans map[string]span, sp span, ctr string, chain []string) bool {
+	if !slices.Equal(collapsedServices(spans, sp), chain) {
+		return false
+	}
+	for p, ok := spans[sp.parent]; ok; p, ok = spans[p.parent] {
+		if p.service == serviceGomon && p.name == "create_container" {
+			return tagString(p, "container_id") == ctr
+		}
+	}
+	return false
 }
 
 // kubeletFound is what the kubelet test's traces hold.
@@ -124,16 +142,18 @@ func findKubeletSpans(trs []jaegerTrace, want kubeletWant) kubeletFound {
 						seen[tr.TraceID] = true
 					}
 				}
-			case "read_loop":
+			case "read_loop", "wait_for_exit_code":
 				r := f.runs[ctr]
-				r.readLoops++
-				f.runs[ctr] = r
-			case "wait_for_exit_code":
-				if code, ok := tagInt(sp, "exit_code"); ok {
-					r := f.runs[ctr]
+				code, hasCode := tagInt(sp, "exit_code")
+				switch {
+				case !inKubeletRun(spans, sp, ctr, chain):
+					r.elsewhere++
+				case sp.name == "read_loop":
+					r.readLoops++
+				case hasCode:
 					r.exitCodes = append(r.exitCodes, code)
-					f.runs[ctr] = r
 				}
+				f.runs[ctr] = r
 			case "exec_sync_container":
 				if ctr != want.sleeper || !slices.Equal(collapsedServices(spans, sp), chain) ||
 					!ancestorNamed(spans, sp, serviceCRIO, "ExecSync") || !ancestorNamed(spans, sp, serviceKubelet, "ExecSync") ||
@@ -167,11 +187,15 @@ func (f kubeletFound) problems(want kubeletWant) []string {
 		if id == want.lastExiter {
 			what = "exiter's LAST run " + short(id) + " (it ended with the pod's deletion; the kubelet's pod cleanup SIGKILLs gomon ~1-2 s after the last container stopped, so unless gomon exports a finished container's spans at once they reach Jaeger only when a 5 s batch tick happens to fall in between)"
 		}
+		where := " in the kubelet's trace"
+		if r.elsewhere > 0 {
+			where += fmt.Sprintf(" (%d of its spans are outside it)", r.elsewhere)
+		}
 		if r.readLoops == 0 {
-			out = append(out, what+": no read_loop span")
+			out = append(out, what+": no read_loop span"+where)
 		}
 		if !slices.Contains(r.exitCodes, exiterExitCode) {
-			out = append(out, fmt.Sprintf("%s: no wait_for_exit_code span with exit_code %d (found %v)", what, exiterExitCode, r.exitCodes))
+			out = append(out, fmt.Sprintf("%s: no wait_for_exit_code span with exit_code %d%s (found %v)", what, exiterExitCode, where, r.exitCodes))
 		}
 	}
 	if f.probes < minProbes {
@@ -185,7 +209,7 @@ func (f kubeletFound) problems(want kubeletWant) []string {
 func (f kubeletFound) String() string {
 	var runs []string
 	for id, r := range f.runs {
-		runs = append(runs, fmt.Sprintf("%s: read_loop×%d exit_codes %v", short(id), r.readLoops, r.exitCodes))
+		runs = append(runs, fmt.Sprintf("%s: read_loop×%d exit_codes %v, elsewhere×%d", short(id), r.readLoops, r.exitCodes, r.elsewhere))
 	}
 	sort.Strings(runs)
 	var probe []string
