@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gomon-dev/gomon/ioloop"
+	"github.com/gomon-dev/gomon/monitor/internal/bundle"
 	"github.com/gomon-dev/gomon/monitor/internal/fdstore"
 	"github.com/gomon-dev/gomon/monitor/internal/handoff"
 	"github.com/gomon-dev/gomon/monitor/internal/pause"
@@ -36,7 +37,8 @@ import (
 // UpgradeState is the record handed to the new binary.
 type UpgradeState = handoff.State
 
-// UpgradeSchema is the record version this binary writes and reads.
+// UpgradeSchema is the newest record version this binary writes and
+// reads; it reads back to handoff.MinSchema.
 const UpgradeSchema = handoff.Schema
 
 // ErrUpgradeSchema is a record of a schema this binary does not know.
@@ -50,8 +52,8 @@ var ErrUpgradeRefused = errors.New("upgrade refused")
 // EncodeUpgradeState returns s as the record's bytes, with its schema set.
 func EncodeUpgradeState(s *UpgradeState) ([]byte, error) { return handoff.Encode(s) }
 
-// DecodeUpgradeState parses and validates a record; a schema other than
-// UpgradeSchema is ErrUpgradeSchema. It touches no file descriptor: it is
+// DecodeUpgradeState parses and validates a record; a schema this binary
+// does not read is ErrUpgradeSchema. It touches no file descriptor: it is
 // the whole of the dry run.
 func DecodeUpgradeState(b []byte) (*UpgradeState, error) { return handoff.Decode(b) }
 
@@ -401,11 +403,18 @@ func (m *Monitor) tombstones() []handoff.Tombstone {
 	defer m.mu.Unlock()
 	var out []handoff.Tombstone
 	add := func(t *tombstone) {
-		out = append(out, handoff.Tombstone{
+		r := handoff.Tombstone{
 			ID: t.id, ExitCode: t.status.Code, Signal: int(t.status.Signal), OOMKilled: t.status.OOMKilled,
 			OOMInit: t.status.OOMKills.Init, OOMOther: t.status.OOMKills.Other,
 			Cgroup: uint8(t.cgroup), GlobalArgs: t.globalArgs,
-		})
+		}
+		if t.metrics != nil {
+			id := t.metrics.identity()
+			r.Metrics = t.metrics.handoffState()
+			r.Identity = &handoff.Identity{PodName: id.PodName, PodNamespace: id.PodNamespace,
+				PodUID: id.PodUID, ContainerName: id.ContainerName}
+		}
+		out = append(out, r)
 	}
 	for _, t := range m.exited {
 		if m.tombs[t.id] == t { // replaced by a container of the same ID otherwise
@@ -422,7 +431,10 @@ func (m *Monitor) tombstones() []handoff.Tombstone {
 
 // restoreTombstones remembers the exited containers of a record, as the
 // old process did, before any container is adopted (a container of the
-// same ID replaces its tombstone, as a create does).
+// same ID replaces its tombstone, as a create does). With metrics on,
+// their series go on from the carried counters (none from a record of
+// schema 2, or of another shape: those end with the old process), and the
+// pod's identity is taken from them if no container names it.
 func (m *Monitor) restoreTombstones(ts []handoff.Tombstone) {
 	if n := len(ts) - maxExited; n > 0 { // the old process kept no more: keep the newest
 		ts = ts[n:]
@@ -437,6 +449,23 @@ func (m *Monitor) restoreTombstones(ts []handoff.Tombstone) {
 				Code: r.ExitCode, Signal: syscall.Signal(r.Signal), OOMKilled: r.OOMKilled,
 				OOMKills: OOMKills{Init: r.OOMInit, Other: r.OOMOther},
 			},
+		}
+		if m.metrics != nil && r.Metrics != nil {
+			var id bundle.Identity
+			if r.Identity != nil {
+				id = bundle.Identity{PodName: r.Identity.PodName, PodNamespace: r.Identity.PodNamespace,
+					PodUID: r.Identity.PodUID, ContainerName: r.Identity.ContainerName}
+			}
+			if cm := newContainerMetrics(r.ID, id); cm.restore(r.Metrics) {
+				t.metrics = cm
+			} else {
+				m.log.Warn("metric counters of another shape handed over for an exited container: its series end",
+					"container_id", r.ID)
+			}
+			if m.podIdentity.PodUID == "" && id.PodUID != "" {
+				m.podIdentity = id
+				m.podIdentity.ContainerName = ""
+			}
 		}
 		if old := m.tombs[r.ID]; old != nil {
 			m.dropTomb(old)

@@ -23,7 +23,8 @@ import (
 // A container's series live as long as the container is known to the
 // monitor: while it runs and, once exited, until it is deleted or pushed
 // out of the bounded list of exited containers (maxExited); then its
-// series are dropped. Monitor-level series (creates, runtime failures)
+// series are dropped. An upgrade in place carries them, exited or not
+// (handoffState, restore). Monitor-level series (creates, runtime failures)
 // live as long as the monitor.
 
 // Per-container metrics, labelled with the container's identity
@@ -153,6 +154,24 @@ func containerLabels(id string, ident bundle.Identity) []metrics.Label {
 		}
 	}
 	return append(l, metrics.Label{Key: LabelContainerID, Value: id})
+}
+
+// identity returns the identity the labels were made of (containerLabels).
+func (cm *containerMetrics) identity() bundle.Identity {
+	var id bundle.Identity
+	for _, l := range cm.labels {
+		switch l.Key {
+		case LabelPodName:
+			id.PodName = l.Value
+		case LabelNamespace:
+			id.PodNamespace = l.Value
+		case LabelPodUID:
+			id.PodUID = l.Value
+		case LabelContainerName:
+			id.ContainerName = l.Value
+		}
+	}
+	return id
 }
 
 // counters returns the live counters of stream s, marking it present;
@@ -382,6 +401,11 @@ func (cm *containerMetrics) restore(hm *handoff.Metrics) bool {
 	}
 	cm.start = time.Unix(0, hm.Start)
 	for i, sm := range hm.Streams {
+		// A running container's loop marks its streams again; an
+		// exited one's are marked here or nowhere.
+		if sm.Present {
+			cm.hasStream[i].Store(true)
+		}
 		c := &cm.streams[i]
 		c.WrittenBytes.Store(sm.WrittenBytes)
 		c.WrittenRecords.Store(sm.WrittenRecords)

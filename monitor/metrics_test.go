@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strconv"
@@ -405,4 +406,106 @@ func TestMetricsHandoffRoundTrip(t *testing.T) {
 	if newContainerMetrics("c1", bundle.Identity{}).restore(&hm) {
 		t.Fatal("a record of another shape was taken")
 	}
+}
+
+// TestTombstoneMetricsCarried: an exited container's series go on after an
+// upgrade with the same values and labels, and the pod's identity with
+// them, although no container is left to name it; a record of schema 2
+// (no counters) restores the tombstone without series.
+func TestTombstoneMetricsCarried(t *testing.T) {
+	m := newMetricsMonitor(t)
+	dir := monitortest.Bundle(t, "sh", "-c", "seq 1 1000; echo err >&2; exit 3")
+	annotate(t, dir, map[string]string{
+		bundle.PodName: "job-0", bundle.PodNamespace: "batch", bundle.PodUID: "5e0c2a8b-7f1d-4e6a-9b3c-2d1e0f9a8b7c",
+		bundle.ContainerName: "work",
+	})
+	p := newPaths(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := m.CreateContainer(ctx, p.request("done", dir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := m.Wait(ctx, "done"); err != nil || st.Code != 3 {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	before := scrape(t, m)
+	ident := map[string]string{"k8s_pod_name": "job-0", "k8s_namespace_name": "batch",
+		"k8s_pod_uid": "5e0c2a8b-7f1d-4e6a-9b3c-2d1e0f9a8b7c", "k8s_container_name": "work", "container_id": "done"}
+	written := func(fams map[string]*dto.MetricFamily, stream string) (float64, bool) {
+		want := map[string]string{"stream": stream, "outcome": "written"}
+		for k, v := range ident {
+			want[k] = v
+		}
+		return value(fams, "gomon_log_bytes_total", want)
+	}
+	if v, ok := written(before, "stdout"); !ok || v != 3893 { // seq 1 1000: 3893 bytes
+		t.Fatalf("before: stdout written %v (found %v), want 3893", v, ok)
+	}
+
+	// The record as an upgrade writes and reads it.
+	raw, err := json.Marshal(m.tombstones())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []handoff.Tombstone
+	if err := json.Unmarshal(raw, &recs); err != nil {
+		t.Fatal(err)
+	}
+	next := newMetricsMonitor(t)
+	next.restoreTombstones(recs)
+	after := scrape(t, next)
+	for _, stream := range []string{"stdout", "stderr"} {
+		want, _ := written(before, stream)
+		if got, ok := written(after, stream); !ok || got != want {
+			t.Errorf("after: %s written %v (found %v), want %v", stream, got, ok, want)
+		}
+	}
+	// Every series of the container, whole.
+	if a, b := containerSeries(before, "done"), containerSeries(after, "done"); len(a) < 10 || !reflect.DeepEqual(a, b) {
+		t.Errorf("the container's series before the upgrade\n%v\nafter\n%v", a, b)
+	}
+	if got := next.PodLabels(); len(got) != 3 || got[2].Value != ident["k8s_pod_uid"] {
+		t.Errorf("pod labels after the upgrade %v, want the exited container's pod", got)
+	}
+
+	// Schema 2 carried no counters: the tombstone answers, without series.
+	for i := range recs {
+		recs[i].Metrics, recs[i].Identity = nil, nil
+	}
+	old := newMetricsMonitor(t)
+	old.restoreTombstones(recs)
+	if st, err := old.Wait(context.Background(), "done"); err != nil || st.Code != 3 {
+		t.Errorf("Wait after a schema-2 record: %+v, %v", st, err)
+	}
+	if _, ok := written(scrape(t, old), "stdout"); ok {
+		t.Error("series without carried counters")
+	}
+}
+
+// containerSeries returns the series of container id, each as its family
+// and labels mapped to its value (a histogram's count and sum).
+func containerSeries(fams map[string]*dto.MetricFamily, id string) map[string]string {
+	out := map[string]string{}
+	for name, f := range fams {
+		for _, m := range f.Metric {
+			key, mine := name, false
+			for _, l := range m.Label {
+				key += fmt.Sprintf(" %s=%q", l.GetName(), l.GetValue())
+				mine = mine || l.GetName() == "container_id" && l.GetValue() == id
+			}
+			if !mine {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				out[key] = fmt.Sprint(m.Counter.GetValue())
+			case m.Histogram != nil:
+				out[key] = fmt.Sprint(m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum())
+			}
+		}
+	}
+	return out
 }

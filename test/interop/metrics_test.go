@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -339,4 +341,82 @@ func TestMetricsOOMOutputs(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.stop(t)
+}
+
+// TestMetricsAfterUpgrade: a pod whose one container has exited keeps that
+// container's series through `gomon upgrade`: the new process's textfile,
+// under the same pod-named file, reports the same written bytes and
+// records, and no file named after the run directory appears.
+func TestMetricsAfterUpgrade(t *testing.T) {
+	requireRoot(t)
+	checkNoLeftovers(t)
+	s, _, textDir := startMetricsDaemon(t)
+	const lines = 2000
+	wantBytes := 0
+	for i := 1; i <= lines; i++ {
+		wantBytes += len(strconv.Itoa(i)) + 1
+	}
+	uid := "3a9e1c7d-2b4f-4d8e-a6c5-0f1e2d3c4b5a"
+	c := runningContainer(t, s, []string{"seq", "1", strconv.Itoa(lines)}, func(spec map[string]any) {
+		spec["annotations"] = map[string]any{
+			"io.kubernetes.pod.name": "job-pod", "io.kubernetes.pod.namespace": "interop",
+			"io.kubernetes.pod.uid": uid, "io.kubernetes.container.name": "seq",
+		}
+	}, nil)
+	if code := c.exitCode(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	path := filepath.Join(textDir, "gomon-"+uid+".prom")
+	written := map[string]string{"container_id": c.id, "k8s_pod_uid": uid, "k8s_container_name": "seq",
+		"stream": "stdout", "outcome": "written"}
+	// read waits (bounded) for a textfile written after since that
+	// reports the container's bytes, and returns its families.
+	read := func(since time.Time) map[string]*dto.MetricFamily {
+		t.Helper()
+		var text []byte
+		for deadline := time.Now().Add(hangGuard); ; time.Sleep(50 * time.Millisecond) {
+			st, err := os.Stat(path)
+			if err == nil && st.ModTime().After(since) {
+				if text, err = os.ReadFile(path); err == nil {
+					p := expfmt.NewTextParser(model.LegacyValidation)
+					fams, err := p.TextToMetricFamilies(bytes.NewReader(text))
+					if err != nil {
+						t.Fatalf("textfile does not parse: %v\n%s", err, text)
+					}
+					if b, _ := textValue(fams, "gomon_log_bytes_total", written); b == float64(wantBytes) {
+						return fams
+					}
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no textfile %s since %v with the container's %d bytes (%v):\n%s", path, since, wantBytes, err, text)
+			}
+		}
+	}
+	before := read(time.Time{})
+	records := map[string]string{"container_id": c.id, "stream": "stdout", "outcome": "written"}
+	// A line split across two reads is two records (P and F).
+	wantRecords, _ := textValue(before, "gomon_log_records_total", records)
+	if wantRecords < lines {
+		t.Errorf("before the upgrade: %v records, want at least %d", wantRecords, lines)
+	}
+
+	out, err := exec.Command(gomonBinary(t), "upgrade", "--runtime-dir", s.runDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "upgraded") {
+		t.Fatalf("gomon upgrade: %s (%v)", out, err)
+	}
+	t.Logf("gomon upgrade: %s", strings.TrimSpace(string(out)))
+	after := read(time.Now())
+	if got, _ := textValue(after, "gomon_log_records_total", records); got != wantRecords {
+		t.Errorf("after the upgrade: %v records, want %v", got, wantRecords)
+	}
+	entries, err := os.ReadDir(textDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != filepath.Base(path) {
+			t.Errorf("textfile directory holds %s besides the pod's file", e.Name())
+		}
+	}
 }

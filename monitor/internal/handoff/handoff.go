@@ -17,14 +17,22 @@ import (
 	"fmt"
 )
 
-// Schema is the version of the record this binary writes and reads.
-// Change it whenever a field's meaning changes or a field a reader must
-// understand is added; a reader refuses any other version.
+// Schema is the newest version of the record this binary writes and
+// reads, MinSchema the oldest it reads. Change Schema whenever a field's
+// meaning changes or a field is added (a reader refuses fields it does not
+// know); a reader refuses versions outside [MinSchema, Schema]. A writer
+// stamps the oldest version whose fields hold the record (Encode), so an
+// older binary still takes over a record that needs nothing newer.
 //
 // Schema 2 added terminals (terminal, console_fd), leaked fds
 // (leak_fds), the exited containers' tombstones (exited), the asker's
 // traceparent, the pause process (pause) and the fd socket (fd_socket).
-const Schema = 2
+// Schema 3 added the exited containers' metric counters and identity
+// (exited[].metrics, exited[].identity).
+const (
+	Schema    = 3
+	MinSchema = 2
+)
 
 // MaxContainers bounds the containers of one record (and, apart, its
 // exited ones), MaxLeakFDs the leaked fds of one container, and MaxSize
@@ -225,6 +233,19 @@ type Tombstone struct {
 	OOMOther   uint64   `json:"oom_kills_other,omitempty"`
 	Cgroup     uint8    `json:"cgroup_manager"`
 	GlobalArgs []string `json:"global_args,omitempty"`
+	// Metrics are the container's metric counters and Identity the
+	// labels of its series, so that they go on until the tombstone goes
+	// (nil with metrics off; schema 3).
+	Metrics  *Metrics  `json:"metrics,omitempty"`
+	Identity *Identity `json:"identity,omitempty"`
+}
+
+// Identity is a container's pod and name as its bundle named them.
+type Identity struct {
+	PodName       string `json:"pod_name,omitempty"`
+	PodNamespace  string `json:"pod_namespace,omitempty"`
+	PodUID        string `json:"pod_uid,omitempty"`
+	ContainerName string `json:"container_name,omitempty"`
 }
 
 // Exit is one exit path and the temporary file reserved for it ("" if
@@ -248,9 +269,10 @@ type Attach struct {
 	StopAfterStdinEOF bool   `json:"stop_after_stdin_eof,omitempty"`
 }
 
-// Encode returns the record as JSON.
+// Encode returns the record as JSON, stamped with the oldest schema that
+// holds it (schemaOf).
 func Encode(s *State) ([]byte, error) {
-	s.Schema = Schema
+	s.Schema = schemaOf(s)
 	b, err := json.Marshal(s)
 	if err != nil {
 		return nil, fmt.Errorf("encode upgrade state: %w", err)
@@ -258,9 +280,19 @@ func Encode(s *State) ([]byte, error) {
 	return b, nil
 }
 
-// Decode parses and validates a record: its schema must be Schema, every
-// field a reader relies on must be there, and no fd may be named twice.
-// It touches no fd.
+// schemaOf is the oldest schema whose fields hold s.
+func schemaOf(s *State) int {
+	for _, t := range s.Exited {
+		if t.Metrics != nil || t.Identity != nil {
+			return 3
+		}
+	}
+	return 2
+}
+
+// Decode parses and validates a record: its schema must be one this
+// binary reads and hold the record's fields, every field a reader relies
+// on must be there, and no fd may be named twice. It touches no fd.
 func Decode(b []byte) (*State, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("upgrade state of %d bytes is over the %d-byte limit", len(b), MaxSize)
@@ -271,12 +303,12 @@ func Decode(b []byte) (*State, error) {
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("decode upgrade state: %w", err)
 	}
-	if probe.Schema == nil || *probe.Schema != Schema {
+	if probe.Schema == nil || *probe.Schema < MinSchema || *probe.Schema > Schema {
 		got := "none"
 		if probe.Schema != nil {
 			got = fmt.Sprint(*probe.Schema)
 		}
-		return nil, fmt.Errorf("%w: schema %s, this binary reads schema %d", ErrSchema, got, Schema)
+		return nil, fmt.Errorf("%w: schema %s, this binary reads schemas %d to %d", ErrSchema, got, MinSchema, Schema)
 	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields() // a field this binary would ignore is a field it does not carry
@@ -286,6 +318,9 @@ func Decode(b []byte) (*State, error) {
 	}
 	if err := s.validate(); err != nil {
 		return nil, fmt.Errorf("invalid upgrade state: %w", err)
+	}
+	if need := schemaOf(&s); s.Schema < need {
+		return nil, fmt.Errorf("invalid upgrade state: schema %d with fields of schema %d", s.Schema, need)
 	}
 	return &s, nil
 }

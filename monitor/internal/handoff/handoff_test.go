@@ -36,7 +36,9 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Schema != Schema || len(s.Containers) != 2 || s.Containers[0].Attach[0].Path != "/run/attach" ||
+	// Nothing newer than schema 2 in it: stamped 2, so a binary of
+	// schema 2 takes it over too.
+	if s.Schema != 2 || len(s.Containers) != 2 || s.Containers[0].Attach[0].Path != "/run/attach" ||
 		s.Containers[0].ExitFiles[0].Tmp != "/exit/.a.tmp" || s.Containers[0].LeakFDs[0] != (FD{FD: 8, Dev: 1, Ino: 2}) ||
 		!s.Containers[1].Terminal || s.Containers[1].ConsoleFD != 9 ||
 		s.Pause.PID != 99 || s.Pause.Namespaces[0].Path != "/run/netns/p" ||
@@ -49,22 +51,54 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// A record of another schema, or of none, is refused as ErrSchema; so is a
-// field this binary does not know (it would not be carried).
+// An exited container's metric counters and identity are schema 3: a
+// record holding them is stamped 3 and carries them whole.
+func TestRoundTripExitedMetrics(t *testing.T) {
+	st := valid()
+	hm := &Metrics{Start: 5, Streams: []StreamMetrics{{Present: true, WrittenBytes: 7, DroppedBytes: []uint64{1, 2}}},
+		OOM: []uint64{1, 0}, Exec: []Hist{{Counts: []uint64{0, 1}, Count: 1, Sum: 0.5}}}
+	id := &Identity{PodName: "p", PodNamespace: "ns", PodUID: "u", ContainerName: "c"}
+	st.Exited[0].Metrics, st.Exited[0].Identity = hm, id
+	b, err := Encode(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Schema != 3 {
+		t.Errorf("stamped schema %d, want 3", s.Schema)
+	}
+	x := s.Exited[0]
+	if x.Identity == nil || *x.Identity != *id || x.Metrics == nil || x.Metrics.Start != 5 ||
+		x.Metrics.Streams[0].WrittenBytes != 7 || x.Metrics.Streams[0].DroppedBytes[1] != 2 || x.Metrics.Exec[0].Sum != 0.5 {
+		t.Fatalf("round trip of the exited: %+v %+v", x.Identity, x.Metrics)
+	}
+	// Stamped older than its fields: refused.
+	old := strings.Replace(string(b), `"schema":3`, `"schema":2`, 1)
+	if _, err := Decode([]byte(old)); err == nil || !strings.Contains(err.Error(), "fields of schema 3") {
+		t.Errorf("a schema-2 record with schema-3 fields: %v", err)
+	}
+}
+
+// A record of a schema this binary does not read, or of none, is refused
+// as ErrSchema; so is a field this binary does not know (it would not be
+// carried).
 func TestDecodeRefuses(t *testing.T) {
 	b, err := Encode(valid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := string(b)
-	schema := fmt.Sprintf(`"schema":%d`, Schema)
+	schema := fmt.Sprintf(`"schema":%d`, 2)
 	for name, tc := range map[string]struct {
 		rec    string
 		schema bool
 		says   string
 	}{
 		"newer schema":    {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, Schema+1), 1), true, fmt.Sprintf("schema %d", Schema+1)},
-		"older schema":    {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, Schema-1), 1), true, fmt.Sprintf("schema %d", Schema-1)},
+		"older schema":    {strings.Replace(rec, schema, fmt.Sprintf(`"schema":%d`, MinSchema-1), 1), true, fmt.Sprintf("schema %d", MinSchema-1)},
 		"no schema":       {strings.Replace(rec, schema+",", ``, 1), true, "schema none"},
 		"unknown field":   {strings.Replace(rec, `"from"`, `"terminals":[],"from"`, 1), false, "unknown field"},
 		"fd twice":        {strings.Replace(rec, `"stderr_fd":6`, `"stderr_fd":5`, 1), false, "fd 5"},
