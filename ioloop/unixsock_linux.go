@@ -92,12 +92,15 @@ func listenAt(dfd int, network, name string, mode os.FileMode) (*net.UnixListene
 	return ul, nil
 }
 
+// renameat2 is unix.Renameat2; a seam for the tests of the fallback.
+var renameat2 = unix.Renameat2
+
 // renameNoReplace moves the directory entry from to to, failing with
 // EADDRINUSE (what bind reports) if to exists. A filesystem without
 // RENAME_NOREPLACE (EINVAL), or a kernel without renameat2 (ENOSYS, before
 // 3.15), gets a hard link and an unlink, which fail the same way.
 func renameNoReplace(dfd int, from, to string) error {
-	err := unix.Renameat2(dfd, from, dfd, to, unix.RENAME_NOREPLACE)
+	err := renameat2(dfd, from, dfd, to, unix.RENAME_NOREPLACE)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
 		if err = unix.Linkat(dfd, from, dfd, to, 0); err == nil {
 			_ = unix.Unlinkat(dfd, from, 0)

@@ -149,3 +149,35 @@ func TestListenUnixRefusesExistingPath(t *testing.T) {
 		t.Errorf("directory holds %v, want only file and live", names)
 	}
 }
+
+// Without renameat2 (an old kernel, or a filesystem without
+// RENAME_NOREPLACE) the socket is placed by link and unlink, with the
+// same answers: it listens at its path, nothing else is left, and an
+// existing path is EADDRINUSE.
+func TestListenUnixWithoutRenameat2(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.ENOSYS, syscall.EINVAL} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			defer func(f func(int, string, int, string, uint) error) { renameat2 = f }(renameat2)
+			calls := 0
+			renameat2 = func(int, string, int, string, uint) error { calls++; return errno }
+			dir := t.TempDir()
+			path := filepath.Join(dir, "s.sock")
+			l, err := ListenUnix("unix", path, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = l.Close() }()
+			c, err := DialUnix("unix", path)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			_ = c.Close()
+			if _, err := ListenUnix("unix", path, 0o600); !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("second listen = %v, want EADDRINUSE", err)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 || calls != 2 {
+				t.Errorf("%d entries in the directory after %d renameat2 calls, want 1 after 2", len(entries), calls)
+			}
+		})
+	}
+}
