@@ -127,6 +127,15 @@ next:
 	return 0, false
 }
 
+// seqBytes is the length of what `seq 1 n` prints.
+func seqBytes(n int) int {
+	b := 0
+	for i := 1; i <= n; i++ {
+		b += len(strconv.Itoa(i)) + 1
+	}
+	return b
+}
+
 // startMetricsDaemon starts gomon with both metric outputs on: the
 // textfile in a directory of the test's and OTLP/HTTP to recv, every
 // 200 ms. The client starts gomon with the test's environment, as CRI-O
@@ -154,10 +163,7 @@ func TestMetricsOutputs(t *testing.T) {
 	s, recv, textDir := startMetricsDaemon(t)
 
 	const lines = 3000
-	wantBytes := 0
-	for i := 1; i <= lines; i++ {
-		wantBytes += len(strconv.Itoa(i)) + 1
-	}
+	wantBytes := seqBytes(lines)
 	uid := "6f1d2c3b-4a59-4e8d-9c7b-1a2b3c4d5e6f"
 	c := runningContainer(t, s, []string{"sh", "-c", "seq 1 " + strconv.Itoa(lines) + "; exec sleep 1000"}, func(spec map[string]any) {
 		spec["annotations"] = map[string]any{
@@ -352,10 +358,7 @@ func TestMetricsAfterUpgrade(t *testing.T) {
 	checkNoLeftovers(t)
 	s, _, textDir := startMetricsDaemon(t)
 	const lines = 2000
-	wantBytes := 0
-	for i := 1; i <= lines; i++ {
-		wantBytes += len(strconv.Itoa(i)) + 1
-	}
+	wantBytes := seqBytes(lines)
 	uid := "3a9e1c7d-2b4f-4d8e-a6c5-0f1e2d3c4b5a"
 	c := runningContainer(t, s, []string{"seq", "1", strconv.Itoa(lines)}, func(spec map[string]any) {
 		spec["annotations"] = map[string]any{
