@@ -462,10 +462,7 @@ func (m *Monitor) restoreTombstones(ts []handoff.Tombstone) {
 				m.log.Warn("metric counters of another shape handed over for an exited container: its series end",
 					"container_id", r.ID)
 			}
-			if m.podIdentity.PodUID == "" && id.PodUID != "" {
-				m.podIdentity = id
-				m.podIdentity.ContainerName = ""
-			}
+			m.namePod(id)
 		}
 		if old := m.tombs[r.ID]; old != nil {
 			m.dropTomb(old)

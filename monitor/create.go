@@ -193,11 +193,17 @@ func (m *Monitor) reserve(c *container) error {
 	m.gen++
 	c.gen = m.gen
 	m.containers[c.id] = c
-	if m.podIdentity.PodUID == "" && c.identity.PodUID != "" {
-		m.podIdentity = c.identity
+	m.namePod(c.identity)
+	return nil
+}
+
+// namePod takes the pod's identity from id, a container's, unless the
+// pod is named already or id names no pod. Call with mu held.
+func (m *Monitor) namePod(id bundle.Identity) {
+	if m.podIdentity.PodUID == "" && id.PodUID != "" {
+		m.podIdentity = id
 		m.podIdentity.ContainerName = ""
 	}
-	return nil
 }
 
 // logTagSetting is the container setting (annotation io.gomon.log.tag)
