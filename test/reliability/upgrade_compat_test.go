@@ -61,12 +61,7 @@ func schema2Binary(t *testing.T) string {
 			return
 		}
 		schema2Bin = filepath.Join(dir, "gomon-schema2")
-		build := exec.Command("go", "build", "-C", src, "-o", schema2Bin,
-			"-ldflags", "-X github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.tag=schema2", "./cmd/gomon")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			schema2Err = fmt.Errorf("build gomon at %s: %w: %s", schema2Commit, err, out)
-		}
+		schema2Err = buildGomon(src, schema2Bin, "schema2")
 	})
 	if schema2Err != nil {
 		t.Fatal(schema2Err)

@@ -51,11 +51,7 @@ func upgradeBinaries(t *testing.T) [2]string {
 		}
 		for i, tag := range []string{"upgrade-a", "upgrade-b"} {
 			out := filepath.Join(dir, "gomon-"+tag)
-			cmd := exec.Command("go", "build", "-C", "../..", "-o", out,
-				"-ldflags", "-X github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.tag="+tag, "./cmd/gomon")
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				upgradeBuildsErr = fmt.Errorf("build %s: %w: %s", tag, err, b)
+			if upgradeBuildsErr = buildGomon("../..", out, tag); upgradeBuildsErr != nil {
 				return
 			}
 			upgradeBuilds[i] = out
@@ -65,6 +61,18 @@ func upgradeBinaries(t *testing.T) [2]string {
 		t.Fatal(upgradeBuildsErr)
 	}
 	return upgradeBuilds
+}
+
+// buildGomon builds the gomon of the module at src into out, static, with
+// the version tag tag.
+func buildGomon(src, out, tag string) error {
+	cmd := exec.Command("go", "build", "-C", src, "-o", out,
+		"-ldflags", "-X github.com/gomon-dev/gomon/cmd/gomon/internal/buildinfo.tag="+tag, "./cmd/gomon")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s from %s: %w: %s", tag, src, err, b)
+	}
+	return nil
 }
 
 // install puts src at dst atomically (rename), as a package update does.
